@@ -1,0 +1,182 @@
+//! The application: binds the listener, wires state and routes, runs until stopped.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle, Service};
+use actix_web::{web, App, HttpServer};
+use futures::FutureExt;
+use secrecy::ExposeSecret;
+
+use crate::config::{Settings, DOCS_SAMPLE_API_KEY};
+use crate::fanout::Fanout;
+use crate::ingest::auth::Authenticator;
+use crate::ingest::handler::{self, AppState};
+use crate::ledger::Ledger;
+use crate::metrics::Metrics;
+use crate::sinks::{self, BuildError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Sink(#[from] BuildError),
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    fanout: Arc<Fanout>,
+}
+
+impl Application {
+    /// Builds the sinks (connecting to brokers), binds the listener and prepares the server.
+    /// Must be called inside a Tokio runtime: the broker clients live on it.
+    pub async fn build(settings: Settings) -> Result<Application, StartError> {
+        if let Some(keys) = &settings.auth.api_keys {
+            if keys
+                .keys
+                .iter()
+                .any(|k| k.expose_secret() == DOCS_SAMPLE_API_KEY)
+            {
+                tracing::warn!(
+                    "!!! accepting the sample api key printed in the sender's public documentation; \
+                     set CALLBRIDGE_API_KEY or configure your own keys before exposing this endpoint !!!"
+                );
+            }
+        }
+        if settings.auth.mode == Some(crate::config::AuthMode::None) {
+            tracing::warn!("authentication is disabled (auth.mode: none): anyone who can reach the endpoint can publish");
+        }
+
+        let metrics = Arc::new(Metrics::new());
+        let handles = sinks::build_all(&settings.sinks).await?;
+        let ledger = Ledger::new(
+            Duration::from_secs(settings.idempotency.window_secs),
+            settings.idempotency.max_entries,
+        );
+        let fanout = Arc::new(Fanout::new(handles, ledger, metrics.clone()));
+
+        let server_settings = &settings.server;
+        let listener =
+            TcpListener::bind(&server_settings.listen).map_err(|source| StartError::Bind {
+                addr: server_settings.listen.clone(),
+                source,
+            })?;
+        let port = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: server_settings.listen.clone(),
+                source,
+            })?
+            .port();
+
+        let state = web::Data::new(AppState {
+            auth: Authenticator::new(&settings.auth),
+            fanout: fanout.clone(),
+            metrics: metrics.clone(),
+            event: settings.event.clone(),
+            max_body_bytes: server_settings.max_body_bytes,
+            deadline: Duration::from_millis(server_settings.deadline_ms),
+            retry_after_secs: server_settings.retry_after_secs,
+            publisher: tokio::runtime::Handle::current(),
+        });
+        let paths: Vec<String> = std::iter::once(server_settings.path.clone())
+            .chain(server_settings.extra_paths.iter().cloned())
+            .collect();
+
+        let route_paths = paths.clone();
+        let server = HttpServer::new(move || {
+            let metrics = metrics.clone();
+            let mut app = App::new()
+                .app_data(state.clone())
+                .wrap_fn(move |req, srv| {
+                    let metrics = metrics.clone();
+                    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                    metrics.in_flight.inc();
+                    let timer = metrics
+                        .request_seconds
+                        .with_label_values(&[&route])
+                        .start_timer();
+                    srv.call(req).map(move |res| {
+                        metrics.in_flight.dec();
+                        timer.observe_duration();
+                        let code = match &res {
+                            Ok(r) => r.status().as_u16(),
+                            Err(e) => e.as_response_error().status_code().as_u16(),
+                        };
+                        metrics
+                            .requests
+                            .with_label_values(&[&route, &code.to_string()])
+                            .inc();
+                        res
+                    })
+                })
+                .route("/healthz", web::get().to(handler::healthz))
+                .route("/readyz", web::get().to(handler::readyz))
+                .route("/metrics", web::get().to(handler::metrics));
+            for p in &route_paths {
+                app = app.service(
+                    web::resource(p.as_str())
+                        .route(web::post().to(handler::webhook))
+                        .route(web::put().to(handler::webhook))
+                        .route(web::patch().to(handler::webhook))
+                        .default_service(web::to(handler::method_not_allowed)),
+                );
+            }
+            app.default_service(web::to(handler::not_found))
+        })
+        // In-flight requests finish (each answered 200 or 503) before the process exits.
+        .shutdown_timeout(server_settings.deadline_ms / 1000 + 2)
+        .workers(if server_settings.workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            server_settings.workers
+        })
+        .listen(listener)
+        .map_err(|source| StartError::Bind {
+            addr: server_settings.listen.clone(),
+            source,
+        })?
+        .run();
+
+        tracing::info!(
+            addr = %format!("{}:{}", server_settings.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0"), port),
+            paths = ?paths,
+            sinks = fanout.sinks().len(),
+            "listening"
+        );
+        Ok(Application {
+            port,
+            server,
+            fanout,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle to stop the server gracefully (what SIGTERM does).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]; in-flight requests are answered,
+    /// then sinks are flushed.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        tracing::info!("server stopped; flushing sinks");
+        self.fanout.close().await;
+        tracing::info!("shutdown complete");
+        result
+    }
+}

@@ -1,0 +1,140 @@
+//! The one place where failures become HTTP answers.
+//!
+//! 4xx only for what the sender got wrong (credentials, size, shape): the sender treats 4xx as
+//! final. Everything that is our or a broker's fault is 503 with `Retry-After`, so the sender
+//! retries. Every error answer is JSON: `{"error": {"code", "message", "field"?}}`.
+
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::json;
+
+use super::auth::AuthFailure;
+use super::response::delivery_body;
+use crate::event::callback::InvalidPayload;
+use crate::fanout::Delivery;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing credentials: send {0}")]
+    MissingCredentials(String),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("body exceeds {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("cannot read the body")]
+    BodyRead(#[source] actix_web::error::PayloadError),
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(#[source] serde_json::Error),
+    #[error("{0}")]
+    InvalidPayload(#[source] InvalidPayload),
+    #[error("query string is not valid: {0}")]
+    InvalidQuery(#[source] serde_urlencoded::de::Error),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed: use POST, PUT or PATCH")]
+    MethodNotAllowed,
+    /// A required sink did not acknowledge: the per-sink map says which and why.
+    #[error("required sinks did not acknowledge: {}", .delivery.failed_required().join(", "))]
+    NotDelivered {
+        delivery: Delivery,
+        retry_after_secs: u64,
+    },
+    #[error("internal error while publishing: {0}")]
+    Internal(String, u64),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => "unauthorized",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BodyRead(_) => "body_read_failed",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::InvalidPayload(_) => "invalid_payload",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::NotDelivered { .. } => "not_delivered",
+            ApiError::Internal(..) => "internal",
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::NotDelivered {
+                retry_after_secs, ..
+            }
+            | ApiError::Internal(_, retry_after_secs) => Some(*retry_after_secs),
+            _ => None,
+        }
+    }
+}
+
+impl From<AuthFailure> for ApiError {
+    fn from(f: AuthFailure) -> Self {
+        match f {
+            AuthFailure::Missing(what) => ApiError::MissingCredentials(what),
+            AuthFailure::Invalid => ApiError::InvalidCredentials,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyRead(_)
+            | ApiError::InvalidJson(_)
+            | ApiError::InvalidPayload(_)
+            | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotDelivered { .. } | ApiError::Internal(..) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let field = match self {
+            ApiError::InvalidPayload(p) => Some(p.field.as_str()),
+            ApiError::InvalidJson(_) | ApiError::BodyRead(_) | ApiError::PayloadTooLarge { .. } => {
+                Some("(body)")
+            }
+            ApiError::InvalidQuery(_) => Some("(query)"),
+            _ => None,
+        };
+        let error = ErrorBody {
+            code: self.code(),
+            message: self.to_string(),
+            field,
+        };
+        let body = match self {
+            ApiError::NotDelivered { delivery, .. } => {
+                let mut b = delivery_body(delivery, "failed");
+                b["error"] = json!(error);
+                b
+            }
+            _ => json!({ "error": error }),
+        };
+        let mut resp = HttpResponse::build(self.status_code()).json(body);
+        if let Some(secs) = self.retry_after() {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}

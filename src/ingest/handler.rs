@@ -1,0 +1,183 @@
+//! The webhook handler and the small operational endpoints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::CONTENT_LENGTH;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+
+use super::auth::Authenticator;
+use super::error::ApiError;
+use super::response::delivery_body;
+use crate::config::EventSettings;
+use crate::event::{self, Event, KNOWN_STATUSES};
+use crate::fanout::{Fanout, SinkOutcome};
+use crate::metrics::Metrics;
+
+/// Everything a request needs, shared by all HTTP workers.
+pub struct AppState {
+    pub auth: Authenticator,
+    pub fanout: Arc<Fanout>,
+    pub metrics: Arc<Metrics>,
+    pub event: EventSettings,
+    pub max_body_bytes: usize,
+    /// Answer within this, whatever the brokers do (below the sender's 10 s timeout).
+    pub deadline: Duration,
+    pub retry_after_secs: u64,
+    /// Publishing runs on this runtime (where the broker clients live), as its own task, so a
+    /// sender that hangs up mid-request cannot cancel a publish half-way.
+    pub publisher: tokio::runtime::Handle,
+}
+
+#[tracing::instrument(name = "webhook", skip_all, fields(method = %req.method(), event_id, call_id))]
+pub async fn webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + state.deadline);
+
+    state.auth.check(req.headers())?;
+    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let event = parse(&req, &body, &state.event)?;
+
+    let span = tracing::Span::current();
+    span.record("event_id", event.id.as_str());
+    span.record("call_id", event.subject.as_str());
+    state.metrics.events.with_label_values(&[&event.ty]).inc();
+    if let Some(st) = event.data.status.as_deref() {
+        if !KNOWN_STATUSES.contains(&st) {
+            state.metrics.unknown_status.inc();
+            tracing::warn!(status = st, "unknown call status, forwarded unchanged");
+        }
+    }
+
+    let fanout = state.fanout.clone();
+    let delivery = state
+        .publisher
+        .spawn(async move { fanout.deliver(event, deadline).await })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string(), state.retry_after_secs))?;
+
+    let accepted = delivery.accepted();
+    tracing::info!(
+        outcome = if accepted { "accepted" } else { "failed" },
+        sinks = %sink_summary(&delivery),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "webhook handled"
+    );
+    if accepted {
+        Ok(HttpResponse::Ok().json(delivery_body(&delivery, "accepted")))
+    } else {
+        Err(ApiError::NotDelivered {
+            delivery,
+            retry_after_secs: state.retry_after_secs,
+        })
+    }
+}
+
+/// `name=acked(3.1ms) other=timeout` for the one log line per request.
+fn sink_summary(d: &crate::fanout::Delivery) -> String {
+    let mut s = String::new();
+    for r in &d.reports {
+        let _ = match &r.outcome {
+            SinkOutcome::Acked { latency, .. } => {
+                write!(s, "{}=acked({:.1}ms) ", r.name, latency.as_secs_f64() * 1e3)
+            }
+            SinkOutcome::AlreadyAcked { .. } => write!(s, "{}=already_acked ", r.name),
+            SinkOutcome::Skipped => write!(s, "{}=skipped ", r.name),
+            SinkOutcome::Failed { error } => write!(s, "{}={} ", r.name, error.code()),
+        };
+    }
+    s.trim_end().to_string()
+}
+
+/// Reads the body up to `limit` bytes. The Content-Length is checked first so an oversized body
+/// is refused without reading it.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(ApiError::BodyRead)?;
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// JSON whatever the Content-Type says (the sender sets none by default), then normalise.
+fn parse(req: &HttpRequest, body: &[u8], settings: &EventSettings) -> Result<Event, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(ApiError::InvalidJson)?;
+    let params: BTreeMap<String, String> =
+        serde_urlencoded::from_str(req.query_string()).map_err(ApiError::InvalidQuery)?;
+    let now = time::OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_default();
+    event::normalize(&value, params, settings, now).map_err(ApiError::InvalidPayload)
+}
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut sinks = serde_json::Map::new();
+    for (name, required, ready) in state.fanout.readiness() {
+        state
+            .metrics
+            .sink_ready
+            .with_label_values(&[name])
+            .set(ready as i64);
+        sinks.insert(
+            name.to_string(),
+            json!({"ready": ready, "required": required}),
+        );
+    }
+    let ready = state.fanout.ready();
+    let body = json!({"ready": ready, "sinks": sinks});
+    if ready {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    for (name, _, ready) in state.fanout.readiness() {
+        state
+            .metrics
+            .sink_ready
+            .with_label_values(&[name])
+            .set(ready as i64);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+pub async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

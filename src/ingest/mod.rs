@@ -1,0 +1,12 @@
+//! HTTP ingest: authentication, body limits, parsing, and the answer.
+//!
+//! The request path: auth (401) → body up to `max_body_bytes` (413) → JSON object whatever the
+//! Content-Type (400) → normalise (400 naming the field) → fan-out → 200 or 503.
+
+pub mod auth;
+pub mod error;
+pub mod handler;
+pub mod response;
+
+pub use error::ApiError;
+pub use handler::AppState;

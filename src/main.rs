@@ -1,0 +1,165 @@
+//! The `callbridge` binary: parse the CLI, load settings, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use secrecy::ExposeSecret;
+
+use callbridge::config::{ConfigError, Settings};
+use callbridge::{cli, event, telemetry, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "callbridge",
+    version,
+    about = "Call webhooks onto Kafka, RabbitMQ and NATS — 200 only when every required broker acknowledged"
+)]
+struct Cli {
+    /// Configuration file (YAML). Default: the embedded config/default.yaml.
+    #[arg(long, global = true, env = "CALLBRIDGE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge (the default).
+    Serve,
+    /// Check a configuration: exit 0, or print every error by its field path and exit 1.
+    Validate,
+    /// Post the sender's sample payload to a running bridge, as the sender would.
+    SendTest {
+        /// Webhook URL. Default: this config's listen port and path on 127.0.0.1.
+        #[arg(long)]
+        url: Option<String>,
+        /// API key to send. Default: the config's first key.
+        #[arg(long)]
+        api_key: Option<String>,
+        #[arg(long, value_enum, default_value_t = Kind::Status)]
+        kind: Kind,
+        /// Call status to send.
+        #[arg(long, default_value = "completed")]
+        status: String,
+        /// Call id. Default: a new `test-call-<millis>`, so each run publishes a new event.
+        #[arg(long)]
+        call_id: Option<String>,
+    },
+    /// Print the JSON Schema of the canonical event.
+    Schema,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Kind {
+    Status,
+    Analysis,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Schema => {
+            print!("{}", event::json_schema_pretty());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate => match Settings::load(cli.config.as_deref()) {
+            Ok((_, warnings, source)) => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{source}: ok");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(ConfigError::Invalid(issues)) => {
+                for i in &issues {
+                    eprintln!("{i}");
+                }
+                eprintln!("{} error(s)", issues.len());
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        },
+        Command::Serve => serve(cli.config),
+        Command::SendTest {
+            url,
+            api_key,
+            kind,
+            status,
+            call_id,
+        } => {
+            let (settings, _, _) = Settings::load(cli.config.as_deref())?;
+            let url = url.unwrap_or_else(|| {
+                let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
+                format!("http://127.0.0.1:{port}{}", settings.server.path)
+            });
+            let keys = settings.auth.api_keys.as_ref();
+            let header = keys
+                .map(|k| k.header.clone())
+                .unwrap_or_else(|| "X-API-Key".into());
+            let api_key = api_key.or_else(|| {
+                keys.and_then(|k| k.keys.first())
+                    .map(|k| k.expose_secret().to_string())
+            });
+            let call_id = call_id.unwrap_or_else(|| {
+                let ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0);
+                format!("test-call-{ms}")
+            });
+            let kind = match kind {
+                Kind::Status => "status",
+                Kind::Analysis => "analysis",
+            };
+            let payload = cli::sample_payload(&call_id, kind, &status);
+            let rt = tokio::runtime::Runtime::new()?;
+            let res = rt
+                .block_on(cli::send_test(
+                    &url,
+                    &header,
+                    api_key.as_deref(),
+                    &payload,
+                    Duration::from_secs(15),
+                ))
+                .with_context(|| format!("posting to {url}"))?;
+            println!("{} {}", res.status, res.body);
+            Ok(if res.status == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (settings, warnings, source) = Settings::load(config.as_deref())?;
+    telemetry::init(&settings.log);
+    tracing::info!(config = %source, "configuration loaded");
+    for w in &warnings {
+        tracing::warn!(field = %w.path, "{}", w.message);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("callbridge-publish")
+        .build()?;
+    rt.block_on(async move {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped().await?;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

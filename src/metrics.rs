@@ -1,0 +1,155 @@
+//! Prometheus metrics, one registry per [`crate::Application`] (so tests can run many apps).
+//!
+//! Names follow the Prometheus conventions: `callbridge_*_total` counters, `*_seconds`
+//! histograms. Label values are bounded: routes are patterns, sinks are configured names, event
+//! types come from the fixed set we emit, outcomes from [`crate::sinks::SinkError::code`].
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_seconds: HistogramVec,
+    pub in_flight: IntGauge,
+    pub events: IntCounterVec,
+    pub publish_seconds: HistogramVec,
+    pub sink_outcomes: IntCounterVec,
+    pub idempotency_hits: IntCounterVec,
+    pub sink_ready: IntGaugeVec,
+    pub unknown_status: IntCounter,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "callbridge_http_requests_total",
+                "HTTP requests by route and status code",
+            ),
+            &["route", "code"],
+        )
+        .expect("valid metric");
+        let request_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "callbridge_http_request_duration_seconds",
+                "Time from request to answer, by route",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "callbridge_http_requests_in_flight",
+            "Requests being processed right now",
+        )
+        .expect("valid metric");
+        let events = IntCounterVec::new(
+            Opts::new(
+                "callbridge_events_total",
+                "Webhooks normalised into events, by CloudEvents type",
+            ),
+            &["type"],
+        )
+        .expect("valid metric");
+        let publish_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "callbridge_sink_publish_duration_seconds",
+                "Time from publish to the broker's acknowledgement (or failure), by sink",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let sink_outcomes = IntCounterVec::new(
+            Opts::new(
+                "callbridge_sink_publish_total",
+                "Publish outcomes by sink: acked, skipped, timeout, or the failure reason",
+            ),
+            &["sink", "outcome"],
+        )
+        .expect("valid metric");
+        let idempotency_hits = IntCounterVec::new(
+            Opts::new(
+                "callbridge_idempotency_hits_total",
+                "Redeliveries not published again because the sink had already acknowledged them",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let sink_ready = IntGaugeVec::new(
+            Opts::new(
+                "callbridge_sink_ready",
+                "1 when the sink can reach its destination",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let unknown_status = IntCounter::new(
+            "callbridge_unknown_status_total",
+            "Webhooks whose call status is not one of the documented ones (forwarded unchanged)",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_seconds.clone()),
+            Box::new(in_flight.clone()),
+            Box::new(events.clone()),
+            Box::new(publish_seconds.clone()),
+            Box::new(sink_outcomes.clone()),
+            Box::new(idempotency_hits.clone()),
+            Box::new(sink_ready.clone()),
+            Box::new(unknown_status.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            in_flight,
+            events,
+            publish_seconds,
+            sink_outcomes,
+            idempotency_hits,
+            sink_ready,
+            unknown_status,
+        }
+    }
+
+    pub fn sink_outcome(&self, sink: &str, outcome: &str) {
+        self.sink_outcomes.with_label_values(&[sink, outcome]).inc();
+    }
+
+    pub fn publish_latency(&self, sink: &str, latency: Duration) {
+        self.publish_seconds
+            .with_label_values(&[sink])
+            .observe(latency.as_secs_f64());
+    }
+
+    pub fn idempotency_hit(&self, sink: &str) {
+        self.idempotency_hits.with_label_values(&[sink]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,220 @@
+//! Sinks: where events go, and what "acknowledged" means for each.
+//!
+//! Every sink implements one narrow trait, [`Sink`]: `publish` returns `Ok(Receipt)` only once
+//! the destination has durably confirmed the event (the file sink: written and fsynced; Kafka:
+//! the delivery report with acks=all; RabbitMQ: a publisher confirm with no `basic.return`;
+//! JetStream: the PubAck). Anything else is a [`SinkError`], and the fan-out turns it into a 503.
+
+pub mod file;
+pub mod null;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::SinkSettings;
+use crate::event::{Event, EventFilter};
+
+/// One event, serialised once and shared by every sink (the bytes are reference-counted).
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub event: Event,
+    /// The whole event as JSON: CloudEvents structured mode, and the file sink's line.
+    pub structured: Bytes,
+    /// `data` alone as JSON: the payload of CloudEvents binary mode.
+    pub data: Bytes,
+}
+
+impl Outgoing {
+    pub fn new(event: Event) -> Outgoing {
+        // Serialising plain data structs with string keys cannot fail.
+        let structured = serde_json::to_vec(&event).unwrap_or_default();
+        let data = serde_json::to_vec(&event.data).unwrap_or_default();
+        Outgoing {
+            event,
+            structured: Bytes::from(structured),
+            data: Bytes::from(data),
+        }
+    }
+}
+
+/// Proof that a destination stored the event, echoed in the HTTP answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Receipt {
+    /// Byte offset of the line in the file.
+    File { path: String, offset: u64 },
+    /// The null sink stores nothing; the receipt says so.
+    Null { stored: bool },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    Rabbitmq {
+        exchange: String,
+        routing_key: String,
+    },
+    JetStream {
+        stream: String,
+        sequence: u64,
+        /// The stream already had this event id (a redelivery): still stored exactly once.
+        duplicate: bool,
+    },
+    /// Core NATS: the server received the message; nothing was persisted.
+    NatsCore { subject: String, persisted: bool },
+}
+
+/// Why a publish did not produce a receipt. Every variant answers 503 to the sender: a broker's
+/// or our own failure is never the sender's fault.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("no acknowledgement within {0} ms")]
+    Timeout(u64),
+    #[error("not connected to the broker: {0}")]
+    NotConnected(String),
+    #[error("the broker refused the event: {0}")]
+    Rejected(String),
+    #[error("local queue full: {0}")]
+    QueueFull(String),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{message}")]
+    Broker {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    #[error("another delivery of this event is still in progress")]
+    InProgress,
+}
+
+impl SinkError {
+    /// A short machine-readable reason, for the HTTP body and the metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SinkError::Timeout(_) => "timeout",
+            SinkError::NotConnected(_) => "not_connected",
+            SinkError::Rejected(_) => "rejected",
+            SinkError::QueueFull(_) => "queue_full",
+            SinkError::Io { .. } => "io",
+            SinkError::Broker { .. } => "broker",
+            SinkError::InProgress => "in_progress",
+        }
+    }
+
+    /// Transient failures are expected to heal by themselves (the sender's retry will succeed);
+    /// permanent ones need an operator (an unroutable message, a rejected publish).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, SinkError::Rejected(_))
+    }
+
+    /// The message with its whole `source` chain, for answers and logs.
+    pub fn detail(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(e) = cur {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            cur = e.source();
+        }
+        s
+    }
+
+    pub fn broker(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        SinkError::Broker {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+}
+
+/// A destination for events.
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Publishes one event. `Ok` means the destination confirmed it durably; the caller bounds
+    /// the wait with the sink's timeout, so implementations may simply await the confirmation.
+    async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError>;
+
+    /// Whether the sink can currently reach its destination (`/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+
+    /// Flushes and releases resources at shutdown, after the last request was answered.
+    async fn close(&self) {}
+}
+
+/// A configured sink with the settings the fan-out needs.
+#[derive(Clone)]
+pub struct SinkHandle {
+    pub name: String,
+    pub kind: &'static str,
+    /// A failed required sink fails the request (503); an optional one is reported only.
+    pub required: bool,
+    pub timeout: Duration,
+    /// `None` = every event.
+    pub filters: Option<Vec<EventFilter>>,
+    pub sink: Arc<dyn Sink>,
+}
+
+impl SinkHandle {
+    pub fn wants(&self, event: &Event) -> bool {
+        match &self.filters {
+            None => true,
+            Some(f) => f.iter().any(|f| f.matches(event)),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("sink {name} ({kind}) cannot start")]
+pub struct BuildError {
+    pub name: String,
+    pub kind: &'static str,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+/// Builds every configured sink. Settings are assumed validated.
+pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, BuildError> {
+    let mut out = Vec::with_capacity(settings.len());
+    for s in settings {
+        let c = s.common();
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| BuildError {
+            name: c.name.to_string(),
+            kind: s.kind(),
+            source,
+        };
+        let sink: Arc<dyn Sink> = match s {
+            SinkSettings::File(f) => {
+                Arc::new(file::FileSink::open(f).map_err(|e| fail(Box::new(e)))?)
+            }
+            SinkSettings::Null(n) => Arc::new(null::NullSink::new(n)),
+        };
+        let filters = c.events.map(|list| {
+            list.iter()
+                .filter_map(|f| EventFilter::parse(f).ok())
+                .collect::<Vec<_>>()
+        });
+        out.push(SinkHandle {
+            name: c.name.to_string(),
+            kind: s.kind(),
+            required: c.required,
+            timeout: Duration::from_millis(c.timeout_ms),
+            filters,
+            sink,
+        });
+    }
+    Ok(out)
+}
