@@ -422,6 +422,7 @@ impl Settings {
             .map_err(parse_err)?;
 
         let mut issues = Issues::default();
+        unquoted_null_sink_type(&mut raw);
         expand_env(&mut raw, "", &mut issues);
         if !issues.errors.is_empty() {
             return Err(ConfigError::Invalid(issues.errors));
@@ -616,6 +617,18 @@ impl Settings {
 pub fn check_template(value: &str, path: &str, issues: &mut Issues) {
     if let Err(e) = Template::parse(value) {
         issues.error(path, e.to_string());
+    }
+}
+
+/// YAML reads an unquoted `type: null` as null, not as the string "null": accept it as the
+/// `null` sink kind rather than fail with a puzzling "invalid type: null".
+fn unquoted_null_sink_type(raw: &mut Value) {
+    if let Some(Value::Array(sinks)) = raw.get_mut("sinks") {
+        for sink in sinks {
+            if let Some(t @ Value::Null) = sink.get_mut("type") {
+                *t = Value::String("null".into());
+            }
+        }
     }
 }
 

@@ -14,6 +14,8 @@ use crate::config::{AuthMode, AuthSettings};
 pub struct Authenticator {
     disabled: bool,
     api_key_header: Option<HeaderName>,
+    /// The header as configured, for messages (HeaderName prints lowercase).
+    api_key_header_display: String,
     api_keys: Vec<[u8; 32]>,
     bearer_tokens: Vec<[u8; 32]>,
 }
@@ -44,6 +46,7 @@ impl Authenticator {
         Authenticator {
             disabled: settings.mode == Some(AuthMode::None),
             api_key_header: api.and_then(|a| a.header.parse().ok()),
+            api_key_header_display: api.map(|a| a.header.clone()).unwrap_or_default(),
             api_keys: api
                 .map(|a| {
                     a.keys
@@ -98,8 +101,8 @@ impl Authenticator {
     /// Names what the request should have carried.
     fn expected(&self) -> String {
         let mut what = Vec::new();
-        if let Some(h) = &self.api_key_header {
-            what.push(format!("the {h} header"));
+        if self.api_key_header.is_some() {
+            what.push(format!("the {} header", self.api_key_header_display));
         }
         if !self.bearer_tokens.is_empty() {
             what.push("Authorization: Bearer <token>".to_string());

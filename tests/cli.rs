@@ -1,0 +1,265 @@
+//! The binary: validate, send-test, schema, and a graceful SIGTERM with requests in flight.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_callbridge"));
+    // run from elsewhere: the binary must not depend on the working directory
+    c.current_dir(std::env::temp_dir());
+    c.env_remove("CALLBRIDGE_CONFIG");
+    c
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn validate_accepts_the_embedded_default_and_a_good_file() {
+    let out = bin().arg("validate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sample key"),
+        "warns about the docs' key: {stderr}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "ok.yaml",
+        &config_with_sinks("  - {name: a, type: file, path: /tmp/x.jsonl}\n"),
+    );
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn validate_names_every_error_by_field_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "bad.yaml",
+        r#"
+server: {deadline_ms: 12000, listen: "nowhere"}
+auth: {api_keys: {keys: []}}
+sinks:
+  - {name: a, type: file, path: /tmp/x, events: [call.everything]}
+  - {name: a, type: file, path: /tmp/y}
+"#,
+    );
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "server.deadline_ms:",
+        "server.listen:",
+        "auth.api_keys.keys:",
+        "sinks[0].events[0]:",
+        "sinks[1].name:",
+    ] {
+        assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
+    }
+
+    let cfg = write(
+        dir.path(),
+        "typo.yaml",
+        "auth: {mode: none}\nsinks:\n  - {name: a, type: file, path: /tmp/x}\n  - {name: b, type: file, pth: /tmp/y}\n",
+    );
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sinks[1]") && stderr.contains("pth"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn schema_prints_the_committed_schema() {
+    let out = bin().arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schema/call-event.v1.json"),
+    )
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_posts_the_sample_payload_like_the_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: archive, type: file, path: \"{}\"}}\n",
+        path.display()
+    )))
+    .await;
+    let url = format!("{}/callback", app.base);
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args([
+                "send-test",
+                "--url",
+                &url,
+                "--api-key",
+                KEY,
+                "--kind",
+                "analysis",
+                "--call-id",
+                "st-1",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("200 "));
+    let lines = read_lines(&path);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["subject"], "st-1");
+    assert_eq!(lines[0]["data"]["kind"], "analysis");
+
+    let url = format!("{}/callback", app.base);
+    let out = tokio::task::spawn_blocking(move || {
+        bin()
+            .args(["send-test", "--url", &url, "--api-key", "wrong"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused post fails the command"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+    app.stop().await;
+}
+
+/// SIGTERM while requests are in flight: every one is answered 200, the events are on disk,
+/// and the process exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let yaml = format!(
+        "log: {{format: json}}\n{}",
+        config_with_sinks(&format!(
+            "  - {{name: slow, type: null, latency_ms: 1500}}\n  - {{name: archive, type: file, path: \"{}\"}}\n",
+            path.display()
+        ))
+    );
+    let cfg = write(dir.path(), "cfg.yaml", &yaml);
+    let mut child = bin()
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if sent {
+                continue; // keep draining so the child never blocks on a full pipe
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == "listening" {
+                    let addr = v["addr"].as_str().unwrap_or_default().to_string();
+                    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
+                    let _ = port_tx.send(port);
+                    sent = true;
+                }
+            }
+        }
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("bridge started");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    let posts: Vec<_> = (0..4)
+        .map(|i| {
+            let client = client.clone();
+            let url = format!("{base}/callback");
+            tokio::spawn(async move {
+                let resp = client
+                    .post(url)
+                    .header("X-API-Key", KEY)
+                    .body(status_payload(&format!("sigterm-{i}"), "completed").to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                resp.status().as_u16()
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(10), "4 requests in flight", || {
+        let client = client.clone();
+        let base = base.clone();
+        async move {
+            let m = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            // the /metrics request itself is in flight too
+            m.lines()
+                .any(|l| l == "callbridge_http_requests_in_flight 5")
+                .then_some(())
+        }
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    for p in posts {
+        assert_eq!(p.await.unwrap(), 200, "in-flight request answered 200");
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(read_lines(&path).len(), 4);
+}

@@ -1,0 +1,309 @@
+//! Delivery semantics: 200 only when every required sink acked, 503 + Retry-After otherwise,
+//! retries only where needed, one publish per event id.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use callbridge::event::{normalize, Event};
+use callbridge::fanout::{Fanout, SinkOutcome};
+use callbridge::ledger::Ledger;
+use callbridge::metrics::Metrics;
+use callbridge::sinks::{Outgoing, Receipt, Sink, SinkError, SinkHandle};
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_required_sink_is_503_with_retry_after_well_inside_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok_path = dir.path().join("ok.jsonl");
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: good, type: file, path: \"{}\"}}\n  - {{name: full, type: file, path: /dev/full}}\n",
+        ok_path.display()
+    )))
+    .await;
+    let started = Instant::now();
+    let a = app
+        .post(&status_payload(&unique("full"), "completed"))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(
+        took < Duration::from_millis(3000),
+        "answered in {took:?}, deadline is 3 s"
+    );
+    assert_eq!(a.retry_after.as_deref(), Some("60"));
+    assert_eq!(a.body["status"], "failed");
+    assert_eq!(a.body["error"]["code"], "not_delivered");
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("full"));
+    assert_eq!(a.body["sinks"]["good"]["ok"], true);
+    assert_eq!(a.body["sinks"]["full"]["ok"], false);
+    assert_eq!(a.body["sinks"]["full"]["error"]["code"], "io");
+    assert!(a.body["sinks"]["full"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("No space left"));
+    assert_eq!(read_lines(&ok_path).len(), 1);
+    let m = app.metrics().await;
+    assert!(
+        m.contains(r#"callbridge_sink_publish_total{outcome="io",sink="full"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callbridge_sink_publish_total{outcome="acked",sink="good"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.contains(r#"callbridge_http_requests_total{code="503",route="/callback"} 1"#),
+        "{m}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_optional_sink_never_fails_the_request_and_filters_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok_path = dir.path().join("ok.jsonl");
+    let analysis_path = dir.path().join("analysis.jsonl");
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: good, type: file, path: \"{}\"}}\n\
+         \x20 - {{name: full, type: file, path: /dev/full, required: false}}\n\
+         \x20 - {{name: analyses, type: file, path: \"{}\", events: [call.analysis]}}\n",
+        ok_path.display(),
+        analysis_path.display()
+    )))
+    .await;
+    let a = app.post(&status_payload(&unique("opt"), "completed")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["sinks"]["full"]["ok"], false);
+    assert_eq!(a.body["sinks"]["full"]["required"], false);
+    assert_eq!(a.body["sinks"]["analyses"]["skipped"], true);
+    assert!(read_lines(&analysis_path).is_empty());
+
+    let mut analysis = fixture("analysis-callback.payload.json");
+    analysis["data"]["call_id"] = unique("opt-an").into();
+    let a = app.post(&analysis).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let lines = read_lines(&analysis_path);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["type"], "ai.ringg.call.analysis.v1");
+    assert_eq!(read_lines(&ok_path).len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_webhook_twice_is_one_line_and_the_same_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: archive, type: file, path: \"{}\"}}\n",
+        path.display()
+    )))
+    .await;
+    let body = status_payload(&unique("twice"), "completed");
+    let first = app.post(&body).await;
+    let second = app.post(&body).await;
+    assert_eq!((first.status, second.status), (200, 200));
+    assert_eq!(first.body["event_id"], second.body["event_id"]);
+    assert_eq!(second.body["sinks"]["archive"]["duplicate"], true);
+    assert_eq!(
+        second.body["sinks"]["archive"]["receipt"],
+        first.body["sinks"]["archive"]["receipt"]
+    );
+
+    // 16 concurrent deliveries of another webhook: still one line
+    let body = status_payload(&unique("burst"), "ongoing");
+    let answers = futures::future::join_all((0..16).map(|_| app.post(&body))).await;
+    assert!(answers.iter().all(|a| a.status == 200));
+    let lines = read_lines(&path);
+    assert_eq!(lines.len(), 2, "one line per distinct webhook");
+    assert_eq!(lines[0]["id"], first.body["event_id"]);
+    let m = app.metrics().await;
+    assert!(
+        m.contains(r#"callbridge_idempotency_hits_total{sink="archive"} 16"#),
+        "{m}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_slower_than_the_deadline_gets_503_on_time() {
+    let yaml =
+        config_with_sinks("  - {name: slow, type: null, latency_ms: 30000, timeout_ms: 9000}\n")
+            .replace("deadline_ms: 3000", "deadline_ms: 800");
+    let app = spawn(&yaml).await;
+    let started = Instant::now();
+    let a = app
+        .post(&status_payload(&unique("slow"), "completed"))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(a.status, 503);
+    assert_eq!(a.body["sinks"]["slow"]["error"]["code"], "timeout");
+    assert!(
+        took >= Duration::from_millis(700),
+        "waited for the deadline: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered near the 800 ms deadline: {took:?}"
+    );
+    app.stop().await;
+}
+
+/// A sink that fails its first `fail_first` publishes, counting every call.
+struct Flaky {
+    calls: AtomicUsize,
+    fail_first: usize,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Sink for Flaky {
+    async fn publish(&self, _event: &Outgoing) -> Result<Receipt, SinkError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(self.delay).await;
+        if n < self.fail_first {
+            Err(SinkError::NotConnected("drill".into()))
+        } else {
+            Ok(Receipt::Null { stored: true })
+        }
+    }
+}
+
+fn handle(name: &str, sink: Arc<dyn Sink>) -> SinkHandle {
+    SinkHandle {
+        name: name.into(),
+        kind: "test",
+        required: true,
+        timeout: Duration::from_secs(2),
+        filters: None,
+        sink,
+    }
+}
+
+fn event(call_id: &str) -> Event {
+    normalize(
+        &status_payload(call_id, "completed"),
+        Default::default(),
+        &Default::default(),
+        "2026-01-01T00:00:00Z".into(),
+    )
+    .unwrap()
+}
+
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(5)
+}
+
+#[tokio::test]
+async fn a_redelivery_after_partial_failure_publishes_only_to_the_sink_that_failed() {
+    let steady = Arc::new(Flaky {
+        calls: AtomicUsize::new(0),
+        fail_first: 0,
+        delay: Duration::ZERO,
+    });
+    let flaky = Arc::new(Flaky {
+        calls: AtomicUsize::new(0),
+        fail_first: 1,
+        delay: Duration::ZERO,
+    });
+    let fanout = Fanout::new(
+        vec![
+            handle("steady", steady.clone()),
+            handle("flaky", flaky.clone()),
+        ],
+        Ledger::new(Duration::from_secs(60), 100),
+        Arc::new(Metrics::new()),
+    );
+    let ev = event("partial");
+    let first = fanout.deliver(ev.clone(), deadline()).await;
+    assert!(!first.accepted());
+    assert_eq!(first.failed_required(), vec!["flaky"]);
+
+    let second = fanout.deliver(ev.clone(), deadline()).await;
+    assert!(second.accepted());
+    assert!(matches!(
+        second.reports[0].outcome,
+        SinkOutcome::AlreadyAcked { .. }
+    ));
+    assert!(matches!(
+        second.reports[1].outcome,
+        SinkOutcome::Acked { .. }
+    ));
+    assert_eq!(steady.calls.load(Ordering::SeqCst), 1, "steady got it once");
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 2, "flaky got the retry");
+
+    let third = fanout.deliver(ev, deadline()).await;
+    assert!(third.accepted());
+    assert_eq!(
+        steady.calls.load(Ordering::SeqCst) + flaky.calls.load(Ordering::SeqCst),
+        3,
+        "all acked: nothing republished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_of_one_id_never_publish_twice() {
+    let slow = Arc::new(Flaky {
+        calls: AtomicUsize::new(0),
+        fail_first: 0,
+        delay: Duration::from_millis(200),
+    });
+    let fanout = Arc::new(Fanout::new(
+        vec![handle("slow", slow.clone())],
+        Ledger::new(Duration::from_secs(60), 100),
+        Arc::new(Metrics::new()),
+    ));
+    let ev = event("concurrent");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let f = fanout.clone();
+            let ev = ev.clone();
+            tokio::spawn(async move { f.deliver(ev, deadline()).await.accepted() })
+        })
+        .collect();
+    for t in tasks {
+        assert!(t.await.unwrap());
+    }
+    assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_waiter_past_its_deadline_fails_instead_of_publishing_concurrently() {
+    let slow = Arc::new(Flaky {
+        calls: AtomicUsize::new(0),
+        fail_first: 0,
+        delay: Duration::from_millis(500),
+    });
+    let fanout = Arc::new(Fanout::new(
+        vec![handle("slow", slow.clone())],
+        Ledger::new(Duration::from_secs(60), 100),
+        Arc::new(Metrics::new()),
+    ));
+    let ev = event("waiter");
+    let f = fanout.clone();
+    let ev2 = ev.clone();
+    let first = tokio::spawn(async move { f.deliver(ev2, deadline()).await });
+    // wait until the first delivery is publishing
+    eventually(Duration::from_secs(5), "first publish", || {
+        let n = slow.calls.load(Ordering::SeqCst);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    let short = tokio::time::Instant::now() + Duration::from_millis(50);
+    let second = fanout.deliver(ev, short).await;
+    assert!(!second.accepted());
+    assert!(matches!(
+        second.reports[0].outcome,
+        SinkOutcome::Failed {
+            error: SinkError::InProgress
+        }
+    ));
+    assert!(first.await.unwrap().accepted());
+    assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
+}

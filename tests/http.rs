@@ -1,0 +1,345 @@
+//! Ingest over HTTP: auth, content types, limits, the bad-input corpus, JSON errors.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn file_sink_config(path: &std::path::Path) -> String {
+    config_with_sinks(&format!(
+        "  - {{name: archive, type: file, path: \"{}\"}}\n",
+        path.display()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_accepts_every_listed_key_and_bearer_and_refuses_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&file_sink_config(&path)).await;
+    let url = format!("{}/callback", app.base);
+    let body = status_payload(&unique("auth"), "ongoing").to_string();
+
+    let send = |headers: Vec<(&'static str, &'static str)>| {
+        let mut req = app.client.post(&url).body(body.clone());
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        async move { answer(req.send().await.unwrap()).await }
+    };
+
+    let missing = send(vec![]).await;
+    assert_eq!(missing.status, 401);
+    assert_eq!(missing.body["error"]["code"], "unauthorized");
+    assert!(missing.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("X-API-Key"));
+    for bad in [
+        vec![("X-API-Key", "wrong")],
+        vec![("X-API-Key", "test-key-1x")],
+        vec![("Authorization", "Bearer wrong")],
+        vec![("Authorization", "Bearer test-key-1")],
+    ] {
+        let a = send(bad.clone()).await;
+        assert_eq!(a.status, 401, "{bad:?}");
+        assert_eq!(a.body["error"]["code"], "unauthorized");
+    }
+    assert!(
+        read_lines(&path).is_empty(),
+        "nothing published without auth"
+    );
+
+    // rotation: both keys work; header name is case-insensitive; bearer tokens work
+    assert_eq!(send(vec![("x-api-key", "test-key-2")]).await.status, 200);
+    assert_eq!(send(vec![("X-API-KEY", KEY)]).await.status, 200);
+    assert_eq!(
+        send(vec![("Authorization", "Bearer test-token")])
+            .await
+            .status,
+        200
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_is_json_whatever_the_content_type_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&file_sink_config(&path)).await;
+    for (i, ct) in [
+        None,
+        Some("text/plain"),
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        Some("application/x-www-form-urlencoded"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut req = app
+            .client
+            .post(format!("{}/callback", app.base))
+            .header("X-API-Key", KEY)
+            .body(status_payload(&format!("{}-{i}", unique("ct")), "ongoing").to_string());
+        if let Some(ct) = ct {
+            req = req.header("Content-Type", ct);
+        }
+        let a = answer(req.send().await.unwrap()).await;
+        assert_eq!(a.status, 200, "content type {ct:?}: {}", a.body);
+        assert_eq!(a.body["status"], "accepted");
+    }
+    assert_eq!(read_lines(&path).len(), 5);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_params_are_kept_and_put_patch_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&file_sink_config(&path)).await;
+    let call = unique("params");
+    let a = app
+        .post_raw(
+            "/callback?source=api&version=v1",
+            status_payload(&call, "ongoing").to_string(),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let lines = read_lines(&path);
+    assert_eq!(
+        lines[0]["data"]["callback_params"],
+        json!({"source": "api", "version": "v1"})
+    );
+    assert_eq!(lines[0]["id"], a.body["event_id"]);
+
+    for method in [reqwest::Method::PUT, reqwest::Method::PATCH] {
+        let resp = app
+            .client
+            .request(method.clone(), format!("{}/callback", app.base))
+            .header("X-API-Key", KEY)
+            .body(status_payload(&unique("m"), "ongoing").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{method}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_body_is_413_declared_or_streamed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let yaml = file_sink_config(&path).replace(
+        "deadline_ms: 3000",
+        "deadline_ms: 3000, max_body_bytes: 2048",
+    );
+    let app = spawn(&yaml).await;
+    let mut big = status_payload(&unique("big"), "completed");
+    big["data"]["transcript"] = Value::from("x".repeat(4096));
+    let a = app.post(&big).await;
+    assert_eq!(a.status, 413);
+    assert_eq!(a.body["error"]["code"], "payload_too_large");
+
+    // without Content-Length (chunked), the limit still holds
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .to_string()
+        .into_bytes()
+        .chunks(512)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let stream = futures::stream::iter(chunks);
+    let a = app
+        .post_raw("/callback", reqwest::Body::wrap_stream(stream))
+        .await;
+    assert_eq!(a.status, 413);
+
+    // just under the limit is fine
+    let mut ok = status_payload(&unique("ok"), "completed");
+    ok["data"]["transcript"] = Value::from("y".repeat(1000));
+    assert_eq!(app.post(&ok).await.status, 200);
+    assert_eq!(read_lines(&path).len(), 1);
+    app.stop().await;
+}
+
+/// At least 20 kinds of bad input; each is a 4xx with the JSON error, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_corpus_is_refused_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&file_sink_config(&path)).await;
+    let good = status_payload("bad-corpus", "completed");
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut v = good.clone();
+        f(&mut v);
+        v.to_string()
+    };
+    let corpus: Vec<(&str, String, &str)> = vec![
+        ("empty body", String::new(), "invalid_json"),
+        ("not json", "hello".into(), "invalid_json"),
+        (
+            "truncated json",
+            r#"{"status": "success", "data": {"#.into(),
+            "invalid_json",
+        ),
+        ("trailing garbage", format!("{good} x"), "invalid_json"),
+        (
+            "lone surrogate",
+            r#"{"status": "\ud800"}"#.into(),
+            "invalid_json",
+        ),
+        ("array", "[]".into(), "invalid_payload"),
+        ("string", "\"success\"".into(), "invalid_payload"),
+        ("number", "42".into(), "invalid_payload"),
+        ("null", "null".into(), "invalid_payload"),
+        (
+            "missing status",
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("status");
+            }),
+            "invalid_payload",
+        ),
+        (
+            "status error",
+            with(&|v| v["status"] = json!("error")),
+            "invalid_payload",
+        ),
+        (
+            "status not string",
+            with(&|v| v["status"] = json!(true)),
+            "invalid_payload",
+        ),
+        (
+            "missing data",
+            with(&|v| {
+                v.as_object_mut().unwrap().remove("data");
+            }),
+            "invalid_payload",
+        ),
+        (
+            "data array",
+            with(&|v| v["data"] = json!([])),
+            "invalid_payload",
+        ),
+        (
+            "missing call_id",
+            with(&|v| {
+                v["data"].as_object_mut().unwrap().remove("call_id");
+            }),
+            "invalid_payload",
+        ),
+        (
+            "empty call_id",
+            with(&|v| v["data"]["call_id"] = json!("")),
+            "invalid_payload",
+        ),
+        (
+            "numeric call_id",
+            with(&|v| v["data"]["call_id"] = json!(123)),
+            "invalid_payload",
+        ),
+        (
+            "missing data.status",
+            with(&|v| {
+                v["data"].as_object_mut().unwrap().remove("status");
+            }),
+            "invalid_payload",
+        ),
+        (
+            "status object",
+            with(&|v| v["data"]["status"] = json!({})),
+            "invalid_payload",
+        ),
+        (
+            "duration string",
+            with(&|v| v["data"]["call_duration"] = json!("120.5")),
+            "invalid_payload",
+        ),
+        (
+            "negative duration",
+            with(&|v| v["data"]["call_duration"] = json!(-3)),
+            "invalid_payload",
+        ),
+        (
+            "fractional retry",
+            with(&|v| v["data"]["retry"] = json!(0.5)),
+            "invalid_payload",
+        ),
+        (
+            "custom args list",
+            with(&|v| v["data"]["custom_args_values"] = json!(["a"])),
+            "invalid_payload",
+        ),
+        (
+            "analysis string",
+            with(&|v| v["data"]["analysis"] = json!("great")),
+            "invalid_payload",
+        ),
+        (
+            "transcript number",
+            with(&|v| v["data"]["transcript"] = json!(1)),
+            "invalid_payload",
+        ),
+        (
+            "agent_id number",
+            with(&|v| v["data"]["agent_id"] = json!(1)),
+            "invalid_payload",
+        ),
+    ];
+    assert!(corpus.len() >= 20);
+    for (name, body, code) in &corpus {
+        let a = app.post_raw("/callback", body.clone()).await;
+        assert_eq!(a.status, 400, "{name}: {}", a.body);
+        assert_eq!(a.body["error"]["code"], *code, "{name}: {}", a.body);
+        let msg = a.body["error"]["message"].as_str().unwrap_or_default();
+        assert!(!msg.is_empty(), "{name}");
+        if *code == "invalid_payload" {
+            let field = a.body["error"]["field"].as_str().unwrap();
+            assert!(
+                msg.starts_with(field),
+                "{name}: message names the field: {msg}"
+            );
+        }
+    }
+
+    let a = app
+        .post_raw("/callback", b"{\"status\": \"\xff\"}".to_vec())
+        .await;
+    assert_eq!(a.status, 400, "invalid utf-8: {}", a.body);
+    assert_eq!(a.body["error"]["code"], "invalid_json");
+
+    assert!(read_lines(&path).is_empty(), "bad input published nothing");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_routes_and_methods_answer_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(&file_sink_config(&dir.path().join("e.jsonl"))).await;
+    let a = app.get("/callback").await;
+    assert_eq!(a.status, 405);
+    assert_eq!(a.body["error"]["code"], "method_not_allowed");
+    let a = app.get("/nope").await;
+    assert_eq!(a.status, 404);
+    assert_eq!(a.body["error"]["code"], "not_found");
+    let a = app.get("/healthz").await;
+    assert_eq!(a.status, 200);
+    let a = app.get("/readyz").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body["sinks"]["archive"]["ready"], true);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_status_is_forwarded_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&file_sink_config(&path)).await;
+    let a = app.post(&status_payload(&unique("unk"), "voicemail")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(read_lines(&path)[0]["data"]["status"], "voicemail");
+    let m = app.metrics().await;
+    assert!(m.contains("callbridge_unknown_status_total 1"), "{m}");
+    app.stop().await;
+}
