@@ -22,6 +22,7 @@ pub struct Metrics {
     pub idempotency_hits: IntCounterVec,
     pub sink_ready: IntGaugeVec,
     pub unknown_status: IntCounter,
+    pub unknown_event_type: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -99,6 +100,11 @@ impl Metrics {
             "Webhooks whose call status is not one of the documented ones (forwarded unchanged)",
         )
         .expect("valid metric");
+        let unknown_event_type = IntCounter::new(
+            "callbridge_unknown_event_type_total",
+            "Agent events whose event_type is not one of the documented ones (forwarded as kind other)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
@@ -109,6 +115,7 @@ impl Metrics {
             Box::new(idempotency_hits.clone()),
             Box::new(sink_ready.clone()),
             Box::new(unknown_status.clone()),
+            Box::new(unknown_event_type.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -123,6 +130,7 @@ impl Metrics {
             idempotency_hits,
             sink_ready,
             unknown_status,
+            unknown_event_type,
         }
     }
 

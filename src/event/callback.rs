@@ -6,28 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{id, CallData, Event, EventKind, SPEC_VERSION};
+use super::fields::{type_name, Fields};
+use super::{envelope, id, AnalysisSource, CallData, Event, EventKind, Family, InvalidPayload};
 use crate::config::EventSettings;
-
-/// Why a payload cannot become an event. Always names the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidPayload {
-    /// JSON path of the field at fault, e.g. `data.call_id`.
-    pub field: String,
-    pub message: String,
-}
-
-impl InvalidPayload {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Fields of `data` that map onto named fields of the canonical record.
 const KNOWN_DATA_FIELDS: [&str; 13] = [
@@ -81,7 +64,7 @@ pub fn normalize_callback(
         }
     }
     let data = match top.get("data") {
-        Some(Value::Object(d)) => d,
+        Some(Value::Object(d)) => Fields::new(d, "data."),
         Some(other) => {
             return Err(InvalidPayload::new(
                 "data",
@@ -90,216 +73,58 @@ pub fn normalize_callback(
         }
         None => return Err(InvalidPayload::new("data", "required")),
     };
+    let top = Fields::new(top, "");
 
-    let call_id = match data.get("call_id") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => {
-            return Err(InvalidPayload::new("data.call_id", "must not be empty"))
-        }
-        Some(other) => {
-            return Err(InvalidPayload::new(
-                "data.call_id",
-                format!("expected a string, got {}", type_name(other)),
-            ))
-        }
-        None => return Err(InvalidPayload::new("data.call_id", "required")),
-    };
-
-    let analysis = opt_object(data, "analysis")?;
+    let call_id = data.id("call_id")?;
+    let analysis = data.object("analysis")?;
     let kind = if analysis.is_some() {
         EventKind::Analysis
     } else {
         EventKind::Status
     };
-    let status = opt_string(data, "status")?;
+    let status = data.string("status")?;
     if kind == EventKind::Status && status.is_none() {
         return Err(InvalidPayload::new(
             "data.status",
             "required on a status webhook (a webhook without data.analysis)",
         ));
     }
-    let retry = opt_count(data, "retry")?;
-    let transcript = match data.get("transcript") {
-        None | Some(Value::Null) => None,
-        Some(v @ (Value::String(_) | Value::Array(_))) => Some(v.clone()),
-        Some(other) => {
-            return Err(InvalidPayload::new(
-                "data.transcript",
-                format!(
-                    "expected a string or an array of turns, got {}",
-                    type_name(other)
-                ),
-            ))
-        }
-    };
-    let message = match top.get("message") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(InvalidPayload::new(
-                "message",
-                format!("expected a string, got {}", type_name(other)),
-            ))
-        }
-    };
 
-    let mut extra: Map<String, Value> = data
-        .iter()
-        .filter(|(k, _)| !KNOWN_DATA_FIELDS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let envelope_extra: Map<String, Value> = top
-        .iter()
-        .filter(|(k, _)| !["status", "data", "message"].contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut d = CallData::new(kind, Family::Callback, call_id);
+    d.analysis_source = analysis.as_ref().map(|_| AnalysisSource::Callback);
+    d.analysis = analysis;
+    d.status = status;
+    d.retry = data.count("retry")?;
+    d.direction = data.string("call_direction")?;
+    d.duration_seconds = data.seconds("call_duration")?;
+    d.recording_url = data.string("recording_url")?;
+    d.agent_id = data.string("agent_id")?;
+    d.from_number = data.string("from_number")?;
+    d.to_number = data.string("to_number")?;
+    d.custom_args = data.object("custom_args_values")?;
+    d.set_transcript(data.map.get("transcript"), "data.transcript")?;
+    // Some senders put `message` inside data; the top-level one wins.
+    d.message = match top.string("message")? {
+        Some(m) => Some(m),
+        None => data.string("message")?,
+    };
+    d.callback_params = params;
+    d.extra = data.rest(&KNOWN_DATA_FIELDS);
+    let envelope_extra = top.rest(&["status", "data", "message"]);
     if !envelope_extra.is_empty() {
-        extra.insert("_envelope".into(), Value::Object(envelope_extra));
+        d.extra
+            .insert("_envelope".into(), Value::Object(envelope_extra));
     }
 
-    let retry_part = retry.unwrap_or(0).to_string();
+    let retry_part = d.retry.unwrap_or(0).to_string();
     let event_id = id::derive(&[
         "callback",
-        &call_id,
+        &d.call_id,
         kind.as_str(),
-        status.as_deref().unwrap_or(""),
+        d.status.as_deref().unwrap_or(""),
         &retry_part,
     ]);
-
-    let data = CallData {
-        kind,
-        call_id: call_id.clone(),
-        direction: opt_string(data, "call_direction")?,
-        status: status.clone(),
-        duration_seconds: opt_seconds(data, "call_duration")?,
-        recording_url: opt_string(data, "recording_url")?,
-        transcript,
-        agent_id: opt_string(data, "agent_id")?,
-        retry,
-        from_number: opt_string(data, "from_number")?,
-        to_number: opt_string(data, "to_number")?,
-        custom_args: opt_object(data, "custom_args_values")?,
-        analysis,
-        callback_params: params,
-        message: match data.get("message") {
-            // Some senders put `message` inside data; the top-level one wins.
-            Some(Value::String(s)) if message.is_none() => Some(s.clone()),
-            _ => message,
-        },
-        extra,
-    };
-
-    Ok(Event {
-        specversion: SPEC_VERSION.into(),
-        id: event_id,
-        source: settings.source.clone(),
-        ty: event_type(settings, kind),
-        subject: call_id.clone(),
-        time,
-        datacontenttype: "application/json".into(),
-        callstatus: status,
-        partitionkey: call_id,
-        traceparent: None,
-        data,
-    })
-}
-
-/// `<prefix>.call.<kind>.v1`
-pub fn event_type(settings: &EventSettings, kind: EventKind) -> String {
-    format!(
-        "{}.call.{}.{}",
-        settings.type_prefix,
-        kind,
-        super::SCHEMA_VERSION
-    )
-}
-
-pub(crate) fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-pub(crate) fn opt_string(
-    data: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<String>, InvalidPayload> {
-    match data.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(InvalidPayload::new(
-            format!("data.{key}"),
-            format!("expected a string, got {}", type_name(other)),
-        )),
-    }
-}
-
-pub(crate) fn opt_object(
-    data: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<Map<String, Value>>, InvalidPayload> {
-    match data.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o.clone())),
-        Some(other) => Err(InvalidPayload::new(
-            format!("data.{key}"),
-            format!("expected an object, got {}", type_name(other)),
-        )),
-    }
-}
-
-/// A non-negative number of seconds (a float).
-pub(crate) fn opt_seconds(
-    data: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<f64>, InvalidPayload> {
-    match data.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
-            Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f)),
-            _ => Err(InvalidPayload::new(
-                format!("data.{key}"),
-                format!("expected a non-negative number of seconds, got {n}"),
-            )),
-        },
-        Some(other) => Err(InvalidPayload::new(
-            format!("data.{key}"),
-            format!("expected a number, got {}", type_name(other)),
-        )),
-    }
-}
-
-/// A non-negative whole number (`1` and `1.0` both count; `1.5`, `-1` and 1e30 do not).
-pub(crate) fn opt_count(
-    data: &Map<String, Value>,
-    key: &str,
-) -> Result<Option<u64>, InvalidPayload> {
-    match data.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(u) = n.as_u64() {
-                return Ok(Some(u));
-            }
-            match n.as_f64() {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u32::MAX as f64 => {
-                    Ok(Some(f as u64))
-                }
-                _ => Err(InvalidPayload::new(
-                    format!("data.{key}"),
-                    format!("expected a non-negative whole number, got {n}"),
-                )),
-            }
-        }
-        Some(other) => Err(InvalidPayload::new(
-            format!("data.{key}"),
-            format!("expected a number, got {}", type_name(other)),
-        )),
-    }
+    Ok(envelope(event_id, d, settings, time))
 }
 
 #[cfg(test)]

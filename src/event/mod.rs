@@ -4,8 +4,11 @@
 //! `subject` = call id, ...) and `data`, the call record normalised from the sender's payload.
 //! The JSON Schema in `docs/schema/call-event.v1.json` is generated from these types.
 
+pub mod agent_event;
 pub mod callback;
+mod fields;
 pub mod id;
+pub mod transcript;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -14,7 +17,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use agent_event::normalize_agent_event;
 pub use callback::normalize_callback;
+pub use transcript::Turn;
 
 /// CloudEvents spec version we emit.
 pub const SPEC_VERSION: &str = "1.0";
@@ -52,23 +57,45 @@ pub struct Event {
     pub data: CallData,
 }
 
-/// What happened to the call. Part of the CloudEvents `type` and of routing templates.
+/// What happened to the call. Part of the CloudEvents `type`, of routing templates and of sinks'
+/// `events` filters, and the same whichever webhook family reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventKind {
-    /// The call's status changed (`data.status`).
+    /// The call started (agent event `call_started`).
+    Started,
+    /// The call's status changed (callback webhook with `data.status`; agent event
+    /// `call_completed`).
     Status,
-    /// The call's analysis is ready (`data.analysis`).
+    /// The recording is ready (agent event `recording_completed`).
+    Recording,
+    /// An analysis is ready (callback webhook with `data.analysis`; agent events
+    /// `platform_analysis_completed`, `client_analysis_completed`); see `analysis_source`.
     Analysis,
+    /// Everything about the call is final (agent event `all_processing_completed`).
+    Processed,
+    /// An agent event type this version does not know, forwarded unchanged (see `event_type`).
+    Other,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 2] = [EventKind::Status, EventKind::Analysis];
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Started,
+        EventKind::Status,
+        EventKind::Recording,
+        EventKind::Analysis,
+        EventKind::Processed,
+        EventKind::Other,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            EventKind::Started => "started",
             EventKind::Status => "status",
+            EventKind::Recording => "recording",
             EventKind::Analysis => "analysis",
+            EventKind::Processed => "processed",
+            EventKind::Other => "other",
         }
     }
 
@@ -83,49 +110,205 @@ impl fmt::Display for EventKind {
     }
 }
 
-/// The call statuses the sender documents. Others are forwarded unchanged (and counted).
-pub const KNOWN_STATUSES: [&str; 6] = [
+/// Which of the platform's two webhook mechanisms delivered the event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// The per-call `callback_url` (`{"status": "success", "data": {...}}`).
+    Callback,
+    /// An agent event subscription (flat JSON with `event_type`).
+    AgentEvent,
+}
+
+/// Who produced an analysis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AnalysisSource {
+    /// `data.analysis` of a callback webhook.
+    Callback,
+    /// `platform_analysis_completed`: the platform's own analysis.
+    Platform,
+    /// `client_analysis_completed`: the customer's configured prompts.
+    Client,
+}
+
+/// Call statuses either family documents. Others are forwarded unchanged (and counted).
+pub const KNOWN_STATUSES: [&str; 7] = [
     "registered",
     "ongoing",
     "completed",
     "failed",
     "error",
     "cancelled",
+    // agent event `call_completed` only
+    "retry",
 ];
 
-/// The normalised call record. Every field is always present (null when the sender omitted it),
-/// so consumers can rely on the shape.
+/// The normalised call record. Every field is always present (null when the webhook did not
+/// carry it), so consumers can rely on the shape whichever family sent the event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct CallData {
-    /// `status` or `analysis`; the same as the kind in `type`.
+    /// The same as the kind in `type`.
     pub kind: EventKind,
+    pub family: Family,
+    /// The agent event's `event_type` as sent; null for callback webhooks.
+    pub event_type: Option<String>,
     pub call_id: String,
-    /// `inbound`, `outbound`, ... as the sender says (`call_direction`).
+    /// `inbound`, `outbound`, `webcall`, ... as sent (`call_direction` or `call_type`).
     pub direction: Option<String>,
     /// The call status (`registered`, `ongoing`, `completed`, `failed`, `error`, `cancelled`,
-    /// or any newer status the sender adds, unchanged).
+    /// `retry`, or any newer status, unchanged).
     pub status: Option<String>,
+    /// `call_started`'s `sub_status`, e.g. `ACCEPTED`.
+    pub sub_status: Option<String>,
     /// Call duration in seconds (`call_duration`).
     pub duration_seconds: Option<f64>,
     pub recording_url: Option<String>,
-    /// The transcript exactly as sent: a string, or (second webhook family) an array of turns.
+    /// `recording_duration`, in seconds.
+    pub recording_duration_seconds: Option<f64>,
+    /// The transcript exactly as sent: a string (callback family) or an array of turns.
     pub transcript: Option<Value>,
+    /// The transcript normalised to turns, whatever its shape on the wire.
+    pub transcript_turns: Option<Vec<Turn>>,
     pub agent_id: Option<String>,
-    /// Which attempt of the call this is (`retry`).
+    pub agent_name: Option<String>,
+    pub version_id: Option<String>,
+    pub version_slug: Option<String>,
+    pub version_description: Option<String>,
+    pub workspace_id: Option<String>,
+    /// The telephony provider's call id.
+    pub call_sid: Option<String>,
+    /// Which attempt of the call this is (`retry` or `retry_count`).
     pub retry: Option<u64>,
     pub from_number: Option<String>,
     pub to_number: Option<String>,
+    /// When the call was placed (`called_on`), as sent.
+    pub called_at: Option<String>,
     /// The customer's own `custom_args_values` from the call request.
     pub custom_args: Option<Map<String, Value>>,
-    /// The analysis results of an analysis webhook; null on status events.
+    /// Analysis results (`data.analysis` or `analysis_data`); null when the event has none.
     pub analysis: Option<Map<String, Value>>,
+    pub analysis_source: Option<AnalysisSource>,
+    /// `call_cost`, in the platform's billing currency.
+    pub call_cost: Option<f64>,
+    pub overall_latency_seconds: Option<f64>,
+    pub first_utterance_seconds: Option<f64>,
+    pub agent_message_count: Option<u64>,
+    pub user_message_count: Option<u64>,
+    pub bulk_list_id: Option<String>,
+    pub tool_call_logs: Option<Vec<Value>>,
     /// Query parameters of the webhook URL (the sender's `callback_args.params`).
     pub callback_params: BTreeMap<String, String>,
     /// The sender's descriptive `message`.
     pub message: Option<String>,
-    /// Fields the sender sent that this version does not know, kept verbatim: unknown `data.*`
-    /// fields by name, unknown top-level fields under `_envelope`.
+    /// Fields the sender sent that this version does not know, kept verbatim. Callback family:
+    /// unknown `data.*` fields by name, unknown top-level fields under `_envelope`.
     pub extra: Map<String, Value>,
+}
+
+impl CallData {
+    /// A record with only what every event has; normalisers fill in the rest.
+    pub fn new(kind: EventKind, family: Family, call_id: String) -> CallData {
+        CallData {
+            kind,
+            family,
+            event_type: None,
+            call_id,
+            direction: None,
+            status: None,
+            sub_status: None,
+            duration_seconds: None,
+            recording_url: None,
+            recording_duration_seconds: None,
+            transcript: None,
+            transcript_turns: None,
+            agent_id: None,
+            agent_name: None,
+            version_id: None,
+            version_slug: None,
+            version_description: None,
+            workspace_id: None,
+            call_sid: None,
+            retry: None,
+            from_number: None,
+            to_number: None,
+            called_at: None,
+            custom_args: None,
+            analysis: None,
+            analysis_source: None,
+            call_cost: None,
+            overall_latency_seconds: None,
+            first_utterance_seconds: None,
+            agent_message_count: None,
+            user_message_count: None,
+            bulk_list_id: None,
+            tool_call_logs: None,
+            callback_params: BTreeMap::new(),
+            message: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Sets `transcript` and `transcript_turns` from the value as sent.
+    pub(crate) fn set_transcript(
+        &mut self,
+        value: Option<&Value>,
+        field: &str,
+    ) -> Result<(), InvalidPayload> {
+        match value {
+            None | Some(Value::Null) => Ok(()),
+            Some(v) => {
+                self.transcript_turns = Some(transcript::turns(v, field)?);
+                self.transcript = Some(v.clone());
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why a payload cannot become an event. Always names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidPayload {
+    /// JSON path of the field at fault, e.g. `data.call_id`.
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidPayload {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Builds the envelope around `data`.
+pub(crate) fn envelope(
+    id: String,
+    data: CallData,
+    settings: &crate::config::EventSettings,
+    time: String,
+) -> Event {
+    Event {
+        specversion: SPEC_VERSION.into(),
+        id,
+        source: settings.source.clone(),
+        ty: event_type(settings, data.kind),
+        subject: data.call_id.clone(),
+        time,
+        datacontenttype: "application/json".into(),
+        callstatus: data.status.clone(),
+        partitionkey: data.call_id.clone(),
+        traceparent: None,
+        data,
+    }
+}
+
+/// `<prefix>.call.<kind>.v1`
+pub fn event_type(settings: &crate::config::EventSettings, kind: EventKind) -> String {
+    format!("{}.call.{}.{}", settings.type_prefix, kind, SCHEMA_VERSION)
 }
 
 impl Event {
@@ -144,7 +327,8 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn parse(s: &str) -> Result<EventFilter, String> {
-        let expected = "expected call.<kind> or call.<kind>.<status> (kinds: status, analysis)";
+        let expected = "expected call.<kind> or call.<kind>.<status> \
+                        (kinds: started, status, recording, analysis, processed, other)";
         let mut parts = s.splitn(3, '.');
         if parts.next() != Some("call") {
             return Err(format!("{s:?}: {expected}"));
@@ -177,8 +361,21 @@ pub fn normalize(
     params: BTreeMap<String, String>,
     settings: &crate::config::EventSettings,
     time: String,
-) -> Result<Event, callback::InvalidPayload> {
-    normalize_callback(body, params, settings, time)
+) -> Result<Event, InvalidPayload> {
+    let top = body
+        .as_object()
+        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))?;
+    if top.contains_key("event_type") {
+        normalize_agent_event(body, params, settings, time)
+    } else if top.contains_key("status") || top.contains_key("data") {
+        normalize_callback(body, params, settings, time)
+    } else {
+        Err(InvalidPayload::new(
+            "(body)",
+            "expected a call callback ({\"status\": \"success\", \"data\": {...}}) \
+             or an agent event ({\"event_type\": ..., \"call_id\": ...})",
+        ))
+    }
 }
 
 /// The JSON Schema of the event, as committed in `docs/schema/call-event.v1.json`.

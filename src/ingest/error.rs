@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::auth::AuthFailure;
 use super::response::delivery_body;
-use crate::event::callback::InvalidPayload;
+use crate::event::InvalidPayload;
 use crate::fanout::Delivery;
 
 #[derive(Debug, thiserror::Error)]

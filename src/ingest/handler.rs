@@ -15,7 +15,7 @@ use super::auth::Authenticator;
 use super::error::ApiError;
 use super::response::delivery_body;
 use crate::config::EventSettings;
-use crate::event::{self, Event, KNOWN_STATUSES};
+use crate::event::{self, Event, EventKind, KNOWN_STATUSES};
 use crate::fanout::{Fanout, SinkOutcome};
 use crate::metrics::Metrics;
 
@@ -56,6 +56,10 @@ pub async fn webhook(
             state.metrics.unknown_status.inc();
             tracing::warn!(status = st, "unknown call status, forwarded unchanged");
         }
+    }
+    if event.data.kind == EventKind::Other {
+        state.metrics.unknown_event_type.inc();
+        tracing::warn!(event_type = ?event.data.event_type, "unknown agent event type, forwarded as kind other");
     }
 
     let fanout = state.fanout.clone();
