@@ -85,6 +85,7 @@ impl Application {
             max_body_bytes: server_settings.max_body_bytes,
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
+            redact_pii: settings.log.redact_pii,
             publisher: tokio::runtime::Handle::current(),
         });
         let paths: Vec<String> = std::iter::once(server_settings.path.clone())

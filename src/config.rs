@@ -106,6 +106,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub traces: TraceSettings,
     pub sinks: Vec<SinkSettings>,
 }
 
@@ -272,6 +274,59 @@ pub struct LogSettings {
     /// `tracing` filter directive; `RUST_LOG` wins when set.
     #[serde(default)]
     pub level: Option<String>,
+    /// Replace phone numbers and transcripts with `[redacted]` wherever an event is logged
+    /// (debug level), for deployments whose logs must not hold personal data.
+    #[serde(default)]
+    pub redact_pii: bool,
+}
+
+/// OpenTelemetry traces over OTLP. Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Collector base URL (`/v1/traces` is appended unless present).
+    #[serde(default = "default_otlp_endpoint")]
+    pub endpoint: String,
+    #[serde(default)]
+    pub protocol: TraceProtocol,
+    /// Share of new traces to record (0.0 to 1.0); an incoming sampled `traceparent` is honoured.
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+impl Default for TraceSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: default_otlp_endpoint(),
+            protocol: TraceProtocol::default(),
+            sampling_ratio: default_sampling_ratio(),
+            service_name: default_service_name(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+pub enum TraceProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+fn default_otlp_endpoint() -> String {
+    "http://localhost:4318".into()
+}
+fn default_sampling_ratio() -> f64 {
+    1.0
+}
+fn default_service_name() -> String {
+    "callbridge".into()
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
@@ -494,6 +549,16 @@ impl Settings {
         }
         if self.idempotency.max_entries == 0 {
             issues.error("idempotency.max_entries", "must be greater than 0");
+        }
+
+        if !(0.0..=1.0).contains(&self.traces.sampling_ratio) {
+            issues.error("traces.sampling_ratio", "must be between 0.0 and 1.0");
+        }
+        if self.traces.enabled && !self.traces.endpoint.starts_with("http") {
+            issues.error(
+                "traces.endpoint",
+                format!("expected an http(s) URL, got {:?}", self.traces.endpoint),
+            );
         }
 
         if self.sinks.is_empty() {

@@ -149,7 +149,6 @@ impl Fanout {
     }
 
     /// Publishes `event` to every sink that wants it and has not acknowledged it yet.
-    #[tracing::instrument(skip_all, fields(event_id = %event.id, call_id = %event.subject))]
     pub async fn deliver(&self, event: Event, deadline: tokio::time::Instant) -> Delivery {
         let event_id = event.id.clone();
         let mut reports: Vec<SinkReport> = Vec::with_capacity(self.sinks.len());
@@ -207,7 +206,21 @@ impl Fanout {
         let outgoing = Outgoing::new(event);
         let publishes = to_publish.iter().map(|s| {
             let outgoing = &outgoing;
-            let span = tracing::info_span!("publish", sink = %s.name, kind = s.kind);
+            let destination = match s.sink.destination(&outgoing.event) {
+                d if d.is_empty() => s.name.clone(),
+                d => d,
+            };
+            let span = tracing::info_span!(
+                "publish",
+                otel.kind = "producer",
+                otel.name = %format!("send {destination}"),
+                otel.status_code = tracing::field::Empty,
+                messaging.system = s.kind,
+                messaging.operation.type = "send",
+                messaging.destination.name = %destination,
+                messaging.message.id = %outgoing.event.id,
+                sink = %s.name,
+            );
             async move {
                 let started = Instant::now();
                 let budget = s
@@ -225,6 +238,7 @@ impl Fanout {
                         SinkOutcome::Acked { receipt, latency }
                     }
                     Err(error) => {
+                        tracing::Span::current().record("otel.status_code", "ERROR");
                         self.metrics.sink_outcome(&s.name, error.code());
                         tracing::warn!(sink = %s.name, reason = error.code(), error = %error.detail(), "publish failed");
                         SinkOutcome::Failed { error }

@@ -147,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let (settings, warnings, source) = Settings::load(config.as_deref())?;
-    telemetry::init(&settings.log);
+    let _telemetry = telemetry::init(&settings.log, &settings.traces)?;
     tracing::info!(config = %source, "configuration loaded");
     for w in &warnings {
         tracing::warn!(field = %w.path, "{}", w.message);

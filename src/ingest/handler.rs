@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
+use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::error::ApiError;
@@ -29,13 +30,33 @@ pub struct AppState {
     /// Answer within this, whatever the brokers do (below the sender's 10 s timeout).
     pub deadline: Duration,
     pub retry_after_secs: u64,
+    /// `log.redact_pii`: keep phone numbers and transcripts out of logs.
+    pub redact_pii: bool,
     /// Publishing runs on this runtime (where the broker clients live), as its own task, so a
     /// sender that hangs up mid-request cannot cancel a publish half-way.
     pub publisher: tokio::runtime::Handle,
 }
 
-#[tracing::instrument(name = "webhook", skip_all, fields(method = %req.method(), event_id, call_id))]
 pub async fn webhook(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    // The request span; it continues the sender's trace when a `traceparent` came with it.
+    let span = tracing::info_span!(
+        "webhook",
+        otel.kind = "server",
+        otel.name = %format!("{} {}", req.method(), req.match_pattern().unwrap_or_default()),
+        http.request.method = %req.method(),
+        event_id = tracing::field::Empty,
+        call_id = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, req.headers());
+    handle(req, payload, state).instrument(span).await
+}
+
+async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
@@ -45,11 +66,15 @@ pub async fn webhook(
 
     state.auth.check(req.headers())?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
-    let event = parse(&req, &body, &state.event)?;
+    let mut event = parse(&req, &body, &state.event)?;
 
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
     span.record("call_id", event.subject.as_str());
+    event.traceparent = crate::telemetry::outgoing_traceparent(&span, req.headers());
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(event = %loggable(&event, state.redact_pii), "normalised event");
+    }
     state.metrics.events.with_label_values(&[&event.ty]).inc();
     if let Some(st) = event.data.status.as_deref() {
         if !KNOWN_STATUSES.contains(&st) {
@@ -65,11 +90,12 @@ pub async fn webhook(
     let fanout = state.fanout.clone();
     let delivery = state
         .publisher
-        .spawn(async move { fanout.deliver(event, deadline).await })
+        .spawn(async move { fanout.deliver(event, deadline).await }.instrument(span.clone()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string(), state.retry_after_secs))?;
 
     let accepted = delivery.accepted();
+    span.record("outcome", if accepted { "accepted" } else { "failed" });
     tracing::info!(
         outcome = if accepted { "accepted" } else { "failed" },
         sinks = %sink_summary(&delivery),
@@ -84,6 +110,21 @@ pub async fn webhook(
             retry_after_secs: state.retry_after_secs,
         })
     }
+}
+
+/// The event as JSON for a debug log line, with phone numbers and transcripts replaced when
+/// `log.redact_pii` is on.
+fn loggable(event: &Event, redact: bool) -> String {
+    let mut v = serde_json::to_value(event).unwrap_or_default();
+    if redact {
+        for field in ["from_number", "to_number", "transcript", "transcript_turns"] {
+            if v["data"][field].is_null() {
+                continue;
+            }
+            v["data"][field] = Value::from("[redacted]");
+        }
+    }
+    v.to_string()
 }
 
 /// `name=acked(3.1ms) other=timeout` for the one log line per request.

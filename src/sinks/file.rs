@@ -136,6 +136,10 @@ impl Sink for FileSink {
         }
     }
 
+    fn destination(&self, _event: &crate::event::Event) -> String {
+        self.display.clone()
+    }
+
     fn is_ready(&self) -> bool {
         self.alive.load(Ordering::Acquire)
     }

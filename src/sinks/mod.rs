@@ -146,6 +146,13 @@ pub trait Sink: Send + Sync + 'static {
     /// the wait with the sink's timeout, so implementations may simply await the confirmation.
     async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError>;
 
+    /// Where this event goes (topic, exchange/routing key, subject, file), for the publish
+    /// span's `messaging.destination.name`.
+    fn destination(&self, event: &Event) -> String {
+        let _ = event;
+        String::new()
+    }
+
     /// Whether the sink can currently reach its destination (`/readyz`).
     fn is_ready(&self) -> bool {
         true

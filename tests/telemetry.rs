@@ -1,0 +1,299 @@
+//! Observability: metrics after known traffic, OTLP spans with a child per sink, the trace
+//! context carried into the events, and no secrets in logs.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use callbridge::config::{LogSettings, TraceSettings};
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message;
+
+type Received = Arc<Mutex<Vec<Span>>>;
+
+/// A minimal OTLP/HTTP (protobuf) receiver: collects every span posted to /v1/traces.
+async fn otlp_receiver() -> (String, Received, actix_web::dev::ServerHandle) {
+    let spans: Received = Arc::default();
+    let data = web::Data::new(spans.clone());
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).route(
+            "/v1/traces",
+            web::post().to(|body: web::Bytes, spans: web::Data<Received>| async move {
+                let req =
+                    ExportTraceServiceRequest::decode(body.as_ref()).expect("valid OTLP protobuf");
+                let mut out = spans.lock().unwrap();
+                for rs in req.resource_spans {
+                    for ss in rs.scope_spans {
+                        out.extend(ss.spans);
+                    }
+                }
+                HttpResponse::Ok().finish()
+            }),
+        )
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (format!("http://{addr}"), spans, handle)
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a AnyValue> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+fn attr_str(span: &Span, key: &str) -> Option<String> {
+    match attr(span, key) {
+        Some(AnyValue::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// One test owns the process-wide subscriber with the OTLP layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_the_collector_and_the_trace_continues_into_the_event() {
+    let (endpoint, spans, receiver) = otlp_receiver().await;
+    let guard = callbridge::telemetry::init(
+        &LogSettings::default(),
+        &TraceSettings {
+            enabled: true,
+            endpoint,
+            ..TraceSettings::default()
+        },
+    )
+    .expect("telemetry");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: archive, type: file, path: \"{}\"}}\n  - {{name: fast, type: null}}\n",
+        path.display()
+    )))
+    .await;
+
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent_span = "00f067aa0ba902b7";
+    let resp = app
+        .client
+        .post(format!("{}/callback", app.base))
+        .header("X-API-Key", KEY)
+        .header("traceparent", format!("00-{trace_id}-{parent_span}-01"))
+        .body(status_payload(&unique("trace"), "completed").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+
+    // the event carries the trace on: same trace id, our own span as the parent
+    let line = &read_lines(&path)[0];
+    let tp = line["traceparent"].as_str().expect("traceparent extension");
+    assert!(callbridge::telemetry::is_traceparent(tp), "{tp}");
+    assert_eq!(callbridge::telemetry::trace_id_of(tp), Some(trace_id));
+    assert!(!tp.contains(parent_span), "a new span id: {tp}");
+
+    let want_trace = hex::decode(trace_id).unwrap();
+    let (server, children) = eventually(Duration::from_secs(20), "spans exported", || {
+        guard.flush();
+        let spans = spans.lock().unwrap().clone();
+        let want_trace = want_trace.clone();
+        async move {
+            let server = spans
+                .iter()
+                .find(|s| s.trace_id == want_trace && s.name == "POST /callback")?
+                .clone();
+            let children: Vec<Span> = spans
+                .iter()
+                .filter(|s| s.parent_span_id == server.span_id && s.name.starts_with("send "))
+                .cloned()
+                .collect();
+            (children.len() == 2).then_some((server, children))
+        }
+    })
+    .await;
+    assert_eq!(
+        server.parent_span_id,
+        hex::decode(parent_span).unwrap(),
+        "continues the sender's span"
+    );
+    assert_eq!(
+        hex::encode(&server.span_id),
+        tp.split('-').nth(2).unwrap(),
+        "the event names our span"
+    );
+    let mut systems: Vec<String> = children
+        .iter()
+        .map(|c| attr_str(c, "messaging.system").unwrap())
+        .collect();
+    systems.sort();
+    assert_eq!(systems, ["file", "null"]);
+    for c in &children {
+        assert_eq!(
+            attr_str(c, "messaging.message.id"),
+            line["id"].as_str().map(String::from)
+        );
+        assert!(attr_str(c, "messaging.destination.name").is_some());
+        assert_eq!(c.kind, 4, "SPAN_KIND_PRODUCER");
+    }
+    app.stop().await;
+    receiver.stop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_match_known_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: archive, type: file, path: \"{}\"}}\n\
+         \x20 - {{name: broken, type: file, path: /dev/full, required: false}}\n\
+         \x20 - {{name: analyses, type: null, events: [call.analysis]}}\n",
+        path.display()
+    )))
+    .await;
+    let a = status_payload(&unique("m"), "completed");
+    assert_eq!(app.post(&a).await.status, 200);
+    assert_eq!(app.post(&a).await.status, 200); // duplicate
+    assert_eq!(
+        app.post(&status_payload(&unique("m"), "voicemail"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.post_raw("/callback", "{").await.status, 400);
+    let m = app.metrics().await;
+    for expected in [
+        r#"callbridge_http_requests_total{code="200",route="/callback"} 3"#,
+        r#"callbridge_http_requests_total{code="400",route="/callback"} 1"#,
+        r#"callbridge_events_total{type="ai.ringg.call.status.v1"} 3"#,
+        r#"callbridge_sink_publish_total{outcome="acked",sink="archive"} 2"#,
+        r#"callbridge_sink_publish_total{outcome="io",sink="broken"} 3"#,
+        r#"callbridge_sink_publish_total{outcome="skipped",sink="analyses"} 3"#,
+        r#"callbridge_idempotency_hits_total{sink="archive"} 1"#,
+        r#"callbridge_sink_publish_duration_seconds_count{sink="archive"} 2"#,
+        r#"callbridge_http_request_duration_seconds_count{route="/callback"} 4"#,
+        r#"callbridge_sink_ready{sink="archive"} 1"#,
+        "callbridge_unknown_status_total 1",
+        "callbridge_http_requests_in_flight 1",
+    ] {
+        assert!(
+            m.lines().any(|l| l == expected),
+            "missing `{expected}` in:\n{m}"
+        );
+    }
+    app.stop().await;
+}
+
+/// Runs the binary at debug level with secrets in its config and requests; none may be logged,
+/// and `redact_pii` keeps phone numbers out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_and_redacted_fields_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let secret_key = "sk-very-secret-4f1d9a";
+    let secret_token = "tok-very-secret-77c2";
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json, redact_pii: true}}\n\
+         auth: {{api_keys: {{keys: [\"${{CB_LOG_TEST_KEY}}\"]}}, bearer: {{tokens: [\"{secret_token}\"]}}}}\n\
+         sinks:\n  - {{name: archive, type: file, path: \"{}\"}}\n",
+        path.display()
+    );
+    let cfg = dir.path().join("cfg.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("CB_LOG_TEST_KEY", secret_key)
+        .env("RUST_LOG", "trace")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut buf = [0u8; 4096];
+        let mut sent = false;
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.push_str(&String::from_utf8_lossy(&buf[..n]));
+            if !sent {
+                if let Some(line) = all
+                    .lines()
+                    .find(|l| l.contains("\"message\":\"listening\""))
+                {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let _ = tx.send(v["addr"].as_str().unwrap().to_string());
+                    sent = true;
+                }
+            }
+        }
+        all
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("started");
+    let port = addr.rsplit(':').next().unwrap();
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/callback");
+    let body = status_payload(&unique("logs"), "completed").to_string();
+    for (h, v) in [
+        ("X-API-Key", secret_key.to_string()),
+        ("Authorization", format!("Bearer {secret_token}")),
+    ] {
+        let r = client
+            .post(&url)
+            .header(h, v)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let r = client
+        .post(&url)
+        .header("X-API-Key", "sk-wrong-guess-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let logs = reader.join().unwrap();
+    assert!(
+        logs.contains("normalised event"),
+        "debug event log present:\n{logs}"
+    );
+    assert!(logs.contains("[redacted]"));
+    for secret in [
+        secret_key,
+        secret_token,
+        "sk-wrong-guess-1",
+        "+1987654321",
+        "Hello, this is a test call",
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
+    // the events themselves keep the data
+    assert_eq!(read_lines(&path)[0]["data"]["from_number"], "+1987654321");
+}
