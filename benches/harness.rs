@@ -1,0 +1,870 @@
+//! callbridge's benchmark harness: how fast a truthful 200 is, against the limits measured in
+//! the same run on the same machine.
+//!
+//! Run it with `scripts/bench` (which builds the release binary and starts tansu). Scenarios:
+//! 1. `direct-*`: each broker alone, published to directly with the client library and the
+//!    acknowledgement the sink uses (rdkafka delivery report with acks=all + idempotence, lapin
+//!    publisher confirm with mandatory + persistent, async-nats JetStream PubAck with
+//!    Nats-Msg-Id): the broker's acknowledged limit here.
+//! 2. `bridge-null`: the bridge with a `null` sink (HTTP + auth + parse + normalise + ledger),
+//!    the ceiling of our own code path.
+//! 3. `bridge-<broker>` and `bridge-all`: the bridge with each sink alone, then all three.
+//!
+//! Each scenario runs at fixed concurrency levels for a fixed duration, with unique call ids and
+//! the sender's ~1 KB payload, and records throughput and latency percentiles (HdrHistogram). For
+//! bridge scenarios it samples the bridge's peak RSS and CPU seconds, and afterwards **verifies**
+//! that every event answered 200 is in each broker; a run that lost events fails.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone)]
+struct Opts {
+    duration: Duration,
+    concurrency: Vec<usize>,
+    out_md: PathBuf,
+    out_svg: PathBuf,
+    bridge_bin: PathBuf,
+    kafka: String,
+    amqp: String,
+    nats: String,
+    only: Option<Vec<String>>,
+}
+
+fn opts() -> Result<Opts> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut o = Opts {
+        duration: Duration::from_secs(8),
+        concurrency: vec![1, 16, 64, 256],
+        out_md: root.join("docs/benchmarks.md"),
+        out_svg: root.join("docs/benchmarks.svg"),
+        bridge_bin: root.join("target/release/callbridge"),
+        kafka: std::env::var("CALLBRIDGE_TEST_KAFKA").unwrap_or_default(),
+        amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+        nats: "nats://127.0.0.1:4222".into(),
+        only: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut val = || args.next().context(format!("{a} needs a value"));
+        match a.as_str() {
+            "--duration" => o.duration = Duration::from_secs_f64(val()?.parse()?),
+            "--concurrency" => {
+                o.concurrency = val()?
+                    .split(',')
+                    .map(|c| c.parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "--out" => o.out_md = val()?.into(),
+            "--svg" => o.out_svg = val()?.into(),
+            "--bridge" => o.bridge_bin = val()?.into(),
+            "--only" => o.only = Some(val()?.split(',').map(String::from).collect()),
+            "--bench" => {} // passed by `cargo bench`
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if o.kafka.is_empty() {
+        bail!("CALLBRIDGE_TEST_KAFKA is not set: run scripts/bench (it starts tansu)");
+    }
+    Ok(o)
+}
+
+/// One measured point: a scenario at one concurrency.
+#[derive(Debug, Clone)]
+struct Point {
+    scenario: String,
+    concurrency: usize,
+    ok: u64,
+    failed: u64,
+    secs: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+impl Point {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.secs
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct ProcStats {
+    peak_rss_mib: f64,
+    cpu_secs: f64,
+}
+
+/// The sender's test payload padded to ~1 KB, with a unique call id.
+fn payload(call_id: &str) -> String {
+    json!({
+        "status": "success",
+        "data": {
+            "call_id": call_id,
+            "call_direction": "outbound",
+            "status": "completed",
+            "call_duration": 120.5,
+            "recording_url": "https://example.com/recording.mp3",
+            "transcript": "Hello, this is a test call... ".repeat(18),
+            "agent_id": "830f767a-397e-4b39-82ff-235cd344e2f9",
+            "retry": 0,
+            "from_number": "+1987654321",
+            "to_number": "+1234567890",
+            "custom_args_values": {"callee_name": "John", "company_name": "Acme Corp"}
+        },
+        "message": "Call Details"
+    })
+    .to_string()
+}
+
+/// Runs `conc` workers for `duration`, each calling `op(worker, seq)` back to back.
+async fn drive<F, Fut>(scenario: &str, conc: usize, duration: Duration, op: F) -> Point
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..conc)
+        .map(|w| {
+            let op = op.clone();
+            let stop = stop.clone();
+            let failed = failed.clone();
+            tokio::spawn(async move {
+                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    if op(w, seq).await {
+                        let _ = h.record(t.elapsed().as_micros() as u64);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    seq += 1;
+                }
+                h
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    for t in tasks {
+        if let Ok(h) = t.await {
+            let _ = all.add(h);
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let q = |p: f64| all.value_at_quantile(p) as f64 / 1000.0;
+    let point = Point {
+        scenario: scenario.into(),
+        concurrency: conc,
+        ok: all.len(),
+        failed: failed.load(Ordering::Relaxed),
+        secs,
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        p999_ms: q(0.999),
+    };
+    eprintln!(
+        "{:<18} c={:<4} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  failed {}",
+        point.scenario,
+        conc,
+        point.rate(),
+        point.p50_ms,
+        point.p99_ms,
+        point.p999_ms,
+        point.failed
+    );
+    point
+}
+
+// ---------------------------------------------------------------------------------------------
+// Direct baselines
+// ---------------------------------------------------------------------------------------------
+
+mod direct {
+    use super::*;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::ClientConfig;
+
+    pub async fn kafka_topic(brokers: &str, topic: &str) -> Result<()> {
+        let admin: AdminClient<_> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        let res = admin
+            .create_topics(
+                &[NewTopic::new(topic, 3, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await?;
+        for r in res {
+            if let Err((t, e)) = r {
+                bail!("create topic {t}: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn kafka(o: &Opts, conc: usize, topic: &str) -> Result<Point> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &o.kafka)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "5000")
+            .create()?;
+        let body = Arc::new(payload("direct-kafka"));
+        let topic = topic.to_string();
+        Ok(drive("direct-kafka", conc, o.duration, move |w, seq| {
+            let producer = producer.clone();
+            let body = body.clone();
+            let topic = topic.clone();
+            async move {
+                let key = format!("k-{w}-{seq}");
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(body.as_bytes()),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .is_ok()
+            }
+        })
+        .await)
+    }
+
+    pub async fn rabbitmq(o: &Opts, conc: usize, exchange: &str, queue: &str) -> Result<Point> {
+        use lapin::options::*;
+        use lapin::types::FieldTable;
+        use lapin::{BasicProperties, Connection, ConnectionProperties};
+        let conn = Connection::connect(&o.amqp, ConnectionProperties::default()).await?;
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        super::declare_rabbit(&ch, exchange, queue).await?;
+        let body = Arc::new(payload("direct-rabbitmq"));
+        let exchange = exchange.to_string();
+        let ch = Arc::new(ch);
+        let point = drive("direct-rabbitmq", conc, o.duration, move |w, seq| {
+            let ch = ch.clone();
+            let body = body.clone();
+            let exchange = exchange.clone();
+            async move {
+                let props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(format!("d-{w}-{seq}").into());
+                let confirm = ch
+                    .basic_publish(
+                        &exchange,
+                        "calls.status.completed",
+                        BasicPublishOptions {
+                            mandatory: true,
+                            immediate: false,
+                        },
+                        body.as_bytes(),
+                        props,
+                    )
+                    .await;
+                match confirm {
+                    Ok(c) => matches!(
+                        c.await,
+                        Ok(lapin::publisher_confirm::Confirmation::Ack(None))
+                    ),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        let _ = conn.close(200, "bye").await;
+        let _ = FieldTable::default();
+        Ok(point)
+    }
+
+    pub async fn nats(o: &Opts, conc: usize, stream: &str, subject: &str) -> Result<Point> {
+        let client = async_nats::connect(&o.nats).await?;
+        let js = async_nats::jetstream::new(client);
+        super::ensure_stream(&js, stream, subject).await?;
+        let body = bytes::Bytes::from(payload("direct-nats"));
+        let subject = subject.to_string();
+        Ok(drive("direct-nats", conc, o.duration, move |w, seq| {
+            let js = js.clone();
+            let body = body.clone();
+            let subject = subject.clone();
+            async move {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert("Nats-Msg-Id", format!("d-{w}-{seq}").as_str());
+                match js.publish_with_headers(subject, headers, body).await {
+                    Ok(ack) => ack.await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await)
+    }
+}
+
+async fn declare_rabbit(ch: &lapin::Channel, exchange: &str, queue: &str) -> Result<()> {
+    use lapin::options::*;
+    use lapin::types::FieldTable;
+    ch.exchange_declare(
+        exchange,
+        lapin::ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(
+        queue,
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        queue,
+        exchange,
+        "#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn ensure_stream(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Result<()> {
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: stream.to_string(),
+        subjects: vec![format!("{subject}.>"), subject.to_string()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting what arrived (verification)
+// ---------------------------------------------------------------------------------------------
+
+async fn kafka_count(brokers: &str, topic: &str) -> Result<u64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::ClientConfig;
+    let brokers = brokers.to_string();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "callbridge-bench-count")
+            .create()?;
+        let md = c.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let mut total = 0u64;
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (lo, hi) = c.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+                total += (hi - lo).max(0) as u64;
+            }
+        }
+        Ok(total)
+    })
+    .await?
+}
+
+async fn rabbit_count(amqp: &str, queue: &str) -> Result<u64> {
+    use lapin::options::QueueDeclareOptions;
+    let conn = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    let q = ch
+        .queue_declare(
+            queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let n = q.message_count() as u64;
+    let _ = ch
+        .queue_delete(queue, lapin::options::QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "bye").await;
+    Ok(n)
+}
+
+async fn nats_count(nats: &str, stream: &str) -> Result<u64> {
+    let js = async_nats::jetstream::new(async_nats::connect(nats).await?);
+    let mut s = js.get_stream(stream).await?;
+    let n = s.info().await?.state.messages;
+    let _ = js.delete_stream(stream).await;
+    Ok(n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bridge under load
+// ---------------------------------------------------------------------------------------------
+
+struct Bridge {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Bridge {
+    fn start(bin: &Path, sinks_yaml: &str) -> Result<Bridge> {
+        let dir = tempfile::tempdir()?;
+        let cfg = dir.path().join("bench.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json, level: warn}}\n\
+                 auth: {{api_keys: {{keys: [bench-key]}}}}\nidempotency: {{max_entries: 1000000}}\n\
+                 sinks:\n{sinks_yaml}"
+            ),
+        )?;
+        let mut child = Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .env("RUST_LOG", "warn,callbridge::app=info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent && line.contains("\"message\":\"listening\"") {
+                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                        let port = v["addr"]
+                            .as_str()
+                            .and_then(|a| a.rsplit(':').next())
+                            .and_then(|p| p.parse::<u16>().ok());
+                        let _ = tx.send(port);
+                        sent = true;
+                    }
+                } else if line.contains("\"level\":\"ERROR\"") {
+                    eprintln!("bridge: {line}");
+                }
+            }
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("bridge did not start")?
+            .context("no port in the listening line")?;
+        Ok(Bridge {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// Peak RSS (VmHWM) and CPU seconds (utime + stime) so far.
+    fn stats(&self) -> ProcStats {
+        let pid = self.child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let hwm_kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        ProcStats {
+            peak_rss_mib: hwm_kb / 1024.0,
+            cpu_secs: ticks / 100.0,
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+async fn load_bridge(
+    port: u16,
+    scenario: &str,
+    conc: usize,
+    duration: Duration,
+    run: usize,
+) -> Point {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(conc)
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("client");
+    let url = Arc::new(format!("http://127.0.0.1:{port}/callback"));
+    let scenario_tag = scenario.to_string();
+    drive(scenario, conc, duration, move |w, seq| {
+        let client = client.clone();
+        let url = url.clone();
+        let body = payload(&format!("{scenario_tag}-{run}-{conc}-{w}-{seq}"));
+        async move {
+            match client
+                .post(url.as_str())
+                .header("X-API-Key", "bench-key")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => r.status().as_u16() == 200,
+                Err(_) => false,
+            }
+        }
+    })
+    .await
+}
+
+struct Names {
+    kafka_topic: String,
+    exchange: String,
+    queue: String,
+    stream: String,
+    subject: String,
+}
+
+impl Names {
+    fn new(tag: &str) -> Names {
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        Names {
+            kafka_topic: format!("bench-{tag}-{n}"),
+            exchange: format!("bench-{tag}-{n}"),
+            queue: format!("bench-{tag}-{n}"),
+            stream: format!("BENCH_{}_{n}", tag.replace('-', "_").to_uppercase()),
+            subject: format!("bench.{tag}.{n}"),
+        }
+    }
+}
+
+fn sink_yaml(kind: &str, o: &Opts, n: &Names) -> String {
+    match kind {
+        "null" => "  - {name: null, type: null}\n".into(),
+        "kafka" => format!(
+            "  - {{name: kafka, type: kafka, brokers: \"{}\", topic: {}}}\n",
+            o.kafka, n.kafka_topic
+        ),
+        "rabbitmq" => format!(
+            "  - {{name: rabbitmq, type: rabbitmq, url: \"{}\", exchange: {}, routing_key: \"calls.{{kind}}.{{status}}\"}}\n",
+            o.amqp, n.exchange
+        ),
+        "nats" => format!(
+            "  - {{name: nats, type: nats, url: \"{}\", subject: \"{}.{{kind}}\", jetstream: {{enabled: true, stream: {}}}}}\n",
+            o.nats, n.subject, n.stream
+        ),
+        _ => String::new(),
+    }
+}
+
+async fn bridge_scenario(
+    o: &Opts,
+    name: &str,
+    sinks: &[&str],
+    points: &mut Vec<Point>,
+) -> Result<(ProcStats, Vec<String>)> {
+    let n = Names::new(name);
+    if sinks.contains(&"kafka") {
+        direct::kafka_topic(&o.kafka, &n.kafka_topic).await?;
+    }
+    if sinks.contains(&"rabbitmq") {
+        let conn =
+            lapin::Connection::connect(&o.amqp, lapin::ConnectionProperties::default()).await?;
+        declare_rabbit(&conn.create_channel().await?, &n.exchange, &n.queue).await?;
+        let _ = conn.close(200, "bye").await;
+    }
+    if sinks.contains(&"nats") {
+        ensure_stream(
+            &async_nats::jetstream::new(async_nats::connect(&o.nats).await?),
+            &n.stream,
+            &n.subject,
+        )
+        .await?;
+    }
+    let yaml: String = sinks.iter().map(|k| sink_yaml(k, o, &n)).collect();
+    let bridge = Bridge::start(&o.bridge_bin, &yaml)?;
+    let mut acked = 0;
+    for (run, &c) in o.concurrency.iter().enumerate() {
+        let p = load_bridge(bridge.port, name, c, o.duration, run).await;
+        acked += p.ok;
+        points.push(p);
+    }
+    let stats = bridge.stats();
+    bridge.stop();
+
+    let mut verdicts = Vec::new();
+    for s in sinks {
+        let count = match *s {
+            "kafka" => kafka_count(&o.kafka, &n.kafka_topic).await?,
+            "rabbitmq" => rabbit_count(&o.amqp, &n.queue).await?,
+            "nats" => nats_count(&o.nats, &n.stream).await?,
+            _ => continue,
+        };
+        let ok = count >= acked;
+        verdicts.push(format!(
+            "{name}: {s} holds {count} messages for {acked} events answered 200 — {}",
+            if ok { "verified" } else { "LOST EVENTS" }
+        ));
+        if !ok {
+            bail!("{}", verdicts.last().cloned().unwrap_or_default());
+        }
+    }
+    Ok((stats, verdicts))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------------------------
+
+fn best(points: &[Point], scenario: &str) -> Option<Point> {
+    points
+        .iter()
+        .filter(|p| p.scenario == scenario)
+        .max_by(|a, b| a.rate().total_cmp(&b.rate()))
+        .cloned()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown cpu".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0 / 1024.0)
+        .unwrap_or(0.0);
+    format!("{cores} cores ({cpu}), {mem:.0} GiB RAM; brokers on loopback: tansu 0.6 (memory), RabbitMQ, NATS JetStream (file storage)")
+}
+
+fn report(
+    o: &Opts,
+    points: &[Point],
+    stats: &BTreeMap<String, ProcStats>,
+    verdicts: &[String],
+) -> Result<()> {
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let mut md = String::new();
+    md.push_str("# Benchmarks\n\n");
+    md.push_str("<!-- generated by scripts/bench (benches/harness.rs); edit the harness, not this table -->\n\n");
+    md.push_str(&format!("Measured {date} on {}.\n", machine()));
+    md.push_str(&format!(
+        "Load generator, bridge and brokers share the machine. {} s per point; concurrency = requests in flight; 1 KB sender payload, unique call ids.\n\n",
+        o.duration.as_secs_f64()
+    ));
+    md.push_str("| scenario | concurrency | acked/s | p50 ms | p99 ms | p99.9 ms | failed |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    for p in points {
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |\n",
+            p.scenario,
+            p.concurrency,
+            p.rate(),
+            p.p50_ms,
+            p.p99_ms,
+            p.p999_ms,
+            p.failed
+        ));
+    }
+    md.push_str(
+        "\n## Bridge process\n\n| scenario | peak RSS MiB | CPU seconds |\n|---|---:|---:|\n",
+    );
+    for (k, s) in stats {
+        md.push_str(&format!(
+            "| {k} | {:.1} | {:.1} |\n",
+            s.peak_rss_mib, s.cpu_secs
+        ));
+    }
+    md.push_str("\n## Ratios (same run)\n\n");
+    let slowest_direct = ["direct-kafka", "direct-rabbitmq", "direct-nats"]
+        .iter()
+        .filter_map(|s| best(points, s))
+        .min_by(|a, b| a.rate().total_cmp(&b.rate()));
+    if let (Some(all), Some(slow)) = (best(points, "bridge-all"), slowest_direct.as_ref()) {
+        md.push_str(&format!(
+            "- all-three acked throughput / slowest broker's direct rate ({}): **{:.2}** ({:.0}/s at c={} vs {:.0}/s at c={}); target ≥ 0.8\n",
+            slow.scenario, all.rate() / slow.rate(), all.rate(), all.concurrency, slow.rate(), slow.concurrency
+        ));
+    }
+    if let (Some(null), Some(all)) = (best(points, "bridge-null"), best(points, "bridge-all")) {
+        md.push_str(&format!(
+            "- bridge with null sink / bridge with all three: **{:.2}** ({:.0}/s vs {:.0}/s)\n",
+            null.rate() / all.rate(),
+            null.rate(),
+            all.rate()
+        ));
+    }
+    for s in ["kafka", "rabbitmq", "nats"] {
+        if let (Some(b), Some(d)) = (
+            best(points, &format!("bridge-{s}")),
+            best(points, &format!("direct-{s}")),
+        ) {
+            md.push_str(&format!(
+                "- bridge-{s} / direct-{s}: **{:.2}** ({:.0}/s vs {:.0}/s)\n",
+                b.rate() / d.rate(),
+                b.rate(),
+                d.rate()
+            ));
+        }
+    }
+    if let Some(all) = best(points, "bridge-all") {
+        let half = all.rate() / 2.0;
+        if let Some(p) = points
+            .iter()
+            .filter(|p| p.scenario == "bridge-all" && p.rate() >= half)
+            .min_by_key(|p| p.concurrency)
+        {
+            md.push_str(&format!(
+                "- bridge-all p99 at the lowest concurrency reaching half the peak rate (c={}, {:.0}/s): **{:.2} ms** (target ≤ 10 ms)\n",
+                p.concurrency, p.rate(), p.p99_ms
+            ));
+        }
+    }
+    md.push_str("\n## Verification\n\n");
+    for v in verdicts {
+        md.push_str(&format!("- {v}\n"));
+    }
+    md.push_str("\n![throughput and p99 against concurrency](benchmarks.svg)\n");
+    if let Ok(extra) = std::fs::read_to_string(o.out_md.with_file_name("benchmarks-notes.md")) {
+        md.push('\n');
+        md.push_str(&extra);
+    }
+    std::fs::write(&o.out_md, md)?;
+    plot(&o.out_svg, points)?;
+    eprintln!("wrote {} and {}", o.out_md.display(), o.out_svg.display());
+    Ok(())
+}
+
+fn plot(path: &Path, points: &[Point]) -> Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (1100, 460)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(550);
+    let mut scenarios: Vec<&str> = points.iter().map(|p| p.scenario.as_str()).collect();
+    scenarios.dedup();
+    let max_rate = points.iter().map(Point::rate).fold(1.0, f64::max) * 1.1;
+    let max_p99 = points.iter().map(|p| p.p99_ms).fold(1.0, f64::max) * 1.1;
+    let max_c = points.iter().map(|p| p.concurrency).max().unwrap_or(1) as f64;
+    let x = (1.0f64..max_c * 1.2).log_scale();
+    for (area, title, ymax, rate) in [
+        (&left, "acked/s", max_rate, true),
+        (&right, "p99 ms", max_p99, false),
+    ] {
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d(x.clone(), 0.0..ymax)?;
+        chart.configure_mesh().x_desc("concurrency").draw()?;
+        for (i, s) in scenarios.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let series: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.scenario == *s)
+                .map(|p| (p.concurrency as f64, if rate { p.rate() } else { p.p99_ms }))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(series.clone(), color.stroke_width(2)))?
+                .label(*s)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+                });
+            chart.draw_series(
+                series
+                    .iter()
+                    .map(|&(a, b)| Circle::new((a, b), 3, color.filled())),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> Result<()> {
+    let o = opts()?;
+    let want = |s: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == s));
+    let mut points = Vec::new();
+    let mut stats = BTreeMap::new();
+    let mut verdicts = Vec::new();
+
+    if want("direct") {
+        for &c in &o.concurrency {
+            let n = Names::new("direct");
+            direct::kafka_topic(&o.kafka, &n.kafka_topic).await?;
+            points.push(direct::kafka(&o, c, &n.kafka_topic).await?);
+        }
+        for &c in &o.concurrency {
+            let n = Names::new("direct");
+            points.push(direct::rabbitmq(&o, c, &n.exchange, &n.queue).await?);
+            let _ = rabbit_count(&o.amqp, &n.queue).await;
+        }
+        for &c in &o.concurrency {
+            let n = Names::new("direct");
+            points.push(direct::nats(&o, c, &n.stream, &n.subject).await?);
+            let _ = nats_count(&o.nats, &n.stream).await;
+        }
+    }
+    for (name, sinks) in [
+        ("bridge-null", vec!["null"]),
+        ("bridge-kafka", vec!["kafka"]),
+        ("bridge-rabbitmq", vec!["rabbitmq"]),
+        ("bridge-nats", vec!["nats"]),
+        ("bridge-all", vec!["kafka", "rabbitmq", "nats"]),
+    ] {
+        if !want(name) && !want("bridge") {
+            continue;
+        }
+        let (s, v) = bridge_scenario(&o, name, &sinks, &mut points).await?;
+        stats.insert(name.to_string(), s);
+        verdicts.extend(v);
+    }
+    report(&o, &points, &stats, &verdicts)
+}
