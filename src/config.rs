@@ -288,7 +288,7 @@ pub enum LogFormat {
 pub enum SinkSettings {
     File(FileSinkSettings),
     Null(NullSinkSettings),
-    Nats(crate::sinks::nats::NatsSinkSettings),
+    Nats(Box<crate::sinks::nats::NatsSinkSettings>),
 }
 
 /// The fields every sink kind has.

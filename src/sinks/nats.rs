@@ -298,7 +298,10 @@ impl NatsSinkSettings {
         if methods.len() > 1 {
             issues.error(
                 path,
-                format!("choose one authentication method, got {}", methods.join(", ")),
+                format!(
+                    "choose one authentication method, got {}",
+                    methods.join(", ")
+                ),
             );
         }
         for (field, secret) in [
@@ -398,9 +401,7 @@ impl SubjectTemplate {
         }
         for token in marked.split('.') {
             if token.is_empty() {
-                return Err(
-                    "empty subject token (a leading, trailing or doubled '.')".to_string()
-                );
+                return Err("empty subject token (a leading, trailing or doubled '.')".to_string());
             }
             if let Some(c) = token
                 .chars()
@@ -832,9 +833,12 @@ impl Inner {
             EnsureError::Transient { message, source: e }
         };
         let existing = match js.get_stream(stream).await {
-            Ok(mut s) => Some(s.info().await.map(|i| i.clone()).map_err(|e| {
-                transient(format!("cannot read stream {stream}"), Box::new(e))
-            })?),
+            Ok(mut s) => Some(
+                s.info()
+                    .await
+                    .cloned()
+                    .map_err(|e| transient(format!("cannot read stream {stream}"), Box::new(e)))?,
+            ),
             Err(e) => match e.kind() {
                 jetstream::context::GetStreamErrorKind::JetStream(je)
                     if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
@@ -1115,11 +1119,7 @@ mod tests {
             let h = headers
                 .get(format!("ce-{k}").as_str())
                 .unwrap_or_else(|| panic!("missing ce-{k}"));
-            assert_eq!(
-                h.as_str(),
-                percent_encode(v.as_str().unwrap()),
-                "ce-{k}"
-            );
+            assert_eq!(h.as_str(), percent_encode(v.as_str().unwrap()), "ce-{k}");
         }
         assert_eq!(headers.get("ce-source").unwrap().as_str(), "/call%20bridge");
         assert_eq!(
