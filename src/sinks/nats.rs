@@ -1064,8 +1064,11 @@ impl Sink for NatsSink {
                 h.abort();
             }
         }
-        // Core NATS: push out anything still buffered (publish already flushed each one).
-        let _ = tokio::time::timeout(self.inner.timeout, self.inner.client.flush()).await;
+        // Push out anything still buffered (each publish already flushed or awaited its ack);
+        // while disconnected there is nothing to push, and shutdown must not wait.
+        if self.inner.client.connection_state() == State::Connected {
+            let _ = tokio::time::timeout(self.inner.timeout, self.inner.client.flush()).await;
+        }
     }
 }
 
