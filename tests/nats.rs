@@ -13,6 +13,7 @@ use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
 use futures::StreamExt;
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -408,10 +409,12 @@ async fn an_existing_stream_that_misses_the_subjects_fails_startup() {
 }
 
 /// A TCP proxy in front of NATS that the test can cut (close every connection and refuse new
-/// ones) and restore, to play an outage without touching the shared server.
+/// ones), restore, or turn into a black hole (client bytes are swallowed: the server never sees
+/// them, the connection stays open), to play outages without touching the shared server.
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
+    blackhole: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
     accept: JoinHandle<()>,
 }
@@ -421,20 +424,43 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let blackhole = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, conns2) = (up.clone(), conns.clone());
+        let (up2, hole2, conns2) = (up.clone(), blackhole.clone(), conns.clone());
         let accept = tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else {
+                let Ok((inbound, _)) = listener.accept().await else {
                     return;
                 };
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
                 }
+                let hole = hole2.clone();
                 let task = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut ci, mut co) = inbound.into_split();
+                    let (mut si, mut so) = outbound.into_split();
+                    let down = tokio::io::copy(&mut si, &mut co);
+                    let up = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match ci.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if !hole.load(Ordering::SeqCst)
+                                && so.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = down => {}
+                        _ = up => {}
                     }
                 });
                 conns2.lock().unwrap().push(task);
@@ -443,6 +469,7 @@ impl Proxy {
         Proxy {
             port,
             up,
+            blackhole,
             conns,
             accept,
         }
@@ -458,6 +485,10 @@ impl Proxy {
     fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
     }
+
+    fn swallow(&self) {
+        self.blackhole.store(true, Ordering::SeqCst);
+    }
 }
 
 impl Drop for Proxy {
@@ -467,19 +498,140 @@ impl Drop for Proxy {
     }
 }
 
-#[tokio::test]
-async fn a_cut_connection_answers_503_fast_and_recovers() {
-    let js = js().await;
-    let (stream, prefix) = names("cut");
-    // Create the stream directly: the sink reaches NATS only through the proxy.
+async fn stream_for(js: &jetstream::Context, stream: &str, prefix: &str) {
     js.create_stream(jetstream::stream::Config {
-        name: stream.clone(),
+        name: stream.to_string(),
         subjects: vec![format!("{prefix}.>")],
         storage: jetstream::stream::StorageType::Memory,
         ..Default::default()
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_a_timeout_503_within_the_timeout() {
+    let js = js().await;
+    let (stream, prefix) = names("hole");
+    stream_for(&js, &stream, &prefix).await;
+    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let sink = format!(
+        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 500\n    jetstream: {{stream: {stream}}}\n",
+        proxy.port
+    );
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    let a = app
+        .post(&common::status_payload(&common::unique("hole"), "ongoing"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    proxy.swallow();
+    let started = Instant::now();
+    let b = app
+        .post(&common::status_payload(
+            &common::unique("hole"),
+            "completed",
+        ))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(b.status, 503, "{}", b.body);
+    assert_eq!(
+        b.body["sinks"]["bus"]["error"]["code"], "timeout",
+        "{}",
+        b.body
+    );
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    app.stop().await;
+    assert_eq!(
+        js.get_stream(&stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages,
+        1
+    );
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_durable_pull_consumer_reads_and_acks() {
+    // The flow docs/nats.md shows downstream services.
+    let js = js().await;
+    let (stream, prefix) = names("durable");
+    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
+        "bus", &prefix, &stream, "",
+    )))
+    .await;
+    let mut ids = Vec::new();
+    for status in ["registered", "ongoing", "completed"] {
+        let a = app
+            .post(&common::status_payload(&common::unique("durable"), status))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        ids.push(a.body["event_id"].as_str().unwrap().to_string());
+    }
+    app.stop().await;
+
+    let s = js.get_stream(&stream).await.unwrap();
+    let consumer = s
+        .get_or_create_consumer(
+            "billing",
+            pull::Config {
+                durable_name: Some("billing".into()),
+                filter_subject: format!("{prefix}.status.>"),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < ids.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("message in time")
+            .unwrap()
+            .unwrap();
+        let event_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_owned())
+            .unwrap();
+        let data: Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(data["kind"], "status");
+        msg.ack().await.unwrap();
+        seen.push(event_id);
+    }
+    assert_eq!(seen, ids, "stream order = publish order");
+    drop(messages);
+    let s = &s;
+    let info = common::eventually(
+        Duration::from_secs(5),
+        "acks to be recorded",
+        || async move {
+            let i = s.consumer_info("billing").await.ok()?;
+            (i.num_ack_pending == 0 && i.ack_floor.stream_sequence == 3).then_some(i)
+        },
+    )
+    .await;
+    assert_eq!(info.num_pending, 0);
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cut_connection_answers_503_fast_and_recovers() {
+    let js = js().await;
+    let (stream, prefix) = names("cut");
+    // Create the stream directly: the sink reaches NATS only through the proxy.
+    stream_for(&js, &stream, &prefix).await;
     let proxy = Proxy::start("127.0.0.1:4222").await;
     let sink = format!(
         "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    timeout_ms: 2000\n    jetstream: {{stream: {stream}}}\n",
