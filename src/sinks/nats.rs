@@ -632,6 +632,12 @@ pub struct NatsSink {
 /// How long startup waits for the first connection before going on in the background.
 const STARTUP_CONNECT_WAIT: Duration = Duration::from_secs(2);
 
+/// The client declares the connection dead after 3 unanswered pings, so a server that stops
+/// answering without closing the socket is noticed within ~30 s (default: 60 s interval, ~3 min).
+/// While it goes unnoticed, every publish times out, and async-nats keeps a small entry (its
+/// reply token) for each PubAck that never came: a short interval bounds that too.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+
 impl NatsSink {
     /// Connects (bounded), checks or creates the stream, and starts the background checker.
     /// Only configuration problems fail: an unreachable server is retried in the background.
@@ -781,6 +787,7 @@ async fn connect_options(
     Ok(opts
         .name(format!("callbridge-{}", settings.name))
         .connection_timeout(STARTUP_CONNECT_WAIT)
+        .ping_interval(PING_INTERVAL)
         .max_reconnects(None)
         .event_callback(move |event| {
             let name = name.clone();
