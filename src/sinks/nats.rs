@@ -620,6 +620,9 @@ struct Inner {
     /// Wakes the stream checker: on (re)connect and when a publish found no stream.
     recheck: Arc<Notify>,
     timeout: Duration,
+    /// The subjects the template renders to, as a filter (`calls.*.*`), checked against the
+    /// stream's subjects so a stream that misses some events is reported at startup.
+    subject_shape: String,
 }
 
 pub struct NatsSink {
@@ -719,6 +722,7 @@ impl NatsSink {
             ensure,
             recheck,
             timeout,
+            subject_shape: subject.shape(),
         });
 
         // Check the stream now when connected, so a misfit stream fails startup loudly.
@@ -860,6 +864,20 @@ impl Inner {
                 }
             },
         };
+        if let Some(info) = &existing {
+            if !info
+                .config
+                .subjects
+                .iter()
+                .any(|f| filter_covers(f, &self.subject_shape))
+            {
+                tracing::warn!(
+                    sink = %self.name, stream = %stream, stream_subjects = ?info.config.subjects,
+                    subject = %self.subject_shape,
+                    "the stream does not capture every subject this sink publishes to; those events will be refused (503)"
+                );
+            }
+        }
         let Some(ensure) = &self.ensure else {
             if existing.is_none() {
                 tracing::warn!(sink = %self.name, stream = %stream, "stream does not exist; publishes fail until it is created");
