@@ -560,6 +560,40 @@ async fn a_server_that_stops_answering_is_a_timeout_503_within_the_timeout() {
 }
 
 #[tokio::test]
+async fn pending_pubacks_are_bounded_by_max_in_flight() {
+    let js = js().await;
+    let (stream, prefix) = names("inflight");
+    stream_for(&js, &stream, &prefix).await;
+    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let sink = format!(
+        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 1000\n    max_in_flight: 1\n    jetstream: {{stream: {stream}}}\n",
+        proxy.port
+    );
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    proxy.swallow();
+    let p1 = common::status_payload(&common::unique("inflight"), "completed");
+    let p2 = common::status_payload(&common::unique("inflight"), "completed");
+    let started = Instant::now();
+    let (a, b) = tokio::join!(app.post(&p1), app.post(&p2));
+    let mut codes = vec![
+        a.body["sinks"]["bus"]["error"]["code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        b.body["sinks"]["bus"]["error"]["code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    codes.sort();
+    assert_eq!(codes, ["queue_full", "timeout"], "{} / {}", a.body, b.body);
+    assert_eq!((a.status, b.status), (503, 503));
+    assert!(started.elapsed() < Duration::from_millis(2000));
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
 async fn a_durable_pull_consumer_reads_and_acks() {
     // The flow docs/nats.md shows downstream services.
     let js = js().await;
