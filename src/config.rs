@@ -343,6 +343,7 @@ pub enum LogFormat {
 pub enum SinkSettings {
     File(FileSinkSettings),
     Null(NullSinkSettings),
+    Nats(Box<crate::sinks::nats::NatsSinkSettings>),
 }
 
 /// The fields every sink kind has.
@@ -359,6 +360,7 @@ impl SinkSettings {
         match self {
             SinkSettings::File(_) => "file",
             SinkSettings::Null(_) => "null",
+            SinkSettings::Nats(_) => "nats",
         }
     }
 
@@ -376,6 +378,7 @@ impl SinkSettings {
         match self {
             SinkSettings::File(s) => common!(s),
             SinkSettings::Null(s) => common!(s),
+            SinkSettings::Nats(s) => common!(s),
         }
     }
 
@@ -390,6 +393,7 @@ impl SinkSettings {
                 path,
                 "a null sink acknowledges without storing anything (benchmarks and drills only)",
             ),
+            SinkSettings::Nats(s) => s.validate(path, issues),
         }
     }
 }

@@ -1,0 +1,757 @@
+//! The `nats` sink against the machine's NATS server (127.0.0.1:4222, JetStream enabled).
+//!
+//! Every test uses its own stream and subject prefix (`common::unique`), reads what arrived back
+//! with a JetStream consumer (or a core subscriber), and deletes its stream at the end.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::header::{self, HeaderMap};
+use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+async fn js() -> jetstream::Context {
+    let client = async_nats::connect(NATS_URL)
+        .await
+        .expect("the machine's NATS runs on 127.0.0.1:4222 (scripts/test starts it)");
+    jetstream::new(client)
+}
+
+/// A stream name and a subject prefix no other test (or run) uses.
+fn names(tag: &str) -> (String, String) {
+    let u = common::unique(tag).replace('-', "_");
+    (format!("CB_{u}"), format!("cbtest.{u}"))
+}
+
+fn jetstream_sink(name: &str, prefix: &str, stream: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    type: nats\n    url: \"{NATS_URL}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    timeout_ms: 2000\n{extra}    jetstream:\n      stream: {stream}\n      ensure_stream: {{subjects: [\"{prefix}.>\"], storage: memory}}\n"
+    )
+}
+
+/// Every message in the stream, read with an ephemeral pull consumer; `expected` bounds the
+/// fetch, and the stream's message count is checked against it first.
+async fn read_stream(
+    js: &jetstream::Context,
+    stream: &str,
+    expected: usize,
+) -> Vec<jetstream::Message> {
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    let info = s.info().await.expect("stream info");
+    assert_eq!(info.state.messages, expected as u64, "messages in {stream}");
+    let consumer = s
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut out = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(expected)
+        .expires(Duration::from_secs(3))
+        .messages()
+        .await
+        .expect("fetch");
+    while let Some(m) = batch.next().await {
+        out.push(m.expect("message"));
+        if out.len() == expected {
+            break;
+        }
+    }
+    assert_eq!(out.len(), expected);
+    out
+}
+
+fn hdr(h: &HeaderMap, name: &str) -> Option<String> {
+    h.iter()
+        .find(|(k, _)| k.to_string().eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first())
+        .map(|v| v.as_str().to_string())
+}
+
+/// The subject token the sink makes of a value (mirrors the documented rule).
+fn token(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn ce_decode(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            out.push(u8::from_str_radix(&v[i + 1..i + 3], 16).expect("hex"));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("utf-8")
+}
+
+#[tokio::test]
+async fn every_seed_payload_arrives_with_ce_headers_msg_id_and_data() {
+    let js = js().await;
+    let (stream, prefix) = names("seed");
+    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
+        "bus", &prefix, &stream, "",
+    )))
+    .await;
+
+    let fixtures = [
+        "curl-test.payload.json",
+        "status-example.payload.json",
+        "analysis-callback.payload.json",
+        "registered-with-params.payload.json",
+    ];
+    let mut sent = Vec::new();
+    for (i, f) in fixtures.iter().enumerate() {
+        let payload = common::fixture(f);
+        let a = app.post(&payload).await;
+        assert_eq!(a.status, 200, "{f}: {}", a.body);
+        let receipt = &a.body["sinks"]["bus"]["receipt"];
+        assert_eq!(receipt["stream"], stream.as_str(), "{}", a.body);
+        assert_eq!(receipt["sequence"], (i + 1) as u64, "{}", a.body);
+        assert_eq!(receipt["duplicate"], false, "{}", a.body);
+        sent.push((payload, a.body["event_id"].as_str().unwrap().to_string()));
+    }
+
+    let msgs = read_stream(&js, &stream, fixtures.len()).await;
+    for (m, (payload, event_id)) in msgs.iter().zip(&sent) {
+        let h = m.headers.as_ref().expect("headers");
+        let call_id = payload["data"]["call_id"].as_str().unwrap();
+        let data: Value = serde_json::from_slice(&m.payload).expect("payload is the data JSON");
+        let kind = data["kind"].as_str().unwrap();
+        assert_eq!(
+            m.subject.as_str(),
+            format!("{prefix}.{kind}.{}", token(call_id))
+        );
+        assert_eq!(h.get(header::NATS_MESSAGE_ID).unwrap().as_str(), event_id);
+        assert_eq!(hdr(h, "ce-id").as_deref(), Some(event_id.as_str()));
+        assert_eq!(hdr(h, "ce-specversion").as_deref(), Some("1.0"));
+        assert_eq!(
+            hdr(h, "ce-type").unwrap(),
+            format!("ai.ringg.call.{kind}.v1")
+        );
+        assert_eq!(hdr(h, "ce-source").as_deref(), Some("/callbridge"));
+        assert_eq!(hdr(h, "ce-subject").as_deref(), Some(call_id));
+        assert_eq!(hdr(h, "ce-partitionkey").as_deref(), Some(call_id));
+        assert_eq!(
+            hdr(h, "ce-datacontenttype").as_deref(),
+            Some("application/json")
+        );
+        assert!(hdr(h, "ce-time").is_some_and(|t| t.starts_with("20")));
+        assert_eq!(
+            hdr(h, "ce-callstatus").map(|s| ce_decode(&s)).as_deref(),
+            payload["data"]["status"].as_str()
+        );
+        assert!(
+            hdr(h, "content-type").is_none(),
+            "binary mode: no Content-Type"
+        );
+        // Payload = data, normalised from the sender's payload.
+        assert_eq!(data["call_id"], payload["data"]["call_id"]);
+        assert_eq!(data["status"], payload["data"]["status"]);
+        assert_eq!(data["custom_args"], payload["data"]["custom_args_values"]);
+        assert_eq!(data["agent_id"], payload["data"]["agent_id"]);
+    }
+    // The non-ASCII custom arg survives in the payload untouched.
+    let registered: Value = serde_json::from_slice(&msgs[3].payload).unwrap();
+    assert_eq!(registered["custom_args"]["callee_name"], "Zoë");
+
+    app.stop().await;
+    js.delete_stream(&stream).await.expect("delete stream");
+}
+
+#[tokio::test]
+async fn structured_mode_carries_the_whole_event() {
+    let js = js().await;
+    let (stream, prefix) = names("structured");
+    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
+        "bus",
+        &prefix,
+        &stream,
+        "    format: structured\n",
+    )))
+    .await;
+    let call_id = common::unique("structured");
+    let a = app
+        .post(&common::status_payload(&call_id, "completed"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    let msgs = read_stream(&js, &stream, 1).await;
+    let h = msgs[0].headers.as_ref().unwrap();
+    assert_eq!(
+        hdr(h, "content-type").as_deref(),
+        Some("application/cloudevents+json")
+    );
+    assert_eq!(
+        h.get(header::NATS_MESSAGE_ID).unwrap().as_str(),
+        a.body["event_id"].as_str().unwrap()
+    );
+    assert!(
+        hdr(h, "ce-id").is_none(),
+        "structured mode: attributes are in the payload"
+    );
+    let ev: Value = serde_json::from_slice(&msgs[0].payload).unwrap();
+    assert_eq!(ev["specversion"], "1.0");
+    assert_eq!(ev["id"], a.body["event_id"]);
+    assert_eq!(ev["subject"], call_id.as_str());
+    assert_eq!(ev["data"]["call_id"], call_id.as_str());
+    assert_eq!(ev["data"]["status"], "completed");
+
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn same_webhook_twice_is_one_message_even_across_bridge_instances() {
+    let js = js().await;
+    let (stream, prefix) = names("dedupe");
+    let yaml = common::config_with_sinks(&jetstream_sink("bus", &prefix, &stream, ""));
+    let payload = common::status_payload(&common::unique("dedupe"), "completed");
+
+    // First bridge: publishes; a repeat is answered from its own ledger.
+    let first = common::spawn(&yaml).await;
+    let a = first.post(&payload).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let r = &a.body["sinks"]["bus"]["receipt"];
+    assert_eq!(
+        (r["sequence"].as_u64(), r["duplicate"].as_bool()),
+        (Some(1), Some(false))
+    );
+    let again = first.post(&payload).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        again.body["sinks"]["bus"]["duplicate"], true,
+        "{}",
+        again.body
+    );
+    first.stop().await;
+
+    // Second bridge: empty memory, publishes again; the stream's dedupe says duplicate.
+    let second = common::spawn(&yaml).await;
+    let b = second.post(&payload).await;
+    assert_eq!(b.status, 200, "{}", b.body);
+    assert_eq!(b.body["event_id"], a.body["event_id"]);
+    let r = &b.body["sinks"]["bus"]["receipt"];
+    assert_eq!(r["duplicate"], true, "{}", b.body);
+    assert_eq!(
+        r["sequence"], 1,
+        "the PubAck names the stored copy: {}",
+        b.body
+    );
+    second.stop().await;
+
+    let msgs = read_stream(&js, &stream, 1).await;
+    assert_eq!(
+        msgs[0]
+            .headers
+            .as_ref()
+            .unwrap()
+            .get(header::NATS_MESSAGE_ID)
+            .unwrap()
+            .as_str(),
+        a.body["event_id"].as_str().unwrap()
+    );
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn no_stream_for_the_subject_is_503_naming_the_sink() {
+    let (_, prefix) = names("nostream");
+    let sink = format!(
+        "  - name: orphan\n    type: nats\n    url: \"{NATS_URL}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 2000\n"
+    );
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    let started = Instant::now();
+    let a = app
+        .post(&common::status_payload(
+            &common::unique("nostream"),
+            "completed",
+        ))
+        .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.retry_after.is_some());
+    let s = &a.body["sinks"]["orphan"];
+    assert_eq!(s["ok"], false, "{}", a.body);
+    assert_eq!(s["error"]["code"], "rejected", "{}", a.body);
+    assert!(
+        s["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no responders"),
+        "{}",
+        a.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "no responders is immediate"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn core_mode_delivers_to_a_live_subscriber() {
+    let client = async_nats::connect(NATS_URL).await.unwrap();
+    let (_, prefix) = names("core");
+    let mut sub = client.subscribe(format!("{prefix}.>")).await.unwrap();
+    client.flush().await.unwrap();
+    let sink = format!(
+        "  - name: live\n    type: nats\n    url: \"{NATS_URL}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    jetstream: {{enabled: false}}\n"
+    );
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    let call_id = common::unique("core call.id");
+    let a = app.post(&common::status_payload(&call_id, "ongoing")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let expected_subject = format!("{prefix}.status.{}", token(&call_id));
+    assert_eq!(
+        a.body["sinks"]["live"]["receipt"],
+        serde_json::json!({"subject": expected_subject, "persisted": false})
+    );
+    let m = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .expect("delivered")
+        .unwrap();
+    assert_eq!(m.subject.as_str(), expected_subject);
+    let h = m.headers.as_ref().unwrap();
+    assert_eq!(hdr(h, "ce-id").as_deref(), a.body["event_id"].as_str());
+    assert_eq!(
+        hdr(h, "ce-subject").map(|s| ce_decode(&s)),
+        Some(call_id.clone())
+    );
+    assert_eq!(hdr(h, "ce-subject").unwrap(), call_id.replace(' ', "%20"));
+    let data: Value = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(data["status"], "ongoing");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn call_ids_with_dots_spaces_and_wildcards_stay_one_token() {
+    let js = js().await;
+    let (stream, prefix) = names("sanitise");
+    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
+        "bus", &prefix, &stream, "",
+    )))
+    .await;
+    let call_id = "a.b c*>%Zoë";
+    let a = app
+        .post(&common::status_payload(call_id, "completed"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let msgs = read_stream(&js, &stream, 1).await;
+    assert_eq!(
+        msgs[0].subject.as_str(),
+        format!("{prefix}.status.a%2Eb%20c%2A%3E%25Zo%C3%AB")
+    );
+    let h = msgs[0].headers.as_ref().unwrap();
+    assert_eq!(hdr(h, "ce-subject").unwrap(), "a.b%20c*>%25Zo%C3%AB");
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_existing_stream_that_misses_the_subjects_fails_startup() {
+    let js = js().await;
+    let (stream, prefix) = names("misfit");
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{prefix}.other.>")],
+        storage: jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let settings = common::settings(&common::config_with_sinks(&jetstream_sink(
+        "bus", &prefix, &stream, "",
+    )));
+    let err = match callbridge::Application::build(settings).await {
+        Ok(_) => panic!("startup must fail"),
+        Err(e) => format!("{:#}", anyhow::Error::from(e)),
+    };
+    assert!(
+        err.contains("bus") && err.contains(&stream) && err.contains("do not cover"),
+        "{err}"
+    );
+    // The bridge never modifies an existing stream.
+    let info = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.subjects, vec![format!("{prefix}.other.>")]);
+    js.delete_stream(&stream).await.unwrap();
+}
+
+/// A TCP proxy in front of NATS that the test can cut (close every connection and refuse new
+/// ones), restore, or turn into a black hole (client bytes are swallowed: the server never sees
+/// them, the connection stays open), to play outages without touching the shared server.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    blackhole: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &'static str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (up2, hole2, conns2) = (up.clone(), blackhole.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let hole = hole2.clone();
+                let task = tokio::spawn(async move {
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut ci, mut co) = inbound.into_split();
+                    let (mut si, mut so) = outbound.into_split();
+                    let down = tokio::io::copy(&mut si, &mut co);
+                    let up = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match ci.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if !hole.load(Ordering::SeqCst)
+                                && so.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = down => {}
+                        _ = up => {}
+                    }
+                });
+                conns2.lock().unwrap().push(task);
+            }
+        });
+        Proxy {
+            port,
+            up,
+            blackhole,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    fn swallow(&self) {
+        self.blackhole.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+async fn stream_for(js: &jetstream::Context, stream: &str, prefix: &str) {
+    js.create_stream(jetstream::stream::Config {
+        name: stream.to_string(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_server_that_stops_answering_is_a_timeout_503_within_the_timeout() {
+    let js = js().await;
+    let (stream, prefix) = names("hole");
+    stream_for(&js, &stream, &prefix).await;
+    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let sink = format!(
+        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 500\n    jetstream: {{stream: {stream}}}\n",
+        proxy.port
+    );
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    let a = app
+        .post(&common::status_payload(&common::unique("hole"), "ongoing"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    proxy.swallow();
+    let started = Instant::now();
+    let b = app
+        .post(&common::status_payload(
+            &common::unique("hole"),
+            "completed",
+        ))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(b.status, 503, "{}", b.body);
+    assert_eq!(
+        b.body["sinks"]["bus"]["error"]["code"], "timeout",
+        "{}",
+        b.body
+    );
+    assert!(
+        took >= Duration::from_millis(450) && took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    app.stop().await;
+    assert_eq!(
+        js.get_stream(&stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages,
+        1
+    );
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn pending_pubacks_are_bounded_by_max_in_flight() {
+    let js = js().await;
+    let (stream, prefix) = names("inflight");
+    stream_for(&js, &stream, &prefix).await;
+    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let sink = format!(
+        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 1000\n    max_in_flight: 1\n    jetstream: {{stream: {stream}}}\n",
+        proxy.port
+    );
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    proxy.swallow();
+    let p1 = common::status_payload(&common::unique("inflight"), "completed");
+    let p2 = common::status_payload(&common::unique("inflight"), "completed");
+    let started = Instant::now();
+    let (a, b) = tokio::join!(app.post(&p1), app.post(&p2));
+    let mut codes = vec![
+        a.body["sinks"]["bus"]["error"]["code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        b.body["sinks"]["bus"]["error"]["code"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    codes.sort();
+    assert_eq!(codes, ["queue_full", "timeout"], "{} / {}", a.body, b.body);
+    assert_eq!((a.status, b.status), (503, 503));
+    assert!(started.elapsed() < Duration::from_millis(2000));
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_durable_pull_consumer_reads_and_acks() {
+    // The flow docs/nats.md shows downstream services.
+    let js = js().await;
+    let (stream, prefix) = names("durable");
+    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
+        "bus", &prefix, &stream, "",
+    )))
+    .await;
+    let mut ids = Vec::new();
+    for status in ["registered", "ongoing", "completed"] {
+        let a = app
+            .post(&common::status_payload(&common::unique("durable"), status))
+            .await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        ids.push(a.body["event_id"].as_str().unwrap().to_string());
+    }
+    app.stop().await;
+
+    let s = js.get_stream(&stream).await.unwrap();
+    let consumer = s
+        .get_or_create_consumer(
+            "billing",
+            pull::Config {
+                durable_name: Some("billing".into()),
+                filter_subject: format!("{prefix}.status.>"),
+                ack_policy: AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < ids.len() {
+        let msg = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .expect("message in time")
+            .unwrap()
+            .unwrap();
+        let event_id = msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(header::NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_owned())
+            .unwrap();
+        let data: Value = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(data["kind"], "status");
+        msg.ack().await.unwrap();
+        seen.push(event_id);
+    }
+    assert_eq!(seen, ids, "stream order = publish order");
+    drop(messages);
+    let s = &s;
+    let info = common::eventually(
+        Duration::from_secs(5),
+        "acks to be recorded",
+        || async move {
+            let i = s.consumer_info("billing").await.ok()?;
+            (i.num_ack_pending == 0 && i.ack_floor.stream_sequence == 3).then_some(i)
+        },
+    )
+    .await;
+    assert_eq!(info.num_pending, 0);
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cut_connection_answers_503_fast_and_recovers() {
+    let js = js().await;
+    let (stream, prefix) = names("cut");
+    // Create the stream directly: the sink reaches NATS only through the proxy.
+    stream_for(&js, &stream, &prefix).await;
+    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let sink = format!(
+        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    timeout_ms: 2000\n    jetstream: {{stream: {stream}}}\n",
+        proxy.port
+    );
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    assert_eq!(app.get("/readyz").await.status, 200);
+    let a = app
+        .post(&common::status_payload(&common::unique("cut"), "ongoing"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    proxy.cut();
+    common::eventually(
+        Duration::from_secs(10),
+        "readyz to report the cut",
+        || async { (app.get("/readyz").await.status == 503).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    let b = app
+        .post(&common::status_payload(&common::unique("cut"), "completed"))
+        .await;
+    assert_eq!(b.status, 503, "{}", b.body);
+    assert_eq!(
+        b.body["sinks"]["bus"]["error"]["code"], "not_connected",
+        "{}",
+        b.body
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "fails fast while disconnected"
+    );
+
+    proxy.restore();
+    common::eventually(Duration::from_secs(20), "the sink to reconnect", || async {
+        (app.get("/readyz").await.status == 200).then_some(())
+    })
+    .await;
+    let c = app
+        .post(&common::status_payload(&common::unique("cut"), "completed"))
+        .await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(
+        c.body["sinks"]["bus"]["receipt"]["sequence"], 2,
+        "{}",
+        c.body
+    );
+
+    app.stop().await;
+    read_stream(&js, &stream, 2).await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+#[tokio::test]
+async fn startup_survives_an_unreachable_server() {
+    // A port nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let sink = format!(
+        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{port}\"\n    subject: \"calls.{{kind}}\"\n    jetstream: {{stream: NEVER, ensure_stream: {{subjects: [\"calls.>\"]}}}}\n"
+    );
+    let started = Instant::now();
+    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "startup is bounded"
+    );
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body["sinks"]["bus"]["ready"], false, "{}", r.body);
+    let started = Instant::now();
+    let a = app
+        .post(&common::status_payload(
+            &common::unique("down"),
+            "completed",
+        ))
+        .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(
+        a.body["sinks"]["bus"]["error"]["code"], "not_connected",
+        "{}",
+        a.body
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    app.stop().await;
+}
