@@ -7,6 +7,7 @@
 
 pub mod file;
 pub mod null;
+pub mod rabbitmq;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -201,6 +202,9 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
                 Arc::new(file::FileSink::open(f).map_err(|e| fail(Box::new(e)))?)
             }
             SinkSettings::Null(n) => Arc::new(null::NullSink::new(n)),
+            SinkSettings::Rabbitmq(r) => {
+                Arc::new(rabbitmq::RabbitmqSink::start(r).map_err(|e| fail(Box::new(e)))?)
+            }
         };
         let filters = c.events.map(|list| {
             list.iter()
