@@ -202,9 +202,11 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
                 Arc::new(file::FileSink::open(f).map_err(|e| fail(Box::new(e)))?)
             }
             SinkSettings::Null(n) => Arc::new(null::NullSink::new(n)),
-            SinkSettings::Rabbitmq(r) => {
-                Arc::new(rabbitmq::RabbitmqSink::start(r).map_err(|e| fail(Box::new(e)))?)
-            }
+            SinkSettings::Rabbitmq(r) => Arc::new(
+                rabbitmq::RabbitmqSink::start(r)
+                    .await
+                    .map_err(|e| fail(Box::new(e)))?,
+            ),
         };
         let filters = c.events.map(|list| {
             list.iter()

@@ -29,7 +29,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{Outgoing, Receipt, Sink, SinkError};
 use crate::config::{check_template, Issues};
@@ -384,7 +384,8 @@ struct Shared {
     wake: Notify,
     shutdown: AtomicBool,
     stop: Notify,
-    generation: AtomicU64,
+    /// Connection attempts so far (successful or not): `start` waits for the first.
+    attempts: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -424,9 +425,10 @@ pub struct RabbitmqSink {
 }
 
 impl RabbitmqSink {
-    /// Starts the sink. Returns at once: the connection is made (and remade) in the background,
-    /// so a broker that is down at startup only makes the sink not ready.
-    pub fn start(settings: &RabbitmqSinkSettings) -> Result<RabbitmqSink, SinkError> {
+    /// Starts the sink. The connection is made (and remade) in the background; this waits for
+    /// the first attempt only (at most [`CONNECT_TIMEOUT`]) so that a reachable broker is ready
+    /// before the first webhook, while a broker that is down only makes the sink not ready.
+    pub async fn start(settings: &RabbitmqSinkSettings) -> Result<RabbitmqSink, SinkError> {
         let uri = parse_url(settings.url.expose_secret()).map_err(|e| SinkError::Broker {
             message: format!("url: {e}"),
             source: None,
@@ -443,7 +445,7 @@ impl RabbitmqSink {
             wake: Notify::new(),
             shutdown: AtomicBool::new(false),
             stop: Notify::new(),
-            generation: AtomicU64::new(0),
+            attempts: watch::channel(0).0,
         });
         let topology = Topology {
             exchange: settings.exchange.clone(),
@@ -451,7 +453,9 @@ impl RabbitmqSink {
             queues: settings.queues.clone(),
             channels: settings.channels.max(1),
         };
+        let mut attempts = shared.attempts.subscribe();
         tokio::spawn(supervise(shared.clone(), uri, topology));
+        let _ = tokio::time::timeout(CONNECT_TIMEOUT, attempts.wait_for(|n| *n > 0)).await;
         Ok(RabbitmqSink {
             exchange: settings.exchange.clone(),
             routing,
@@ -779,13 +783,13 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
             Ok(link) => {
                 backoff = BACKOFF_FIRST;
                 let link = Arc::new(link);
-                let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 shared.set_error(String::new());
                 if shared.shutdown.load(Ordering::Acquire) {
                     return;
                 }
                 shared.install(Some(link.clone()));
-                tracing::info!(sink = %shared.sink, endpoint = %shared.endpoint, channels = topology.channels, generation, "rabbitmq connected");
+                shared.attempts.send_modify(|n| *n += 1);
+                tracing::info!(sink = %shared.sink, endpoint = %shared.endpoint, channels = topology.channels, "rabbitmq connected");
                 let reason = watch(&shared, &link).await;
                 shared.install(None);
                 link.permits.close();
@@ -801,6 +805,7 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
                 let detail = e.detail();
                 tracing::warn!(sink = %shared.sink, endpoint = %shared.endpoint, error = %detail, retry_in_ms = backoff.as_millis() as u64, "rabbitmq connect failed");
                 shared.set_error(detail);
+                shared.attempts.send_modify(|n| *n += 1);
             }
         }
         tokio::select! {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: spawn the app on port 0, post webhooks, read files.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -126,7 +128,9 @@ pub async fn answer(resp: reqwest::Response) -> Answer {
 
 /// A payload fixture from tests/fixtures.
 pub fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixture is JSON")
 }
@@ -147,7 +151,11 @@ pub fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("{prefix}-{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The JSON lines of a file sink's file (empty if it does not exist).
