@@ -997,6 +997,31 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_is_valid() {
+        let doc = include_str!("../../docs/rabbitmq.md");
+        let yaml = doc
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/rabbitmq.md has a yaml example");
+        std::env::set_var("RABBITMQ_PASSWORD", "from-env");
+        let (s, _) =
+            Settings::from_yaml_with_env(&format!("auth: {{mode: none}}\n{yaml}"), "docs", false)
+                .unwrap_or_else(|e| panic!("{e}"));
+        let crate::config::SinkSettings::Rabbitmq(r) = &s.sinks[0] else {
+            panic!("not a rabbitmq sink")
+        };
+        assert_eq!(r.queues.len(), 2);
+        assert!(r.queues[1].durable, "durable by default");
+        assert_eq!(
+            r.declare.as_ref().map(|d| d.exchange_type),
+            Some(ExchangeType::Topic)
+        );
+        let uri = parse_url(r.url.expose_secret()).unwrap();
+        assert_eq!(uri.authority.userinfo.password, "from-env");
+    }
+
+    #[test]
     fn url_keeps_ip_hosts_and_redacts_the_password() {
         let uri = parse_url("amqp://guest:s3cret@127.0.0.1:5673/%2f").unwrap();
         assert_eq!(uri.authority.host, "127.0.0.1");
