@@ -356,7 +356,7 @@ async fn full_queue_with_reject_publish_is_nacked_and_503() {
         prop(got[0].delivery.properties.message_id()),
         first.body["event_id"].as_str()
     );
-    // With room again, the channel that saw the nack still publishes fine.
+    // With room again, publishing works as before: a nack does not break the sink.
     let third = app
         .post(&status_payload(&unique("full"), "completed"))
         .await;
@@ -568,5 +568,63 @@ async fn silent_partition_times_out_within_the_deadline_then_reconnects() {
     assert!(ids.contains(after.body["event_id"].as_str().unwrap_or_default()));
     eprintln!("silent partition: 503 after {took:?}, not ready {noticed:?} later");
     app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn exchange_deleted_at_runtime_is_declared_again() {
+    // Someone deletes the exchange (and with it the bindings) under a running bridge that owns
+    // its topology: the next publish fails, and the sink re-declares everything by itself.
+    let mut b = Broker::new("redeclare").await;
+    let queue = b.queue_name("redeclare");
+    let app = spawn(&config_with_sinks(&sink_yaml(
+        AMQP_URL,
+        &b.exchange,
+        &format!(
+            ", declare: {{durable: false}}, \
+             queues: [{{name: \"{queue}\", binding_key: \"calls.#\", durable: false}}]"
+        ),
+    )))
+    .await;
+    await_ready(&app, true).await;
+    let first = app
+        .post(&status_payload(&unique("redeclare"), "completed"))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    b.ch.exchange_delete(&b.exchange, ExchangeDeleteOptions::default())
+        .await
+        .expect("exchange deleted");
+    let during = app
+        .post(&status_payload(&unique("redeclare"), "completed"))
+        .await;
+    assert_eq!(during.status, 503, "{}", during.body);
+    assert!(
+        error_message(&during.body).contains("NOT_FOUND"),
+        "{}",
+        during.body
+    );
+
+    let app = &app;
+    let again = eventually(
+        Duration::from_secs(30),
+        "a 200 after re-declaring",
+        || async move {
+            let a = app
+                .post(&status_payload(&unique("redeclare"), "completed"))
+                .await;
+            (a.status == 200).then_some(a)
+        },
+    )
+    .await;
+    let ids: HashSet<String> = b
+        .drain(&queue)
+        .await
+        .iter()
+        .filter_map(|m| prop(m.delivery.properties.message_id()).map(str::to_string))
+        .collect();
+    assert!(ids.contains(first.body["event_id"].as_str().unwrap_or_default()));
+    assert!(ids.contains(again.body["event_id"].as_str().unwrap_or_default()));
+    assert!(readyz(app).await);
     b.cleanup().await;
 }

@@ -793,11 +793,11 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
                 let reason = watch(&shared, &link).await;
                 shared.install(None);
                 link.permits.close();
-                shared.set_error(format!("connection lost: {reason}"));
+                shared.set_error(reason.clone());
                 if shared.shutdown.load(Ordering::Acquire) {
                     return;
                 }
-                tracing::warn!(sink = %shared.sink, endpoint = %shared.endpoint, reason = %reason, "rabbitmq connection lost; reconnecting");
+                tracing::warn!(sink = %shared.sink, endpoint = %shared.endpoint, reason = %reason, "rabbitmq connection dropped; reconnecting");
                 // Dropping the last handle of the link closes the connection (if it still can).
                 drop(link);
             }
@@ -823,19 +823,28 @@ async fn watch(shared: &Shared, link: &Link) -> String {
     loop {
         tokio::select! {
             ev = events.next() => match ev {
-                Some(lapin::Event::Error(e)) => return e.to_string(),
+                // lapin reports channel errors here too. The broker closes a channel only when
+                // something unexpected happened (an exchange deleted under us, ...): reconnect,
+                // which re-declares the topology or, without `declare`, checks it again.
+                Some(lapin::Event::Error(e)) if link.connection.status().connected() => {
+                    return format!("channel error ({e}); reconnecting to check the topology")
+                }
+                Some(lapin::Event::Error(e)) => return format!("connection lost: {e}"),
                 Some(_) => {}
-                None => return "connection closed".into(),
+                None => return "connection lost: event stream ended".into(),
             },
             _ = shared.wake.notified() => {}
             _ = shared.stop.notified() => return "shutting down".into(),
             _ = tick.tick() => {}
         }
         if link.broken.load(Ordering::Acquire) {
-            return "channel pool could not be refilled".into();
+            return "connection stalled: the channel pool could not be refilled".into();
         }
         if !link.connection.status().connected() {
-            return format!("connection state {:?}", link.connection.status().state());
+            return format!(
+                "connection lost (state {:?})",
+                link.connection.status().state()
+            );
         }
     }
 }
