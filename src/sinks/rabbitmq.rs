@@ -40,6 +40,7 @@ use lapin::options::{
     QueueDeclareOptions,
 };
 use lapin::publisher_confirm::Confirmation;
+use lapin::tcp::{AMQPUriTcpExt, OwnedTLSConfig};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -360,6 +361,7 @@ struct Topology {
 /// One live connection and its channel pool.
 struct Link {
     connection: Connection,
+    socket: SocketSlot,
     /// Idle channels, each in confirm mode with nothing in flight.
     idle: Mutex<Vec<Channel>>,
     /// One permit per idle channel; closed when the link dies so waiters fail at once.
@@ -371,6 +373,40 @@ struct Link {
 impl Link {
     fn healthy(&self) -> bool {
         self.connection.status().connected() && !self.broken.load(Ordering::Acquire)
+    }
+}
+
+/// A duplicate of a connection's socket, so the supervisor can shut it down. lapin runs one I/O
+/// thread per connection and has no handshake timeout: an attempt abandoned on a black-holed
+/// path (or a stalled connection) would keep its thread until the peer closed the socket — one
+/// more thread per retry. `shutdown` acts on the socket itself, so lapin's copy fails at once.
+#[derive(Clone, Default)]
+struct SocketSlot(Arc<Mutex<Option<std::net::TcpStream>>>);
+
+impl SocketSlot {
+    /// Called by lapin's connector with the fresh stream (plain, or TLS mid-handshake).
+    fn keep(&self, stream: &lapin::tcp::HandshakeResult) {
+        let tcp = match stream {
+            Ok(s) => s,
+            Err(lapin::tcp::HandshakeError::WouldBlock(mid)) => mid.get_ref(),
+            Err(_) => return,
+        };
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsFd;
+            if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
+                *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(std::net::TcpStream::from(fd));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tcp;
+    }
+
+    fn kill(&self) {
+        if let Some(s) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 }
 
@@ -750,6 +786,7 @@ impl Sink for RabbitmqSink {
                 link.connection.close(200, "callbridge shutting down"),
             )
             .await;
+            link.socket.kill();
         }
     }
 }
@@ -771,20 +808,26 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
         if shared.shutdown.load(Ordering::Acquire) {
             return;
         }
-        let attempt = tokio::time::timeout(CONNECT_TIMEOUT, connect(&shared, &uri, &topology));
-        let result = match attempt.await {
+        let socket = SocketSlot::default();
+        let attempt = connect(&shared, &uri, &topology, socket.clone());
+        let result = match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(r) => r,
             Err(_) => Err(ConnectError::plain(format!(
                 "connecting timed out after {} ms",
                 CONNECT_TIMEOUT.as_millis()
             ))),
         };
+        if result.is_err() {
+            // Ends lapin's I/O thread of the abandoned attempt (it has no handshake timeout).
+            socket.kill();
+        }
         match result {
             Ok(link) => {
                 backoff = BACKOFF_FIRST;
                 let link = Arc::new(link);
                 shared.set_error(String::new());
                 if shared.shutdown.load(Ordering::Acquire) {
+                    link.socket.kill();
                     return;
                 }
                 shared.install(Some(link.clone()));
@@ -798,7 +841,15 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
                     return;
                 }
                 tracing::warn!(sink = %shared.sink, endpoint = %shared.endpoint, reason = %reason, "rabbitmq connection dropped; reconnecting");
-                // Dropping the last handle of the link closes the connection (if it still can).
+                if link.connection.status().connected() {
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        link.connection.close(320, "callbridge reconnecting"),
+                    )
+                    .await;
+                }
+                // A stalled connection would keep its I/O thread until the heartbeat gives up.
+                link.socket.kill();
                 drop(link);
             }
             Err(e) => {
@@ -849,12 +900,29 @@ async fn watch(shared: &Shared, link: &Link) -> String {
     }
 }
 
-async fn connect(shared: &Shared, uri: &AMQPUri, t: &Topology) -> Result<Link, ConnectError> {
+// The connector's signature (and its large `HandshakeError`) is lapin's.
+#[allow(clippy::result_large_err)]
+async fn connect(
+    shared: &Shared,
+    uri: &AMQPUri,
+    t: &Topology,
+    socket: SocketSlot,
+) -> Result<Link, ConnectError> {
     let props = ConnectionProperties::default()
         .with_connection_name(LongString::from(format!("callbridge {}", shared.sink)));
-    let connection = Connection::connect_uri(uri.clone(), props)
-        .await
-        .map_err(|e| ConnectError::new("cannot connect", e))?;
+    let slot = socket.clone();
+    let tls = OwnedTLSConfig::default();
+    let connection = Connection::connector(
+        uri.clone(),
+        Box::new(move |uri| {
+            let stream = AMQPUriTcpExt::connect_with_config(uri, tls.as_ref());
+            slot.keep(&stream);
+            stream
+        }),
+        props,
+    )
+    .await
+    .map_err(|e| ConnectError::new("cannot connect", e))?;
 
     let setup = connection
         .create_channel()
@@ -929,6 +997,7 @@ async fn connect(shared: &Shared, uri: &AMQPUri, t: &Topology) -> Result<Link, C
 
     let link = Link {
         connection,
+        socket,
         idle: Mutex::new(Vec::with_capacity(t.channels)),
         permits: Arc::new(Semaphore::new(0)),
         broken: AtomicBool::new(false),
