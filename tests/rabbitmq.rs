@@ -628,3 +628,71 @@ async fn exchange_deleted_at_runtime_is_declared_again() {
     assert!(readyz(app).await);
     b.cleanup().await;
 }
+
+#[tokio::test]
+async fn confirm_lost_with_the_connection_is_503_at_once_not_a_hang() {
+    // The broker stores the message but its confirm never reaches the bridge, then the
+    // connection dies: the outcome is unknown, so the answer is 503 — and it comes as soon as
+    // the connection is gone, not when the timeout expires. The sender's retry then delivers
+    // the event again under the same message_id, which consumers deduplicate on.
+    let mut b = Broker::new("lost").await;
+    let queue = b.queue_name("lost");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
+    await_ready(&app, true).await;
+
+    proxy.stall_replies();
+    let payload = status_payload(&unique("lost"), "completed");
+    let publish = async {
+        let a = app.post(&payload).await;
+        (a, Instant::now())
+    };
+    let sever = async {
+        let b = &b;
+        let queue = &queue;
+        eventually(
+            Duration::from_secs(10),
+            "the message stored",
+            || async move { (b.message_count(queue).await == 1).then_some(()) },
+        )
+        .await;
+        proxy.cut();
+        Instant::now()
+    };
+    let ((answer, answered_at), cut_at) = tokio::join!(publish, sever);
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let after_cut = answered_at.saturating_duration_since(cut_at);
+    assert!(
+        after_cut < Duration::from_millis(1000),
+        "answered {after_cut:?} after the connection died (the timeout is 2 s)"
+    );
+    assert_ne!(answer.body["sinks"][SINK]["error"]["code"], "timeout");
+
+    proxy.restore();
+    await_ready(&app, true).await;
+    let retry = app.post(&payload).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.body["event_id"], answer.body["event_id"]);
+    let got = b.drain(&queue).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "stored once before the cut, once by the retry"
+    );
+    for m in &got {
+        assert_eq!(
+            prop(m.delivery.properties.message_id()),
+            answer.body["event_id"].as_str()
+        );
+    }
+    eprintln!(
+        "confirm lost: 503 {after_cut:?} after the cut: {}",
+        answer.body
+    );
+    app.stop().await;
+    b.cleanup().await;
+}

@@ -4,12 +4,16 @@
 //!   ones (accepted, then never forwarded nor answered, like a dead network path);
 //! - `freeze()`: established connections stay open but nothing flows any more, in either
 //!   direction (a silent partition: no RST, no FIN), and new ones are black-holed too;
+//! - `stall_replies()`: like `freeze`, but client → server bytes still flow: the server acts on
+//!   requests whose answers never arrive (e.g. a message stored, its confirm lost);
 //! - `restore()`: resets whatever was held, so clients notice at once, and forwards again.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,6 +23,7 @@ pub enum Mode {
     Open,
     Cut,
     Frozen,
+    StallReplies,
 }
 
 pub struct TcpProxy {
@@ -63,6 +68,11 @@ impl TcpProxy {
         self.mode.send_replace(Mode::Frozen);
     }
 
+    /// Requests still reach the server; its replies are held. Until `restore` or `cut`.
+    pub fn stall_replies(&self) {
+        self.mode.send_replace(Mode::StallReplies);
+    }
+
     pub fn restore(&self) {
         self.mode.send_replace(Mode::Open);
     }
@@ -93,22 +103,47 @@ async fn handle(client: TcpStream, upstream: SocketAddr, mut mode: watch::Receiv
     reset_on_close(&server);
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let (mut client, mut server) = (client, server);
-    let interrupted = {
+    let (client_r, client_w) = client.into_split();
+    let (server_r, server_w) = server.into_split();
+    // Once interrupted (cut, frozen or stalled), a connection is reset on `cut` or `restore`.
+    let ended = {
         let mut mode = mode.clone();
         async move {
             let _ = mode.wait_for(|m| *m != Mode::Open).await;
+            let _ = mode.wait_for(|m| *m == Mode::Cut || *m == Mode::Open).await;
         }
     };
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => return,
-        _ = interrupted => {}
-    }
-    if *mode.borrow_and_update() == Mode::Frozen {
-        // Keep both sockets open and silent until the link is restored or cut.
-        let _ = mode.wait_for(|m| *m != Mode::Frozen).await;
+        _ = pump(client_r, server_w, mode.clone(), true) => {}
+        _ = pump(server_r, client_w, mode, false) => {}
+        _ = ended => {}
     }
     // Dropping both sockets (linger 0) resets them.
+}
+
+/// Copies one direction while the mode lets it flow; bytes read meanwhile are held.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+    upstream: bool,
+) {
+    let flows = move |m: &Mode| *m == Mode::Open || (upstream && *m == Mode::StallReplies);
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let open = mode.wait_for(flows).await.is_ok();
+        if !open {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let open = mode.wait_for(flows).await.is_ok();
+        if !open || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Linger 0: closing sends RST, as a crashed peer or a dropped NAT entry would.
