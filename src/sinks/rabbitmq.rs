@@ -528,11 +528,10 @@ impl RabbitmqSink {
         let mut lease = Lease {
             link: link.clone(),
             shared: self.shared.clone(),
-            channel: Some(channel),
+            channel: Some(channel.clone()),
             permit: Some(permit),
             reusable: false,
         };
-        let channel = lease.channel();
         if !channel.status().connected() {
             self.shared.wake.notify_one();
             return Err(self.shared.not_connected());
@@ -622,13 +621,6 @@ struct Lease {
     channel: Option<Channel>,
     permit: Option<OwnedSemaphorePermit>,
     reusable: bool,
-}
-
-impl Lease {
-    fn channel(&self) -> Channel {
-        // Set at construction, taken only in Drop.
-        self.channel.clone().unwrap_or_else(|| unreachable!())
-    }
 }
 
 impl Drop for Lease {
