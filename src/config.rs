@@ -344,6 +344,7 @@ pub enum SinkSettings {
     File(FileSinkSettings),
     Null(NullSinkSettings),
     Nats(Box<crate::sinks::nats::NatsSinkSettings>),
+    Rabbitmq(crate::sinks::rabbitmq::RabbitmqSinkSettings),
 }
 
 /// The fields every sink kind has.
@@ -361,6 +362,7 @@ impl SinkSettings {
             SinkSettings::File(_) => "file",
             SinkSettings::Null(_) => "null",
             SinkSettings::Nats(_) => "nats",
+            SinkSettings::Rabbitmq(_) => "rabbitmq",
         }
     }
 
@@ -379,6 +381,7 @@ impl SinkSettings {
             SinkSettings::File(s) => common!(s),
             SinkSettings::Null(s) => common!(s),
             SinkSettings::Nats(s) => common!(s),
+            SinkSettings::Rabbitmq(s) => common!(s),
         }
     }
 
@@ -394,6 +397,7 @@ impl SinkSettings {
                 "a null sink acknowledges without storing anything (benchmarks and drills only)",
             ),
             SinkSettings::Nats(s) => s.validate(path, issues),
+            SinkSettings::Rabbitmq(s) => s.validate(path, issues),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod file;
 pub mod nats;
 pub mod null;
+pub mod rabbitmq;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -211,6 +212,11 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
             SinkSettings::Null(n) => Arc::new(null::NullSink::new(n)),
             SinkSettings::Nats(n) => Arc::new(
                 nats::NatsSink::connect(n)
+                    .await
+                    .map_err(|e| fail(Box::new(e)))?,
+            ),
+            SinkSettings::Rabbitmq(r) => Arc::new(
+                rabbitmq::RabbitmqSink::start(r)
                     .await
                     .map_err(|e| fail(Box::new(e)))?,
             ),

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: spawn the app on port 0, post webhooks, read files.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,0 +1,698 @@
+//! The `rabbitmq` sink against the machine's RabbitMQ (127.0.0.1:5672, guest/guest): every test
+//! uses its own exchange and queues, consumes what arrived with its own client, and deletes its
+//! topology at the end. Outages go through an in-test TCP proxy; the shared broker is never
+//! stopped.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::proxy::TcpProxy;
+use common::{config_with_sinks, eventually, fixture, spawn, status_payload, unique, TestApp};
+use lapin::message::BasicGetMessage;
+use lapin::options::{
+    BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
+
+const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const BROKER: &str = "127.0.0.1:5672";
+const SINK: &str = "mq";
+
+/// The test's own client and the names it must clean up.
+struct Broker {
+    _conn: Connection,
+    ch: Channel,
+    exchange: String,
+    queues: Vec<String>,
+}
+
+impl Broker {
+    async fn new(prefix: &str) -> Broker {
+        let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
+            .await
+            .expect("test client connects to RabbitMQ");
+        let ch = conn.create_channel().await.expect("channel");
+        Broker {
+            _conn: conn,
+            ch,
+            exchange: unique(&format!("cb-test-{prefix}")),
+            queues: Vec::new(),
+        }
+    }
+
+    fn queue_name(&mut self, what: &str) -> String {
+        let q = unique(&format!("cb-test-{what}"));
+        self.queues.push(q.clone());
+        q
+    }
+
+    async fn declare_exchange(&self) {
+        self.ch
+            .exchange_declare(
+                &self.exchange,
+                ExchangeKind::Topic,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange declared");
+    }
+
+    async fn declare_queue(&self, queue: &str, binding_key: &str, args: FieldTable) {
+        self.ch
+            .queue_declare(queue, QueueDeclareOptions::default(), args)
+            .await
+            .expect("queue declared");
+        self.ch
+            .queue_bind(
+                queue,
+                &self.exchange,
+                binding_key,
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue bound");
+    }
+
+    async fn get(&self, queue: &str) -> Option<BasicGetMessage> {
+        self.ch
+            .basic_get(queue, BasicGetOptions { no_ack: true })
+            .await
+            .expect("basic.get")
+    }
+
+    /// Every message currently in the queue.
+    async fn drain(&self, queue: &str) -> Vec<BasicGetMessage> {
+        let mut out = Vec::new();
+        while let Some(m) = self.get(queue).await {
+            out.push(m);
+        }
+        out
+    }
+
+    async fn message_count(&self, queue: &str) -> u32 {
+        self.ch
+            .queue_declare(
+                queue,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists")
+            .message_count()
+    }
+
+    async fn cleanup(self) {
+        for q in &self.queues {
+            let _ = self.ch.queue_delete(q, QueueDeleteOptions::default()).await;
+        }
+        let _ = self
+            .ch
+            .exchange_delete(&self.exchange, ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+/// A sink entry of the test config (YAML list item).
+fn sink_yaml(url: &str, exchange: &str, extra: &str) -> String {
+    format!(
+        "  - {{name: {SINK}, type: rabbitmq, url: \"{url}\", exchange: \"{exchange}\", \
+         routing_key: \"calls.{{kind}}.{{status}}\", timeout_ms: 2000{extra}}}\n"
+    )
+}
+
+async fn readyz(app: &TestApp) -> bool {
+    app.get("/readyz").await.status == 200
+}
+
+async fn await_ready(app: &TestApp, ready: bool) {
+    let what = if ready { "ready" } else { "not ready" };
+    eventually(Duration::from_secs(30), what, || async move {
+        (readyz(app).await == ready).then_some(())
+    })
+    .await;
+}
+
+fn header(m: &BasicGetMessage, name: &str) -> Option<String> {
+    let headers = m.delivery.properties.headers().clone()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        other => panic!("header {name} is not a long string: {other:?}"),
+    }
+}
+
+fn prop(p: &Option<lapin::types::ShortString>) -> Option<&str> {
+    p.as_ref().map(|s| s.as_str())
+}
+
+fn error_message(body: &Value) -> String {
+    body["sinks"][SINK]["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn seed_payloads_arrive_with_routing_key_properties_and_headers() {
+    let mut b = Broker::new("seed").await;
+    let queue = b.queue_name("seed");
+    // The bridge declares the exchange and the queue itself (`declare`, `queues`).
+    let app = spawn(&config_with_sinks(&sink_yaml(
+        AMQP_URL,
+        &b.exchange,
+        &format!(
+            ", declare: {{exchange_type: topic, durable: false}}, \
+             queues: [{{name: \"{queue}\", binding_key: \"calls.#\", durable: false}}]"
+        ),
+    )))
+    .await;
+    assert!(readyz(&app).await, "a reachable broker is ready at startup");
+
+    for name in [
+        "curl-test.payload.json",
+        "status-example.payload.json",
+        "registered-with-params.payload.json",
+        "analysis-callback.payload.json",
+    ] {
+        let payload = fixture(name);
+        let a = app.post(&payload).await;
+        assert_eq!(a.status, 200, "{name}: {}", a.body);
+        let event_id = a.body["event_id"].as_str().expect("event_id").to_string();
+        let receipt = &a.body["sinks"][SINK]["receipt"];
+        assert_eq!(receipt["exchange"], b.exchange.as_str(), "{name}");
+
+        let m = b
+            .get(&queue)
+            .await
+            .unwrap_or_else(|| panic!("{name}: nothing arrived"));
+        let p = &m.delivery.properties;
+        let kind = if payload["data"]["analysis"].is_object() {
+            "analysis"
+        } else {
+            "status"
+        };
+        let status = payload["data"]["status"].as_str().expect("status");
+        let routing_key = format!("calls.{kind}.{status}");
+        assert_eq!(m.delivery.routing_key.as_str(), routing_key, "{name}");
+        assert_eq!(receipt["routing_key"], routing_key.as_str(), "{name}");
+        assert_eq!(m.delivery.exchange.as_str(), b.exchange, "{name}");
+        assert_eq!(prop(p.message_id()), Some(event_id.as_str()), "{name}");
+        assert_eq!(p.delivery_mode(), &Some(2), "{name}: persistent");
+        let ty = prop(p.kind()).expect("type property").to_string();
+        assert_eq!(ty, format!("ai.ringg.call.{kind}.v1"), "{name}");
+        assert_eq!(prop(p.content_type()), Some("application/json"), "{name}");
+        assert_eq!(prop(p.app_id()), Some("callbridge"), "{name}");
+        assert!(p.timestamp().is_some_and(|t| t > 1_600_000_000), "{name}");
+
+        // Binary mode: attributes as cloudEvents_* headers, body = data.
+        let call_id = payload["data"]["call_id"].as_str().expect("call_id");
+        assert_eq!(
+            header(&m, "cloudEvents_id").as_deref(),
+            Some(event_id.as_str())
+        );
+        assert_eq!(
+            header(&m, "cloudEvents_specversion").as_deref(),
+            Some("1.0")
+        );
+        assert_eq!(header(&m, "cloudEvents_type").as_deref(), Some(ty.as_str()));
+        assert_eq!(
+            header(&m, "cloudEvents_source").as_deref(),
+            Some("/callbridge")
+        );
+        assert_eq!(header(&m, "cloudEvents_subject").as_deref(), Some(call_id));
+        assert_eq!(
+            header(&m, "cloudEvents_partitionkey").as_deref(),
+            Some(call_id)
+        );
+        assert!(header(&m, "cloudEvents_time").is_some(), "{name}");
+        let data: Value = serde_json::from_slice(&m.delivery.data).expect("body is JSON");
+        assert_eq!(data["call_id"], call_id, "{name}");
+        assert_eq!(data["kind"], kind, "{name}");
+        assert_eq!(data["status"], status, "{name}");
+        assert!(
+            data.get("specversion").is_none(),
+            "binary body is data only"
+        );
+    }
+    assert!(
+        b.get(&queue).await.is_none(),
+        "exactly one message per webhook"
+    );
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn structured_mode_carries_the_whole_event() {
+    let mut b = Broker::new("structured").await;
+    let queue = b.queue_name("structured");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let app = spawn(&config_with_sinks(&sink_yaml(
+        AMQP_URL,
+        &b.exchange,
+        ", format: structured",
+    )))
+    .await;
+    await_ready(&app, true).await;
+
+    let call_id = unique("structured");
+    let a = app.post(&status_payload(&call_id, "ongoing")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let m = b.get(&queue).await.expect("message arrived");
+    let p = &m.delivery.properties;
+    assert_eq!(m.delivery.routing_key.as_str(), "calls.status.ongoing");
+    assert_eq!(prop(p.content_type()), Some("application/cloudevents+json"));
+    assert_eq!(prop(p.message_id()), a.body["event_id"].as_str());
+    assert_eq!(p.delivery_mode(), &Some(2));
+    assert!(
+        header(&m, "cloudEvents_id").is_none(),
+        "structured mode has no ce headers"
+    );
+    let ev: Value = serde_json::from_slice(&m.delivery.data).expect("body is JSON");
+    assert_eq!(ev["specversion"], "1.0");
+    assert_eq!(ev["id"], a.body["event_id"]);
+    assert_eq!(ev["subject"], call_id.as_str());
+    assert_eq!(ev["data"]["status"], "ongoing");
+    assert_eq!(prop(p.kind()), ev["type"].as_str());
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn unroutable_event_is_503_and_nothing_is_delivered() {
+    let mut b = Broker::new("unroutable").await;
+    let queue = b.queue_name("unroutable");
+    b.declare_exchange().await;
+    // Bound, but not for the keys the bridge will use.
+    b.declare_queue(&queue, "other.#", FieldTable::default())
+        .await;
+    let app = spawn(&config_with_sinks(&sink_yaml(AMQP_URL, &b.exchange, ""))).await;
+    await_ready(&app, true).await;
+
+    let a = app
+        .post(&status_payload(&unique("unroutable"), "completed"))
+        .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(a.retry_after.is_some());
+    assert_eq!(a.body["sinks"][SINK]["ok"], false);
+    assert_eq!(a.body["sinks"][SINK]["error"]["code"], "rejected");
+    let msg = error_message(&a.body);
+    assert!(
+        msg.contains("unroutable") && msg.contains("NO_ROUTE"),
+        "{msg}"
+    );
+    assert!(msg.contains("calls.status.completed"), "{msg}");
+    assert_eq!(b.message_count(&queue).await, 0, "nothing was delivered");
+    assert!(
+        readyz(&app).await,
+        "an unroutable event does not make the sink unready"
+    );
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn full_queue_with_reject_publish_is_nacked_and_503() {
+    let mut b = Broker::new("full").await;
+    let queue = b.queue_name("full");
+    b.declare_exchange().await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    b.declare_queue(&queue, "calls.#", args).await;
+    let app = spawn(&config_with_sinks(&sink_yaml(AMQP_URL, &b.exchange, ""))).await;
+    await_ready(&app, true).await;
+
+    let first = app
+        .post(&status_payload(&unique("full"), "completed"))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = app
+        .post(&status_payload(&unique("full"), "completed"))
+        .await;
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert!(second.retry_after.is_some());
+    assert_eq!(second.body["sinks"][SINK]["error"]["code"], "rejected");
+    let msg = error_message(&second.body);
+    assert!(msg.contains("nack"), "{msg}");
+    let got = b.drain(&queue).await;
+    assert_eq!(got.len(), 1, "only the first event is in the queue");
+    assert_eq!(
+        prop(got[0].delivery.properties.message_id()),
+        first.body["event_id"].as_str()
+    );
+    // With room again, publishing works as before: a nack does not break the sink.
+    let third = app
+        .post(&status_payload(&unique("full"), "completed"))
+        .await;
+    assert_eq!(third.status, 200, "{}", third.body);
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
+    // Many publishes in flight at once, half of them unroutable: each answer must match what the
+    // broker did with that very message (a return attributed to the wrong publish would be a
+    // 200 for an event that went nowhere).
+    let mut b = Broker::new("mixed").await;
+    let queue = b.queue_name("mixed");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.status.completed", FieldTable::default())
+        .await;
+    let app = spawn(&config_with_sinks(&sink_yaml(
+        AMQP_URL,
+        &b.exchange,
+        ", channels: 8",
+    )))
+    .await;
+    await_ready(&app, true).await;
+
+    let n = 96;
+    let started = Instant::now();
+    let answers = futures::future::join_all((0..n).map(|i| {
+        let status = if i % 2 == 0 { "completed" } else { "failed" };
+        let payload = status_payload(&unique("mixed"), status);
+        let app = &app;
+        async move { (status, app.post(&payload).await) }
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let mut expected = HashSet::new();
+    for (status, a) in &answers {
+        if *status == "completed" {
+            assert_eq!(a.status, 200, "{}", a.body);
+            expected.insert(a.body["event_id"].as_str().expect("id").to_string());
+        } else {
+            assert_eq!(a.status, 503, "{}", a.body);
+            assert!(error_message(&a.body).contains("unroutable"), "{}", a.body);
+        }
+    }
+    let got: HashSet<String> = b
+        .drain(&queue)
+        .await
+        .iter()
+        .map(|m| {
+            prop(m.delivery.properties.message_id())
+                .expect("message_id")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(got, expected, "exactly the acknowledged events arrived");
+    eprintln!("{n} webhooks (half unroutable) at concurrency {n} over 8 channels: {elapsed:?}");
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn connection_cut_is_503_within_the_deadline_then_recovers_without_restart() {
+    let mut b = Broker::new("cut").await;
+    let queue = b.queue_name("cut");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let upstream: SocketAddr = BROKER.parse().expect("address");
+    let proxy = TcpProxy::start(upstream).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
+    await_ready(&app, true).await;
+
+    let before = app.post(&status_payload(&unique("cut"), "completed")).await;
+    assert_eq!(before.status, 200, "{}", before.body);
+
+    proxy.cut();
+    let started = Instant::now();
+    let during = app.post(&status_payload(&unique("cut"), "completed")).await;
+    let took = started.elapsed();
+    assert_eq!(during.status, 503, "{}", during.body);
+    assert!(during.retry_after.is_some());
+    assert!(
+        took < Duration::from_millis(3000 + 500),
+        "answered after {took:?}, past the 3 s deadline"
+    );
+    let readyz_body = app.get("/readyz").await;
+    await_ready(&app, false).await;
+    // The password never appears in what the bridge says.
+    assert!(
+        !during.body.to_string().contains("guest:guest"),
+        "{}",
+        during.body
+    );
+    assert!(!readyz_body.body.to_string().contains("guest:guest"));
+
+    proxy.restore();
+    await_ready(&app, true).await;
+    let after = app.post(&status_payload(&unique("cut"), "completed")).await;
+    assert_eq!(after.status, 200, "{}", after.body);
+
+    let ids: Vec<String> = b
+        .drain(&queue)
+        .await
+        .iter()
+        .filter_map(|m| prop(m.delivery.properties.message_id()).map(str::to_string))
+        .collect();
+    assert!(ids.contains(
+        &before.body["event_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    ));
+    assert!(ids.contains(
+        &after.body["event_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    ));
+    eprintln!("503 during the cut after {took:?}: {}", during.body);
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn broker_down_at_startup_does_not_prevent_startup() {
+    let mut b = Broker::new("startup").await;
+    let queue = b.queue_name("startup");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
+    proxy.cut();
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let started = Instant::now();
+    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "startup waited too long"
+    );
+    assert!(!readyz(&app).await);
+    let a = app
+        .post(&status_payload(&unique("startup"), "completed"))
+        .await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.body["sinks"][SINK]["error"]["code"], "not_connected");
+
+    proxy.restore();
+    await_ready(&app, true).await;
+    let a = app
+        .post(&status_payload(&unique("startup"), "completed"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(b.message_count(&queue).await, 1);
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn silent_partition_times_out_within_the_deadline_then_reconnects() {
+    // No RST, no FIN: the publish's confirm never comes (the lapin #246/#409 situation). The
+    // request must still be answered in time, and the stalled connection must be replaced.
+    let mut b = Broker::new("frozen").await;
+    let queue = b.queue_name("frozen");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
+    await_ready(&app, true).await;
+    let before = app
+        .post(&status_payload(&unique("frozen"), "completed"))
+        .await;
+    assert_eq!(before.status, 200, "{}", before.body);
+
+    proxy.freeze();
+    let started = Instant::now();
+    let during = app
+        .post(&status_payload(&unique("frozen"), "completed"))
+        .await;
+    let took = started.elapsed();
+    assert_eq!(during.status, 503, "{}", during.body);
+    assert_eq!(during.body["sinks"][SINK]["error"]["code"], "timeout");
+    assert!(
+        took < Duration::from_millis(3000 + 500),
+        "answered after {took:?}, past the 3 s deadline"
+    );
+    // The stalled channel cannot be replaced, so the connection is given up: not ready.
+    let stalled = Instant::now();
+    await_ready(&app, false).await;
+    let noticed = stalled.elapsed();
+
+    proxy.restore();
+    await_ready(&app, true).await;
+    let after = app
+        .post(&status_payload(&unique("frozen"), "completed"))
+        .await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    let ids: HashSet<String> = b
+        .drain(&queue)
+        .await
+        .iter()
+        .filter_map(|m| prop(m.delivery.properties.message_id()).map(str::to_string))
+        .collect();
+    assert!(ids.contains(before.body["event_id"].as_str().unwrap_or_default()));
+    assert!(ids.contains(after.body["event_id"].as_str().unwrap_or_default()));
+    eprintln!("silent partition: 503 after {took:?}, not ready {noticed:?} later");
+    app.stop().await;
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn exchange_deleted_at_runtime_is_declared_again() {
+    // Someone deletes the exchange (and with it the bindings) under a running bridge that owns
+    // its topology: the next publish fails, and the sink re-declares everything by itself.
+    let mut b = Broker::new("redeclare").await;
+    let queue = b.queue_name("redeclare");
+    let app = spawn(&config_with_sinks(&sink_yaml(
+        AMQP_URL,
+        &b.exchange,
+        &format!(
+            ", declare: {{durable: false}}, \
+             queues: [{{name: \"{queue}\", binding_key: \"calls.#\", durable: false}}]"
+        ),
+    )))
+    .await;
+    await_ready(&app, true).await;
+    let first = app
+        .post(&status_payload(&unique("redeclare"), "completed"))
+        .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    b.ch.exchange_delete(&b.exchange, ExchangeDeleteOptions::default())
+        .await
+        .expect("exchange deleted");
+    let during = app
+        .post(&status_payload(&unique("redeclare"), "completed"))
+        .await;
+    assert_eq!(during.status, 503, "{}", during.body);
+    assert!(
+        error_message(&during.body).contains("NOT_FOUND"),
+        "{}",
+        during.body
+    );
+
+    let app = &app;
+    let again = eventually(
+        Duration::from_secs(30),
+        "a 200 after re-declaring",
+        || async move {
+            let a = app
+                .post(&status_payload(&unique("redeclare"), "completed"))
+                .await;
+            (a.status == 200).then_some(a)
+        },
+    )
+    .await;
+    let ids: HashSet<String> = b
+        .drain(&queue)
+        .await
+        .iter()
+        .filter_map(|m| prop(m.delivery.properties.message_id()).map(str::to_string))
+        .collect();
+    assert!(ids.contains(first.body["event_id"].as_str().unwrap_or_default()));
+    assert!(ids.contains(again.body["event_id"].as_str().unwrap_or_default()));
+    assert!(readyz(app).await);
+    b.cleanup().await;
+}
+
+#[tokio::test]
+async fn confirm_lost_with_the_connection_is_503_at_once_not_a_hang() {
+    // The broker stores the message but its confirm never reaches the bridge, then the
+    // connection dies: the outcome is unknown, so the answer is 503 — and it comes as soon as
+    // the connection is gone, not when the timeout expires. The sender's retry then delivers
+    // the event again under the same message_id, which consumers deduplicate on.
+    let mut b = Broker::new("lost").await;
+    let queue = b.queue_name("lost");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
+    await_ready(&app, true).await;
+
+    proxy.stall_replies();
+    let payload = status_payload(&unique("lost"), "completed");
+    let publish = async {
+        let a = app.post(&payload).await;
+        (a, Instant::now())
+    };
+    let sever = async {
+        let b = &b;
+        let queue = &queue;
+        eventually(
+            Duration::from_secs(10),
+            "the message stored",
+            || async move { (b.message_count(queue).await == 1).then_some(()) },
+        )
+        .await;
+        proxy.cut();
+        Instant::now()
+    };
+    let ((answer, answered_at), cut_at) = tokio::join!(publish, sever);
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    let after_cut = answered_at.saturating_duration_since(cut_at);
+    assert!(
+        after_cut < Duration::from_millis(1000),
+        "answered {after_cut:?} after the connection died (the timeout is 2 s)"
+    );
+    assert_ne!(answer.body["sinks"][SINK]["error"]["code"], "timeout");
+
+    proxy.restore();
+    await_ready(&app, true).await;
+    let retry = app.post(&payload).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.body["event_id"], answer.body["event_id"]);
+    let got = b.drain(&queue).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "stored once before the cut, once by the retry"
+    );
+    for m in &got {
+        assert_eq!(
+            prop(m.delivery.properties.message_id()),
+            answer.body["event_id"].as_str()
+        );
+    }
+    eprintln!(
+        "confirm lost: 503 {after_cut:?} after the cut: {}",
+        answer.body
+    );
+    app.stop().await;
+    b.cleanup().await;
+}
