@@ -104,7 +104,8 @@ try:
 except Exception as e:
     print(json.dumps({"error": str(e)}))
 else:
-    print(json.dumps({"manifest": rel.get("manifest", "")}))
+    print(json.dumps({"manifest": rel.get("manifest", ""),
+                      "notes": (rel.get("info") or {}).get("notes", "")}))
 """
 
 
@@ -263,6 +264,11 @@ def helm_render(chart: Path, user_values: dict, label: str, kubeconfig: Path) ->
     docs = [d for d in yaml.safe_load_all(result["manifest"]) if d]
     kinds = ", ".join(sorted(f"{d['kind']}" for d in docs))
     report(f"helm render (install) [{label}]", True, kinds)
+    # NOTES.txt must tell the user the webhook URL to give the sender.
+    server = (coalesce(load_yaml(chart / "values.yaml"), user_values).get("config") or {}).get("server") or {}
+    path = server.get("path", "/callback")
+    urls = [l.strip() for l in result["notes"].splitlines() if l.strip().split(" ")[0].endswith(path)]
+    report(f"NOTES.txt gives the webhook URL [{label}]", bool(urls), urls[0] if urls else result["notes"])
     return docs
 
 
