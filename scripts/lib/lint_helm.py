@@ -18,7 +18,8 @@ On top of what Helm checks, for every values file:
   manifest  the rendered objects keep the chart's promises (non-root, read-only root FS,
             probes, grace period, checksum annotation, every optional object of "everything on");
   validate  the rendered ConfigMap's config.yaml passes `callbridge validate`, with the
-            environment the pod would get from the chart's Secret.
+            environment the pod would get from the chart's Secret; so does the local stack's
+            deploy/callbridge.compose.yaml, with the environment docker-compose.yml gives it.
 
 Usage: python lint_helm.py CHART CALLBRIDGE_BIN [VALUES_FILE...]
 (the chart's defaults are always checked first). Exits non-zero when anything fails.
@@ -49,7 +50,12 @@ import yaml
 # stay off.
 VALIDATE_PENDING = {
     "helm/examples/brokers-values.yaml": "kafka, rabbitmq and nats sinks are merged separately",
+    "deploy/callbridge.compose.yaml": "kafka, rabbitmq and nats sinks are merged separately",
 }
+
+# The local stack's callbridge config is checked too, with the environment compose gives it.
+COMPOSE_FILE = "deploy/docker-compose.yml"
+COMPOSE_CONFIG = "deploy/callbridge.compose.yaml"
 
 # helm's support.Severity: UnknownSev, InfoSev, WarningSev, ErrorSev.
 SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
@@ -322,24 +328,7 @@ def check_manifest(docs: list[dict], values: dict, label: str, everything_on: bo
 VAR_RE = re.compile(r"(?<!\$)\$\{([A-Za-z0-9_]+)(:-[^}]*)?\}")
 
 
-def check_validate(docs: list[dict], values: dict, label: str, binary: Path, pending: str | None) -> None:
-    name = f"callbridge validate on the rendered ConfigMap [{label}]"
-    cms = [d for d in docs if d["kind"] == "ConfigMap"]
-    if len(cms) != 1 or "config.yaml" not in (cms[0].get("data") or {}):
-        return report(name, False, "no ConfigMap with config.yaml")
-    text = cms[0]["data"]["config.yaml"]
-    # The pod's environment: the Secret the chart created (exact keys) and extraEnv.
-    env = {e["name"]: str(e.get("value", "")) for e in values.get("extraEnv") or []}
-    for s in (d for d in docs if d["kind"] == "Secret"):
-        env.update({k: str(v) for k, v in (s.get("stringData") or {}).items()})
-    referenced = {m.group(1) for m in VAR_RE.finditer(text) if not m.group(2)}
-    unresolved = sorted(referenced - set(env))
-    existing = (values.get("secret") or {}).get("existingSecret")
-    note = ""
-    if unresolved and existing:
-        # Keys of a Secret the chart does not manage cannot be known here.
-        env.update({v: f"placeholder-{v.lower()}" for v in unresolved})
-        note = f" (placeholders for existingSecret {existing}: {', '.join(unresolved)})"
+def run_validate(name: str, text: str, env: dict, binary: Path, pending: str | None, note: str = "") -> None:
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE")}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "config.yaml"
@@ -361,6 +350,40 @@ def check_validate(docs: list[dict], values: dict, label: str, binary: Path, pen
         print(f"SKIP {name}: pending ({pending}); this binary says: {errors[0]}", flush=True)
         return
     report(name, False, output)
+
+
+def check_compose(repo: Path, binary: Path) -> None:
+    compose = load_yaml(repo / COMPOSE_FILE)
+    env = compose["services"]["callbridge"].get("environment") or {}
+    env = {k: str(v) for k, v in env.items() if k != "CALLBRIDGE_CONFIG"}
+    run_validate(
+        f"callbridge validate [{COMPOSE_CONFIG} with {COMPOSE_FILE}'s environment]",
+        (repo / COMPOSE_CONFIG).read_text(),
+        env,
+        binary,
+        VALIDATE_PENDING.get(COMPOSE_CONFIG),
+    )
+
+
+def check_validate(docs: list[dict], values: dict, label: str, binary: Path, pending: str | None) -> None:
+    name = f"callbridge validate on the rendered ConfigMap [{label}]"
+    cms = [d for d in docs if d["kind"] == "ConfigMap"]
+    if len(cms) != 1 or "config.yaml" not in (cms[0].get("data") or {}):
+        return report(name, False, "no ConfigMap with config.yaml")
+    text = cms[0]["data"]["config.yaml"]
+    # The pod's environment: the Secret the chart created (exact keys) and extraEnv.
+    env = {e["name"]: str(e.get("value", "")) for e in values.get("extraEnv") or []}
+    for s in (d for d in docs if d["kind"] == "Secret"):
+        env.update({k: str(v) for k, v in (s.get("stringData") or {}).items()})
+    referenced = {m.group(1) for m in VAR_RE.finditer(text) if not m.group(2)}
+    unresolved = sorted(referenced - set(env))
+    existing = (values.get("secret") or {}).get("existingSecret")
+    note = ""
+    if unresolved and existing:
+        # Keys of a Secret the chart does not manage cannot be known here.
+        env.update({v: f"placeholder-{v.lower()}" for v in unresolved})
+        note = f" (placeholders for existingSecret {existing}: {', '.join(unresolved)})"
+    run_validate(name, text, env, binary, pending, note)
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -411,6 +434,8 @@ def main() -> int:
                 check_manifest(docs, values, label, everything_on)
                 check_validate(docs, values, label, binary, pending)
             print(f"     ({label}: {time.monotonic() - started:.1f}s)", flush=True)
+        if (repo / COMPOSE_FILE).exists():
+            check_compose(repo, binary)
     finally:
         server.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
