@@ -288,6 +288,7 @@ pub enum LogFormat {
 pub enum SinkSettings {
     File(FileSinkSettings),
     Null(NullSinkSettings),
+    Kafka(crate::sinks::kafka::KafkaSinkSettings),
 }
 
 /// The fields every sink kind has.
@@ -304,6 +305,7 @@ impl SinkSettings {
         match self {
             SinkSettings::File(_) => "file",
             SinkSettings::Null(_) => "null",
+            SinkSettings::Kafka(_) => "kafka",
         }
     }
 
@@ -321,6 +323,7 @@ impl SinkSettings {
         match self {
             SinkSettings::File(s) => common!(s),
             SinkSettings::Null(s) => common!(s),
+            SinkSettings::Kafka(s) => common!(s),
         }
     }
 
@@ -335,6 +338,7 @@ impl SinkSettings {
                 path,
                 "a null sink acknowledges without storing anything (benchmarks and drills only)",
             ),
+            SinkSettings::Kafka(s) => s.validate(path, issues),
         }
     }
 }

@@ -6,6 +6,7 @@
 //! JetStream: the PubAck). Anything else is a [`SinkError`], and the fan-out turns it into a 503.
 
 pub mod file;
+pub mod kafka;
 pub mod null;
 
 use std::sync::Arc;
@@ -201,6 +202,9 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
                 Arc::new(file::FileSink::open(f).map_err(|e| fail(Box::new(e)))?)
             }
             SinkSettings::Null(n) => Arc::new(null::NullSink::new(n)),
+            SinkSettings::Kafka(k) => {
+                Arc::new(kafka::KafkaSink::build(k).map_err(|e| fail(Box::new(e)))?)
+            }
         };
         let filters = c.events.map(|list| {
             list.iter()
