@@ -160,12 +160,17 @@ fn flatten_props(
 }
 
 /// Properties we derive from other settings; setting them in `librdkafka` would be ambiguous.
-const DERIVED: [&str; 3] = ["bootstrap.servers", "metadata.broker.list", "message.timeout.ms"];
+const DERIVED: [&str; 3] = [
+    "bootstrap.servers",
+    "metadata.broker.list",
+    "message.timeout.ms",
+];
 
 impl KafkaSinkSettings {
     /// Margin between librdkafka's own give-up time and ours, so its verdict arrives first.
+    /// librdkafka scans for timed-out records about once a second, hence the large margin.
     fn message_timeout_ms(&self) -> u64 {
-        let margin = (self.timeout_ms / 5).clamp(1, 500);
+        let margin = (self.timeout_ms * 2 / 5).clamp(1, 1200);
         self.timeout_ms.saturating_sub(margin).max(1)
     }
 
@@ -202,7 +207,10 @@ impl KafkaSinkSettings {
     /// Checks that the types alone cannot express. Never connects.
     pub fn validate(&self, path: &str, issues: &mut Issues) {
         if self.brokers.is_empty() {
-            issues.error(format!("{path}.brokers"), "at least one host:port is required");
+            issues.error(
+                format!("{path}.brokers"),
+                "at least one host:port is required",
+            );
         }
         for (i, b) in self.brokers.iter().enumerate() {
             if b.rsplit_once(':')
@@ -220,7 +228,10 @@ impl KafkaSinkSettings {
             let field = format!("{path}.librdkafka.{k}");
             let v = v.expose_secret();
             if DERIVED.contains(&k.as_str()) {
-                issues.error(field, "set by callbridge (use brokers / timeout_ms instead)");
+                issues.error(
+                    field,
+                    "set by callbridge (use brokers / timeout_ms instead)",
+                );
             } else if k == "acks" || k == "request.required.acks" {
                 if !matches!(v, "all" | "-1") {
                     issues.error(
@@ -236,7 +247,10 @@ impl KafkaSinkSettings {
             } else if k == "transactional.id" {
                 issues.error(field, "transactions are not supported by this sink");
             } else if k == "delivery.timeout.ms" {
-                issues.error(field, "alias of message.timeout.ms, derived from timeout_ms");
+                issues.error(
+                    field,
+                    "alias of message.timeout.ms, derived from timeout_ms",
+                );
             }
         }
         // librdkafka checks every property name and value locally.
@@ -321,7 +335,11 @@ impl ClientContext for Ctx {
             }
             Some(RDKafkaErrorCode::Fatal) => {
                 self.state.tainted.store(true, Ordering::Release);
-                tracing::error!(sink, reason, "kafka producer hit a fatal error; replacing it");
+                tracing::error!(
+                    sink,
+                    reason,
+                    "kafka producer hit a fatal error; replacing it"
+                );
             }
             _ => tracing::warn!(sink, error = %error, reason, "kafka client error"),
         }
@@ -547,27 +565,26 @@ impl Sink for KafkaSink {
         let ev = &event.event;
         let topic = inner.topic.render(ev);
         let key = inner.key.render(ev);
-        let payload: &[u8] = match inner.format {
-            KafkaFormat::Binary => &event.data,
-            KafkaFormat::Structured => &event.structured,
+        let payload = match inner.format {
+            KafkaFormat::Binary => event.data.clone(),
+            KafkaFormat::Structured => event.structured.clone(),
         };
+        let headers = inner.headers(ev);
         let slot = inner.usable()?;
-        let record = FutureRecord::to(&topic)
-            .key(key.as_bytes())
-            .payload(payload)
-            .headers(inner.headers(ev));
-        // A full local queue is waited out (rdkafka retries every 100 ms) for at most our budget.
-        let result = slot.producer.send(record, inner.timeout).await;
-        match result {
-            Ok(d) => {
-                tracing::debug!(topic, partition = d.partition, offset = d.offset, "delivered");
-                Ok(Receipt::Kafka {
-                    topic,
-                    partition: d.partition,
-                    offset: d.offset,
-                })
-            }
-            Err((e, _)) => {
+        let health = inner.health.clone();
+        let queue_timeout = inner.timeout;
+        let t = topic.clone();
+        // The delivery report is awaited in its own task: if the fan-out stops waiting (its
+        // budget can be shorter than ours), the report is still seen and a poisoned producer
+        // still gets replaced. The task ends by `message.timeout.ms` at the latest.
+        let delivery = tokio::spawn(async move {
+            let record = FutureRecord::to(&t)
+                .key(key.as_bytes())
+                .payload(&payload[..])
+                .headers(headers);
+            // A full local queue is waited out (rdkafka retries every 100 ms) within our budget.
+            let result = slot.producer.send(record, queue_timeout).await;
+            if let Err((e, _)) = &result {
                 let code = e.rdkafka_error_code();
                 if code.is_some_and(poisons_session) {
                     slot.state.tainted.store(true, Ordering::Release);
@@ -576,10 +593,32 @@ impl Sink for KafkaSink {
                     code,
                     Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::AllBrokersDown)
                 ) {
-                    inner.health.reachable.store(false, Ordering::Release);
+                    health.reachable.store(false, Ordering::Release);
                 }
+            }
+            result.map_err(|(e, _)| e)
+        });
+        let result = delivery.await.map_err(|e| SinkError::Broker {
+            message: "the kafka delivery task failed".into(),
+            source: Some(Box::new(e)),
+        })?;
+        match result {
+            Ok(d) => {
+                tracing::debug!(
+                    topic,
+                    partition = d.partition,
+                    offset = d.offset,
+                    "delivered"
+                );
+                Ok(Receipt::Kafka {
+                    topic,
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
+            Err(e) => {
                 let waited = started.elapsed().as_millis();
-                Err(match code {
+                Err(match e.rdkafka_error_code() {
                     Some(RDKafkaErrorCode::QueueFull) => SinkError::QueueFull(format!(
                         "librdkafka queue still full after {waited} ms (topic {topic})"
                     )),
@@ -658,7 +697,7 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("bootstrap.servers"), Some("a:9092,b:9092"));
-        assert_eq!(c.get("message.timeout.ms"), Some("4500"));
+        assert_eq!(c.get("message.timeout.ms"), Some("3800"));
     }
 
     /// The `config` crate treats dots in keys as paths; librdkafka's names are dotted.
