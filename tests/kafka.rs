@@ -41,7 +41,7 @@ fn free_port() -> u16 {
 
 /// A tansu process (in its own process group) that dies with the test binary at the latest.
 struct Tansu {
-    pgid: i32,
+    child: std::process::Child,
 }
 
 impl Tansu {
@@ -70,7 +70,6 @@ impl Tansu {
             .process_group(0)
             .spawn()
             .expect("spawn tansu");
-        let pgid = child.id() as i32;
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", listen)).is_err() {
             assert!(
@@ -79,14 +78,18 @@ impl Tansu {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Tansu { pgid }
+        Tansu { child }
     }
 }
 
 impl Drop for Tansu {
     fn drop(&mut self) {
         use nix::sys::signal::{killpg, Signal};
-        let _ = killpg(nix::unistd::Pid::from_raw(self.pgid), Signal::SIGTERM);
+        let _ = killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
     }
 }
 
@@ -542,5 +545,76 @@ async fn outage_with_timed_out_record_heals() {
         seen.push(r.value["status"].as_str().unwrap().to_string());
     }
     assert_eq!(seen[0], "registered", "{seen:?}");
+    app.stop().await;
+}
+
+/// A topic the cluster does not have: 503 within the deadline, naming the sink and the topic.
+#[tokio::test]
+async fn unknown_topic_is_503_in_time() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let brokers = mock.bootstrap_servers();
+    let topic = unique("cb-missing");
+    mock.topic_error(
+        &topic,
+        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
+    )
+    .expect("topic error");
+    let app = spawn(&config_with_sinks(&kafka_sink(
+        "bus",
+        &brokers,
+        &format!(", topic: {topic}"),
+    )))
+    .await;
+    let started = Instant::now();
+    let a = app.post(&status_payload(&unique("call"), "ongoing")).await;
+    let took = started.elapsed();
+    eprintln!("unknown topic: {} in {took:?}: {}", a.status, a.body);
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(took < Duration::from_millis(3500), "{took:?}");
+    assert_eq!(a.body["sinks"]["bus"]["ok"], false);
+    let why = a.body["sinks"]["bus"]["error"]["message"].as_str().unwrap();
+    assert!(why.contains(&topic), "{why}");
+    assert!(
+        a.body["error"]["message"].as_str().unwrap().contains("bus"),
+        "{}",
+        a.body
+    );
+    app.stop().await;
+}
+
+/// A full local queue is back-pressure: the publish waits for room, then fails with
+/// `queue_full` before the deadline instead of growing memory.
+#[tokio::test]
+async fn full_local_queue_waits_then_503() {
+    let mock = MockCluster::new(1).expect("mock cluster");
+    let brokers = mock.bootstrap_servers();
+    let topic = unique("cb-full");
+    mock.create_topic(&topic, 1, 1).expect("mock topic");
+    mock.broker_down(1).expect("broker down");
+    let app = spawn(&config_with_sinks(&kafka_sink(
+        "bus",
+        &brokers,
+        &format!(", topic: {topic}, librdkafka: {{\"queue.buffering.max.messages\": 1}}"),
+    )))
+    .await;
+    let first_payload = status_payload(&unique("call"), "ongoing");
+    let first = app.post(&first_payload);
+    let second = async {
+        // Let the first record take the only slot.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let started = Instant::now();
+        let a = app.post(&status_payload(&unique("call"), "ongoing")).await;
+        (a, started.elapsed())
+    };
+    let (first, (second, took)) = tokio::join!(first, second);
+    eprintln!("queue full: {} in {took:?}: {}", second.status, second.body);
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert_eq!(second.body["sinks"]["bus"]["error"]["code"], "queue_full");
+    assert!(
+        took >= Duration::from_millis(1000),
+        "it waited for room: {took:?}"
+    );
+    assert!(took < Duration::from_millis(3500), "{took:?}");
     app.stop().await;
 }

@@ -356,6 +356,9 @@ struct Inner {
     key: Template,
     format: KafkaFormat,
     timeout: Duration,
+    /// How long a publish waits for room in a full local queue: `message.timeout.ms`, so the
+    /// `queue_full` verdict comes before the fan-out's own timeout.
+    queue_timeout: Duration,
     config: ClientConfig,
     health: Arc<Health>,
     slot: RwLock<Arc<Slot>>,
@@ -402,6 +405,7 @@ impl KafkaSink {
             key,
             format: settings.format,
             timeout: Duration::from_millis(settings.timeout_ms),
+            queue_timeout: Duration::from_millis(settings.message_timeout_ms()),
             config,
             health,
             slot: RwLock::new(Arc::new(first)),
@@ -572,7 +576,7 @@ impl Sink for KafkaSink {
         let headers = inner.headers(ev);
         let slot = inner.usable()?;
         let health = inner.health.clone();
-        let queue_timeout = inner.timeout;
+        let queue_timeout = inner.queue_timeout;
         let t = topic.clone();
         // The delivery report is awaited in its own task: if the fan-out stops waiting (its
         // budget can be shorter than ours), the report is still seen and a poisoned producer
@@ -589,10 +593,7 @@ impl Sink for KafkaSink {
                 if code.is_some_and(poisons_session) {
                     slot.state.tainted.store(true, Ordering::Release);
                 }
-                if matches!(
-                    code,
-                    Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::AllBrokersDown)
-                ) {
+                if code == Some(RDKafkaErrorCode::AllBrokersDown) {
                     health.reachable.store(false, Ordering::Release);
                 }
             }
@@ -622,10 +623,20 @@ impl Sink for KafkaSink {
                     Some(RDKafkaErrorCode::QueueFull) => SinkError::QueueFull(format!(
                         "librdkafka queue still full after {waited} ms (topic {topic})"
                     )),
-                    Some(RDKafkaErrorCode::MessageTimedOut) => SinkError::NotConnected(format!(
-                        "no delivery report from the brokers within {waited} ms (topic {topic}); \
-                         the record may still have been stored, dedupe by ce_id"
-                    )),
+                    Some(RDKafkaErrorCode::MessageTimedOut) if !self.is_ready() => {
+                        SinkError::NotConnected(format!(
+                            "no broker reachable: record for topic {topic} timed out after \
+                             {waited} ms (it may still have been stored; dedupe by ce_id)"
+                        ))
+                    }
+                    Some(RDKafkaErrorCode::MessageTimedOut) => SinkError::broker(
+                        format!(
+                            "record for topic {topic} not acknowledged within {waited} ms although \
+                             a broker is reachable: does the topic exist, is its leader up? \
+                             (it may still have been stored; dedupe by ce_id)"
+                        ),
+                        e,
+                    ),
                     Some(
                         c @ (RDKafkaErrorCode::UnknownTopic
                         | RDKafkaErrorCode::UnknownTopicOrPartition),
