@@ -30,7 +30,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::future_producer::Delivery;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -263,7 +264,12 @@ impl KafkaSinkSettings {
 /// librdkafka's config errors quote the value; it may be a secret.
 fn redact_config_error(e: &KafkaError) -> String {
     match e {
-        KafkaError::ClientConfig(_, desc, key, _) => {
+        KafkaError::ClientConfig(_, desc, key, value) => {
+            let desc = if value.is_empty() {
+                desc.clone()
+            } else {
+                desc.replace(value.as_str(), "[REDACTED]")
+            };
             format!("property {key:?} rejected by librdkafka: {desc}")
         }
         other => other.to_string(),
@@ -560,6 +566,45 @@ async fn health_loop(inner: Weak<Inner>) {
     }
 }
 
+/// Enqueues one record, waiting for room while the local queue is full (back-pressure, never
+/// unbounded memory). librdkafka copies the record, so the caller's buffers may go at once.
+async fn enqueue(
+    slot: &Slot,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: OwnedHeaders,
+    queue_timeout: Duration,
+) -> Result<DeliveryFuture, KafkaError> {
+    let give_up = tokio::time::Instant::now() + queue_timeout;
+    let mut record = FutureRecord::to(topic)
+        .key(key.as_bytes())
+        .payload(payload)
+        .headers(headers);
+    loop {
+        match slot.producer.send_result(record) {
+            Ok(report) => return Ok(report),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                if tokio::time::Instant::now() < give_up =>
+            {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Awaits the delivery report of an enqueued record.
+async fn delivered(report: DeliveryFuture) -> Result<Delivery, KafkaError> {
+    match report.await {
+        Ok(Ok(delivery)) => Ok(delivery),
+        Ok(Err((e, _))) => Err(e),
+        // The producer was torn down before reporting: the outcome is unknown.
+        Err(_canceled) => Err(KafkaError::Canceled),
+    }
+}
+
 #[async_trait]
 impl Sink for KafkaSink {
     #[tracing::instrument(skip_all, fields(sink = %self.inner.name, event_id = %event.event.id))]
@@ -582,13 +627,13 @@ impl Sink for KafkaSink {
         // budget can be shorter than ours), the report is still seen and a poisoned producer
         // still gets replaced. The task ends by `message.timeout.ms` at the latest.
         let delivery = tokio::spawn(async move {
-            let record = FutureRecord::to(&t)
-                .key(key.as_bytes())
-                .payload(&payload[..])
-                .headers(headers);
-            // A full local queue is waited out (rdkafka retries every 100 ms) within our budget.
-            let result = slot.producer.send(record, queue_timeout).await;
-            if let Err((e, _)) = &result {
+            let report = enqueue(&slot, &t, &key, &payload, headers, queue_timeout).await;
+            drop(payload);
+            let result = match report {
+                Ok(report) => delivered(report).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
                 let code = e.rdkafka_error_code();
                 if code.is_some_and(poisons_session) {
                     slot.state.tainted.store(true, Ordering::Release);
@@ -597,7 +642,7 @@ impl Sink for KafkaSink {
                     health.reachable.store(false, Ordering::Release);
                 }
             }
-            result.map_err(|(e, _)| e)
+            result
         });
         let result = delivery.await.map_err(|e| SinkError::Broker {
             message: "the kafka delivery task failed".into(),
@@ -779,6 +824,43 @@ mod tests {
         );
         let errs = errors("{name: k, type: kafka, brokers: \"a:1\", topic: t, format: avro}");
         assert!(errs.iter().any(|e| e.contains("avro")), "{errs:?}");
+    }
+
+    /// A producer that hit a fatal error (librdkafka's test hook raises one) is replaced by the
+    /// next publish, which then succeeds.
+    #[tokio::test]
+    async fn fatal_producer_is_replaced() {
+        let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+        mock.create_topic("fatal", 1, 1).unwrap();
+        let yaml = format!(
+            "{{name: k, type: kafka, brokers: \"{}\", topic: fatal, timeout_ms: 3000}}",
+            mock.bootstrap_servers()
+        );
+        let (s, _) = load(&yaml).unwrap();
+        let sink = KafkaSink::build(kafka(&s)).unwrap();
+        let out = Outgoing::new(crate::event::test_support::sample_event());
+        let first = sink.publish(&out).await.expect("first publish");
+        let before = sink.inner.current();
+        let reason = std::ffi::CString::new("test").unwrap();
+        // SAFETY: a live handle; the hook only records a fatal error on it.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                before.producer.client().native_ptr(),
+                rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+        assert!(before.producer.client().fatal_error().is_some());
+        let second = sink
+            .publish(&out)
+            .await
+            .expect("publish after a fatal error");
+        let after = sink.inner.current();
+        assert!(after.generation > before.generation, "producer replaced");
+        match (first, second) {
+            (Receipt::Kafka { offset: a, .. }, Receipt::Kafka { offset: b, .. }) => assert!(b > a),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
