@@ -822,6 +822,17 @@ mod tests {
                 .any(|e| e.starts_with("sinks[0].librdkafka:") && e.contains("no.such.property")),
             "{errs:?}"
         );
+        // Built with OpenSSL and zstd: TLS and zstd compression are accepted.
+        let (_, warnings) = load(
+            "{name: k, type: kafka, brokers: \"a:1\", topic: t, librdkafka: \
+             {\"security.protocol\": SASL_SSL, \"sasl.mechanisms\": SCRAM-SHA-512, \
+             \"compression.type\": zstd}}",
+        )
+        .expect("TLS, SCRAM and zstd are available");
+        assert!(
+            warnings.iter().all(|w| !w.path.starts_with("sinks")),
+            "{warnings:?}"
+        );
         let errs = errors("{name: k, type: kafka, brokers: \"a:1\", topic: t, format: avro}");
         assert!(errs.iter().any(|e| e.contains("avro")), "{errs:?}");
     }
