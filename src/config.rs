@@ -345,6 +345,7 @@ pub enum SinkSettings {
     Null(NullSinkSettings),
     Nats(Box<crate::sinks::nats::NatsSinkSettings>),
     Rabbitmq(crate::sinks::rabbitmq::RabbitmqSinkSettings),
+    Kafka(crate::sinks::kafka::KafkaSinkSettings),
 }
 
 /// The fields every sink kind has.
@@ -363,6 +364,7 @@ impl SinkSettings {
             SinkSettings::Null(_) => "null",
             SinkSettings::Nats(_) => "nats",
             SinkSettings::Rabbitmq(_) => "rabbitmq",
+            SinkSettings::Kafka(_) => "kafka",
         }
     }
 
@@ -382,6 +384,7 @@ impl SinkSettings {
             SinkSettings::Null(s) => common!(s),
             SinkSettings::Nats(s) => common!(s),
             SinkSettings::Rabbitmq(s) => common!(s),
+            SinkSettings::Kafka(s) => common!(s),
         }
     }
 
@@ -398,6 +401,7 @@ impl SinkSettings {
             ),
             SinkSettings::Nats(s) => s.validate(path, issues),
             SinkSettings::Rabbitmq(s) => s.validate(path, issues),
+            SinkSettings::Kafka(s) => s.validate(path, issues),
         }
     }
 }

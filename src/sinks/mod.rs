@@ -6,6 +6,7 @@
 //! JetStream: the PubAck). Anything else is a [`SinkError`], and the fan-out turns it into a 503.
 
 pub mod file;
+pub mod kafka;
 pub mod nats;
 pub mod null;
 pub mod rabbitmq;
@@ -220,6 +221,9 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
                     .await
                     .map_err(|e| fail(Box::new(e)))?,
             ),
+            SinkSettings::Kafka(k) => {
+                Arc::new(kafka::KafkaSink::build(k).map_err(|e| fail(Box::new(e)))?)
+            }
         };
         let filters = c.events.map(|list| {
             list.iter()
