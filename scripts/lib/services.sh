@@ -3,6 +3,14 @@
 
 TANSU_VERSION="${TANSU_VERSION:-0.6.0}"
 
+# librdkafka is built from source with TLS (rdkafka's `ssl` feature): it needs OpenSSL's headers.
+ensure_build_deps() {
+  if ! dpkg -s libssl-dev >/dev/null 2>&1; then
+    echo "== installing libssl-dev"
+    apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config
+  fi
+}
+
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
 wait_port() { # host port seconds what
