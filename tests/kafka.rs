@@ -344,6 +344,41 @@ async fn structured_mode_carries_the_whole_event() {
     app.stop().await;
 }
 
+/// The sender's trace context reaches the record in both modes: the W3C `traceparent` header,
+/// and in binary mode the CloudEvents `ce_traceparent` too (tracing off: passed through).
+#[tokio::test]
+async fn traceparent_reaches_the_record() {
+    let brokers = broker();
+    let topic = unique("cb-trace");
+    create_topics(brokers, &[&topic], 1).await;
+    let app = spawn(&config_with_sinks(&format!(
+        "{}{}",
+        kafka_sink("bin", brokers, &format!(", topic: {topic}")),
+        kafka_sink(
+            "st",
+            brokers,
+            &format!(", topic: {topic}, format: structured")
+        )
+    )))
+    .await;
+    let c = consumer(brokers, &topic);
+    let a = app
+        .post_traced(&status_payload(&unique("trace"), "completed"), TRACEPARENT)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let records = consume(&c, 2).await;
+    for r in &records {
+        assert_eq!(r.header("traceparent"), Some(TRACEPARENT), "{r:?}");
+    }
+    assert!(records
+        .iter()
+        .any(|r| r.header("ce_traceparent") == Some(TRACEPARENT)));
+    assert!(records
+        .iter()
+        .any(|r| r.value["traceparent"] == TRACEPARENT));
+    app.stop().await;
+}
+
 /// `topic: prefix.{kind}` puts status and analysis events on different topics.
 #[tokio::test]
 async fn topic_template_routes_by_kind() {

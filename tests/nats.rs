@@ -110,6 +110,34 @@ fn ce_decode(v: &str) -> String {
     String::from_utf8(out).expect("utf-8")
 }
 
+/// The sender's trace context reaches the message: the W3C `traceparent` header and the
+/// CloudEvents `ce-traceparent` (tracing off: passed through unchanged).
+#[tokio::test]
+async fn traceparent_reaches_the_message() {
+    let js = js().await;
+    let (stream, prefix) = names("trace");
+    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
+        "bus", &prefix, &stream, "",
+    )))
+    .await;
+    let a = app
+        .post_traced(
+            &common::status_payload(&common::unique("trace"), "completed"),
+            common::TRACEPARENT,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let msgs = read_stream(&js, &stream, 1).await;
+    let h = msgs[0].headers.clone().unwrap_or_default();
+    assert_eq!(hdr(&h, "traceparent").as_deref(), Some(common::TRACEPARENT));
+    assert_eq!(
+        hdr(&h, "ce-traceparent").map(|v| ce_decode(&v)).as_deref(),
+        Some(common::TRACEPARENT)
+    );
+    app.stop().await;
+    let _ = js.delete_stream(&stream).await;
+}
+
 #[tokio::test]
 async fn every_seed_payload_arrives_with_ce_headers_msg_id_and_data() {
     let js = js().await;

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::proxy::TcpProxy;
-use common::{config_with_sinks, eventually, fixture, spawn, status_payload, unique, TestApp};
+use common::{
+    config_with_sinks, eventually, fixture, spawn, status_payload, unique, TestApp, TRACEPARENT,
+};
 use lapin::message::BasicGetMessage;
 use lapin::options::{
     BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
@@ -286,6 +288,31 @@ async fn structured_mode_carries_the_whole_event() {
     assert_eq!(ev["subject"], call_id.as_str());
     assert_eq!(ev["data"]["status"], "ongoing");
     assert_eq!(prop(p.kind()), ev["type"].as_str());
+    app.stop().await;
+    b.cleanup().await;
+}
+
+/// The sender's trace context reaches the message: the W3C `traceparent` header and the
+/// CloudEvents `cloudEvents_traceparent` (tracing off: passed through unchanged).
+#[tokio::test]
+async fn traceparent_reaches_the_message() {
+    let mut b = Broker::new("trace").await;
+    let queue = b.queue_name("trace");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let app = spawn(&config_with_sinks(&sink_yaml(AMQP_URL, &b.exchange, ""))).await;
+    await_ready(&app, true).await;
+    let a = app
+        .post_traced(&status_payload(&unique("trace"), "completed"), TRACEPARENT)
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let m = b.get(&queue).await.expect("message arrived");
+    assert_eq!(header(&m, "traceparent").as_deref(), Some(TRACEPARENT));
+    assert_eq!(
+        header(&m, "cloudEvents_traceparent").as_deref(),
+        Some(TRACEPARENT)
+    );
     app.stop().await;
     b.cleanup().await;
 }

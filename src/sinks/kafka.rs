@@ -493,7 +493,14 @@ impl Inner {
     }
 
     fn headers(&self, event: &Event) -> OwnedHeaders {
-        let h = OwnedHeaders::new_with_capacity(12);
+        let mut h = OwnedHeaders::new_with_capacity(13);
+        // W3C trace context for consumers' tracing libraries, in both modes.
+        if let Some(t) = &event.traceparent {
+            h = h.insert(Header {
+                key: "traceparent",
+                value: Some(t.as_str()),
+            });
+        }
         match self.format {
             KafkaFormat::Structured => h.insert(Header {
                 key: "content-type",
@@ -607,6 +614,10 @@ async fn delivered(report: DeliveryFuture) -> Result<Delivery, KafkaError> {
 
 #[async_trait]
 impl Sink for KafkaSink {
+    fn destination(&self, event: &Event) -> String {
+        self.inner.topic.render(event)
+    }
+
     #[tracing::instrument(skip_all, fields(sink = %self.inner.name, event_id = %event.event.id))]
     async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
         let inner = &self.inner;

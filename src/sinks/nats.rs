@@ -554,6 +554,10 @@ pub fn ce_attributes(ev: &Event) -> Vec<(&'static str, &str)> {
 /// The headers and payload of one event in the configured mode (without the JetStream headers).
 pub fn encode(format: NatsFormat, out: &Outgoing) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
+    // W3C trace context for consumers' tracing libraries, in both modes.
+    if let Some(t) = &out.event.traceparent {
+        headers.insert("traceparent", t.as_str());
+    }
     match format {
         NatsFormat::Binary => {
             for (name, value) in ce_attributes(&out.event) {
@@ -1003,6 +1007,10 @@ impl NatsSink {
 
 #[async_trait]
 impl Sink for NatsSink {
+    fn destination(&self, event: &Event) -> String {
+        self.subject.render(event)
+    }
+
     #[tracing::instrument(skip_all, fields(sink = %self.inner.name, event_id = %event.event.id, subject = tracing::field::Empty))]
     async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
         let inner = &self.inner;

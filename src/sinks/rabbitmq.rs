@@ -704,13 +704,22 @@ fn build_message(format: RabbitmqFormat, out: &Outgoing) -> (bytes::Bytes, Basic
         .with_type(ShortString::from(ev.ty.as_str()))
         .with_timestamp(timestamp)
         .with_app_id(ShortString::from(APP_ID));
+    // W3C trace context for consumers' tracing libraries, in both modes.
+    let mut headers = FieldTable::default();
+    if let Some(t) = &ev.traceparent {
+        headers.insert(
+            ShortString::from("traceparent"),
+            AMQPValue::LongString(LongString::from(t.as_str())),
+        );
+    }
     match format {
         RabbitmqFormat::Structured => (
             out.structured.clone(),
-            props.with_content_type(ShortString::from(STRUCTURED_CONTENT_TYPE)),
+            props
+                .with_content_type(ShortString::from(STRUCTURED_CONTENT_TYPE))
+                .with_headers(headers),
         ),
         RabbitmqFormat::Binary => {
-            let mut headers = FieldTable::default();
             let mut put = |name: &str, value: &str| {
                 headers.insert(
                     ShortString::from(format!("{HEADER_PREFIX}{name}")),
@@ -742,6 +751,10 @@ fn build_message(format: RabbitmqFormat, out: &Outgoing) -> (bytes::Bytes, Basic
 
 #[async_trait]
 impl Sink for RabbitmqSink {
+    fn destination(&self, event: &crate::event::Event) -> String {
+        format!("{} {}", self.exchange, self.routing.render(event))
+    }
+
     #[tracing::instrument(skip_all, fields(sink = %self.shared.sink, event_id = %event.event.id))]
     async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
         let routing_key = self.routing.render(&event.event);

@@ -10,6 +10,9 @@ use callbridge::config::Settings;
 use callbridge::Application;
 use serde_json::Value;
 
+/// A sender's trace context; the broker tests check it reaches the messages.
+pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 /// The key every test config accepts.
 pub const KEY: &str = "test-key-1";
 
@@ -82,6 +85,20 @@ impl TestApp {
 
     pub async fn post(&self, body: &Value) -> Answer {
         self.post_raw("/callback", body.to_string()).await
+    }
+
+    /// Posts with a W3C `traceparent`, as a traced sender would.
+    pub async fn post_traced(&self, body: &Value, traceparent: &str) -> Answer {
+        let resp = self
+            .client
+            .post(format!("{}/callback", self.base))
+            .header("X-API-Key", KEY)
+            .header("traceparent", traceparent)
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent");
+        answer(resp).await
     }
 
     pub async fn get(&self, path: &str) -> Answer {
