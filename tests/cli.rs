@@ -102,6 +102,37 @@ sinks:
     );
 }
 
+/// The configuration example in the README is a real, valid configuration.
+#[test]
+fn the_readme_config_example_validates() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = &readme[readme.find("## Configuration").expect("section")..];
+    let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
+    let yaml = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "readme.yaml", yaml);
+    let out = bin()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .envs([
+            ("CALLBRIDGE_API_KEY", "k"),
+            ("CALLBRIDGE_BEARER_TOKEN", "t"),
+            ("KAFKA_BROKERS", "kafka:9092"),
+            ("KAFKA_USER", "u"),
+            ("KAFKA_PASSWORD", "p"),
+            ("RABBITMQ_USER", "u"),
+            ("RABBITMQ_PASSWORD", "p"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "README example: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn schema_prints_the_committed_schema() {
     let out = bin().arg("schema").output().unwrap();
