@@ -221,8 +221,10 @@ mod direct {
             .set("bootstrap.servers", &o.kafka)
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "1")
-            .set("message.timeout.ms", "5000")
+            .set("linger.ms", "2")
+            .set("queue.buffering.max.messages", "100000")
+            .set("queue.buffering.max.kbytes", "65536")
+            .set("message.timeout.ms", "3800")
             .create()?;
         let body = Arc::new(payload("direct-kafka"));
         let topic = topic.to_string();
@@ -244,22 +246,29 @@ mod direct {
         .await)
     }
 
+    /// Mirrors the sink: a pool of confirm-mode channels (the sink's default, 32), one publish
+    /// in flight per channel, mandatory + persistent, an `Ack` without a return counts.
     pub async fn rabbitmq(o: &Opts, conc: usize, exchange: &str, queue: &str) -> Result<Point> {
         use lapin::options::*;
-        use lapin::types::FieldTable;
         use lapin::{BasicProperties, Connection, ConnectionProperties};
+        const POOL: usize = 32;
         let conn = Connection::connect(&o.amqp, ConnectionProperties::default()).await?;
-        let ch = conn.create_channel().await?;
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        super::declare_rabbit(&ch, exchange, queue).await?;
+        let mut pool = Vec::new();
+        for _ in 0..conc.min(POOL) {
+            let ch = conn.create_channel().await?;
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            pool.push(tokio::sync::Mutex::new(ch));
+        }
+        super::declare_rabbit(&*pool[0].lock().await, exchange, queue).await?;
+        let pool = Arc::new(pool);
         let body = Arc::new(payload("direct-rabbitmq"));
         let exchange = exchange.to_string();
-        let ch = Arc::new(ch);
         let point = drive("direct-rabbitmq", conc, o.duration, move |w, seq| {
-            let ch = ch.clone();
+            let pool = pool.clone();
             let body = body.clone();
             let exchange = exchange.clone();
             async move {
+                let ch = pool[w % pool.len()].lock().await;
                 let props = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(format!("d-{w}-{seq}").into());
@@ -286,7 +295,6 @@ mod direct {
         })
         .await;
         let _ = conn.close(200, "bye").await;
-        let _ = FieldTable::default();
         Ok(point)
     }
 
