@@ -317,6 +317,65 @@ async fn traceparent_reaches_the_message() {
     b.cleanup().await;
 }
 
+/// The sender's retry after a partial failure goes only where it is needed: the file sink that
+/// acknowledged the first delivery is not written again; RabbitMQ, which failed, gets the event.
+#[tokio::test]
+async fn a_redelivery_after_a_broker_outage_publishes_only_to_the_sink_that_failed() {
+    let mut b = Broker::new("redeliver").await;
+    let queue = b.queue_name("redeliver");
+    b.declare_exchange().await;
+    b.declare_queue(&queue, "calls.#", FieldTable::default())
+        .await;
+    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("events.jsonl");
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: archive, type: file, path: \"{}\"}}\n{}",
+        file.display(),
+        sink_yaml(&url, &b.exchange, "")
+    )))
+    .await;
+    await_ready(&app, true).await;
+
+    proxy.cut();
+    let webhook = status_payload(&unique("redeliver"), "completed");
+    let first = app.post(&webhook).await;
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert_eq!(first.body["sinks"]["archive"]["ok"], true);
+    assert_eq!(first.body["sinks"][SINK]["ok"], false);
+    assert_eq!(common::read_lines(&file).len(), 1);
+
+    proxy.restore();
+    await_ready(&app, true).await;
+    let retry = app.post(&webhook).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.body["event_id"], first.body["event_id"]);
+    assert_eq!(
+        retry.body["sinks"]["archive"]["duplicate"], true,
+        "{}",
+        retry.body
+    );
+    assert!(
+        retry.body["sinks"][SINK]["duplicate"].is_null(),
+        "{}",
+        retry.body
+    );
+    assert_eq!(
+        common::read_lines(&file).len(),
+        1,
+        "the file sink was not written again"
+    );
+    let delivered = b.drain(&queue).await;
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        prop(delivered[0].delivery.properties.message_id()),
+        first.body["event_id"].as_str()
+    );
+    app.stop().await;
+    b.cleanup().await;
+}
+
 #[tokio::test]
 async fn unroutable_event_is_503_and_nothing_is_delivered() {
     let mut b = Broker::new("unroutable").await;
