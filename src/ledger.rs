@@ -31,6 +31,20 @@ struct Inner {
     order: VecDeque<(Instant, String)>,
 }
 
+impl Inner {
+    /// The entry of `id`, created (and queued for expiry) if it is new.
+    fn entry(&mut self, id: &str, now: Instant) -> &mut Entry {
+        if !self.map.contains_key(id) {
+            self.order.push_back((now, id.to_string()));
+        }
+        self.map.entry(id.to_string()).or_insert_with(|| Entry {
+            created: now,
+            acked: HashMap::new(),
+            lock: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+}
+
 struct Entry {
     created: Instant,
     acked: HashMap<String, Receipt>,
@@ -62,18 +76,7 @@ impl Ledger {
             let mut inner = self.lock();
             let now = Instant::now();
             self.evict(&mut inner, now);
-            if !inner.map.contains_key(id) {
-                inner.order.push_back((now, id.to_string()));
-                inner.map.insert(
-                    id.to_string(),
-                    Entry {
-                        created: now,
-                        acked: HashMap::new(),
-                        lock: Arc::new(tokio::sync::Mutex::new(())),
-                    },
-                );
-            }
-            inner.map[id].lock.clone()
+            inner.entry(id, now).lock.clone()
         };
         let guard = tokio::time::timeout_at(deadline, lock.lock_owned())
             .await
@@ -93,21 +96,10 @@ impl Ledger {
     /// Remembers that `sink` acknowledged `id`.
     pub fn record(&self, id: &str, sink: &str, receipt: Receipt) {
         let mut inner = self.lock();
-        let now = Instant::now();
-        if !inner.map.contains_key(id) {
-            inner.order.push_back((now, id.to_string()));
-            inner.map.insert(
-                id.to_string(),
-                Entry {
-                    created: now,
-                    acked: HashMap::new(),
-                    lock: Arc::new(tokio::sync::Mutex::new(())),
-                },
-            );
-        }
-        if let Some(e) = inner.map.get_mut(id) {
-            e.acked.insert(sink.to_string(), receipt);
-        }
+        inner
+            .entry(id, Instant::now())
+            .acked
+            .insert(sink.to_string(), receipt);
     }
 
     pub fn len(&self) -> usize {

@@ -33,17 +33,13 @@ const BEARER: (&str, &str) = ("Authorization", "Bearer test-token");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_patch_post_with_bearer_each_answer_exactly_200() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let yaml = config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n",
-        path.display()
-    ))
-    .replace(
-        "deadline_ms: 3000",
-        "deadline_ms: 3000, extra_paths: [/agent-events]",
-    );
-    let app = spawn(&yaml).await;
+    let (app, path, _dir) = spawn_archive_with(|yaml| {
+        yaml.replace(
+            "deadline_ms: 3000",
+            "deadline_ms: 3000, extra_paths: [/agent-events]",
+        )
+    })
+    .await;
     let call = unique("agent");
     let names = [
         "call-started",
@@ -126,13 +122,7 @@ async fn put_patch_post_with_bearer_each_answer_exactly_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_agent_event_twice_is_one_publish_with_one_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n",
-        path.display()
-    )))
-    .await;
+    let (app, path, _dir) = spawn_archive().await;
     let ev = agent_event("call-completed", &unique("twice"));
     let first = send(&app, reqwest::Method::POST, "/callback", BEARER, &ev).await;
     let second = send(&app, reqwest::Method::PUT, "/callback", BEARER, &ev).await;
@@ -215,13 +205,7 @@ async fn both_families_land_with_consistent_fields() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_of_neither_family_is_400_naming_what_was_expected() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n",
-        path.display()
-    )))
-    .await;
+    let (app, path, _dir) = spawn_archive().await;
     for body in [
         json!({}),
         json!({"call_id": "c", "type": "call_completed"}),

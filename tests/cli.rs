@@ -146,13 +146,7 @@ fn schema_prints_the_committed_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_test_posts_the_sample_payload_like_the_sender() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n",
-        path.display()
-    )))
-    .await;
+    let (app, path, _dir) = spawn_archive().await;
     let url = format!("{}/callback", app.base);
     let out = tokio::task::spawn_blocking(move || {
         bin()

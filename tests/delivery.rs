@@ -98,13 +98,7 @@ async fn an_optional_sink_never_fails_the_request_and_filters_skip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_webhook_twice_is_one_line_and_the_same_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n",
-        path.display()
-    )))
-    .await;
+    let (app, path, _dir) = spawn_archive().await;
     let body = status_payload(&unique("twice"), "completed");
     let first = app.post(&body).await;
     let second = app.post(&body).await;

@@ -5,18 +5,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-fn file_sink_config(path: &std::path::Path) -> String {
-    config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n",
-        path.display()
-    ))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_accepts_every_listed_key_and_bearer_and_refuses_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&file_sink_config(&path)).await;
+    let (app, path, _dir) = spawn_archive().await;
     let url = format!("{}/callback", app.base);
     let body = status_payload(&unique("auth"), "ongoing").to_string();
 
@@ -64,9 +55,7 @@ async fn auth_accepts_every_listed_key_and_bearer_and_refuses_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_is_json_whatever_the_content_type_says() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&file_sink_config(&path)).await;
+    let (app, path, _dir) = spawn_archive().await;
     for (i, ct) in [
         None,
         Some("text/plain"),
@@ -95,9 +84,7 @@ async fn body_is_json_whatever_the_content_type_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_params_are_kept_and_put_patch_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&file_sink_config(&path)).await;
+    let (app, path, _dir) = spawn_archive().await;
     let call = unique("params");
     let a = app
         .post_raw(
@@ -129,13 +116,13 @@ async fn query_params_are_kept_and_put_patch_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413_declared_or_streamed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let yaml = file_sink_config(&path).replace(
-        "deadline_ms: 3000",
-        "deadline_ms: 3000, max_body_bytes: 2048",
-    );
-    let app = spawn(&yaml).await;
+    let (app, path, _dir) = spawn_archive_with(|yaml| {
+        yaml.replace(
+            "deadline_ms: 3000",
+            "deadline_ms: 3000, max_body_bytes: 2048",
+        )
+    })
+    .await;
     let mut big = status_payload(&unique("big"), "completed");
     big["data"]["transcript"] = Value::from("x".repeat(4096));
     let a = app.post(&big).await;
@@ -166,9 +153,7 @@ async fn oversized_body_is_413_declared_or_streamed() {
 /// At least 20 kinds of bad input; each is a 4xx with the JSON error, and nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_corpus_is_refused_and_publishes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&file_sink_config(&path)).await;
+    let (app, path, _dir) = spawn_archive().await;
     let good = status_payload("bad-corpus", "completed");
     let with = |f: &dyn Fn(&mut Value)| {
         let mut v = good.clone();
@@ -315,8 +300,7 @@ async fn bad_input_corpus_is_refused_and_publishes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_routes_and_methods_answer_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let app = spawn(&file_sink_config(&dir.path().join("e.jsonl"))).await;
+    let (app, _path, _dir) = spawn_archive().await;
     let a = app.get("/callback").await;
     assert_eq!(a.status, 405);
     assert_eq!(a.body["error"]["code"], "method_not_allowed");
@@ -333,9 +317,7 @@ async fn unknown_routes_and_methods_answer_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_status_is_forwarded_and_counted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.jsonl");
-    let app = spawn(&file_sink_config(&path)).await;
+    let (app, path, _dir) = spawn_archive().await;
     let a = app.post(&status_payload(&unique("unk"), "voicemail")).await;
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(read_lines(&path)[0]["data"]["status"], "voicemail");

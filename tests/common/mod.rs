@@ -41,6 +41,25 @@ pub fn config_with_sinks(sinks_yaml: &str) -> String {
     )
 }
 
+/// An app with one file sink named `archive`; returns the app, the file, and the directory
+/// guard that keeps the file alive.
+pub async fn spawn_archive() -> (TestApp, std::path::PathBuf, tempfile::TempDir) {
+    spawn_archive_with(|yaml| yaml).await
+}
+
+/// Like [`spawn_archive`], with the YAML adjusted by `edit` first.
+pub async fn spawn_archive_with(
+    edit: impl FnOnce(String) -> String,
+) -> (TestApp, std::path::PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let yaml = config_with_sinks(&format!(
+        "  - {{name: archive, type: file, path: \"{}\"}}\n",
+        path.display()
+    ));
+    (spawn(&edit(yaml)).await, path, dir)
+}
+
 pub async fn spawn(yaml: &str) -> TestApp {
     spawn_settings(settings(yaml)).await
 }
