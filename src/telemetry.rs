@@ -76,7 +76,12 @@ pub fn init(log: &LogSettings, traces: &TraceSettings) -> Result<TelemetryGuard,
         ),
     };
 
-    let mut layers: Vec<BoxedLayer> = vec![fmt.with_filter(filter).boxed()];
+    let mut layers: Vec<BoxedLayer> = vec![fmt
+        .with_filter(tracing_subscriber::filter::FilterExt::and(
+            filter,
+            tracing_subscriber::filter::filter_fn(never_secret),
+        ))
+        .boxed()];
     let mut provider = None;
     if traces.enabled {
         let p = tracer_provider(traces)?;
@@ -93,6 +98,12 @@ pub fn init(log: &LogSettings, traces: &TraceSettings) -> Result<TelemetryGuard,
     }
     let _ = tracing_subscriber::registry().with(layers).try_init();
     Ok(TelemetryGuard { provider })
+}
+
+/// Events that carry credentials in clear, dropped whatever `RUST_LOG` says: async-nats traces
+/// its whole CONNECT (user, password, token) at TRACE level.
+fn never_secret(meta: &tracing::Metadata<'_>) -> bool {
+    !(meta.target().starts_with("async_nats::connection") && *meta.level() == tracing::Level::TRACE)
 }
 
 fn tracer_provider(traces: &TraceSettings) -> Result<SdkTracerProvider, TelemetryError> {

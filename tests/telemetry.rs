@@ -204,10 +204,21 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
     let path = dir.path().join("events.jsonl");
     let secret_key = "sk-very-secret-4f1d9a";
     let secret_token = "tok-very-secret-77c2";
+    // broker credentials of optional sinks that cannot connect: their errors get logged
+    let rabbit_pw = "rmq-secret-pw-9d";
+    let nats_pw = "nats-secret-pw-3e";
+    let kafka_pw = "kafka-secret-pw-5f";
     let yaml = format!(
         "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json, redact_pii: true}}\n\
          auth: {{api_keys: {{keys: [\"${{CB_LOG_TEST_KEY}}\"]}}, bearer: {{tokens: [\"{secret_token}\"]}}}}\n\
-         sinks:\n  - {{name: archive, type: file, path: \"{}\"}}\n",
+         sinks:\n  - {{name: archive, type: file, path: \"{}\"}}\n\
+         \x20 - {{name: mq, type: rabbitmq, required: false, timeout_ms: 500, exchange: x,\
+                 routing_key: k, url: \"amqp://cb:{rabbit_pw}@127.0.0.1:1/%2f\"}}\n\
+         \x20 - {{name: bus, type: nats, required: false, timeout_ms: 500, subject: s,\
+                 url: \"nats://127.0.0.1:4222\", user: cb, password: \"{nats_pw}\", jetstream: {{enabled: false}}}}\n\
+         \x20 - {{name: log, type: kafka, required: false, timeout_ms: 500, topic: t, brokers: \"127.0.0.1:1\",\
+                 librdkafka: {{security.protocol: SASL_PLAINTEXT, sasl.mechanism: PLAIN, sasl.username: cb,\
+                 sasl.password: \"{kafka_pw}\"}}}}\n",
         path.display()
     );
     let cfg = dir.path().join("cfg.yaml");
@@ -288,11 +299,19 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
     for secret in [
         secret_key,
         secret_token,
+        rabbit_pw,
+        nats_pw,
+        kafka_pw,
         "sk-wrong-guess-1",
         "+1987654321",
         "Hello, this is a test call",
     ] {
-        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+        let leak = logs.lines().find(|l| l.contains(secret));
+        assert!(
+            leak.is_none(),
+            "{secret} leaked into the logs: {}",
+            leak.unwrap_or_default()
+        );
     }
     // the events themselves keep the data
     assert_eq!(read_lines(&path)[0]["data"]["from_number"], "+1987654321");
