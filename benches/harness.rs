@@ -37,6 +37,9 @@ struct Opts {
     amqp: String,
     nats: String,
     only: Option<Vec<String>>,
+    /// `--kafka-no-idempotence`: a diagnostic for the direct baseline only (the sink always
+    /// uses the idempotent producer).
+    kafka_idempotence: bool,
 }
 
 fn opts() -> Result<Opts> {
@@ -51,6 +54,7 @@ fn opts() -> Result<Opts> {
         amqp: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
         nats: "nats://127.0.0.1:4222".into(),
         only: None,
+        kafka_idempotence: true,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -67,6 +71,7 @@ fn opts() -> Result<Opts> {
             "--svg" => o.out_svg = val()?.into(),
             "--bridge" => o.bridge_bin = val()?.into(),
             "--only" => o.only = Some(val()?.split(',').map(String::from).collect()),
+            "--kafka-no-idempotence" => o.kafka_idempotence = false,
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown argument {other}"),
         }
@@ -220,7 +225,10 @@ mod direct {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &o.kafka)
             .set("acks", "all")
-            .set("enable.idempotence", "true")
+            .set(
+                "enable.idempotence",
+                if o.kafka_idempotence { "true" } else { "false" },
+            )
             .set("linger.ms", "2")
             .set("queue.buffering.max.messages", "100000")
             .set("queue.buffering.max.kbytes", "65536")
@@ -396,6 +404,64 @@ async fn kafka_count(brokers: &str, topic: &str) -> Result<u64> {
     .await?
 }
 
+/// Reads the whole topic back and names the acknowledged events that are not in it, with the
+/// receipts the bridge gave for them, and any (partition, offset) the broker handed out twice.
+async fn kafka_diagnose(brokers: &str, topic: &str, acked: &[(String, String)]) -> Result<String> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+    let c: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-diagnose-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    c.subscribe(&[topic])?;
+    let total = kafka_count(brokers, topic).await?;
+    let mut keys = std::collections::HashSet::new();
+    let mut positions = std::collections::HashSet::new();
+    while (keys.len() as u64) < total {
+        match tokio::time::timeout(Duration::from_secs(10), c.recv()).await {
+            Ok(Ok(m)) => {
+                positions.insert((m.partition(), m.offset()));
+                keys.insert(String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned());
+            }
+            _ => break,
+        }
+    }
+    eprintln!(
+        "diagnose: read {} distinct keys at {} positions (watermarks say {total})",
+        keys.len(),
+        positions.len()
+    );
+    let mut seen: BTreeMap<(i64, i64), String> = BTreeMap::new();
+    let mut missing = 0;
+    let mut duplicates = 0;
+    for (call_id, body) in acked {
+        let v: Value = serde_json::from_str(body).unwrap_or_default();
+        let r = &v["sinks"]["kafka"]["receipt"];
+        let pos = (
+            r["partition"].as_i64().unwrap_or(-1),
+            r["offset"].as_i64().unwrap_or(-1),
+        );
+        if let Some(other) = seen.insert(pos, call_id.clone()) {
+            duplicates += 1;
+            eprintln!("diagnose: offset {pos:?} acknowledged for both {other} and {call_id}");
+        }
+        if !keys.contains(call_id) {
+            missing += 1;
+            if missing <= 10 {
+                eprintln!("diagnose: missing {call_id}, acknowledged at {r}");
+            }
+        }
+    }
+    eprintln!("diagnose: {missing} acknowledged events missing from {topic}");
+    Ok(format!(
+        "{missing} events the bridge answered 200 for are missing from the topic although each \
+         has a delivery report with a distinct (partition, offset); {duplicates} offsets were \
+         handed out twice"
+    ))
+}
+
 async fn rabbit_count(amqp: &str, queue: &str) -> Result<u64> {
     use lapin::options::QueueDeclareOptions;
     let conn = lapin::Connection::connect(amqp, lapin::ConnectionProperties::default()).await?;
@@ -444,7 +510,7 @@ impl Bridge {
             &cfg,
             format!(
                 "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json, level: warn}}\n\
-                 auth: {{api_keys: {{keys: [bench-key]}}}}\nidempotency: {{max_entries: 1000000}}\n\
+                 auth: {{api_keys: {{keys: [bench-key]}}}}\n\
                  sinks:\n{sinks_yaml}"
             ),
         )?;
@@ -473,7 +539,7 @@ impl Bridge {
                         let _ = tx.send(port);
                         sent = true;
                     }
-                } else if line.contains("\"level\":\"ERROR\"") {
+                } else if !sent || line.contains("\"level\":\"ERROR\"") {
                     eprintln!("bridge: {line}");
                 }
             }
@@ -518,12 +584,16 @@ impl Bridge {
     }
 }
 
+/// Every event answered 200: its call id and the answer (with the receipts), for diagnosis.
+type Acked = Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
 async fn load_bridge(
     port: u16,
     scenario: &str,
     conc: usize,
     duration: Duration,
     run: usize,
+    acked: Acked,
 ) -> Point {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(conc)
@@ -535,18 +605,27 @@ async fn load_bridge(
     drive(scenario, conc, duration, move |w, seq| {
         let client = client.clone();
         let url = url.clone();
-        let body = payload(&format!("{scenario_tag}-{run}-{conc}-{w}-{seq}"));
+        let call_id = format!("{scenario_tag}-{run}-{conc}-{w}-{seq}");
+        let body = payload(&call_id);
+        let acked = acked.clone();
         async move {
-            match client
+            let Ok(resp) = client
                 .post(url.as_str())
                 .header("X-API-Key", "bench-key")
                 .body(body)
                 .send()
                 .await
-            {
-                Ok(r) => r.status().as_u16() == 200,
-                Err(_) => false,
+            else {
+                return false;
+            };
+            if resp.status().as_u16() != 200 {
+                return false;
             }
+            let text = resp.text().await.unwrap_or_default();
+            if let Ok(mut a) = acked.lock() {
+                a.push((call_id, text));
+            }
+            true
         }
     })
     .await
@@ -578,7 +657,7 @@ impl Names {
 
 fn sink_yaml(kind: &str, o: &Opts, n: &Names) -> String {
     match kind {
-        "null" => "  - {name: null, type: null}\n".into(),
+        "null" => "  - {name: noop, type: \"null\"}\n".into(),
         "kafka" => format!(
             "  - {{name: kafka, type: kafka, brokers: \"{}\", topic: {}}}\n",
             o.kafka, n.kafka_topic
@@ -622,8 +701,9 @@ async fn bridge_scenario(
     let yaml: String = sinks.iter().map(|k| sink_yaml(k, o, &n)).collect();
     let bridge = Bridge::start(&o.bridge_bin, &yaml)?;
     let mut acked = 0;
+    let acked_events: Acked = Arc::default();
     for (run, &c) in o.concurrency.iter().enumerate() {
-        let p = load_bridge(bridge.port, name, c, o.duration, run).await;
+        let p = load_bridge(bridge.port, name, c, o.duration, run, acked_events.clone()).await;
         acked += p.ok;
         points.push(p);
     }
@@ -643,8 +723,10 @@ async fn bridge_scenario(
             "{name}: {s} holds {count} messages for {acked} events answered 200 — {}",
             if ok { "verified" } else { "LOST EVENTS" }
         ));
-        if !ok {
-            bail!("{}", verdicts.last().cloned().unwrap_or_default());
+        if !ok && *s == "kafka" {
+            let events = acked_events.lock().map(|a| a.clone()).unwrap_or_default();
+            let diagnosis = kafka_diagnose(&o.kafka, &n.kafka_topic, &events).await?;
+            verdicts.push(format!("{name}: {diagnosis}"));
         }
     }
     Ok((stats, verdicts))
@@ -843,17 +925,33 @@ async fn main() -> Result<()> {
     let mut stats = BTreeMap::new();
     let mut verdicts = Vec::new();
 
-    if want("direct") {
+    let direct = |b: &str| want("direct") || want(&format!("direct-{b}"));
+    if direct("kafka") {
         for &c in &o.concurrency {
             let n = Names::new("direct");
             direct::kafka_topic(&o.kafka, &n.kafka_topic).await?;
-            points.push(direct::kafka(&o, c, &n.kafka_topic).await?);
+            let p = direct::kafka(&o, c, &n.kafka_topic).await?;
+            let count = kafka_count(&o.kafka, &n.kafka_topic).await?;
+            verdicts.push(format!(
+                "direct-kafka c={c}: the topic holds {count} records for {} delivery reports — {}",
+                p.ok,
+                if count >= p.ok {
+                    "verified"
+                } else {
+                    "LOST RECORDS (the broker acknowledged records it does not hold)"
+                }
+            ));
+            points.push(p);
         }
+    }
+    if direct("rabbitmq") {
         for &c in &o.concurrency {
             let n = Names::new("direct");
             points.push(direct::rabbitmq(&o, c, &n.exchange, &n.queue).await?);
             let _ = rabbit_count(&o.amqp, &n.queue).await;
         }
+    }
+    if direct("nats") {
         for &c in &o.concurrency {
             let n = Names::new("direct");
             points.push(direct::nats(&o, c, &n.stream, &n.subject).await?);
@@ -874,5 +972,16 @@ async fn main() -> Result<()> {
         stats.insert(name.to_string(), s);
         verdicts.extend(v);
     }
-    report(&o, &points, &stats, &verdicts)
+    report(&o, &points, &stats, &verdicts)?;
+    let lost: Vec<&String> = verdicts.iter().filter(|v| v.contains("LOST")).collect();
+    if !lost.is_empty() {
+        bail!(
+            "events were lost (the report says where):\n{}",
+            lost.iter()
+                .map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    Ok(())
 }

@@ -11,12 +11,48 @@
 //! id lets brokers (JetStream) and consumers drop the copies.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::sinks::Receipt;
+
+/// An event id as 16 bytes (our ids are UUID-formatted digests), so an entry costs no string.
+type Key = [u8; 16];
+
+fn key(id: &str) -> Key {
+    let mut k = [0u8; 16];
+    let hex: Vec<u8> = id.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() == 32 && hex::decode_to_slice(&hex, &mut k).is_ok() {
+        return k;
+    }
+    // Not one of our ids (never expected): still a stable, well-spread key.
+    k.copy_from_slice(&Sha256::digest(id.as_bytes())[..16]);
+    k
+}
+
+/// Keys are already uniformly distributed digests: their first 8 bytes are the hash. Saves
+/// SipHash on every lookup of the request path.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
 
 pub struct Ledger {
     inner: Mutex<Inner>,
@@ -26,28 +62,30 @@ pub struct Ledger {
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<String, Entry>,
+    map: KeyMap<Entry>,
     /// Ids in creation order, for expiry and eviction.
-    order: VecDeque<(Instant, String)>,
+    order: VecDeque<(Instant, Key)>,
 }
 
 impl Inner {
-    /// The entry of `id`, created (and queued for expiry) if it is new.
-    fn entry(&mut self, id: &str, now: Instant) -> &mut Entry {
-        if !self.map.contains_key(id) {
-            self.order.push_back((now, id.to_string()));
-        }
-        self.map.entry(id.to_string()).or_insert_with(|| Entry {
-            created: now,
-            acked: HashMap::new(),
-            lock: Arc::new(tokio::sync::Mutex::new(())),
+    /// The entry of `key`, created (and queued for expiry) if it is new.
+    fn entry(&mut self, key: Key, now: Instant) -> &mut Entry {
+        let order = &mut self.order;
+        self.map.entry(key).or_insert_with(|| {
+            order.push_back((now, key));
+            Entry {
+                created: now,
+                acked: Vec::new(),
+                lock: Arc::new(tokio::sync::Mutex::new(())),
+            }
         })
     }
 }
 
 struct Entry {
     created: Instant,
-    acked: HashMap<String, Receipt>,
+    /// (sink name, receipt): a few sinks at most, so a vector beats a map.
+    acked: Vec<(Box<str>, Receipt)>,
     lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -72,11 +110,12 @@ impl Ledger {
 
     /// Waits (until `deadline`) for exclusive use of `id`.
     pub async fn claim(&self, id: &str, deadline: tokio::time::Instant) -> Result<Claim, Busy> {
+        let k = key(id);
         let lock = {
             let mut inner = self.lock();
             let now = Instant::now();
             self.evict(&mut inner, now);
-            inner.entry(id, now).lock.clone()
+            inner.entry(k, now).lock.clone()
         };
         let guard = tokio::time::timeout_at(deadline, lock.lock_owned())
             .await
@@ -84,8 +123,13 @@ impl Ledger {
         let acked = self
             .lock()
             .map
-            .get(id)
-            .map(|e| e.acked.clone())
+            .get(&k)
+            .map(|e| {
+                e.acked
+                    .iter()
+                    .map(|(s, r)| (s.to_string(), r.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         Ok(Claim {
             acked,
@@ -96,10 +140,11 @@ impl Ledger {
     /// Remembers that `sink` acknowledged `id`.
     pub fn record(&self, id: &str, sink: &str, receipt: Receipt) {
         let mut inner = self.lock();
-        inner
-            .entry(id, Instant::now())
-            .acked
-            .insert(sink.to_string(), receipt);
+        let entry = inner.entry(key(id), Instant::now());
+        match entry.acked.iter_mut().find(|(s, _)| &**s == sink) {
+            Some((_, r)) => *r = receipt,
+            None => entry.acked.push((sink.into(), receipt)),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -120,25 +165,25 @@ impl Ledger {
     /// lock is held (a delivery in progress) is never evicted.
     fn evict(&self, inner: &mut Inner, now: Instant) {
         let mut skipped = Vec::new();
-        while let Some((created, id)) = inner.order.pop_front() {
+        while let Some((created, k)) = inner.order.pop_front() {
             let over = inner.map.len() >= self.max_entries;
             let expired = now.duration_since(created) >= self.window;
             if !over && !expired {
-                inner.order.push_front((created, id));
+                inner.order.push_front((created, k));
                 break;
             }
-            match inner.map.get(&id) {
+            match inner.map.get(&k) {
                 // A stale order record of an id that was evicted and created again.
                 Some(e) if e.created != created => continue,
                 None => continue,
                 Some(e) if Arc::strong_count(&e.lock) > 1 || e.lock.try_lock().is_err() => {
-                    skipped.push((created, id));
+                    skipped.push((created, k));
                     if skipped.len() > 64 {
                         break;
                     }
                 }
                 Some(_) => {
-                    inner.map.remove(&id);
+                    inner.map.remove(&k);
                 }
             }
         }
@@ -158,6 +203,15 @@ mod tests {
 
     fn receipt() -> Receipt {
         Receipt::Null { stored: false }
+    }
+
+    #[test]
+    fn our_ids_become_their_own_16_bytes() {
+        let a = crate::event::id::derive(&["x", "1"]);
+        let b = crate::event::id::derive(&["x", "2"]);
+        assert_eq!(hex::encode(key(&a)), a.replace('-', ""));
+        assert_ne!(key(&a), key(&b));
+        assert_ne!(key("not-an-id"), key("not-an-id2"));
     }
 
     #[tokio::test]

@@ -11,6 +11,11 @@ use secrecy::ExposeSecret;
 use callbridge::config::{ConfigError, Settings};
 use callbridge::{cli, event, telemetry, Application};
 
+/// mimalloc instead of glibc's malloc: fewer cycles per request and less fragmentation under
+/// load (measured in docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "callbridge",

@@ -911,6 +911,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "traceparent",
                 "content-type",
                 "ce_specversion",
                 "ce_id",
@@ -923,8 +924,12 @@ mod tests {
                 "ce_traceparent"
             ]
         );
-        assert_eq!(got[0].1, "application/json");
-        assert_eq!(got[2].1, ev.id);
+        assert_eq!(
+            got[0].1,
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        );
+        assert_eq!(got[1].1, "application/json");
+        assert_eq!(got[3].1, ev.id);
         assert!(!sink.is_ready(), "nothing listens on port 1");
     }
 }

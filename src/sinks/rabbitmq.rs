@@ -713,12 +713,15 @@ fn build_message(format: RabbitmqFormat, out: &Outgoing) -> (bytes::Bytes, Basic
         );
     }
     match format {
-        RabbitmqFormat::Structured => (
-            out.structured.clone(),
-            props
-                .with_content_type(ShortString::from(STRUCTURED_CONTENT_TYPE))
-                .with_headers(headers),
-        ),
+        RabbitmqFormat::Structured => {
+            let props = props.with_content_type(ShortString::from(STRUCTURED_CONTENT_TYPE));
+            let props = if ev.traceparent.is_some() {
+                props.with_headers(headers)
+            } else {
+                props
+            };
+            (out.structured.clone(), props)
+        }
         RabbitmqFormat::Binary => {
             let mut put = |name: &str, value: &str| {
                 headers.insert(
