@@ -40,6 +40,8 @@ struct Opts {
     /// `--kafka-no-idempotence`: a diagnostic for the direct baseline only (the sink always
     /// uses the idempotent producer).
     kafka_idempotence: bool,
+    /// `--rabbit-channels N`: the RabbitMQ sink's channel pool (and the direct baseline's).
+    rabbit_channels: usize,
 }
 
 fn opts() -> Result<Opts> {
@@ -55,6 +57,7 @@ fn opts() -> Result<Opts> {
         nats: "nats://127.0.0.1:4222".into(),
         only: None,
         kafka_idempotence: true,
+        rabbit_channels: 32,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -72,6 +75,7 @@ fn opts() -> Result<Opts> {
             "--bridge" => o.bridge_bin = val()?.into(),
             "--only" => o.only = Some(val()?.split(',').map(String::from).collect()),
             "--kafka-no-idempotence" => o.kafka_idempotence = false,
+            "--rabbit-channels" => o.rabbit_channels = val()?.parse()?,
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown argument {other}"),
         }
@@ -259,10 +263,9 @@ mod direct {
     pub async fn rabbitmq(o: &Opts, conc: usize, exchange: &str, queue: &str) -> Result<Point> {
         use lapin::options::*;
         use lapin::{BasicProperties, Connection, ConnectionProperties};
-        const POOL: usize = 32;
         let conn = Connection::connect(&o.amqp, ConnectionProperties::default()).await?;
         let mut pool = Vec::new();
-        for _ in 0..conc.min(POOL) {
+        for _ in 0..conc.min(o.rabbit_channels) {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
             pool.push(tokio::sync::Mutex::new(ch));
@@ -663,8 +666,8 @@ fn sink_yaml(kind: &str, o: &Opts, n: &Names) -> String {
             o.kafka, n.kafka_topic
         ),
         "rabbitmq" => format!(
-            "  - {{name: rabbitmq, type: rabbitmq, url: \"{}\", exchange: {}, routing_key: \"calls.{{kind}}.{{status}}\"}}\n",
-            o.amqp, n.exchange
+            "  - {{name: rabbitmq, type: rabbitmq, url: \"{}\", exchange: {}, routing_key: \"calls.{{kind}}.{{status}}\", channels: {}}}\n",
+            o.amqp, n.exchange, o.rabbit_channels
         ),
         "nats" => format!(
             "  - {{name: nats, type: nats, url: \"{}\", subject: \"{}.{{kind}}\", jetstream: {{enabled: true, stream: {}}}}}\n",
