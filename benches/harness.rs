@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -111,26 +111,12 @@ struct ProcStats {
     cpu_secs: f64,
 }
 
-/// The sender's test payload padded to ~1 KB, with a unique call id.
+/// The sender's test payload (the one `callbridge send-test` posts), its transcript padded so
+/// the body is ~1 KB, with a unique call id.
 fn payload(call_id: &str) -> String {
-    json!({
-        "status": "success",
-        "data": {
-            "call_id": call_id,
-            "call_direction": "outbound",
-            "status": "completed",
-            "call_duration": 120.5,
-            "recording_url": "https://example.com/recording.mp3",
-            "transcript": "Hello, this is a test call... ".repeat(18),
-            "agent_id": "830f767a-397e-4b39-82ff-235cd344e2f9",
-            "retry": 0,
-            "from_number": "+1987654321",
-            "to_number": "+1234567890",
-            "custom_args_values": {"callee_name": "John", "company_name": "Acme Corp"}
-        },
-        "message": "Call Details"
-    })
-    .to_string()
+    let mut body = callbridge::cli::sample_payload(call_id, "status", "completed");
+    body["data"]["transcript"] = Value::from("Hello, this is a test call... ".repeat(18));
+    body.to_string()
 }
 
 /// Runs `conc` workers for `duration`, each calling `op(worker, seq)` back to back.

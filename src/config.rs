@@ -165,7 +165,8 @@ fn default_deadline_ms() -> u64 {
 fn default_retry_after_secs() -> u64 {
     60
 }
-fn default_true() -> bool {
+/// Serde default for `required` and other on-by-default flags (shared by every sink kind).
+pub fn default_true() -> bool {
     true
 }
 

@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -19,8 +18,6 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::mocking::MockCluster;
 use rdkafka::ClientConfig;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream as TokioStream;
 
 const SEEDS: [&str; 4] = [
     "analysis-callback.payload.json",
@@ -500,56 +497,13 @@ async fn dead_port_does_not_block_startup() {
     app.stop().await;
 }
 
-/// A cuttable TCP proxy: forwards to `target` while `open`, and `cut()` drops every connection.
-struct Proxy {
-    open: Arc<AtomicBool>,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
-}
-
-impl Proxy {
-    async fn start(port: u16, target: SocketAddr) -> Proxy {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("proxy bind");
-        let open = Arc::new(AtomicBool::new(true));
-        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
-        let (o, cs) = (open.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !o.load(Ordering::SeqCst) {
-                    let _ = inbound.shutdown().await;
-                    continue;
-                }
-                let task = tokio::spawn(async move {
-                    if let Ok(mut out) = TokioStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
-                    }
-                });
-                cs.lock().unwrap().push(task.abort_handle());
-            }
-        });
-        Proxy { open, conns }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
 /// The idempotent-producer pitfall: a record times out while the connection is cut; once it is
 /// back, the bridge must deliver again (by replacing the poisoned producer), not fail forever.
 #[tokio::test]
 async fn outage_with_timed_out_record_heals() {
     let (tansu_port, proxy_port) = (free_port(), free_port());
     let _tansu = Tansu::start(tansu_port, proxy_port);
-    let proxy = Proxy::start(proxy_port, ([127, 0, 0, 1], tansu_port).into()).await;
+    let proxy = proxy::TcpProxy::start_on(proxy_port, ([127, 0, 0, 1], tansu_port).into()).await;
     let brokers = format!("127.0.0.1:{proxy_port}");
     let topic = unique("cb-heal");
     create_topics(&brokers, &[&topic], 1).await;

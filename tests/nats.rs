@@ -5,19 +5,16 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
+use common::proxy::TcpProxy;
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 
 const NATS_URL: &str = "nats://127.0.0.1:4222";
+const NATS_ADDR: &str = "127.0.0.1:4222";
 
 async fn js() -> jetstream::Context {
     let client = async_nats::connect(NATS_URL)
@@ -436,96 +433,6 @@ async fn an_existing_stream_that_misses_the_subjects_fails_startup() {
     js.delete_stream(&stream).await.unwrap();
 }
 
-/// A TCP proxy in front of NATS that the test can cut (close every connection and refuse new
-/// ones), restore, or turn into a black hole (client bytes are swallowed: the server never sees
-/// them, the connection stays open), to play outages without touching the shared server.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    blackhole: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: &'static str) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let blackhole = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (up2, hole2, conns2) = (up.clone(), blackhole.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    return;
-                };
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let hole = hole2.clone();
-                let task = tokio::spawn(async move {
-                    let Ok(outbound) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    let (mut ci, mut co) = inbound.into_split();
-                    let (mut si, mut so) = outbound.into_split();
-                    let down = tokio::io::copy(&mut si, &mut co);
-                    let up = async {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            let n = match ci.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if !hole.load(Ordering::SeqCst)
-                                && so.write_all(&buf[..n]).await.is_err()
-                            {
-                                return;
-                            }
-                        }
-                    };
-                    tokio::select! {
-                        _ = down => {}
-                        _ = up => {}
-                    }
-                });
-                conns2.lock().unwrap().push(task);
-            }
-        });
-        Proxy {
-            port,
-            up,
-            blackhole,
-            conns,
-            accept,
-        }
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for t in self.conns.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-
-    fn swallow(&self) {
-        self.blackhole.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
-
 async fn stream_for(js: &jetstream::Context, stream: &str, prefix: &str) {
     js.create_stream(jetstream::stream::Config {
         name: stream.to_string(),
@@ -542,10 +449,10 @@ async fn a_server_that_stops_answering_is_a_timeout_503_within_the_timeout() {
     let js = js().await;
     let (stream, prefix) = names("hole");
     stream_for(&js, &stream, &prefix).await;
-    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
     let sink = format!(
         "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 500\n    jetstream: {{stream: {stream}}}\n",
-        proxy.port
+        proxy.port()
     );
     let app = common::spawn(&common::config_with_sinks(&sink)).await;
     let a = app
@@ -553,7 +460,7 @@ async fn a_server_that_stops_answering_is_a_timeout_503_within_the_timeout() {
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
 
-    proxy.swallow();
+    proxy.freeze();
     let started = Instant::now();
     let b = app
         .post(&common::status_payload(
@@ -592,13 +499,13 @@ async fn pending_pubacks_are_bounded_by_max_in_flight() {
     let js = js().await;
     let (stream, prefix) = names("inflight");
     stream_for(&js, &stream, &prefix).await;
-    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
     let sink = format!(
         "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 1000\n    max_in_flight: 1\n    jetstream: {{stream: {stream}}}\n",
-        proxy.port
+        proxy.port()
     );
     let app = common::spawn(&common::config_with_sinks(&sink)).await;
-    proxy.swallow();
+    proxy.freeze();
     let p1 = common::status_payload(&common::unique("inflight"), "completed");
     let p2 = common::status_payload(&common::unique("inflight"), "completed");
     let started = Instant::now();
@@ -694,10 +601,10 @@ async fn a_cut_connection_answers_503_fast_and_recovers() {
     let (stream, prefix) = names("cut");
     // Create the stream directly: the sink reaches NATS only through the proxy.
     stream_for(&js, &stream, &prefix).await;
-    let proxy = Proxy::start("127.0.0.1:4222").await;
+    let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
     let sink = format!(
         "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    timeout_ms: 2000\n    jetstream: {{stream: {stream}}}\n",
-        proxy.port
+        proxy.port()
     );
     let app = common::spawn(&common::config_with_sinks(&sink)).await;
     assert_eq!(app.get("/readyz").await.status, 200);

@@ -184,14 +184,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let mut sinks = serde_json::Map::new();
-    for (name, required, ready) in state.fanout.readiness() {
+/// Reads every sink's readiness and updates the `callbridge_sink_ready` gauge with it.
+fn refresh_readiness(state: &AppState) -> Vec<(&str, bool, bool)> {
+    let readiness = state.fanout.readiness();
+    for (name, _, ready) in &readiness {
         state
             .metrics
             .sink_ready
             .with_label_values(&[name])
-            .set(ready as i64);
+            .set(i64::from(*ready));
+    }
+    readiness
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let mut sinks = serde_json::Map::new();
+    for (name, required, ready) in refresh_readiness(&state) {
         sinks.insert(
             name.to_string(),
             json!({"ready": ready, "required": required}),
@@ -207,13 +215,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    for (name, _, ready) in state.fanout.readiness() {
-        state
-            .metrics
-            .sink_ready
-            .with_label_values(&[name])
-            .set(ready as i64);
-    }
+    refresh_readiness(&state);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

@@ -8,7 +8,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -28,7 +27,6 @@ struct WriteRequest {
 }
 
 pub struct FileSink {
-    path: PathBuf,
     display: String,
     tx: mpsc::Sender<WriteRequest>,
     alive: Arc<AtomicBool>,
@@ -37,13 +35,13 @@ pub struct FileSink {
 impl FileSink {
     /// Opens (creating parent directories and the file) at startup, so a bad path fails fast.
     pub fn open(settings: &FileSinkSettings) -> std::io::Result<FileSink> {
-        let path = settings.path.clone();
+        let path = &settings.path;
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {
                 std::fs::create_dir_all(parent)?;
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
         let len = file.metadata()?.len();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let alive = Arc::new(AtomicBool::new(true));
@@ -56,14 +54,9 @@ impl FileSink {
             })?;
         Ok(FileSink {
             display: path.display().to_string(),
-            path,
             tx,
             alive,
         })
-    }
-
-    pub fn path(&self) -> &PathBuf {
-        &self.path
     }
 }
 

@@ -50,7 +50,7 @@ pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset
 pub struct KafkaSinkSettings {
     pub name: String,
     /// A failed required sink fails the webhook (503); an optional one is only reported.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::default_true")]
     pub required: bool,
     /// How long a publish may wait for its delivery report. `message.timeout.ms` is derived from
     /// it so librdkafka reports the real failure before this runs out.
@@ -89,10 +89,6 @@ pub enum KafkaFormat {
     Binary,
     /// Value = the whole event JSON.
     Structured,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_key() -> String {

@@ -57,7 +57,7 @@ use crate::template::{Template, ABSENT};
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkSettings {
     pub name: String,
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::default_true")]
     pub required: bool,
     /// Bounds the wait for the PubAck (core: for the flush).
     #[serde(default = "default_sink_timeout_ms")]
@@ -127,7 +127,7 @@ pub struct NatsTlsSettings {
 #[serde(deny_unknown_fields)]
 pub struct JetStreamSettings {
     /// `false` = core NATS: no acknowledgement, no persistence (a warning at validate time).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::default_true")]
     pub enabled: bool,
     /// The stream that must store the events. When set, a publish that would land in another
     /// stream is refused by the server (`Nats-Expected-Stream`), and the PubAck is checked.
@@ -173,9 +173,6 @@ pub enum NatsStorage {
     Memory,
 }
 
-fn default_true() -> bool {
-    true
-}
 fn default_max_in_flight() -> usize {
     4096
 }

@@ -74,9 +74,6 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// AMQP short strings (routing keys, message ids) hold at most 255 bytes.
 const SHORTSTR_MAX: usize = 255;
 
-fn default_true() -> bool {
-    true
-}
 fn default_channels() -> usize {
     32
 }
@@ -86,7 +83,7 @@ fn default_channels() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct RabbitmqSinkSettings {
     pub name: String,
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::default_true")]
     pub required: bool,
     #[serde(default = "crate::config::default_sink_timeout_ms")]
     pub timeout_ms: u64,
@@ -137,7 +134,7 @@ pub struct ExchangeDeclare {
     #[serde(default)]
     pub exchange_type: ExchangeType,
     /// A durable exchange survives a broker restart; the default.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::default_true")]
     pub durable: bool,
 }
 
@@ -170,7 +167,7 @@ pub struct QueueBinding {
     pub binding_key: String,
     /// A durable queue (with persistent messages, which the sink always sends) survives a
     /// broker restart; the default.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::config::default_true")]
     pub durable: bool,
 }
 

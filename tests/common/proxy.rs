@@ -35,7 +35,15 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Listens on 127.0.0.1:0 and forwards every connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        Self::start_on(0, upstream).await
+    }
+
+    /// Listens on 127.0.0.1:`port` (for a broker that advertises the proxy's address, as
+    /// Kafka does) and forwards every connection to `upstream`.
+    pub async fn start_on(port: u16, upstream: SocketAddr) -> TcpProxy {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("proxy binds");
         let addr = listener.local_addr().expect("proxy address");
         let mode = Arc::new(watch::channel(Mode::Open).0);
         let mode2 = mode.clone();
