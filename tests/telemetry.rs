@@ -243,7 +243,9 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
             }
             all.push_str(&String::from_utf8_lossy(&buf[..n]));
             if !sent {
-                if let Some(line) = all
+                // only whole lines: a read can end in the middle of one
+                let complete = &all[..all.rfind('\n').map_or(0, |i| i + 1)];
+                if let Some(line) = complete
                     .lines()
                     .find(|l| l.contains("\"message\":\"listening\""))
                 {
