@@ -1,22 +1,34 @@
-//! The `kafka` sink against a real Kafka-protocol broker (tansu) and librdkafka's mock cluster.
+//! The `kafka` sink against Apache Kafka (the version pinned in `scripts/kafka/pom.xml`, KRaft
+//! mode, started by `scripts/kafka/kafka`):
+//! - one shared node for the happy paths: `CALLBRIDGE_TEST_KAFKA` (host:port, set by
+//!   `scripts/test`) or, when unset, a private node started here;
+//! - private nodes for outages (killed and restarted, or reached through the test proxy);
+//! - a private three-node cluster (replication factor 3, `min.insync.replicas=2`) for the
+//!   replication guarantees: one broker killed, two killed, the partition leader killed under load;
+//! - librdkafka's mock cluster only for the one fault a real broker cannot be made to produce
+//!   on demand (a fenced producer); those tests are named `mock_*`.
 //!
-//! Broker: `CALLBRIDGE_TEST_KAFKA` (host:port, set by `scripts/test`) or, when unset, a private
-//! tansu from `~/.cargo/bin` on a free port, stopped when this test binary exits.
+//! Every broker process started here runs under a watchdog shell and dies with this test binary
+//! at the latest; a broker this binary did not start is never stopped.
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::metadata::Metadata;
 use rdkafka::mocking::MockCluster;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
 
 const SEEDS: [&str; 4] = [
@@ -27,7 +39,9 @@ const SEEDS: [&str; 4] = [
 ];
 
 // ---------------------------------------------------------------------------------------------
-// Broker process helpers
+// Broker processes
+
+const KAFKA_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/kafka/kafka");
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -36,28 +50,81 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// A tansu process (in its own process group) that dies with the test binary at the latest.
-struct Tansu {
-    child: std::process::Child,
+/// A private Apache Kafka cluster laid out by `scripts/kafka/kafka configure`: node 1 is broker
+/// and the only controller, nodes 2.. are brokers, so killing any of those leaves the metadata
+/// quorum up (the controller fences the dead broker and shrinks the ISRs, as in production).
+struct Cluster {
+    dir: tempfile::TempDir,
+    bootstrap: String,
+    /// The watchdog shell of each node (index = node id - 1), `None` while the node is down.
+    nodes: Vec<Option<Child>>,
 }
 
-impl Tansu {
-    /// Starts tansu listening on `listen`, advertising `advertised` (a proxy port, or the same).
-    fn start(listen: u16, advertised: u16) -> Tansu {
-        use std::os::unix::process::CommandExt;
-        let bin = std::env::var("HOME")
-            .map(|h| format!("{h}/.cargo/bin/tansu"))
-            .expect("HOME");
+impl Cluster {
+    /// Lays out `n` nodes on free loopback ports without starting them; node 1 advertises
+    /// `advertise` (a proxy's port) when given.
+    fn configure(n: usize, advertise: Option<u16>) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("cb-kafka-")
+            .tempdir()
+            .expect("tempdir");
+        let mut cmd = Command::new(KAFKA_SCRIPT);
+        cmd.arg("configure").arg(dir.path()).arg(n.to_string());
+        if let Some(port) = advertise {
+            cmd.arg(port.to_string());
+        }
+        let out = cmd.output().expect("run scripts/kafka/kafka configure");
         assert!(
-            std::path::Path::new(&bin).exists(),
-            "{bin} missing: run scripts/test (installs it) or set CALLBRIDGE_TEST_KAFKA"
+            out.status.success(),
+            "kafka configure: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        // The watchdog shell stops tansu when this test process exits, however it exits.
+        let bootstrap = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Cluster {
+            dir,
+            bootstrap,
+            nodes: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// Lays out and starts `n` nodes.
+    fn start(n: usize) -> Cluster {
+        let mut c = Cluster::configure(n, None);
+        c.start_all();
+        c
+    }
+
+    fn node_dir(&self, node: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{node}"))
+    }
+
+    /// The node's own listener port.
+    fn port(&self, node: usize) -> u16 {
+        let p = self.node_dir(node).join("port");
+        std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no port in {}", p.display()))
+    }
+
+    fn start_all(&mut self) {
+        for node in 1..=self.nodes.len() {
+            self.start_node(node);
+        }
+    }
+
+    /// Starts (or restarts, on the same ports and log directory) a node that is down.
+    fn start_node(&mut self, node: usize) {
+        if self.nodes[node - 1].is_some() {
+            return;
+        }
+        let dir = self.node_dir(node);
+        // The watchdog ends the broker when this test process exits, however it exits.
         let script = format!(
-            "\"{bin}\" broker --listener-url tcp://127.0.0.1:{listen} \
-             --advertised-listener-url tcp://127.0.0.1:{advertised} \
-             --storage-engine memory://tansu/ >/dev/null 2>&1 & t=$!; \
-             while kill -0 {parent} 2>/dev/null && kill -0 $t 2>/dev/null; do sleep 0.5; done; kill $t",
+            "\"{KAFKA_SCRIPT}\" run \"{d}\" >>\"{d}/out.log\" 2>&1 & k=$!; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $k 2>/dev/null; do sleep 0.5; done; \
+             kill -9 $k 2>/dev/null",
+            d = dir.display(),
             parent = std::process::id()
         );
         let child = Command::new("sh")
@@ -66,53 +133,106 @@ impl Tansu {
             .stdin(Stdio::null())
             .process_group(0)
             .spawn()
-            .expect("spawn tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", listen)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not open port {listen}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Tansu { child }
+            .expect("spawn a kafka node");
+        self.nodes[node - 1] = Some(child);
     }
-}
 
-impl Drop for Tansu {
-    fn drop(&mut self) {
+    /// SIGKILL: the broker and its watchdog die at once, as in a crash.
+    fn kill(&mut self, node: usize) {
         use nix::sys::signal::{killpg, Signal};
-        let _ = killpg(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            Signal::SIGTERM,
-        );
-        let _ = self.child.wait();
+        if let Some(mut child) = self.nodes[node - 1].take() {
+            let _ = killpg(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                Signal::SIGKILL,
+            );
+            let _ = child.wait();
+        }
+    }
+
+    /// The cluster's metadata as a client sees it (None while no broker answers).
+    async fn metadata(&self) -> Option<Metadata> {
+        metadata(&self.bootstrap).await
+    }
+
+    /// Waits until `want` brokers are registered and unfenced.
+    async fn wait_brokers(&self, want: usize) {
+        eventually(
+            Duration::from_secs(90),
+            &format!("{want} kafka brokers at {}", self.bootstrap),
+            || async {
+                let md = self.metadata().await?;
+                (md.brokers().len() == want).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Restarts every node that is down and waits for all of them.
+    async fn heal(&mut self) {
+        self.start_all();
+        self.wait_brokers(self.nodes.len()).await;
     }
 }
 
-/// The shared broker for the happy-path tests.
-fn broker() -> &'static str {
-    static BROKER: OnceLock<(String, Option<Tansu>)> = OnceLock::new();
-    &BROKER
-        .get_or_init(|| match std::env::var("CALLBRIDGE_TEST_KAFKA") {
-            Ok(addr) if !addr.is_empty() => (addr, None),
-            _ => {
-                let port = free_port();
-                let t = Tansu::start(port, port);
-                (format!("127.0.0.1:{port}"), Some(t))
-            }
-        })
-        .0
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 1..=self.nodes.len() {
+            self.kill(node);
+        }
+    }
 }
 
-async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
+/// Metadata for every topic, fetched on a blocking thread (None when no broker answers).
+async fn metadata(bootstrap: &str) -> Option<Metadata> {
+    let bootstrap = bootstrap.to_string();
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .ok()?;
+        c.fetch_metadata(None, Duration::from_secs(2)).ok()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// The shared node for the happy-path tests.
+async fn broker() -> &'static str {
+    static BROKER: OnceLock<(String, Option<Cluster>)> = OnceLock::new();
+    if let Some((addr, _)) = BROKER.get() {
+        return addr;
+    }
+    let (addr, own) = match std::env::var("CALLBRIDGE_TEST_KAFKA") {
+        Ok(addr) if !addr.is_empty() => (addr, None),
+        _ => {
+            let c = Cluster::start(1);
+            c.wait_brokers(1).await;
+            (c.bootstrap.clone(), Some(c))
+        }
+    };
+    // A test that lost the race drops its node; every test uses the one stored first.
+    &BROKER.get_or_init(|| (addr, own)).0
+}
+
+/// Creates topics with `partitions` partitions, each replicated to the nodes in `replicas`
+/// (first = preferred leader), or on one replica when `replicas` is empty.
+async fn create_topics_on(brokers: &str, names: &[&str], partitions: i32, replicas: &[i32]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("admin client");
+    let assignment: Vec<&[i32]> = (0..partitions).map(|_| replicas).collect();
     let topics: Vec<NewTopic> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .map(|n| {
+            let replication = if replicas.is_empty() {
+                TopicReplication::Fixed(1)
+            } else {
+                TopicReplication::Variable(&assignment)
+            };
+            NewTopic::new(n, partitions, replication)
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
@@ -124,16 +244,51 @@ async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
     }
 }
 
-fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
+async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
+    create_topics_on(brokers, names, partitions, &[]).await
+}
+
+/// A consumer assigned every partition of `topic` from the beginning: no consumer group, so
+/// reading back works while brokers are down or a group coordinator is moving.
+async fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
+    let md = eventually(
+        Duration::from_secs(30),
+        &format!("metadata of {topic}"),
+        || async {
+            let md = metadata(brokers).await?;
+            let t = md.topics().iter().find(|t| t.name() == topic)?;
+            (!t.partitions().is_empty()).then(|| t.partitions().len() as i32)
+        },
+    )
+    .await;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..md {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("assign offset");
+    }
     let c: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("cb-test-group"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .create()
         .expect("consumer");
-    c.subscribe(&[topic]).expect("subscribe");
+    c.assign(&tpl).expect("assign");
     c
+}
+
+/// The one record at `topic`/`partition`/`offset`, as a consumer reading that offset sees it.
+async fn read_at(brokers: &str, topic: &str, partition: i32, offset: i64) -> Record {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .expect("assign offset");
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("cb-test-group"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.assign(&tpl).expect("assign");
+    consume(&c, 1).await.remove(0)
 }
 
 /// One consumed record, owned.
@@ -182,14 +337,27 @@ impl Record {
 
 /// Reads `n` records (or panics after 30 s).
 async fn consume(c: &StreamConsumer, n: usize) -> Vec<Record> {
+    let records = consume_until(c, |rs| rs.len() >= n).await;
+    assert!(
+        records.len() >= n,
+        "only {} of {n} records arrived",
+        records.len()
+    );
+    records
+}
+
+/// Reads records until `done` holds for all that arrived, or 30 s pass without it; returns
+/// what arrived (the caller asserts, and can say what is missing).
+async fn consume_until(c: &StreamConsumer, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while out.len() < n {
-        let m = tokio::time::timeout_at(deadline, c.recv())
-            .await
-            .unwrap_or_else(|_| panic!("only {} of {n} records arrived", out.len()))
-            .expect("consume");
-        out.push(Record::from(&m));
+    while !done(&out) {
+        match tokio::time::timeout_at(deadline, c.recv()).await {
+            Ok(Ok(m)) => out.push(Record::from(&m)),
+            // A dead broker in the bootstrap list, a leader moving: the client retries.
+            Ok(Err(e)) => eprintln!("consumer: {e}"),
+            Err(_) => break,
+        }
     }
     out
 }
@@ -198,14 +366,22 @@ fn kafka_sink(name: &str, brokers: &str, extra: &str) -> String {
     format!("  - {{name: {name}, type: kafka, brokers: \"{brokers}\", timeout_ms: 2500{extra}}}\n")
 }
 
+/// A config whose deadline leaves room for a failover: sink timeout 8 s, answer by 9 s.
+fn failover_config(brokers: &str, topic: &str) -> String {
+    config_with_sinks(&format!(
+        "  - {{name: bus, type: kafka, brokers: \"{brokers}\", timeout_ms: 8000, topic: {topic}}}\n"
+    ))
+    .replace("deadline_ms: 3000", "deadline_ms: 9000")
+}
+
 // ---------------------------------------------------------------------------------------------
-// Against tansu
+// Against the shared node
 
 /// Every seed payload, binary mode: key = call id, `ce_*` headers, value = `data`, ce_id = the
 /// event id of the 200 answer.
 #[tokio::test]
 async fn seed_payloads_arrive_in_binary_mode() {
-    let brokers = broker();
+    let brokers = broker().await;
     let topic = unique("cb-binary");
     create_topics(brokers, &[&topic], 3).await;
     let app = spawn(&config_with_sinks(&kafka_sink(
@@ -214,7 +390,7 @@ async fn seed_payloads_arrive_in_binary_mode() {
         &format!(", topic: {topic}"),
     )))
     .await;
-    let c = consumer(brokers, &topic);
+    let c = consumer(brokers, &topic).await;
 
     let mut answers = Vec::new();
     for seed in SEEDS {
@@ -240,6 +416,15 @@ async fn seed_payloads_arrive_in_binary_mode() {
         let receipt = &body["sinks"]["events"]["receipt"];
         assert_eq!(r.partition as i64, receipt["partition"].as_i64().unwrap());
         assert_eq!(r.offset, receipt["offset"].as_i64().unwrap());
+        // The receipt is where a consumer finds the record.
+        let at = read_at(
+            brokers,
+            &topic,
+            receipt["partition"].as_i64().unwrap() as i32,
+            receipt["offset"].as_i64().unwrap(),
+        )
+        .await;
+        assert_eq!(at.header("ce_id"), Some(id), "{at:?}");
         assert_eq!(r.key, call_id);
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.header("ce_specversion"), Some("1.0"));
@@ -277,7 +462,7 @@ async fn seed_payloads_arrive_in_binary_mode() {
 /// One call's statuses land in one partition, in the order they were acknowledged.
 #[tokio::test]
 async fn one_calls_statuses_arrive_in_order_in_one_partition() {
-    let brokers = broker();
+    let brokers = broker().await;
     let topic = unique("cb-order");
     create_topics(brokers, &[&topic], 4).await;
     let app = spawn(&config_with_sinks(&kafka_sink(
@@ -286,7 +471,7 @@ async fn one_calls_statuses_arrive_in_order_in_one_partition() {
         &format!(", topic: {topic}"),
     )))
     .await;
-    let c = consumer(brokers, &topic);
+    let c = consumer(brokers, &topic).await;
     let call_a = unique("call-a");
     let call_b = unique("call-b");
     let statuses = ["registered", "ongoing", "completed"];
@@ -314,7 +499,7 @@ async fn one_calls_statuses_arrive_in_order_in_one_partition() {
 /// Structured mode: the whole event as the value, CloudEvents JSON content type.
 #[tokio::test]
 async fn structured_mode_carries_the_whole_event() {
-    let brokers = broker();
+    let brokers = broker().await;
     let topic = unique("cb-structured");
     create_topics(brokers, &[&topic], 1).await;
     let app = spawn(&config_with_sinks(&kafka_sink(
@@ -323,7 +508,7 @@ async fn structured_mode_carries_the_whole_event() {
         &format!(", topic: {topic}, format: structured, key: \"{{agent_id}}\""),
     )))
     .await;
-    let c = consumer(brokers, &topic);
+    let c = consumer(brokers, &topic).await;
     let payload = fixture("status-example.payload.json");
     let a = app.post(&payload).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -345,7 +530,7 @@ async fn structured_mode_carries_the_whole_event() {
 /// and in binary mode the CloudEvents `ce_traceparent` too (tracing off: passed through).
 #[tokio::test]
 async fn traceparent_reaches_the_record() {
-    let brokers = broker();
+    let brokers = broker().await;
     let topic = unique("cb-trace");
     create_topics(brokers, &[&topic], 1).await;
     let app = spawn(&config_with_sinks(&format!(
@@ -358,7 +543,7 @@ async fn traceparent_reaches_the_record() {
         )
     )))
     .await;
-    let c = consumer(brokers, &topic);
+    let c = consumer(brokers, &topic).await;
     let a = app
         .post_traced(&status_payload(&unique("trace"), "completed"), TRACEPARENT)
         .await;
@@ -379,7 +564,7 @@ async fn traceparent_reaches_the_record() {
 /// `topic: prefix.{kind}` puts status and analysis events on different topics.
 #[tokio::test]
 async fn topic_template_routes_by_kind() {
-    let brokers = broker();
+    let brokers = broker().await;
     let prefix = unique("cb-route");
     let status_topic = format!("{prefix}.status");
     let analysis_topic = format!("{prefix}.analysis");
@@ -398,8 +583,8 @@ async fn topic_template_routes_by_kind() {
         status.body["sinks"]["events"]["receipt"]["topic"],
         status_topic.as_str()
     );
-    let s = &consume(&consumer(brokers, &status_topic), 1).await[0];
-    let an = &consume(&consumer(brokers, &analysis_topic), 1).await[0];
+    let s = &consume(&consumer(brokers, &status_topic).await, 1).await[0];
+    let an = &consume(&consumer(brokers, &analysis_topic).await, 1).await[0];
     assert_eq!(s.topic, status_topic);
     assert_eq!(s.header("ce_id"), status.body["event_id"].as_str());
     assert_eq!(an.topic, analysis_topic);
@@ -409,25 +594,26 @@ async fn topic_template_routes_by_kind() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Outages
+// Outages of a private node
 
 async fn wait_ready(app: &TestApp, want: bool) {
     eventually(
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         &format!("readyz = {want}"),
         || async { ((app.get("/readyz").await.status == 200) == want).then_some(()) },
     )
     .await;
 }
 
-/// Mock cluster down: 503 within the deadline naming the sink, the file sink still acks,
-/// /readyz false; cluster back: ready again and the next webhook is 200.
+/// The broker killed (SIGKILL): 503 within the deadline naming the sink, the file sink still
+/// acknowledges, /readyz false; the broker restarted: ready again and the next webhook is 200.
 #[tokio::test]
-async fn broker_down_is_503_in_time_and_recovers() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    let brokers = mock.bootstrap_servers();
-    let topic = unique("cb-mock");
-    mock.create_topic(&topic, 1, 1).expect("mock topic");
+async fn broker_killed_is_503_in_time_and_recovers() {
+    let mut kafka = Cluster::start(1);
+    kafka.wait_brokers(1).await;
+    let brokers = kafka.bootstrap.clone();
+    let topic = unique("cb-killed");
+    create_topics(&brokers, &[&topic], 1).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let sinks = format!(
@@ -440,13 +626,13 @@ async fn broker_down_is_503_in_time_and_recovers() {
     let a = app.post(&status_payload(&unique("call"), "ongoing")).await;
     assert_eq!(a.status, 200, "{}", a.body);
 
-    mock.broker_down(1).expect("broker down");
+    kafka.kill(1);
     let started = Instant::now();
     let a = app
         .post(&status_payload(&unique("call"), "completed"))
         .await;
     let took = started.elapsed();
-    eprintln!("broker down: {} in {took:?}: {}", a.status, a.body);
+    eprintln!("broker killed: {} in {took:?}: {}", a.status, a.body);
     assert_eq!(a.status, 503, "{}", a.body);
     assert!(
         took < Duration::from_millis(3000 + 500),
@@ -465,14 +651,18 @@ async fn broker_down_is_503_in_time_and_recovers() {
     assert_eq!(read_lines(&file).len(), 2);
     wait_ready(&app, false).await;
 
-    mock.broker_up(1).expect("broker up");
+    kafka.heal().await;
     wait_ready(&app, true).await;
     let started = Instant::now();
-    let a = app
-        .post(&status_payload(&unique("call"), "completed"))
-        .await;
+    let call = unique("call");
+    let a = app.post(&status_payload(&call, "completed")).await;
     eprintln!("broker back: {} in {:?}", a.status, started.elapsed());
     assert_eq!(a.status, 200, "{}", a.body);
+    // The record acknowledged before the kill survived the restart, the new one is there too.
+    let c = consumer(&brokers, &topic).await;
+    let records = consume_until(&c, |rs| rs.iter().any(|r| r.key == call)).await;
+    assert!(records.iter().any(|r| r.key == call), "{records:?}");
+    assert_eq!(records[0].value["status"], "ongoing", "{records:?}");
     app.stop().await;
 }
 
@@ -501,10 +691,12 @@ async fn dead_port_does_not_block_startup() {
 /// back, the bridge must deliver again (by replacing the poisoned producer), not fail forever.
 #[tokio::test]
 async fn outage_with_timed_out_record_heals() {
-    let (tansu_port, proxy_port) = (free_port(), free_port());
-    let _tansu = Tansu::start(tansu_port, proxy_port);
-    let proxy = proxy::TcpProxy::start_on(proxy_port, ([127, 0, 0, 1], tansu_port).into()).await;
+    let proxy_port = free_port();
+    let mut kafka = Cluster::configure(1, Some(proxy_port));
+    let proxy = proxy::TcpProxy::start_on(proxy_port, ([127, 0, 0, 1], kafka.port(1)).into()).await;
+    kafka.start_all();
     let brokers = format!("127.0.0.1:{proxy_port}");
+    kafka.wait_brokers(1).await;
     let topic = unique("cb-heal");
     create_topics(&brokers, &[&topic], 1).await;
     let app = spawn(&config_with_sinks(&kafka_sink(
@@ -532,30 +724,27 @@ async fn outage_with_timed_out_record_heals() {
         assert_eq!(a.status, 200, "{}", a.body);
     }
     // The cut-off record may or may not have been stored (at-least-once); the later ones must be.
-    let c = consumer(&brokers, &topic);
-    let mut seen = Vec::new();
-    while !(seen.contains(&"completed".to_string()) && seen.contains(&"failed".to_string())) {
-        let r = &consume(&c, 1).await[0];
-        seen.push(r.value["status"].as_str().unwrap().to_string());
-    }
-    assert_eq!(seen[0], "registered", "{seen:?}");
+    let c = consumer(&brokers, &topic).await;
+    let both = |rs: &[Record]| {
+        ["completed", "failed"]
+            .iter()
+            .all(|s| rs.iter().any(|r| r.value["status"] == *s))
+    };
+    let seen = consume_until(&c, both).await;
+    assert!(both(&seen), "{seen:?}");
+    assert_eq!(seen[0].value["status"], "registered", "{seen:?}");
     app.stop().await;
 }
 
-/// A topic the cluster does not have: 503 within the deadline, naming the sink and the topic.
+/// A topic the cluster does not have (topics are never auto-created here): 503 within the
+/// deadline, naming the sink and the topic.
 #[tokio::test]
 async fn unknown_topic_is_503_in_time() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    let brokers = mock.bootstrap_servers();
+    let brokers = broker().await;
     let topic = unique("cb-missing");
-    mock.topic_error(
-        &topic,
-        rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART,
-    )
-    .expect("topic error");
     let app = spawn(&config_with_sinks(&kafka_sink(
         "bus",
-        &brokers,
+        brokers,
         &format!(", topic: {topic}"),
     )))
     .await;
@@ -577,18 +766,14 @@ async fn unknown_topic_is_503_in_time() {
 }
 
 /// A full local queue is back-pressure: the publish waits for room, then fails with
-/// `queue_full` before the deadline instead of growing memory.
+/// `queue_full` before the deadline instead of growing memory. (No broker listens, so the one
+/// queued record never leaves.)
 #[tokio::test]
 async fn full_local_queue_waits_then_503() {
-    let mock = MockCluster::new(1).expect("mock cluster");
-    let brokers = mock.bootstrap_servers();
-    let topic = unique("cb-full");
-    mock.create_topic(&topic, 1, 1).expect("mock topic");
-    mock.broker_down(1).expect("broker down");
     let app = spawn(&config_with_sinks(&kafka_sink(
         "bus",
-        &brokers,
-        &format!(", topic: {topic}, librdkafka: {{\"queue.buffering.max.messages\": 1}}"),
+        &format!("127.0.0.1:{}", free_port()),
+        ", topic: t, librdkafka: {\"queue.buffering.max.messages\": 1}",
     )))
     .await;
     let first_payload = status_payload(&unique("call"), "ongoing");
@@ -613,11 +798,11 @@ async fn full_local_queue_waits_then_503() {
     app.stop().await;
 }
 
-/// A fence injected into a Produce response: that webhook gets 503 naming the error, the
-/// sender's retry of it gets 200 (librdkafka recovers on the mock cluster; on tansu it does not,
-/// see `outage_with_timed_out_record_heals`).
+/// Mock cluster (a real broker fences a producer only in a transactional race we cannot stage
+/// on demand): a fence injected into a Produce response gets that webhook 503 naming the error,
+/// and the sender's retry of it gets 200 on a replaced producer.
 #[tokio::test]
-async fn injected_fence_is_503_then_retry_succeeds() {
+async fn mock_injected_fence_is_503_then_retry_succeeds() {
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     let mock = MockCluster::new(1).expect("mock cluster");
     let brokers = mock.bootstrap_servers();
@@ -648,5 +833,203 @@ async fn injected_fence_is_503_then_retry_succeeds() {
     );
     assert_eq!(retry.status, 200, "{}", retry.body);
     assert_eq!(retry.body["event_id"], a.body["event_id"]);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// A three-node cluster: replication factor 3, min.insync.replicas 2
+
+/// The cluster, shared by the tests below one at a time (each kills brokers), every node up.
+async fn cluster() -> tokio::sync::MutexGuard<'static, Cluster> {
+    static CLUSTER: OnceLock<tokio::sync::Mutex<Cluster>> = OnceLock::new();
+    let mut c = CLUSTER
+        .get_or_init(|| tokio::sync::Mutex::new(Cluster::start(3)))
+        .lock()
+        .await;
+    // A test that failed half-way may have left nodes down.
+    c.heal().await;
+    c
+}
+
+/// A topic on all three nodes whose partitions node 2 leads (node 1 is the controller: the
+/// tests kill 2 and 3, never the metadata quorum).
+async fn replicated_topic(c: &Cluster, partitions: i32) -> String {
+    let topic = unique("cb-replicated");
+    create_topics_on(&c.bootstrap, &[&topic], partitions, &[2, 3, 1]).await;
+    topic
+}
+
+/// The leader and in-sync replicas of partition 0 of `topic`.
+async fn leader_and_isr(c: &Cluster, topic: &str) -> Option<(i32, Vec<i32>)> {
+    let md = c.metadata().await?;
+    let t = md.topics().iter().find(|t| t.name() == topic)?;
+    let p = t.partitions().iter().find(|p| p.id() == 0)?;
+    Some((p.leader(), p.isr().to_vec()))
+}
+
+/// One follower killed: every event is still acknowledged by the two replicas left.
+#[tokio::test]
+async fn cluster_one_broker_killed_still_200() {
+    let mut c = cluster().await;
+    let topic = replicated_topic(&c, 1).await;
+    let app = spawn(&failover_config(&c.bootstrap, &topic)).await;
+    let a = app
+        .post(&status_payload(&unique("call"), "registered"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    c.kill(3);
+    let mut ids = Vec::new();
+    for status in ["ongoing", "completed", "failed"] {
+        let started = Instant::now();
+        let a = app.post(&status_payload(&unique("call"), status)).await;
+        eprintln!("one broker down: {} in {:?}", a.status, started.elapsed());
+        assert_eq!(a.status, 200, "{}", a.body);
+        ids.push(a.body["event_id"].as_str().unwrap().to_string());
+    }
+    let all_there = |rs: &[Record]| {
+        ids.iter()
+            .all(|id| rs.iter().any(|r| r.header("ce_id") == Some(id)))
+    };
+    let records = consume_until(&consumer(&c.bootstrap, &topic).await, all_there).await;
+    assert!(all_there(&records), "{ids:?} in {records:?}");
+    app.stop().await;
+}
+
+/// Two brokers killed: the partition is left with one in-sync replica, below
+/// min.insync.replicas, so nothing can be acknowledged: 503 within the deadline naming the sink.
+/// Both restarted: 200 again.
+#[tokio::test]
+async fn cluster_two_brokers_killed_is_503_then_200_after_restart() {
+    let mut c = cluster().await;
+    let topic = replicated_topic(&c, 1).await;
+    let app = spawn(&failover_config(&c.bootstrap, &topic)).await;
+    let a = app
+        .post(&status_payload(&unique("call"), "registered"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    c.kill(2);
+    c.kill(3);
+    // The controller fences both and shrinks the ISR to node 1 alone.
+    eventually(Duration::from_secs(30), "ISR = [1]", || async {
+        let (leader, isr) = leader_and_isr(&c, &topic).await?;
+        (leader == 1 && isr == [1]).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let a = app.post(&status_payload(&unique("call"), "ongoing")).await;
+    let took = started.elapsed();
+    eprintln!("two brokers down: {} in {took:?}: {}", a.status, a.body);
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert!(took < Duration::from_millis(9000 + 500), "{took:?}");
+    assert!(a.retry_after.is_some());
+    assert_eq!(a.body["sinks"]["bus"]["ok"], false, "{}", a.body);
+    let why = a.body["sinks"]["bus"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        why.contains("not enough in-sync replicas"),
+        "says why: {why}"
+    );
+    assert!(
+        a.body["error"]["message"].as_str().unwrap().contains("bus"),
+        "names the sink: {}",
+        a.body
+    );
+
+    c.heal().await;
+    // The sender retries until the replicas caught up.
+    let call = unique("call");
+    let a = eventually(Duration::from_secs(60), "200 after the restart", || async {
+        let a = app.post(&status_payload(&call, "completed")).await;
+        (a.status == 200).then_some(a)
+    })
+    .await;
+    let id = a.body["event_id"].as_str().unwrap().to_string();
+    let there = |rs: &[Record]| rs.iter().any(|r| r.header("ce_id") == Some(&id));
+    let records = consume_until(&consumer(&c.bootstrap, &topic).await, there).await;
+    assert!(there(&records), "{id} in {records:?}");
+    app.stop().await;
+}
+
+/// The partition leader killed under concurrent load: some answers may be 503 while the
+/// leadership moves, and the sender retries those, but every event answered 200 — before,
+/// during or after the failover — is in the topic.
+#[tokio::test]
+async fn cluster_leader_killed_under_load_loses_nothing_answered_200() {
+    const EVENTS: usize = 240;
+    const CONCURRENCY: usize = 12;
+    let mut c = cluster().await;
+    let topic = replicated_topic(&c, 2).await;
+    let app = spawn(&failover_config(&c.bootstrap, &topic)).await;
+    let (leader, _) = leader_and_isr(&c, &topic).await.expect("leader");
+    assert_eq!(leader, 2);
+
+    // Each event: post, and on 503 post again (the sender's retry), up to 5 times.
+    let answered = std::sync::atomic::AtomicUsize::new(0);
+    let post_all = futures::stream::iter(0..EVENTS)
+        .map(|i| {
+            let (app, answered) = (&app, &answered);
+            async move {
+                let payload = status_payload(&unique(&format!("load-{i}")), "completed");
+                let mut codes = Vec::new();
+                for _ in 0..5 {
+                    let a = app.post(&payload).await;
+                    answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    codes.push(a.status);
+                    if a.status == 200 {
+                        return (a.body["event_id"].as_str().map(str::to_string), codes);
+                    }
+                }
+                (None, codes)
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<Vec<_>>();
+    let killer = async {
+        eventually(Duration::from_secs(60), "a third of the load", || async {
+            (answered.load(std::sync::atomic::Ordering::Relaxed) >= EVENTS / 3).then_some(())
+        })
+        .await;
+        c.kill(2);
+        eprintln!("leader (node 2) killed");
+    };
+    let (results, ()) = tokio::join!(post_all, killer);
+    let retried = results.iter().filter(|(_, codes)| codes.len() > 1).count();
+    let acked: Vec<String> = results.iter().filter_map(|(id, _)| id.clone()).collect();
+    eprintln!(
+        "leader killed under load: {} of {EVENTS} acknowledged, {retried} needed a retry",
+        acked.len()
+    );
+    assert_eq!(acked.len(), EVENTS, "every event got its 200 in the end");
+
+    let missing = |rs: &[Record]| -> Vec<String> {
+        let seen: std::collections::HashSet<&str> =
+            rs.iter().filter_map(|r| r.header("ce_id")).collect();
+        acked
+            .iter()
+            .filter(|id| !seen.contains(id.as_str()))
+            .cloned()
+            .collect()
+    };
+    let records = consume_until(&consumer(&c.bootstrap, &topic).await, |rs| {
+        missing(rs).is_empty()
+    })
+    .await;
+    assert_eq!(
+        missing(&records),
+        Vec::<String>::new(),
+        "events answered 200 but missing from the topic"
+    );
+    eprintln!(
+        "{} records for {} events ({} redelivered copies)",
+        records.len(),
+        EVENTS,
+        records.len() - EVENTS
+    );
+    let (leader, _) = leader_and_isr(&c, &topic).await.expect("leader");
+    assert_ne!(leader, 2, "the leadership moved");
     app.stop().await;
 }

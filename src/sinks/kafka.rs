@@ -598,14 +598,61 @@ async fn enqueue(
     }
 }
 
-/// Awaits the delivery report of an enqueued record.
-async fn delivered(report: DeliveryFuture) -> Result<Delivery, KafkaError> {
+/// Awaits the delivery report of an enqueued record; a failure carries the partition the
+/// record was meant for, when the partitioner had chosen one.
+async fn delivered(report: DeliveryFuture) -> Result<Delivery, (KafkaError, Option<i32>)> {
+    use rdkafka::Message;
     match report.await {
         Ok(Ok(delivery)) => Ok(delivery),
-        Ok(Err((e, _))) => Err(e),
+        Ok(Err((e, record))) => Err((e, Some(record.partition()).filter(|p| *p >= 0))),
         // The producer was torn down before reporting: the outcome is unknown.
-        Err(_canceled) => Err(KafkaError::Canceled),
+        Err(_canceled) => Err((KafkaError::Canceled, None)),
     }
+}
+
+/// Why a record timed out although a broker answers, read from the cluster's metadata for its
+/// topic: the topic is missing, its partition has no leader, or fewer replicas are in sync than
+/// the partition has (below the topic's `min.insync.replicas`, `acks=all` cannot be met, and
+/// librdkafka only ever reports the timeout). `None` when the metadata does not arrive within
+/// `budget` or shows nothing wrong.
+async fn diagnose(
+    slot: Arc<Slot>,
+    topic: String,
+    partition: Option<i32>,
+    budget: Duration,
+) -> Option<String> {
+    tokio::task::spawn_blocking(move || {
+        let md = slot
+            .producer
+            .client()
+            .fetch_metadata(Some(&topic), budget)
+            .ok()?;
+        let t = md.topics().iter().find(|t| t.name() == topic)?;
+        if let Some(err) = t.error() {
+            return Some(format!("the cluster answers {err:?} for topic {topic}"));
+        }
+        t.partitions()
+            .iter()
+            .filter(|p| partition.is_none_or(|n| p.id() == n))
+            .find_map(|p| {
+                if p.leader() < 0 {
+                    Some(format!("partition {} of {topic} has no leader", p.id()))
+                } else if p.isr().len() < p.replicas().len() {
+                    Some(format!(
+                        "not enough in-sync replicas? partition {} of {topic} has {} of its {} \
+                         replicas in sync (acks=all needs min.insync.replicas)",
+                        p.id(),
+                        p.isr().len(),
+                        p.replicas().len()
+                    ))
+                } else {
+                    None
+                }
+            })
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 #[async_trait]
@@ -629,6 +676,10 @@ impl Sink for KafkaSink {
         let slot = inner.usable()?;
         let health = inner.health.clone();
         let queue_timeout = inner.queue_timeout;
+        // What is left of our timeout after librdkafka's own gives up: half of it may go to
+        // asking the cluster why.
+        let diagnose_budget =
+            (inner.timeout.saturating_sub(queue_timeout) / 2).max(Duration::from_millis(100));
         let t = topic.clone();
         // The delivery report is awaited in its own task: if the fan-out stops waiting (its
         // budget can be shorter than ours), the report is still seen and a poisoned producer
@@ -638,9 +689,10 @@ impl Sink for KafkaSink {
             drop(payload);
             let result = match report {
                 Ok(report) => delivered(report).await,
-                Err(e) => Err(e),
+                Err(e) => Err((e, None)),
             };
-            if let Err(e) = &result {
+            let mut why = None;
+            if let Err((e, partition)) = &result {
                 let code = e.rdkafka_error_code();
                 if code.is_some_and(poisons_session) {
                     slot.state.tainted.store(true, Ordering::Release);
@@ -648,10 +700,15 @@ impl Sink for KafkaSink {
                 if code == Some(RDKafkaErrorCode::AllBrokersDown) {
                     health.reachable.store(false, Ordering::Release);
                 }
+                if code == Some(RDKafkaErrorCode::MessageTimedOut)
+                    && health.reachable.load(Ordering::Acquire)
+                {
+                    why = diagnose(slot.clone(), t, *partition, diagnose_budget).await;
+                }
             }
-            result
+            (result.map_err(|(e, _)| e), why)
         });
-        let result = delivery.await.map_err(|e| SinkError::Broker {
+        let (result, why) = delivery.await.map_err(|e| SinkError::Broker {
             message: "the kafka delivery task failed".into(),
             source: Some(Box::new(e)),
         })?;
@@ -681,6 +738,14 @@ impl Sink for KafkaSink {
                              {waited} ms (it may still have been stored; dedupe by ce_id)"
                         ))
                     }
+                    Some(RDKafkaErrorCode::MessageTimedOut) if why.is_some() => SinkError::broker(
+                        format!(
+                            "record for topic {topic} not acknowledged within {waited} ms: {} \
+                             (it may still have been stored; dedupe by ce_id)",
+                            why.unwrap_or_default()
+                        ),
+                        e,
+                    ),
                     Some(RDKafkaErrorCode::MessageTimedOut) => SinkError::broker(
                         format!(
                             "record for topic {topic} not acknowledged within {waited} ms although \
