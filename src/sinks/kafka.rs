@@ -628,8 +628,14 @@ async fn diagnose(
             .fetch_metadata(Some(&topic), budget)
             .ok()?;
         let t = md.topics().iter().find(|t| t.name() == topic)?;
-        if let Some(err) = t.error() {
-            return Some(format!("the cluster answers {err:?} for topic {topic}"));
+        match t.error() {
+            Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                return Some(format!(
+                    "topic {topic} does not exist (create it first)"
+                ))
+            }
+            Some(err) => return Some(format!("the cluster answers {err:?} for topic {topic}")),
+            None => {}
         }
         t.partitions()
             .iter()
