@@ -1,7 +1,8 @@
 //! callbridge's benchmark harness: how fast a truthful 200 is, against the limits measured in
 //! the same run on the same machine.
 //!
-//! Run it with `scripts/bench` (which builds the release binary and starts tansu). Scenarios:
+//! Run it with `scripts/bench` (which builds the release binary and starts
+//! Apache Kafka, RabbitMQ and NATS). Scenarios:
 //! 1. `direct-*`: each broker alone, published to directly with the client library and the
 //!    acknowledgement the sink uses (rdkafka delivery report with acks=all + idempotence, lapin
 //!    publisher confirm with mandatory + persistent, async-nats JetStream PubAck with
@@ -81,7 +82,7 @@ fn opts() -> Result<Opts> {
         }
     }
     if o.kafka.is_empty() {
-        bail!("CALLBRIDGE_TEST_KAFKA is not set: run scripts/bench (it starts tansu)");
+        bail!("CALLBRIDGE_TEST_KAFKA is not set: run scripts/bench (it starts Apache Kafka)");
     }
     Ok(o)
 }
@@ -752,7 +753,7 @@ fn machine() -> String {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0 / 1024.0)
         .unwrap_or(0.0);
-    format!("{cores} cores ({cpu}), {mem:.0} GiB RAM; brokers on loopback: tansu 0.6 (memory), RabbitMQ, NATS JetStream (file storage)")
+    format!("{cores} cores ({cpu}), {mem:.0} GiB RAM; brokers on loopback: Apache Kafka 4.1 (one KRaft node), RabbitMQ, NATS JetStream (file storage)")
 }
 
 fn report(

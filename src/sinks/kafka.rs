@@ -630,9 +630,7 @@ async fn diagnose(
         let t = md.topics().iter().find(|t| t.name() == topic)?;
         match t.error() {
             Some(rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
-                return Some(format!(
-                    "topic {topic} does not exist (create it first)"
-                ))
+                return Some(format!("topic {topic} does not exist (create it first)"))
             }
             Some(err) => return Some(format!("the cluster answers {err:?} for topic {topic}")),
             None => {}
