@@ -19,10 +19,18 @@ On top of what Helm checks, for every values file:
             probes, grace period, checksum annotation, every optional object of "everything on");
   validate  the rendered ConfigMap's config.yaml passes `callbridge validate`, with the
             environment the pod would get from the chart's Secret; so does the local stack's
-            deploy/callbridge.compose.yaml, with the environment docker-compose.yml gives it.
+            deploy/callbridge.compose.yaml, with the environment docker-compose.yml gives it, and
+            every examples/configs/*.yaml (variables without a default get placeholders).
+  examples  examples/helm/NAME-values.yaml's configOverride is examples/configs/NAME.yaml.
+  metrics   every callbridge_* series the dashboard and the PrometheusRule query is one that
+            src/metrics.rs registers.
+  refusals  values the chart must refuse (no sinks, a required file sink on the emptyDir) fail
+            to render with a message saying so; a configOverride given as file text (--set-file)
+            reaches the ConfigMap verbatim.
 
 Usage: python lint_helm.py CHART CALLBRIDGE_BIN [VALUES_FILE...]
-(the chart's defaults are always checked first). Exits non-zero when anything fails.
+(the chart's defaults, the refusals, the compose config and the examples are always checked).
+Exits non-zero when anything fails.
 """
 
 from __future__ import annotations
@@ -53,6 +61,25 @@ VALIDATE_PENDING: dict = {}
 # The local stack's callbridge config is checked too, with the environment compose gives it.
 COMPOSE_FILE = "deploy/docker-compose.yml"
 COMPOSE_CONFIG = "deploy/callbridge.compose.yaml"
+# Complete callbridge configs for the common setups, and a Helm values file for each.
+EXAMPLE_CONFIGS = "examples/configs"
+EXAMPLE_VALUES = "examples/helm"
+METRICS_SOURCE = "src/metrics.rs"
+
+# Values the chart must refuse to render, and a part of the message it must give.
+REFUSALS = [
+    ("no sinks (the chart's defaults)", {}, "config has no sinks"),
+    (
+        "a required file sink on the emptyDir",
+        {"config": {"sinks": [{"name": "archive", "type": "file", "path": "/var/lib/callbridge/events.jsonl"}]}},
+        "vanish with the pod",
+    ),
+    (
+        "a required file sink at a relative path (the emptyDir is the working directory)",
+        {"configOverride": {"auth": {"mode": "none"}, "sinks": [{"name": "a", "type": "file", "path": "data/e.jsonl", "required": True}]}},
+        "vanish with the pod",
+    ),
+]
 
 # helm's support.Severity: UnknownSev, InfoSev, WarningSev, ErrorSev.
 SEVERITY = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
@@ -85,6 +112,16 @@ def coalesce(base: dict, override: dict) -> dict:
 def load_yaml(path: Path) -> dict:
     with open(path) as f:
         return yaml.safe_load(f) or {}
+
+
+def effective_config(values: dict) -> dict:
+    """The config the chart renders: configOverride (an object or file text) replaces config."""
+    override = values.get("configOverride")
+    if isinstance(override, str) and override:
+        return yaml.safe_load(override) or {}
+    if override:
+        return override
+    return values.get("config") or {}
 
 
 # ---- helm, in a subprocess so its Go-side stderr is captured and each run starts clean --------
@@ -176,7 +213,10 @@ GROUPS = {
         ("ingresses", "Ingress", True),
         ("networkpolicies", "NetworkPolicy", True),
     ],
-    "monitoring.coreos.com/v1": [("servicemonitors", "ServiceMonitor", True)],
+    "monitoring.coreos.com/v1": [
+        ("servicemonitors", "ServiceMonitor", True),
+        ("prometheusrules", "PrometheusRule", True),
+    ],
 }
 
 
@@ -250,16 +290,28 @@ class StubApi(BaseHTTPRequestHandler):
         return self.send_json(201, {"kind": kind, "apiVersion": gv, "metadata": meta})
 
 
-def helm_render(chart: Path, user_values: dict, label: str, kubeconfig: Path) -> list[dict] | None:
+def helm_install(chart: Path, user_values: dict, kubeconfig: Path) -> tuple[dict | None, str]:
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump(user_values, f)
         values_path = f.name
     try:
-        result, stderr = run_child(
-            INSTALL_CHILD, str(kubeconfig), str(chart), values_path, env={"HELM_DRIVER": "memory"}
-        )
+        return run_child(INSTALL_CHILD, str(kubeconfig), str(chart), values_path, env={"HELM_DRIVER": "memory"})
     finally:
         os.unlink(values_path)
+
+
+def check_refusal(chart: Path, user_values: dict, label: str, expected: str, kubeconfig: Path) -> None:
+    result, stderr = helm_install(chart, user_values, kubeconfig)
+    name = f"the chart refuses to render [{label}]"
+    if result is None:
+        return report(name, False, f"install did not run:\n{stderr}")
+    if "error" not in result:
+        return report(name, False, "it rendered")
+    report(name, expected in result["error"], result["error"])
+
+
+def helm_render(chart: Path, user_values: dict, label: str, kubeconfig: Path) -> list[dict] | None:
+    result, stderr = helm_install(chart, user_values, kubeconfig)
     if result is None or "error" in result:
         detail = result["error"] if result else f"install did not run:\n{stderr}"
         report(f"helm render (install) [{label}]", False, detail)
@@ -268,7 +320,7 @@ def helm_render(chart: Path, user_values: dict, label: str, kubeconfig: Path) ->
     kinds = ", ".join(sorted(f"{d['kind']}" for d in docs))
     report(f"helm render (install) [{label}]", True, kinds)
     # NOTES.txt must tell the user the webhook URL to give the sender.
-    server = (coalesce(load_yaml(chart / "values.yaml"), user_values).get("config") or {}).get("server") or {}
+    server = effective_config(coalesce(load_yaml(chart / "values.yaml"), user_values)).get("server") or {}
     path = server.get("path", "/callback")
     urls = [l.strip() for l in result["notes"].splitlines() if l.strip().split(" ")[0].endswith(path)]
     report(f"NOTES.txt gives the webhook URL [{label}]", bool(urls), urls[0] if urls else result["notes"])
@@ -283,13 +335,18 @@ def check_manifest(docs: list[dict], values: dict, label: str, everything_on: bo
     by_kind: dict[str, list[dict]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
-    for kind in ("Deployment", "Service", "ConfigMap"):
+    for kind in ("Deployment", "Service"):
         if len(by_kind.get(kind, [])) != 1:
             problems.append(f"expected one {kind}, got {len(by_kind.get(kind, []))}")
+    configs = [d for d in by_kind.get("ConfigMap", []) if "config.yaml" in (d.get("data") or {})]
+    if len(configs) != 1:
+        problems.append(f"expected one ConfigMap with config.yaml, got {len(configs)}")
     if everything_on:
-        for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "Ingress", "NetworkPolicy", "Secret"):
+        for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor", "Ingress", "NetworkPolicy", "Secret", "PrometheusRule"):
             if kind not in by_kind:
                 problems.append(f"'everything on' rendered no {kind}")
+        if not any("callbridge.json" in (d.get("data") or {}) for d in by_kind.get("ConfigMap", [])):
+            problems.append("'everything on' rendered no dashboard ConfigMap")
     if by_kind.get("Deployment"):
         pod = by_kind["Deployment"][0]["spec"]["template"]
         spec = pod["spec"]
@@ -313,10 +370,11 @@ def check_manifest(docs: list[dict], values: dict, label: str, everything_on: bo
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
         if "/etc/callbridge" not in mounts or "/var/lib/callbridge" not in mounts:
             problems.append("config or data volume not mounted")
-        deadline = (values.get("config", {}).get("server") or {}).get("deadline_ms", 8000)
+        server = effective_config(values).get("server") or {}
+        deadline = server.get("deadline_ms", 8000)
         if spec.get("terminationGracePeriodSeconds", 30) <= deadline / 1000:
             problems.append("terminationGracePeriodSeconds does not exceed the deadline")
-        listen = (values.get("config", {}).get("server") or {}).get("listen", "0.0.0.0:8080")
+        listen = server.get("listen", "0.0.0.0:8080")
         if c["ports"][0]["containerPort"] != int(str(listen).rsplit(":", 1)[1]):
             problems.append("containerPort differs from config.server.listen")
     report(f"rendered objects keep the chart's promises [{label}]", not problems, "; ".join(problems))
@@ -364,7 +422,7 @@ def check_compose(repo: Path, binary: Path) -> None:
 
 def check_validate(docs: list[dict], values: dict, label: str, binary: Path, pending: str | None) -> None:
     name = f"callbridge validate on the rendered ConfigMap [{label}]"
-    cms = [d for d in docs if d["kind"] == "ConfigMap"]
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in (d.get("data") or {})]
     if len(cms) != 1 or "config.yaml" not in (cms[0].get("data") or {}):
         return report(name, False, "no ConfigMap with config.yaml")
     text = cms[0]["data"]["config.yaml"]
@@ -381,6 +439,87 @@ def check_validate(docs: list[dict], values: dict, label: str, binary: Path, pen
         env.update({v: f"placeholder-{v.lower()}" for v in unresolved})
         note = f" (placeholders for existingSecret {existing}: {', '.join(unresolved)})"
     run_validate(name, text, env, binary, pending, note)
+
+
+METRIC_RE = re.compile(r"\bcallbridge_[a-z_]+")
+
+
+def registered_metrics(repo: Path) -> set[str]:
+    """Series names src/metrics.rs registers (a histogram also has _bucket, _sum and _count)."""
+    text = (repo / METRICS_SOURCE).read_text()
+    names = set()
+    for m in re.finditer(r'"(callbridge_[a-z_]+)"', text):
+        names.add(m.group(1))
+        if m.group(1).endswith("_seconds"):
+            names.update(m.group(1) + s for s in ("_bucket", "_sum", "_count"))
+    return names
+
+
+def check_metrics(docs: list[dict], repo: Path, label: str) -> None:
+    known = registered_metrics(repo)
+    queried: set[str] = set()
+    for d in docs:
+        if d["kind"] == "PrometheusRule":
+            for g in d["spec"]["groups"]:
+                for r in g["rules"]:
+                    queried.update(METRIC_RE.findall(str(r["expr"])))
+        if d["kind"] == "ConfigMap" and "callbridge.json" in (d.get("data") or {}):
+            try:
+                dash = json.loads(d["data"]["callbridge.json"])
+            except json.JSONDecodeError as e:
+                return report(f"dashboard is JSON [{label}]", False, str(e))
+            exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+            if not exprs:
+                return report(f"dashboard has queries [{label}]", False, "no panel targets")
+            for e in exprs:
+                queried.update(METRIC_RE.findall(e))
+    if not queried:
+        return
+    unknown = sorted(queried - known)
+    report(
+        f"dashboard and alerts query only metrics {METRICS_SOURCE} registers [{label}]",
+        not unknown,
+        f"unknown: {', '.join(unknown)}" if unknown else ", ".join(sorted(queried)),
+    )
+
+
+def check_example_configs(repo: Path, binary: Path) -> None:
+    """Every example config validates; every example values file carries its config verbatim."""
+    configs = sorted((repo / EXAMPLE_CONFIGS).glob("*.yaml"))
+    report(f"{EXAMPLE_CONFIGS} has example configs", bool(configs), f"{len(configs)} files")
+    for cfg in configs:
+        text = cfg.read_text()
+        live = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#"))
+        referenced = sorted({m.group(1) for m in VAR_RE.finditer(live) if not m.group(2)})
+        env = {v: f"placeholder-{v.lower()}" for v in referenced}
+        note = f" (placeholders: {', '.join(referenced)})" if referenced else ""
+        run_validate(f"callbridge validate [{cfg.relative_to(repo)}]", text, env, binary, None, note)
+    for values_file in sorted((repo / EXAMPLE_VALUES).glob("*-values.yaml")):
+        name = values_file.name[: -len("-values.yaml")]
+        cfg = repo / EXAMPLE_CONFIGS / f"{name}.yaml"
+        label = f"{values_file.relative_to(repo)} carries {cfg.relative_to(repo)}"
+        if not cfg.exists():
+            report(label, False, "no such example config")
+            continue
+        same = load_yaml(values_file).get("configOverride") == load_yaml(cfg)
+        report(label, same, "" if same else "configOverride differs from the example config")
+
+
+def check_refusals_and_set_file(chart: Path, repo: Path, kubeconfig: Path) -> None:
+    for label, values, expected in REFUSALS:
+        check_refusal(chart, values, label, expected, kubeconfig)
+    # `--set-file configOverride=FILE` gives the file's text: it must reach the pods verbatim.
+    cfg = repo / EXAMPLE_CONFIGS / "kafka.yaml"
+    if not cfg.exists():
+        return
+    text = cfg.read_text()
+    label = f"configOverride as file text ({cfg.relative_to(repo)})"
+    docs = helm_render(chart, {"configOverride": text}, label, kubeconfig)
+    if docs is None:
+        return
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in (d.get("data") or {})]
+    got = cms[0]["data"]["config.yaml"] if cms else ""
+    report(f"the ConfigMap holds the file verbatim [{label}]", got.strip() == text.strip(), "" if cms else "no ConfigMap")
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -412,7 +551,12 @@ def main() -> int:
         )
     )
     try:
-        cases = [(f"{chart.relative_to(repo)}/values.yaml (defaults)", {}, False, None)]
+        # The defaults carry no sinks: they pass the schema, and the chart refuses to render them
+        # (checked with the other refusals below).
+        label = f"{chart.relative_to(repo)}/values.yaml (defaults)"
+        errs = sorted(jsonschema.Draft7Validator(schema).iter_errors(defaults), key=lambda e: list(e.path))
+        report(f"values.schema.json [{label}]", not errs, "; ".join(e.message for e in errs))
+        cases = []
         for f in files:
             rel = str(f.relative_to(repo)) if f.is_relative_to(repo) else str(f)
             cases.append((rel, load_yaml(f), "everything-on" in f.name, VALIDATE_PENDING.get(rel)))
@@ -430,9 +574,13 @@ def main() -> int:
             if docs is not None:
                 check_manifest(docs, values, label, everything_on)
                 check_validate(docs, values, label, binary, pending)
+                check_metrics(docs, repo, label)
             print(f"     ({label}: {time.monotonic() - started:.1f}s)", flush=True)
+        check_refusals_and_set_file(chart, repo, kubeconfig)
         if (repo / COMPOSE_FILE).exists():
             check_compose(repo, binary)
+        if (repo / EXAMPLE_CONFIGS).exists():
+            check_example_configs(repo, binary)
     finally:
         server.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)

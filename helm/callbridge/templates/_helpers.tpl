@@ -51,25 +51,75 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if and (not .Values.secret.existingSecret) (or .Values.secret.env .Values.secret.generateApiKey) }}true{{- end }}
 {{- end }}
 
-{{/* The container port: the port of config.server.listen (default 8080). */}}
+{{/*
+The effective callbridge configuration, as YAML text. `configOverride`, when set, replaces
+`config` whole (an object, or the text of a config file: `--set-file configOverride=FILE`);
+otherwise `config` is used, which Helm deep-merges with the chart's defaults.
+*/}}
+{{- define "callbridge.configYaml" -}}
+{{- $o := .Values.configOverride }}
+{{- if and $o (kindIs "string" $o) }}
+{{- $parsed := fromYaml $o }}
+{{- if hasKey $parsed "Error" }}
+{{- fail (printf "configOverride is not valid YAML: %v" (get $parsed "Error")) }}
+{{- end }}
+{{- $o }}
+{{- else if $o }}
+{{- toYaml $o }}
+{{- else }}
+{{- toYaml .Values.config }}
+{{- end }}
+{{- end }}
+
+{{/* The effective configuration's `server` block (a dict, possibly empty), as YAML. */}}
+{{- define "callbridge.serverYaml" -}}
+{{- $cfg := fromYaml (include "callbridge.configYaml" .) }}
+{{- toYaml ($cfg.server | default dict) }}
+{{- end }}
+
+{{/* The container port: the port of server.listen (default 8080). */}}
 {{- define "callbridge.port" -}}
-{{- $server := .Values.config.server | default dict }}
+{{- $server := fromYaml (include "callbridge.serverYaml" .) }}
 {{- $listen := $server.listen | default "0.0.0.0:8080" | toString }}
 {{- $port := splitList ":" $listen | last }}
 {{- if not (regexMatch "^[0-9]+$" $port) }}
-{{- fail (printf "config.server.listen must be host:port with a numeric port, got %q" $listen) }}
+{{- fail (printf "config: server.listen must be host:port with a numeric port, got %q" $listen) }}
 {{- end }}
 {{- $port }}
 {{- end }}
 
-{{/* The webhook path given to the sender: config.server.path (default /callback). */}}
+{{/* The webhook path given to the sender: server.path (default /callback). */}}
 {{- define "callbridge.webhookPath" -}}
-{{- $server := .Values.config.server | default dict }}
+{{- $server := fromYaml (include "callbridge.serverYaml" .) }}
 {{- $server.path | default "/callback" }}
 {{- end }}
 
-{{/* config.server.deadline_ms (default 8000). */}}
+{{/* server.deadline_ms (default 8000). */}}
 {{- define "callbridge.deadlineMs" -}}
-{{- $server := .Values.config.server | default dict }}
+{{- $server := fromYaml (include "callbridge.serverYaml" .) }}
 {{- $server.deadline_ms | default 8000 | int }}
+{{- end }}
+
+{{/*
+Refuses configurations that would answer 200 for events that are not kept:
+  - no sink at all (the chart ships none: the brokers are yours to name);
+  - a required file sink on the pod's emptyDir (events vanish with the pod), unless
+    data.existingClaim is set or data.allowEphemeralFileSinks says it is wanted.
+*/}}
+{{- define "callbridge.checkConfig" -}}
+{{- $cfg := fromYaml (include "callbridge.configYaml" .) }}
+{{- $sinks := $cfg.sinks | default list }}
+{{- if not $sinks }}
+{{- fail "config has no sinks: callbridge must be told where events go. Set config.sinks (or configOverride) to your Kafka, RabbitMQ or NATS sinks; ready-made values files: examples/helm/*-values.yaml, see docs/kubernetes.md" }}
+{{- end }}
+{{- if not (or .Values.data.existingClaim .Values.data.allowEphemeralFileSinks) }}
+{{- range $sinks }}
+{{- if and (eq (toString .type) "file") (ne (toString .required) "false") }}
+{{- $path := toString .path }}
+{{- if or (hasPrefix "/var/lib/callbridge" $path) (not (hasPrefix "/" $path)) }}
+{{- fail (printf "sink %q is a required file sink on the pod's emptyDir (%s): its events would vanish with the pod, yet be answered 200. Set data.existingClaim to a PersistentVolumeClaim, make the sink required: false, or set data.allowEphemeralFileSinks: true if that is what you want" (toString .name) $path) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- end }}
