@@ -1081,7 +1081,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_is_valid() {
-        let doc = include_str!("../../docs/rabbitmq.md");
+        let doc = include_str!("../../../docs/rabbitmq.md");
         let yaml = doc
             .split("```yaml\n")
             .nth(1)

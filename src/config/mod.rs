@@ -18,7 +18,7 @@ use crate::template::Template;
 
 /// The embedded default configuration: one `file` sink, the documentation's sample API key.
 /// Embedded so that `cargo run --release` and the installed binary work from any directory.
-pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/default.yaml");
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/default.yaml");
 
 /// The API key printed in the sender's documentation. Accepted only with a loud warning.
 pub const DOCS_SAMPLE_API_KEY: &str = "sk_live_1234567890abcdef";
