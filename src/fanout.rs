@@ -17,6 +17,9 @@ use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::sinks::{Outgoing, Receipt, SinkError, SinkHandle};
 
+/// The reason code of [`SinkOutcome::InProgress`], in answers, logs and metrics.
+pub const IN_PROGRESS: &str = "in_progress";
+
 pub struct Fanout {
     sinks: Vec<SinkHandle>,
     ledger: Ledger,
@@ -37,6 +40,9 @@ pub enum SinkOutcome {
     },
     /// The sink's `events` filter does not want this event.
     Skipped,
+    /// Another delivery of the same event id held the ledger's claim past this delivery's
+    /// deadline: nothing was published, and the sender's retry will find that delivery's receipts.
+    InProgress,
     Failed {
         error: SinkError,
     },
@@ -52,7 +58,10 @@ pub struct SinkReport {
 
 impl SinkReport {
     pub fn is_ok(&self) -> bool {
-        !matches!(self.outcome, SinkOutcome::Failed { .. })
+        !matches!(
+            self.outcome,
+            SinkOutcome::Failed { .. } | SinkOutcome::InProgress
+        )
     }
 }
 
@@ -124,6 +133,12 @@ impl SinkReport {
                 s.duplicate = true;
             }
             SinkOutcome::Skipped => s.skipped = true,
+            SinkOutcome::InProgress => {
+                s.error = Some(SinkErrorBody {
+                    code: IN_PROGRESS,
+                    message: "another delivery of this event is still in progress".into(),
+                })
+            }
             SinkOutcome::Failed { error } => {
                 s.error = Some(SinkErrorBody {
                     code: error.code(),
@@ -172,13 +187,8 @@ impl Fanout {
             Ok(c) => c,
             Err(_) => {
                 for s in wanted {
-                    self.metrics.sink_outcome(&s.name, "in_progress");
-                    reports.push(report(
-                        s,
-                        SinkOutcome::Failed {
-                            error: SinkError::InProgress,
-                        },
-                    ));
+                    self.metrics.sink_outcome(&s.name, IN_PROGRESS);
+                    reports.push(report(s, SinkOutcome::InProgress));
                 }
                 return Delivery { event_id, reports };
             }

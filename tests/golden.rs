@@ -7,8 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use callbridge::config::EventSettings;
-use callbridge::event::normalize;
+use callbridge::event::{normalize, EventSettings};
 use serde_json::Value;
 
 const RECEIVED_AT: &str = "2026-01-01T00:00:00Z";

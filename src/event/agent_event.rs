@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::fields::{type_name, Fields};
+use super::EventSettings;
 use super::{envelope, id, AnalysisSource, CallData, Event, EventKind, Family, InvalidPayload};
-use crate::config::EventSettings;
 
 /// The event types the platform documents.
 pub const KNOWN_EVENT_TYPES: [&str; 6] = [

@@ -284,11 +284,39 @@ impl InvalidPayload {
     }
 }
 
+/// The `event` section of the configuration: what every event's envelope says about its origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// CloudEvents `source` of every event.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// Prefix of the CloudEvents `type` (`<prefix>.call.status.v1`).
+    #[serde(default = "default_type_prefix")]
+    pub type_prefix: String,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            source: default_source(),
+            type_prefix: default_type_prefix(),
+        }
+    }
+}
+
+fn default_source() -> String {
+    "/callbridge".into()
+}
+fn default_type_prefix() -> String {
+    "ai.ringg".into()
+}
+
 /// Builds the envelope around `data`.
 pub(crate) fn envelope(
     id: String,
     data: CallData,
-    settings: &crate::config::EventSettings,
+    settings: &EventSettings,
     time: String,
 ) -> Event {
     Event {
@@ -307,7 +335,7 @@ pub(crate) fn envelope(
 }
 
 /// `<prefix>.call.<kind>.v1`
-pub fn event_type(settings: &crate::config::EventSettings, kind: EventKind) -> String {
+pub fn event_type(settings: &EventSettings, kind: EventKind) -> String {
     format!("{}.call.{}.{}", settings.type_prefix, kind, SCHEMA_VERSION)
 }
 
@@ -359,7 +387,7 @@ impl EventFilter {
 pub fn normalize(
     body: &Value,
     params: BTreeMap<String, String>,
-    settings: &crate::config::EventSettings,
+    settings: &EventSettings,
     time: String,
 ) -> Result<Event, InvalidPayload> {
     let top = body
@@ -394,7 +422,6 @@ pub fn json_schema_pretty() -> String {
 #[cfg(test)]
 pub mod test_support {
     use super::*;
-    use crate::config::EventSettings;
 
     pub fn sample_event() -> Event {
         let body: Value =

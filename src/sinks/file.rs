@@ -8,15 +8,57 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Outgoing, Receipt, Sink, SinkError};
-use crate::config::FileSinkSettings;
+use super::{BuildError, Outgoing, Receipt, Sink, SinkCommon, SinkError, SinkSpec};
+use crate::config::validate::{default_sink_timeout_ms, default_true, Issues};
+
+/// Appends each event as one JSON line and fsyncs before acknowledging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkSettings {
+    pub name: String,
+    #[serde(default = "default_true")]
+    pub required: bool,
+    #[serde(default = "default_sink_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub events: Option<Vec<String>>,
+    /// Relative paths are relative to the working directory.
+    pub path: PathBuf,
+}
+
+#[async_trait]
+impl SinkSpec for FileSinkSettings {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn common(&self) -> SinkCommon<'_> {
+        SinkCommon::new(&self.name, self.required, self.timeout_ms, &self.events)
+    }
+
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        if self.path.as_os_str().is_empty() {
+            issues.error(format!("{path}.path"), "must not be empty");
+        }
+    }
+
+    async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
+        let sink = FileSink::open(self).map_err(|source| BuildError::Io {
+            context: format!("cannot open {}", self.path.display()),
+            source,
+        })?;
+        Ok(Arc::new(sink))
+    }
+}
 
 /// How many lines may wait for the writer; beyond it, publishers wait (back-pressure).
 const QUEUE_DEPTH: usize = 4096;
@@ -34,7 +76,7 @@ pub struct FileSink {
 
 impl FileSink {
     /// Opens (creating parent directories and the file) at startup, so a bad path fails fast.
-    pub fn open(settings: &FileSinkSettings) -> std::io::Result<FileSink> {
+    fn open(settings: &FileSinkSettings) -> std::io::Result<FileSink> {
         let path = &settings.path;
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {

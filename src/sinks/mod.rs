@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::SinkSettings;
+use crate::config::validate::Issues;
 use crate::event::{Event, EventFilter};
 
 /// One event, serialised once and shared by every sink (the bytes are reference-counted).
@@ -138,8 +138,6 @@ pub enum SinkError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    #[error("another delivery of this event is still in progress")]
-    InProgress,
 }
 
 impl SinkError {
@@ -152,7 +150,6 @@ impl SinkError {
             SinkError::QueueFull(_) => "queue_full",
             SinkError::Io { .. } => "io",
             SinkError::Broker { .. } => "broker",
-            SinkError::InProgress => "in_progress",
         }
     }
 
@@ -230,44 +227,103 @@ impl SinkHandle {
     }
 }
 
+/// The fields every sink kind has, whatever its `type`.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkCommon<'a> {
+    pub name: &'a str,
+    pub required: bool,
+    pub timeout_ms: u64,
+    pub events: Option<&'a [String]>,
+}
+
+impl<'a> SinkCommon<'a> {
+    pub fn new(
+        name: &'a str,
+        required: bool,
+        timeout_ms: u64,
+        events: &'a Option<Vec<String>>,
+    ) -> Self {
+        SinkCommon {
+            name,
+            required,
+            timeout_ms,
+            events: events.as_deref(),
+        }
+    }
+}
+
+/// What each sink kind's settings provide, so that validation and startup treat every kind the
+/// same way: the common fields, the kind's own checks, and the one way to build the sink.
+#[async_trait]
+pub trait SinkSpec: Send + Sync {
+    /// The `type` that selects this kind in the configuration.
+    fn kind(&self) -> &'static str;
+
+    fn common(&self) -> SinkCommon<'_>;
+
+    /// Checks what the types cannot express; `path` is the entry's field path (`sinks[2]`).
+    /// Never connects.
+    fn validate(&self, path: &str, issues: &mut Issues);
+
+    /// Builds the sink from validated settings. Only configuration problems fail: a broker that
+    /// is down at startup leaves the sink not ready, and it connects in the background.
+    async fn build(&self) -> Result<Arc<dyn Sink>, BuildError>;
+}
+
+/// Why a sink could not be built: the one error type of every kind's [`SinkSpec::build`].
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A setting that validation refuses too (kept so a bypassed `validate` still fails clearly).
+    #[error("invalid {field}: {message}")]
+    Settings {
+        field: &'static str,
+        message: String,
+    },
+    #[error("invalid {field}")]
+    Template {
+        field: &'static str,
+        #[source]
+        source: crate::template::TemplateError,
+    },
+    /// A local resource the sink needs (a file, a credentials file).
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker refused us for good at startup: credentials, TLS, a misfit topology.
+    #[error("{context}")]
+    Broker {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// A configured sink that could not start, by name: what [`build_all`] reports.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {name} ({kind}) cannot start")]
-pub struct BuildError {
+pub struct SinkStartError {
     pub name: String,
     pub kind: &'static str,
     #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+    pub source: BuildError,
 }
 
-/// Builds every configured sink. Settings are assumed validated.
-pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, BuildError> {
-    let mut out = Vec::with_capacity(settings.len());
-    for s in settings {
-        let c = s.common();
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| BuildError {
+/// Builds every configured sink, in order: one [`SinkSpec::build`] call per entry. Settings
+/// are assumed validated.
+pub async fn build_all<'a>(
+    specs: impl IntoIterator<Item = &'a dyn SinkSpec>,
+) -> Result<Vec<SinkHandle>, SinkStartError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let c = spec.common();
+        let sink = spec.build().await.map_err(|source| SinkStartError {
             name: c.name.to_string(),
-            kind: s.kind(),
+            kind: spec.kind(),
             source,
-        };
-        let sink: Arc<dyn Sink> = match s {
-            SinkSettings::File(f) => {
-                Arc::new(file::FileSink::open(f).map_err(|e| fail(Box::new(e)))?)
-            }
-            SinkSettings::Null(n) => Arc::new(null::NullSink::new(n)),
-            SinkSettings::Nats(n) => Arc::new(
-                nats::NatsSink::connect(n)
-                    .await
-                    .map_err(|e| fail(Box::new(e)))?,
-            ),
-            SinkSettings::Rabbitmq(r) => Arc::new(
-                rabbitmq::RabbitmqSink::start(r)
-                    .await
-                    .map_err(|e| fail(Box::new(e)))?,
-            ),
-            SinkSettings::Kafka(k) => {
-                Arc::new(kafka::KafkaSink::build(k).map_err(|e| fail(Box::new(e)))?)
-            }
-        };
+        })?;
         let filters = c.events.map(|list| {
             list.iter()
                 .filter_map(|f| EventFilter::parse(f).ok())
@@ -275,7 +331,7 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
         });
         out.push(SinkHandle {
             name: c.name.to_string(),
-            kind: s.kind(),
+            kind: spec.kind(),
             required: c.required,
             timeout: Duration::from_millis(c.timeout_ms),
             filters,
@@ -283,6 +339,24 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
         });
     }
     Ok(out)
+}
+
+/// Helpers for the sinks' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use serde::de::DeserializeOwned;
+
+    use super::SinkSpec;
+    use crate::config::validate::Issues;
+
+    /// One sink entry's settings (YAML without `type`) and what its checks found, as if it were
+    /// the first entry of `sinks`. Err: the YAML does not parse (the serde message).
+    pub fn validated<T: DeserializeOwned + SinkSpec>(yaml: &str) -> Result<(T, Issues), String> {
+        let settings: T = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let mut issues = Issues::default();
+        settings.validate("sinks[0]", &mut issues);
+        Ok((settings, issues))
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ pub mod proxy;
 use std::path::Path;
 use std::time::Duration;
 
-use callbridge::config::Settings;
+use callbridge::config::{Env, Settings};
 use callbridge::Application;
 use serde_json::Value;
 
@@ -24,9 +24,10 @@ pub struct TestApp {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Parses a YAML config (no env overrides) or panics with the validation errors.
+/// Parses a YAML config (against an empty environment: no overrides, no `${VAR}` values) or
+/// panics with the validation errors.
 pub fn settings(yaml: &str) -> Settings {
-    match Settings::from_yaml_with_env(yaml, "test", false) {
+    match Settings::from_yaml(yaml, "test", &Env::empty()) {
         Ok((s, _)) => s,
         Err(e) => panic!("test config invalid: {e}"),
     }
