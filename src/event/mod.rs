@@ -5,6 +5,7 @@
 //! The JSON Schema in `docs/schema/call-event.v1.json` is generated from these types.
 
 pub mod agent_event;
+pub mod binding;
 pub mod callback;
 mod fields;
 pub mod id;

@@ -15,77 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::Serialize;
 
 use crate::config::validate::Issues;
+pub use crate::event::binding::Outgoing;
 use crate::event::{Event, EventFilter};
-
-/// One event, serialised once and shared by every sink (the bytes are reference-counted).
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub event: Event,
-    /// The whole event as JSON: CloudEvents structured mode, and the file sink's line.
-    pub structured: Bytes,
-    /// `data` alone as JSON: the payload of CloudEvents binary mode.
-    pub data: Bytes,
-}
-
-impl Outgoing {
-    /// Serialises `data` once and splices it into the structured form: `data` is the bulk of the
-    /// event (transcripts), and the profile showed JSON escaping as the top cost of publishing.
-    pub fn new(event: Event) -> Outgoing {
-        // Serialising plain data structs with string keys cannot fail.
-        let data = serde_json::to_vec(&event.data).unwrap_or_default();
-        let mut structured = serde_json::to_vec(&EnvelopeFields::of(&event)).unwrap_or_default();
-        // `{...}` → `{...,"data":<data>}` — the same bytes serde writes for the whole `Event`,
-        // whose last field is `data` (a test holds the two equal).
-        structured.pop();
-        structured.extend_from_slice(b",\"data\":");
-        structured.extend_from_slice(&data);
-        structured.push(b'}');
-        Outgoing {
-            event,
-            structured: Bytes::from(structured),
-            data: Bytes::from(data),
-        }
-    }
-}
-
-/// Every attribute of [`Event`] but `data`, in the same order and with the same names.
-#[derive(Serialize)]
-struct EnvelopeFields<'a> {
-    specversion: &'a str,
-    id: &'a str,
-    source: &'a str,
-    #[serde(rename = "type")]
-    ty: &'a str,
-    subject: &'a str,
-    time: &'a str,
-    datacontenttype: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    callstatus: Option<&'a str>,
-    partitionkey: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    traceparent: Option<&'a str>,
-}
-
-impl<'a> EnvelopeFields<'a> {
-    fn of(e: &'a Event) -> Self {
-        EnvelopeFields {
-            specversion: &e.specversion,
-            id: &e.id,
-            source: &e.source,
-            ty: &e.ty,
-            subject: &e.subject,
-            time: &e.time,
-            datacontenttype: &e.datacontenttype,
-            callstatus: e.callstatus.as_deref(),
-            partitionkey: &e.partitionkey,
-            traceparent: e.traceparent.as_deref(),
-        }
-    }
-}
 
 /// Proof that a destination stored the event, echoed in the HTTP answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -356,29 +290,5 @@ pub(crate) mod test_support {
         let mut issues = Issues::default();
         settings.validate("sinks[0]", &mut issues);
         Ok((settings, issues))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::test_support::sample_event;
-
-    #[test]
-    fn spliced_structured_form_equals_the_serialised_event() {
-        let mut ev = sample_event();
-        for (callstatus, traceparent) in [
-            (None, None),
-            (
-                Some("ongoing".to_string()),
-                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
-            ),
-        ] {
-            ev.callstatus = callstatus;
-            ev.traceparent = traceparent;
-            let out = Outgoing::new(ev.clone());
-            assert_eq!(out.structured, serde_json::to_vec(&ev).unwrap());
-            assert_eq!(out.data, serde_json::to_vec(&ev.data).unwrap());
-        }
     }
 }

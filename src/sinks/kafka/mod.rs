@@ -35,15 +35,13 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::Producer;
 
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError};
+use crate::event::binding::{Format, Headers, Message};
 use crate::event::Event;
 use crate::template::Template;
 use health::{health_loop, Health};
 use producer::{delivered, enqueue, new_slot, poisons_session, Slot};
 
-pub use settings::{KafkaFormat, KafkaSinkSettings};
-
-/// `content-type` of a structured-mode record (CloudEvents Kafka binding).
-pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
+pub use settings::KafkaSinkSettings;
 
 pub struct KafkaSink {
     inner: Arc<Inner>,
@@ -53,7 +51,7 @@ struct Inner {
     name: String,
     topic: Template,
     key: Template,
-    format: KafkaFormat,
+    format: Format,
     timeout: Duration,
     /// How long a publish waits for room in a full local queue: `message.timeout.ms`, so the
     /// `queue_full` verdict comes before the fan-out's own timeout.
@@ -101,47 +99,25 @@ impl KafkaSink {
     }
 }
 
-impl Inner {
-    fn headers(&self, event: &Event) -> OwnedHeaders {
-        let mut h = OwnedHeaders::new_with_capacity(13);
-        // W3C trace context for consumers' tracing libraries, in both modes.
-        if let Some(t) = &event.traceparent {
-            h = h.insert(Header {
-                key: "traceparent",
-                value: Some(t.as_str()),
-            });
-        }
-        match self.format {
-            KafkaFormat::Structured => h.insert(Header {
-                key: "content-type",
-                value: Some(STRUCTURED_CONTENT_TYPE),
-            }),
-            KafkaFormat::Binary => {
-                let mut attrs: Vec<(&str, &str)> = vec![
-                    ("content-type", &event.datacontenttype),
-                    ("ce_specversion", &event.specversion),
-                    ("ce_id", &event.id),
-                    ("ce_source", &event.source),
-                    ("ce_type", &event.ty),
-                    ("ce_subject", &event.subject),
-                    ("ce_time", &event.time),
-                    ("ce_partitionkey", &event.partitionkey),
-                ];
-                if let Some(s) = &event.callstatus {
-                    attrs.push(("ce_callstatus", s));
-                }
-                if let Some(t) = &event.traceparent {
-                    attrs.push(("ce_traceparent", t));
-                }
-                attrs.into_iter().fold(h, |h, (key, value)| {
-                    h.insert(Header {
-                        key,
-                        value: Some(value),
-                    })
-                })
-            }
-        }
-    }
+/// The record's headers: the W3C `traceparent`, the `content-type`, then (binary mode) every
+/// attribute as a `ce_*` header.
+fn headers(message: &Message<'_>) -> OwnedHeaders {
+    let traceparent = message.traceparent.map(|t| ("traceparent", t));
+    let content_type = message.content_type.map(|c| ("content-type", c));
+    let attributes = message
+        .attributes
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_ref()));
+    traceparent
+        .into_iter()
+        .chain(content_type)
+        .chain(attributes)
+        .fold(OwnedHeaders::new_with_capacity(13), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        })
 }
 
 #[async_trait]
@@ -157,11 +133,9 @@ impl Sink for KafkaSink {
         let ev = &event.event;
         let topic = inner.topic.render(ev);
         let key = inner.key.render(ev);
-        let payload = match inner.format {
-            KafkaFormat::Binary => event.data.clone(),
-            KafkaFormat::Structured => event.structured.clone(),
-        };
-        let headers = inner.headers(ev);
+        let message = Headers::KAFKA.encode(inner.format, event);
+        let headers = headers(&message);
+        let payload = message.payload;
         let slot = inner.usable()?;
         let health = inner.health.clone();
         let queue_timeout = inner.queue_timeout;
@@ -310,8 +284,9 @@ mod tests {
         let sink = KafkaSink::start(&s).unwrap();
         let mut ev = crate::event::test_support::sample_event();
         ev.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
-        let h = sink.inner.headers(&ev);
-        use rdkafka::message::Headers;
+        let out = Outgoing::new(ev.clone());
+        let h = headers(&Headers::KAFKA.encode(sink.inner.format, &out));
+        use rdkafka::message::Headers as _;
         let got: Vec<(String, String)> = h
             .iter()
             .map(|h| {

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::KafkaSink;
 use crate::config::validate::{check_template, default_sink_timeout_ms, default_true, Issues};
+use crate::event::binding::Format;
 use crate::sinks::{BuildError, Sink, SinkCommon, SinkSpec};
 
 /// Settings of one `type: kafka` sink.
@@ -41,26 +42,15 @@ pub struct KafkaSinkSettings {
     /// consumers see a call's statuses in order.
     #[serde(default = "default_key")]
     pub key: String,
-    /// CloudEvents binding mode of the record.
+    /// CloudEvents mode of the record: `binary` (value = `data`, attributes as `ce_*` headers,
+    /// so consumers route on headers without parsing the value) or `structured`.
     #[serde(default)]
-    pub format: KafkaFormat,
+    pub format: Format,
     /// Raw librdkafka properties (SASL, TLS, compression, tuning), applied over our defaults.
     /// Values may come from `${ENV}` and are treated as secrets (never logged or printed).
     /// Dotted keys may be written flat (`"sasl.username": x`) or nested (`sasl: {username: x}`).
     #[serde(default, deserialize_with = "de_librdkafka")]
     pub librdkafka: BTreeMap<String, SecretString>,
-}
-
-/// How the event is laid out in the record (CloudEvents Kafka protocol binding).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KafkaFormat {
-    /// Value = `data` JSON; attributes as `ce_*` headers. Lets consumers route on headers without
-    /// parsing the value.
-    #[default]
-    Binary,
-    /// Value = the whole event JSON.
-    Structured,
 }
 
 fn default_key() -> String {
@@ -284,7 +274,7 @@ mod tests {
         let (k, _) = load("{name: k, brokers: \"a:9092, b:9092\", topic: calls}").expect("loads");
         assert_eq!(k.brokers, ["a:9092", "b:9092"]);
         assert_eq!(k.key, "{call_id}");
-        assert_eq!(k.format, KafkaFormat::Binary);
+        assert_eq!(k.format, Format::Binary);
         assert!(k.required);
         assert_eq!(k.timeout_ms, 5000);
         let c = k.client_config();

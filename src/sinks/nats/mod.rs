@@ -30,8 +30,6 @@ mod settings;
 mod stream;
 mod subject;
 
-use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,78 +43,29 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError};
+use crate::event::binding::{Format, Headers};
 use crate::event::Event;
 use stream::EnsureError;
 
 pub use settings::{
-    EnsureStreamSettings, JetStreamSettings, NatsFormat, NatsSinkSettings, NatsStorage,
-    NatsTlsSettings,
+    EnsureStreamSettings, JetStreamSettings, NatsSinkSettings, NatsStorage, NatsTlsSettings,
 };
 pub use subject::{filter_covers, sanitize_token, SubjectTemplate};
 
-// ---------------------------------------------------------------------------------------------
-// CloudEvents NATS binding
-// ---------------------------------------------------------------------------------------------
-
-/// Percent-encodes a header value as the CloudEvents NATS (and HTTP) binding asks: space, `"`,
-/// `%`, and every byte outside printable ASCII (each UTF-8 byte of a non-ASCII character) become
-/// `%XX`; everything else is kept.
-pub fn percent_encode(value: &str) -> Cow<'_, str> {
-    let keep = |b: u8| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%';
-    if value.bytes().all(keep) {
-        return Cow::Borrowed(value);
-    }
-    let mut out = String::with_capacity(value.len() + 8);
-    for b in value.bytes() {
-        if keep(b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    Cow::Owned(out)
-}
-
-/// Every CloudEvents attribute of the event, by name, in the order of the structured form.
-pub fn ce_attributes(ev: &Event) -> Vec<(&'static str, &str)> {
-    let mut a = vec![
-        ("specversion", ev.specversion.as_str()),
-        ("id", ev.id.as_str()),
-        ("source", ev.source.as_str()),
-        ("type", ev.ty.as_str()),
-        ("subject", ev.subject.as_str()),
-        ("time", ev.time.as_str()),
-        ("datacontenttype", ev.datacontenttype.as_str()),
-    ];
-    if let Some(s) = &ev.callstatus {
-        a.push(("callstatus", s.as_str()));
-    }
-    a.push(("partitionkey", ev.partitionkey.as_str()));
-    if let Some(t) = &ev.traceparent {
-        a.push(("traceparent", t.as_str()));
-    }
-    a
-}
-
 /// The headers and payload of one event in the configured mode (without the JetStream headers).
-pub fn encode(format: NatsFormat, out: &Outgoing) -> (HeaderMap, Bytes) {
+pub fn encode(format: Format, out: &Outgoing) -> (HeaderMap, Bytes) {
+    let message = Headers::NATS.encode(format, out);
     let mut headers = HeaderMap::new();
-    // W3C trace context for consumers' tracing libraries, in both modes.
-    if let Some(t) = &out.event.traceparent {
-        headers.insert("traceparent", t.as_str());
+    if let Some(t) = message.traceparent {
+        headers.insert("traceparent", t);
     }
-    match format {
-        NatsFormat::Binary => {
-            for (name, value) in ce_attributes(&out.event) {
-                headers.insert(format!("ce-{name}"), percent_encode(value).into_owned());
-            }
-            (headers, out.data.clone())
-        }
-        NatsFormat::Structured => {
-            headers.insert("Content-Type", "application/cloudevents+json");
-            (headers, out.structured.clone())
-        }
+    if let Some(c) = message.content_type {
+        headers.insert("Content-Type", c);
     }
+    for (name, value) in message.attributes {
+        headers.insert(name, value.into_owned());
+    }
+    (headers, message.payload)
 }
 
 struct Inner {
@@ -140,7 +89,7 @@ struct Inner {
 pub struct NatsSink {
     inner: Arc<Inner>,
     subject: SubjectTemplate,
-    format: NatsFormat,
+    format: Format,
     checker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -374,28 +323,8 @@ impl Drop for NatsSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::binding::percent_encode;
     use crate::event::test_support::sample_event;
-
-    #[test]
-    fn percent_encoding_follows_the_binding() {
-        assert_eq!(percent_encode("plain-Value_1.2:3/x"), "plain-Value_1.2:3/x");
-        assert!(matches!(percent_encode("abc"), Cow::Borrowed(_)));
-        assert_eq!(percent_encode("a b"), "a%20b");
-        assert_eq!(percent_encode("say \"hi\""), "say%20%22hi%22");
-        assert_eq!(percent_encode("100%"), "100%25");
-        assert_eq!(percent_encode("tab\there"), "tab%09here");
-        assert_eq!(percent_encode("line\r\nbreak"), "line%0D%0Abreak");
-        assert_eq!(percent_encode("\u{7f}"), "%7F");
-        // Non-ASCII: each UTF-8 byte.
-        assert_eq!(percent_encode("é"), "%C3%A9");
-        assert_eq!(percent_encode("Euro €"), "Euro%20%E2%82%AC");
-        // Printable ASCII other than '"' and '%' stays.
-        let printable: String = (0x21u8..=0x7e)
-            .filter(|b| *b != b'"' && *b != b'%')
-            .map(char::from)
-            .collect();
-        assert_eq!(percent_encode(&printable), printable);
-    }
 
     #[test]
     fn binary_mode_has_a_header_for_every_attribute() {
@@ -403,7 +332,7 @@ mod tests {
         ev.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
         ev.source = "/call bridge".into();
         let out = Outgoing::new(ev);
-        let (headers, payload) = encode(NatsFormat::Binary, &out);
+        let (headers, payload) = encode(Format::Binary, &out);
         assert_eq!(payload, out.data);
         let structured: serde_json::Value = serde_json::from_slice(&out.structured).unwrap();
         let obj = structured.as_object().unwrap();
@@ -427,7 +356,7 @@ mod tests {
     #[test]
     fn structured_mode_carries_the_whole_event() {
         let out = Outgoing::new(sample_event());
-        let (headers, payload) = encode(NatsFormat::Structured, &out);
+        let (headers, payload) = encode(Format::Structured, &out);
         assert_eq!(payload, out.structured);
         assert_eq!(
             headers.get("Content-Type").unwrap().as_str(),

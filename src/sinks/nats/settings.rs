@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::subject::{check_filter, filter_covers, SubjectTemplate};
 use super::NatsSink;
 use crate::config::validate::{check_template, default_sink_timeout_ms, default_true, Issues};
+use crate::event::binding::Format;
 use crate::sinks::{BuildError, Sink, SinkCommon, SinkSpec};
 use crate::template::Template;
 
@@ -36,7 +37,7 @@ pub struct NatsSinkSettings {
     /// CloudEvents NATS binding mode: `binary` (attributes as `ce-*` headers, payload = `data`)
     /// or `structured` (payload = the whole event).
     #[serde(default)]
-    pub format: NatsFormat,
+    pub format: Format,
     /// Username/password authentication (both or neither).
     #[serde(default)]
     pub user: Option<String>,
@@ -59,14 +60,6 @@ pub struct NatsSinkSettings {
     /// queueing without bound. Bounds the client's memory under a slow or stuck server.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum NatsFormat {
-    #[default]
-    Binary,
-    Structured,
 }
 
 /// TLS towards the server. A `tls://` URL enables TLS too.

@@ -40,12 +40,11 @@ use lapin::options::BasicPublishOptions;
 use lapin::publisher_confirm::Confirmation;
 use secrecy::ExposeSecret;
 
-pub use message::{APP_ID, HEADER_PREFIX, STRUCTURED_CONTENT_TYPE};
-pub use settings::{
-    ExchangeDeclare, ExchangeType, QueueBinding, RabbitmqFormat, RabbitmqSinkSettings,
-};
+pub use message::APP_ID;
+pub use settings::{ExchangeDeclare, ExchangeType, QueueBinding, RabbitmqSinkSettings};
 
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError};
+use crate::event::binding::Format;
 use crate::template::Template;
 use settings::SHORTSTR_MAX;
 use supervisor::{Shared, Topology};
@@ -56,7 +55,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RabbitmqSink {
     exchange: String,
     routing: Template,
-    format: RabbitmqFormat,
+    format: Format,
     timeout: Duration,
     shared: Arc<Shared>,
 }

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::{RabbitmqSink, CONNECT_TIMEOUT};
 use crate::config::validate::{check_template, default_sink_timeout_ms, default_true, Issues};
+use crate::event::binding::Format;
 use crate::sinks::{BuildError, Sink, SinkCommon, SinkSpec};
 
 /// Heartbeat asked for when the URL does not say: a silently dead peer (no RST) is noticed
@@ -46,8 +47,10 @@ pub struct RabbitmqSinkSettings {
     /// Routing key template, e.g. `calls.{kind}.{status}`, so consumers can bind to the subset
     /// they need (`calls.status.*`, `calls.analysis.#`).
     pub routing_key: String,
+    /// CloudEvents mode: `binary` (body = `data`, attributes as `cloudEvents_*` headers, so
+    /// consumers that only want the call record read the body as is) or `structured`.
     #[serde(default)]
-    pub format: RabbitmqFormat,
+    pub format: Format,
     /// Declare the exchange at every (re)connect. Without it the exchange must already exist
     /// (checked at connect; the sink stays not ready until it does).
     #[serde(default)]
@@ -60,18 +63,6 @@ pub struct RabbitmqSinkSettings {
     /// module documentation). More requests wait for a free channel within their timeout.
     #[serde(default = "default_channels")]
     pub channels: usize,
-}
-
-/// How the event is laid out in the message (CloudEvents AMQP binding modes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RabbitmqFormat {
-    /// Body = `data` (JSON); attributes as `cloudEvents_*` headers. Consumers that only want
-    /// the call record read the body as is.
-    #[default]
-    Binary,
-    /// Body = the whole event as JSON (`application/cloudevents+json`).
-    Structured,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -302,7 +293,7 @@ mod tests {
     #[test]
     fn minimal_config_takes_defaults() {
         let r = load("{name: mq, url: \"amqp://u:p@127.0.0.1:5672/%2f\", exchange: calls, routing_key: \"calls.{kind}.{status}\"}").unwrap();
-        assert_eq!(r.format, RabbitmqFormat::Binary);
+        assert_eq!(r.format, Format::Binary);
         assert!(r.required);
         assert_eq!(r.timeout_ms, 5000);
         assert_eq!(r.channels, 32);
