@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use serde::Serialize;
 use tracing::Instrument;
 
 use crate::event::Event;
@@ -85,68 +84,6 @@ impl Delivery {
             .filter(|r| r.required && !r.is_ok())
             .map(|r| r.name.as_str())
             .collect()
-    }
-}
-
-/// The per-sink entry of the HTTP answer.
-#[derive(Debug, Serialize)]
-pub struct SinkStatus<'a> {
-    pub ok: bool,
-    pub required: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<&'a Receipt>,
-    /// Set when the receipt comes from an earlier delivery of the same event.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub duplicate: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub skipped: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<SinkErrorBody>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SinkErrorBody {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl SinkReport {
-    pub fn status(&self) -> SinkStatus<'_> {
-        let mut s = SinkStatus {
-            ok: self.is_ok(),
-            required: self.required,
-            receipt: None,
-            duplicate: false,
-            skipped: false,
-            latency_ms: None,
-            error: None,
-        };
-        match &self.outcome {
-            SinkOutcome::Acked { receipt, latency } => {
-                s.receipt = Some(receipt);
-                s.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
-            }
-            SinkOutcome::AlreadyAcked { receipt } => {
-                s.receipt = Some(receipt);
-                s.duplicate = true;
-            }
-            SinkOutcome::Skipped => s.skipped = true,
-            SinkOutcome::InProgress => {
-                s.error = Some(SinkErrorBody {
-                    code: IN_PROGRESS,
-                    message: "another delivery of this event is still in progress".into(),
-                })
-            }
-            SinkOutcome::Failed { error } => {
-                s.error = Some(SinkErrorBody {
-                    code: error.code(),
-                    message: error.detail(),
-                })
-            }
-        }
-        s
     }
 }
 
