@@ -1,22 +1,9 @@
 //! The binary: validate, send-test, schema, and a graceful SIGTERM with requests in flight.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
-use serde_json::Value;
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_callbridge"));
-    // run from elsewhere: the binary must not depend on the working directory
-    c.current_dir(std::env::temp_dir());
-    c.env_remove("CALLBRIDGE_CONFIG");
-    c
-}
+use crate::common::*;
 
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
@@ -208,35 +195,8 @@ async fn sigterm_lets_in_flight_requests_finish() {
             path.display()
         ))
     );
-    let cfg = write(dir.path(), "cfg.yaml", &yaml);
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sent {
-                continue; // keep draining so the child never blocks on a full pipe
-            }
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "listening" {
-                    let addr = v["addr"].as_str().unwrap_or_default().to_string();
-                    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-                    let _ = port_tx.send(port);
-                    sent = true;
-                }
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("bridge started");
-    let base = format!("http://127.0.0.1:{port}");
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let base = bridge.base();
     let client = reqwest::Client::new();
 
     let posts: Vec<_> = (0..4)
@@ -274,17 +234,11 @@ async fn sigterm_lets_in_flight_requests_finish() {
         }
     })
     .await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    bridge.terminate();
     for p in posts {
         assert_eq!(p.await.unwrap(), 200, "in-flight request answered 200");
     }
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, _) = bridge.wait().await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(read_lines(&path).len(), 4);
 }

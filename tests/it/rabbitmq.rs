@@ -3,15 +3,14 @@
 //! topology at the end. Outages go through an in-test TCP proxy; the shared broker is never
 //! stopped.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::proxy::TcpProxy;
-use common::{
-    config_with_sinks, eventually, fixture, spawn, status_payload, unique, TestApp, TRACEPARENT,
+use crate::common::proxy::TcpProxy;
+use crate::common::{
+    config_with_sinks, eventually, fixture, read_lines, spawn, status_payload, unique, TestApp,
+    TRACEPARENT,
 };
 use lapin::message::BasicGetMessage;
 use lapin::options::{
@@ -344,7 +343,7 @@ async fn a_redelivery_after_a_broker_outage_publishes_only_to_the_sink_that_fail
     assert_eq!(first.status, 503, "{}", first.body);
     assert_eq!(first.body["sinks"]["archive"]["ok"], true);
     assert_eq!(first.body["sinks"][SINK]["ok"], false);
-    assert_eq!(common::read_lines(&file).len(), 1);
+    assert_eq!(read_lines(&file).len(), 1);
 
     proxy.restore();
     await_ready(&app, true).await;
@@ -362,7 +361,7 @@ async fn a_redelivery_after_a_broker_outage_publishes_only_to_the_sink_that_fail
         retry.body
     );
     assert_eq!(
-        common::read_lines(&file).len(),
+        read_lines(&file).len(),
         1,
         "the file sink was not written again"
     );

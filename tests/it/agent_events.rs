@@ -1,8 +1,6 @@
 //! The second webhook family (agent event subscriptions) over HTTP, into the same event stream.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn agent_event(name: &str, call_id: &str) -> Value {

@@ -1,8 +1,6 @@
 //! Ingest over HTTP: auth, content types, limits, the bad-input corpus, JSON errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

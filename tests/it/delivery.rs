@@ -1,19 +1,17 @@
 //! Delivery semantics: 200 only when every required sink acked, 503 + Retry-After otherwise,
 //! retries only where needed, one publish per event id.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use async_trait::async_trait;
 use callbridge::event::{normalize, Event};
 use callbridge::fanout::{Fanout, SinkOutcome};
 use callbridge::ledger::Ledger;
 use callbridge::metrics::Metrics;
 use callbridge::sinks::{Outgoing, Receipt, Sink, SinkError, SinkHandle};
-use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_required_sink_is_503_with_retry_after_well_inside_the_deadline() {

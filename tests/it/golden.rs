@@ -2,7 +2,7 @@
 //!
 //! `*.payload.json` is what the sender posts, `*.event.json` the event we must emit for it
 //! (received at a fixed time, with the query string in `*.query` if present). After an
-//! intentional change, regenerate with `BLESS=1 cargo test --test golden` and review the diff.
+//! intentional change, regenerate with `BLESS=1 cargo test --test it golden` and review the diff.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,14 +3,12 @@
 //! Broker: `CALLBRIDGE_TEST_KAFKA` (host:port, set by `scripts/test`) or, when unset, a private
 //! tansu from `~/.cargo/bin` on a free port, stopped when this test binary exits.
 
-mod common;
-
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{Consumer, StreamConsumer};

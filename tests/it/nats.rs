@@ -3,13 +3,12 @@
 //! Every test uses its own stream and subject prefix (`common::unique`), reads what arrived back
 //! with a JetStream consumer (or a core subscriber), and deletes its stream at the end.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common;
+use crate::common::proxy::TcpProxy;
 use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
-use common::proxy::TcpProxy;
 use futures::StreamExt;
 use serde_json::Value;
 

@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests: spawn the app on port 0, post webhooks, read files.
-#![allow(dead_code)]
 
+pub mod bridge;
 pub mod proxy;
+
+pub use bridge::{bin, Bridge};
 
 use std::path::Path;
 use std::time::Duration;
@@ -17,7 +19,6 @@ pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90
 pub const KEY: &str = "test-key-1";
 
 pub struct TestApp {
-    pub port: u16,
     pub base: String,
     pub client: reqwest::Client,
     pub handle: actix_web::dev::ServerHandle,
@@ -72,7 +73,6 @@ pub async fn spawn_settings(mut s: Settings) -> TestApp {
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
-        port,
         base: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
