@@ -1,14 +1,22 @@
 //! The binary: validate, send-test, schema, and a graceful SIGTERM with requests in flight.
 
 use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use crate::common::*;
 
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+/// Runs `callbridge validate` on `yaml` (written to a file) with `envs`.
+fn validate(yaml: &str, envs: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("callbridge.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    bin()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -25,27 +33,17 @@ fn validate_accepts_the_embedded_default_and_a_good_file() {
         "warns about the docs' key: {stderr}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "ok.yaml",
+    let out = validate(
         &config_with_sinks("  - {name: a, type: file, path: /tmp/x.jsonl}\n"),
+        &[],
     );
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
 #[test]
 fn validate_names_every_error_by_field_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "bad.yaml",
+    let out = validate(
         r#"
 server: {deadline_ms: 12000, listen: "nowhere"}
 auth: {api_keys: {keys: []}}
@@ -53,12 +51,8 @@ sinks:
   - {name: a, type: file, path: /tmp/x, events: [call.everything]}
   - {name: a, type: file, path: /tmp/y}
 "#,
+        &[],
     );
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for path in [
@@ -71,16 +65,10 @@ sinks:
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
     }
 
-    let cfg = write(
-        dir.path(),
-        "typo.yaml",
+    let out = validate(
         "auth: {mode: none}\nsinks:\n  - {name: a, type: file, path: /tmp/x}\n  - {name: b, type: file, pth: /tmp/y}\n",
+        &[],
     );
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -97,12 +85,9 @@ fn the_readme_config_example_validates() {
     let section = &readme[readme.find("## Configuration").expect("section")..];
     let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
     let yaml = &section[start..start + section[start..].find("```").unwrap()];
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "readme.yaml", yaml);
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .envs([
+    let out = validate(
+        yaml,
+        &[
             ("CALLBRIDGE_API_KEY", "k"),
             ("CALLBRIDGE_BEARER_TOKEN", "t"),
             ("KAFKA_BROKERS", "kafka:9092"),
@@ -110,9 +95,8 @@ fn the_readme_config_example_validates() {
             ("KAFKA_PASSWORD", "p"),
             ("RABBITMQ_USER", "u"),
             ("RABBITMQ_PASSWORD", "p"),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "README example: {}",
@@ -131,28 +115,29 @@ fn schema_prints_the_committed_schema() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
 
+/// Runs `callbridge send-test` with `args`, off the async runtime (it blocks until answered).
+async fn send_test(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || bin().arg("send-test").args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_test_posts_the_sample_payload_like_the_sender() {
     let (app, path, _dir) = spawn_archive().await;
     let url = format!("{}/callback", app.base);
-    let out = tokio::task::spawn_blocking(move || {
-        bin()
-            .args([
-                "send-test",
-                "--url",
-                &url,
-                "--api-key",
-                KEY,
-                "--kind",
-                "analysis",
-                "--call-id",
-                "st-1",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = send_test(&[
+        "--url",
+        &url,
+        "--api-key",
+        KEY,
+        "--kind",
+        "analysis",
+        "--call-id",
+        "st-1",
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -164,15 +149,7 @@ async fn send_test_posts_the_sample_payload_like_the_sender() {
     assert_eq!(lines[0]["subject"], "st-1");
     assert_eq!(lines[0]["data"]["kind"], "analysis");
 
-    let url = format!("{}/callback", app.base);
-    let out = tokio::task::spawn_blocking(move || {
-        bin()
-            .args(["send-test", "--url", &url, "--api-key", "wrong"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = send_test(&["--url", &url, "--api-key", "wrong"]).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -191,8 +168,8 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let yaml = format!(
         "log: {{format: json}}\n{}",
         config_with_sinks(&format!(
-            "  - {{name: slow, type: null, latency_ms: 1500}}\n  - {{name: archive, type: file, path: \"{}\"}}\n",
-            path.display()
+            "  - {{name: slow, type: null, latency_ms: 1500}}\n{}",
+            file_sink("archive", &path, "")
         ))
     );
     let bridge = Bridge::start(dir.path(), &yaml, &[]);

@@ -68,8 +68,8 @@ async fn spans_reach_the_collector_and_the_trace_continues_into_the_event() {
     let yaml = format!(
         "log: {{format: json}}\ntraces: {{enabled: true, endpoint: \"{endpoint}\"}}\n{}",
         config_with_sinks(&format!(
-            "  - {{name: archive, type: file, path: \"{}\"}}\n  - {{name: fast, type: null}}\n",
-            path.display()
+            "{}  - {{name: fast, type: null}}\n",
+            file_sink("archive", &path, "")
         ))
     );
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
@@ -146,10 +146,10 @@ async fn metrics_match_known_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n\
+        "{}\
          \x20 - {{name: broken, type: file, path: /dev/full, required: false}}\n\
          \x20 - {{name: analyses, type: null, events: [call.analysis]}}\n",
-        path.display()
+        file_sink("archive", &path, "")
     )))
     .await;
     let a = status_payload(&unique("m"), "completed");
