@@ -473,6 +473,7 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    use super::validate::assert_paths;
     use super::*;
 
     const MINIMAL: &str = r#"
@@ -541,19 +542,17 @@ sinks:
   - {name: a, type: file, path: /tmp/y, timeout_ms: 0}
 "#,
         );
-        for expected in [
-            "server.deadline_ms",
-            "server.path",
-            "auth.api_keys.keys",
-            "sinks[0].events[0]",
-            "sinks[1].name",
-            "sinks[1].timeout_ms",
-        ] {
-            assert!(
-                errs.iter().any(|e| e.starts_with(&format!("{expected}:"))),
-                "missing {expected} in {errs:?}"
-            );
-        }
+        assert_paths(
+            &errs,
+            &[
+                "server.deadline_ms",
+                "server.path",
+                "auth.api_keys.keys",
+                "sinks[0].events[0]",
+                "sinks[1].name",
+                "sinks[1].timeout_ms",
+            ],
+        );
     }
 
     #[test]

@@ -60,3 +60,14 @@ pub fn default_true() -> bool {
 pub fn default_sink_timeout_ms() -> u64 {
     5000
 }
+
+/// Asserts that every field path in `paths` has an error among `errors` (each `path: message`).
+#[cfg(test)]
+pub fn assert_paths(errors: &[String], paths: &[&str]) {
+    for path in paths {
+        assert!(
+            errors.iter().any(|e| e.starts_with(&format!("{path}:"))),
+            "missing {path} in {errors:?}"
+        );
+    }
+}

@@ -83,9 +83,7 @@ pub fn normalize_agent_event(
     settings: &EventSettings,
     time: String,
 ) -> Result<Event, InvalidPayload> {
-    let map = body
-        .as_object()
-        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))?;
+    let map = super::as_object(body)?;
     let f = Fields::new(map, "");
     let event_type = match map.get("event_type") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),

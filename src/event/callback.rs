@@ -38,9 +38,7 @@ pub fn normalize_callback(
     settings: &EventSettings,
     time: String,
 ) -> Result<Event, InvalidPayload> {
-    let top = body
-        .as_object()
-        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))?;
+    let top = super::as_object(body)?;
 
     match top.get("status") {
         Some(Value::String(s)) if s == "success" => {}

@@ -383,6 +383,12 @@ impl EventFilter {
     }
 }
 
+/// The body as a JSON object: both webhook families send one.
+pub(crate) fn as_object(body: &Value) -> Result<&Map<String, Value>, InvalidPayload> {
+    body.as_object()
+        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))
+}
+
 /// Turns any supported webhook payload into the canonical event. The payload's shape decides
 /// the family.
 pub fn normalize(
@@ -391,9 +397,7 @@ pub fn normalize(
     settings: &EventSettings,
     time: String,
 ) -> Result<Event, InvalidPayload> {
-    let top = body
-        .as_object()
-        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))?;
+    let top = as_object(body)?;
     if top.contains_key("event_type") {
         normalize_agent_event(body, params, settings, time)
     } else if top.contains_key("status") || top.contains_key("data") {

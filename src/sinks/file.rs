@@ -14,37 +14,22 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{BuildError, Outgoing, Receipt, Sink, SinkCommon, SinkError, SinkSpec};
-use crate::config::validate::{default_sink_timeout_ms, default_true, Issues};
+use super::{BuildError, Outgoing, Receipt, Sink, SinkError, SinkSpec};
+use crate::config::validate::Issues;
 
-/// Appends each event as one JSON line and fsyncs before acknowledging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkSettings {
-    pub name: String,
-    #[serde(default = "default_true")]
-    pub required: bool,
-    #[serde(default = "default_sink_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// Relative paths are relative to the working directory.
-    pub path: PathBuf,
+sink_settings! {
+    "file",
+    /// Appends each event as one JSON line and fsyncs before acknowledging.
+    pub struct FileSinkSettings {
+        /// Relative paths are relative to the working directory.
+        pub path: PathBuf,
+    }
 }
 
 #[async_trait]
 impl SinkSpec for FileSinkSettings {
-    fn kind(&self) -> &'static str {
-        "file"
-    }
-
-    fn common(&self) -> SinkCommon<'_> {
-        SinkCommon::new(&self.name, self.required, self.timeout_ms, &self.events)
-    }
-
     fn validate(&self, path: &str, issues: &mut Issues) {
         if self.path.as_os_str().is_empty() {
             issues.error(format!("{path}.path"), "must not be empty");

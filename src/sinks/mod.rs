@@ -5,6 +5,55 @@
 //! the delivery report with acks=all; RabbitMQ: a publisher confirm with no `basic.return`;
 //! JetStream: the PubAck). Anything else is a [`SinkError`], and the fan-out turns it into a 503.
 
+/// Declares a sink kind's settings struct: the fields every kind has (`name`, `required`,
+/// `timeout_ms`, `events`), written here once with their defaults, then the kind's own fields;
+/// and implements [`CommonFields`] for it. The common fields cannot be a struct of their own
+/// flattened into each kind: serde does not refuse unknown keys (`deny_unknown_fields`) through
+/// `flatten`, and a typo in a sink's keys must be an error naming it.
+macro_rules! sink_settings {
+    (
+        $kind:literal,
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($fields:tt)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The sink's name in answers, metrics and logs: letters, digits, `-` and `_`.
+            pub name: String,
+            /// A failed required sink fails the webhook (503); an optional one is only reported.
+            #[serde(default = "crate::config::validate::default_true")]
+            pub required: bool,
+            /// How long a publish may wait for the destination's confirmation.
+            #[serde(default = "crate::config::validate::default_sink_timeout_ms")]
+            pub timeout_ms: u64,
+            /// Which events this sink wants (`call.status`, `call.analysis.completed`, ...);
+            /// every event when absent.
+            #[serde(default)]
+            pub events: Option<Vec<String>>,
+            $($fields)*
+        }
+
+        impl $crate::sinks::CommonFields for $name {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn common(&self) -> $crate::sinks::SinkCommon<'_> {
+                $crate::sinks::SinkCommon {
+                    name: &self.name,
+                    required: self.required,
+                    timeout_ms: self.timeout_ms,
+                    events: self.events.as_deref(),
+                }
+            }
+        }
+    };
+}
+
 pub mod file;
 pub mod kafka;
 pub mod nats;
@@ -170,31 +219,18 @@ pub struct SinkCommon<'a> {
     pub events: Option<&'a [String]>,
 }
 
-impl<'a> SinkCommon<'a> {
-    pub fn new(
-        name: &'a str,
-        required: bool,
-        timeout_ms: u64,
-        events: &'a Option<Vec<String>>,
-    ) -> Self {
-        SinkCommon {
-            name,
-            required,
-            timeout_ms,
-            events: events.as_deref(),
-        }
-    }
+/// The fields every sink kind has, and its `type` (implemented by `sink_settings!`).
+pub trait CommonFields {
+    /// The `type` that selects this kind in the configuration.
+    fn kind(&self) -> &'static str;
+
+    fn common(&self) -> SinkCommon<'_>;
 }
 
 /// What each sink kind's settings provide, so that validation and startup treat every kind the
 /// same way: the common fields, the kind's own checks, and the one way to build the sink.
 #[async_trait]
-pub trait SinkSpec: Send + Sync {
-    /// The `type` that selects this kind in the configuration.
-    fn kind(&self) -> &'static str;
-
-    fn common(&self) -> SinkCommon<'_>;
-
+pub trait SinkSpec: CommonFields + Send + Sync {
     /// Checks what the types cannot express; `path` is the entry's field path (`sinks[2]`).
     /// Never connects.
     fn validate(&self, path: &str, issues: &mut Issues);

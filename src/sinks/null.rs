@@ -5,38 +5,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
 
-use super::{BuildError, Outgoing, Receipt, Sink, SinkCommon, SinkError, SinkSpec};
-use crate::config::validate::{default_sink_timeout_ms, default_true, Issues};
+use super::{BuildError, Outgoing, Receipt, Sink, SinkError, SinkSpec};
+use crate::config::validate::Issues;
 
-/// Acknowledges at once (after `latency_ms`) without storing anything: the ceiling of the
-/// bridge's own code path in benchmarks, and a slow sink in drills.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NullSinkSettings {
-    pub name: String,
-    #[serde(default = "default_true")]
-    pub required: bool,
-    #[serde(default = "default_sink_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// Simulated broker latency.
-    #[serde(default)]
-    pub latency_ms: u64,
+sink_settings! {
+    "null",
+    /// Acknowledges at once (after `latency_ms`) without storing anything: the ceiling of the
+    /// bridge's own code path in benchmarks, and a slow sink in drills.
+    pub struct NullSinkSettings {
+        /// Simulated broker latency.
+        #[serde(default)]
+        pub latency_ms: u64,
+    }
 }
 
 #[async_trait]
 impl SinkSpec for NullSinkSettings {
-    fn kind(&self) -> &'static str {
-        "null"
-    }
-
-    fn common(&self) -> SinkCommon<'_> {
-        SinkCommon::new(&self.name, self.required, self.timeout_ms, &self.events)
-    }
-
     fn validate(&self, path: &str, issues: &mut Issues) {
         issues.warn(
             path,

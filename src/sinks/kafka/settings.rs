@@ -13,44 +13,35 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::KafkaSink;
-use crate::config::validate::{check_template, default_sink_timeout_ms, default_true, Issues};
+use crate::config::validate::{check_template, Issues};
 use crate::event::binding::Format;
-use crate::sinks::{BuildError, Sink, SinkCommon, SinkSpec};
+use crate::sinks::{BuildError, Sink, SinkSpec};
 
-/// Settings of one `type: kafka` sink.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KafkaSinkSettings {
-    pub name: String,
-    /// A failed required sink fails the webhook (503); an optional one is only reported.
-    #[serde(default = "default_true")]
-    pub required: bool,
-    /// How long a publish may wait for its delivery report. `message.timeout.ms` is derived from
-    /// it so librdkafka reports the real failure before this runs out.
-    #[serde(default = "default_sink_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Which events this sink wants (`call.status`, `call.analysis.completed`, ...).
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// Bootstrap brokers, `host:port` — a comma-separated string or a list (the string form can be
-    /// set from one environment variable).
-    #[serde(deserialize_with = "de_brokers")]
-    pub brokers: Vec<String>,
-    /// Topic template, e.g. `calls.{kind}` to split status and analysis events.
-    pub topic: String,
-    /// Record key template. The default keeps every event of one call in one partition, so
-    /// consumers see a call's statuses in order.
-    #[serde(default = "default_key")]
-    pub key: String,
-    /// CloudEvents mode of the record: `binary` (value = `data`, attributes as `ce_*` headers,
-    /// so consumers route on headers without parsing the value) or `structured`.
-    #[serde(default)]
-    pub format: Format,
-    /// Raw librdkafka properties (SASL, TLS, compression, tuning), applied over our defaults.
-    /// Values may come from `${ENV}` and are treated as secrets (never logged or printed).
-    /// Dotted keys may be written flat (`"sasl.username": x`) or nested (`sasl: {username: x}`).
-    #[serde(default, deserialize_with = "de_librdkafka")]
-    pub librdkafka: BTreeMap<String, SecretString>,
+sink_settings! {
+    "kafka",
+    /// Settings of one `type: kafka` sink. `timeout_ms` bounds the wait for the delivery report;
+    /// `message.timeout.ms` is derived from it so librdkafka reports the real failure first.
+    pub struct KafkaSinkSettings {
+        /// Bootstrap brokers, `host:port` — a comma-separated string or a list (the string form can be
+        /// set from one environment variable).
+        #[serde(deserialize_with = "de_brokers")]
+        pub brokers: Vec<String>,
+        /// Topic template, e.g. `calls.{kind}` to split status and analysis events.
+        pub topic: String,
+        /// Record key template. The default keeps every event of one call in one partition, so
+        /// consumers see a call's statuses in order.
+        #[serde(default = "default_key")]
+        pub key: String,
+        /// CloudEvents mode of the record: `binary` (value = `data`, attributes as `ce_*` headers,
+        /// so consumers route on headers without parsing the value) or `structured`.
+        #[serde(default)]
+        pub format: Format,
+        /// Raw librdkafka properties (SASL, TLS, compression, tuning), applied over our defaults.
+        /// Values may come from `${ENV}` and are treated as secrets (never logged or printed).
+        /// Dotted keys may be written flat (`"sasl.username": x`) or nested (`sasl: {username: x}`).
+        #[serde(default, deserialize_with = "de_librdkafka")]
+        pub librdkafka: BTreeMap<String, SecretString>,
+    }
 }
 
 fn default_key() -> String {
@@ -162,9 +153,12 @@ impl KafkaSinkSettings {
         c.set_log_level(RDKafkaLogLevel::Warning);
         c
     }
+}
 
+#[async_trait]
+impl SinkSpec for KafkaSinkSettings {
     /// Checks that the types alone cannot express. Never connects.
-    fn check(&self, path: &str, issues: &mut Issues) {
+    fn validate(&self, path: &str, issues: &mut Issues) {
         if self.brokers.is_empty() {
             issues.error(
                 format!("{path}.brokers"),
@@ -217,21 +211,6 @@ impl KafkaSinkSettings {
             issues.error(format!("{path}.librdkafka"), redact_config_error(&e));
         }
     }
-}
-
-#[async_trait]
-impl SinkSpec for KafkaSinkSettings {
-    fn kind(&self) -> &'static str {
-        "kafka"
-    }
-
-    fn common(&self) -> SinkCommon<'_> {
-        SinkCommon::new(&self.name, self.required, self.timeout_ms, &self.events)
-    }
-
-    fn validate(&self, path: &str, issues: &mut Issues) {
-        self.check(path, issues);
-    }
 
     async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
         Ok(Arc::new(KafkaSink::start(self)?))
@@ -256,6 +235,7 @@ pub(super) fn redact_config_error(e: &KafkaError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::validate::assert_paths;
     use crate::sinks::test_support::validated;
 
     fn load(yaml: &str) -> Result<(KafkaSinkSettings, Issues), String> {
@@ -290,18 +270,16 @@ mod tests {
             "{name: k, brokers: \"nohost\", topic: \"calls.{nope}\", key: \"{callid}\", \
              librdkafka: {acks: \"1\", \"bootstrap.servers\": x, \"no.such.property\": y}}",
         );
-        for expected in [
-            "sinks[0].brokers[0]",
-            "sinks[0].topic",
-            "sinks[0].key",
-            "sinks[0].librdkafka.acks",
-            "sinks[0].librdkafka.bootstrap.servers",
-        ] {
-            assert!(
-                errs.iter().any(|e| e.starts_with(&format!("{expected}:"))),
-                "missing {expected} in {errs:?}"
-            );
-        }
+        assert_paths(
+            &errs,
+            &[
+                "sinks[0].brokers[0]",
+                "sinks[0].topic",
+                "sinks[0].key",
+                "sinks[0].librdkafka.acks",
+                "sinks[0].librdkafka.bootstrap.servers",
+            ],
+        );
         let errs =
             errors("{name: k, brokers: \"a:1\", topic: t, librdkafka: {\"no.such.property\": y}}");
         assert!(

@@ -11,55 +11,49 @@ use serde::Deserialize;
 
 use super::subject::{check_filter, filter_covers, SubjectTemplate};
 use super::NatsSink;
-use crate::config::validate::{check_template, default_sink_timeout_ms, default_true, Issues};
+use crate::config::validate::{check_template, default_true, Issues};
 use crate::event::binding::Format;
-use crate::sinks::{BuildError, Sink, SinkCommon, SinkSpec};
+use crate::sinks::{BuildError, Sink, SinkSpec};
 use crate::template::Template;
 
-/// Publishes each event to NATS: JetStream with a PubAck per event (default), or core NATS.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NatsSinkSettings {
-    pub name: String,
-    #[serde(default = "default_true")]
-    pub required: bool,
-    /// Bounds the wait for the PubAck (core: for the flush).
-    #[serde(default = "default_sink_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// One server (`nats://host:4222`, `tls://host:4222`) or a comma-separated list for a cluster;
-    /// the client fails over between them.
-    pub url: String,
-    /// Subject template, e.g. `calls.{kind}.{status}`. Substituted values are sanitised into one
-    /// token each (see the module docs), so a call id can never add tokens or wildcards.
-    pub subject: String,
-    /// CloudEvents NATS binding mode: `binary` (attributes as `ce-*` headers, payload = `data`)
-    /// or `structured` (payload = the whole event).
-    #[serde(default)]
-    pub format: Format,
-    /// Username/password authentication (both or neither).
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub password: Option<SecretString>,
-    /// Token authentication.
-    #[serde(default)]
-    pub token: Option<SecretString>,
-    /// NKey seed (`SU...`) authentication.
-    #[serde(default)]
-    pub nkey: Option<SecretString>,
-    /// A `.creds` file (JWT + NKey seed), as issued by NGS/Synadia or `nsc`.
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-    #[serde(default)]
-    pub tls: Option<NatsTlsSettings>,
-    #[serde(default)]
-    pub jetstream: JetStreamSettings,
-    /// Most PubAcks awaited at once; beyond it publishes fail fast (`queue_full`) instead of
-    /// queueing without bound. Bounds the client's memory under a slow or stuck server.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
+sink_settings! {
+    "nats",
+    /// Publishes each event to NATS: JetStream with a PubAck per event (default), or core NATS.
+    /// `timeout_ms` bounds the wait for the PubAck (core NATS: for the flush).
+    pub struct NatsSinkSettings {
+        /// One server (`nats://host:4222`, `tls://host:4222`) or a comma-separated list for a cluster;
+        /// the client fails over between them.
+        pub url: String,
+        /// Subject template, e.g. `calls.{kind}.{status}`. Substituted values are sanitised into one
+        /// token each (see the module docs), so a call id can never add tokens or wildcards.
+        pub subject: String,
+        /// CloudEvents NATS binding mode: `binary` (attributes as `ce-*` headers, payload = `data`)
+        /// or `structured` (payload = the whole event).
+        #[serde(default)]
+        pub format: Format,
+        /// Username/password authentication (both or neither).
+        #[serde(default)]
+        pub user: Option<String>,
+        #[serde(default)]
+        pub password: Option<SecretString>,
+        /// Token authentication.
+        #[serde(default)]
+        pub token: Option<SecretString>,
+        /// NKey seed (`SU...`) authentication.
+        #[serde(default)]
+        pub nkey: Option<SecretString>,
+        /// A `.creds` file (JWT + NKey seed), as issued by NGS/Synadia or `nsc`.
+        #[serde(default)]
+        pub credentials_file: Option<PathBuf>,
+        #[serde(default)]
+        pub tls: Option<NatsTlsSettings>,
+        #[serde(default)]
+        pub jetstream: JetStreamSettings,
+        /// Most PubAcks awaited at once; beyond it publishes fail fast (`queue_full`) instead of
+        /// queueing without bound. Bounds the client's memory under a slow or stuck server.
+        #[serde(default = "default_max_in_flight")]
+        pub max_in_flight: usize,
+    }
 }
 
 /// TLS towards the server. A `tls://` URL enables TLS too.
@@ -137,8 +131,58 @@ fn default_duplicate_window_secs() -> u64 {
 }
 
 impl NatsSinkSettings {
+    fn validate_auth(&self, path: &str, issues: &mut Issues) {
+        let mut methods = Vec::new();
+        match (&self.user, &self.password) {
+            (Some(_), Some(_)) => methods.push("user/password"),
+            (None, None) => {}
+            (Some(_), None) => issues.error(format!("{path}.password"), "user needs a password"),
+            (None, Some(_)) => issues.error(format!("{path}.user"), "password needs a user"),
+        }
+        if self.token.is_some() {
+            methods.push("token");
+        }
+        if self.nkey.is_some() {
+            methods.push("nkey");
+        }
+        if self.credentials_file.is_some() {
+            methods.push("credentials_file");
+        }
+        if methods.len() > 1 {
+            issues.error(
+                path,
+                format!(
+                    "choose one authentication method, got {}",
+                    methods.join(", ")
+                ),
+            );
+        }
+        for (field, secret) in [
+            ("password", &self.password),
+            ("token", &self.token),
+            ("nkey", &self.nkey),
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose_secret().is_empty())
+            {
+                issues.error(format!("{path}.{field}"), "must not be empty");
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                issues.error(
+                    format!("{path}.tls"),
+                    "cert_file and key_file go together (mutual TLS)",
+                );
+            }
+        }
+    }
+}
+#[async_trait]
+impl SinkSpec for NatsSinkSettings {
     /// Semantic checks; `path` is the sink's field path (`sinks[2]`).
-    fn check(&self, path: &str, issues: &mut Issues) {
+    fn validate(&self, path: &str, issues: &mut Issues) {
         if self.url.trim().is_empty() {
             issues.error(format!("{path}.url"), "must not be empty");
         } else if let Err(e) = parse_servers(&self.url) {
@@ -229,68 +273,6 @@ impl NatsSinkSettings {
                 }
             }
         }
-    }
-
-    fn validate_auth(&self, path: &str, issues: &mut Issues) {
-        let mut methods = Vec::new();
-        match (&self.user, &self.password) {
-            (Some(_), Some(_)) => methods.push("user/password"),
-            (None, None) => {}
-            (Some(_), None) => issues.error(format!("{path}.password"), "user needs a password"),
-            (None, Some(_)) => issues.error(format!("{path}.user"), "password needs a user"),
-        }
-        if self.token.is_some() {
-            methods.push("token");
-        }
-        if self.nkey.is_some() {
-            methods.push("nkey");
-        }
-        if self.credentials_file.is_some() {
-            methods.push("credentials_file");
-        }
-        if methods.len() > 1 {
-            issues.error(
-                path,
-                format!(
-                    "choose one authentication method, got {}",
-                    methods.join(", ")
-                ),
-            );
-        }
-        for (field, secret) in [
-            ("password", &self.password),
-            ("token", &self.token),
-            ("nkey", &self.nkey),
-        ] {
-            if secret
-                .as_ref()
-                .is_some_and(|s| s.expose_secret().is_empty())
-            {
-                issues.error(format!("{path}.{field}"), "must not be empty");
-            }
-        }
-        if let Some(tls) = &self.tls {
-            if tls.cert_file.is_some() != tls.key_file.is_some() {
-                issues.error(
-                    format!("{path}.tls"),
-                    "cert_file and key_file go together (mutual TLS)",
-                );
-            }
-        }
-    }
-}
-#[async_trait]
-impl SinkSpec for NatsSinkSettings {
-    fn kind(&self) -> &'static str {
-        "nats"
-    }
-
-    fn common(&self) -> SinkCommon<'_> {
-        SinkCommon::new(&self.name, self.required, self.timeout_ms, &self.events)
-    }
-
-    fn validate(&self, path: &str, issues: &mut Issues) {
-        self.check(path, issues);
     }
 
     async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {

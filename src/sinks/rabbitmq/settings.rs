@@ -13,9 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{RabbitmqSink, CONNECT_TIMEOUT};
-use crate::config::validate::{check_template, default_sink_timeout_ms, default_true, Issues};
+use crate::config::validate::{check_template, default_true, Issues};
 use crate::event::binding::Format;
-use crate::sinks::{BuildError, Sink, SinkCommon, SinkSpec};
+use crate::sinks::{BuildError, Sink, SinkSpec};
 
 /// Heartbeat asked for when the URL does not say: a silently dead peer (no RST) is noticed
 /// within about two intervals instead of RabbitMQ's default 60 s.
@@ -27,42 +27,36 @@ fn default_channels() -> usize {
     32
 }
 
-/// Publishes each event to an exchange, with publisher confirms.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RabbitmqSinkSettings {
-    pub name: String,
-    #[serde(default = "default_true")]
-    pub required: bool,
-    #[serde(default = "default_sink_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// `amqp://user:password@host:5672/vhost` (or `amqps://`). A secret because it holds the
-    /// password; put that in `${RABBITMQ_PASSWORD}`-style variables, never in the file.
-    pub url: SecretString,
-    /// The exchange every event is published to; `""` is the default exchange (the routing key
-    /// is then a queue name).
-    pub exchange: String,
-    /// Routing key template, e.g. `calls.{kind}.{status}`, so consumers can bind to the subset
-    /// they need (`calls.status.*`, `calls.analysis.#`).
-    pub routing_key: String,
-    /// CloudEvents mode: `binary` (body = `data`, attributes as `cloudEvents_*` headers, so
-    /// consumers that only want the call record read the body as is) or `structured`.
-    #[serde(default)]
-    pub format: Format,
-    /// Declare the exchange at every (re)connect. Without it the exchange must already exist
-    /// (checked at connect; the sink stays not ready until it does).
-    #[serde(default)]
-    pub declare: Option<ExchangeDeclare>,
-    /// Queues to declare and bind at every (re)connect, for simple setups where the bridge owns
-    /// the topology. Consumers may equally declare their own.
-    #[serde(default)]
-    pub queues: Vec<QueueBinding>,
-    /// Channels on the connection, i.e. publishes in flight at once (one per channel, see the
-    /// module documentation). More requests wait for a free channel within their timeout.
-    #[serde(default = "default_channels")]
-    pub channels: usize,
+sink_settings! {
+    "rabbitmq",
+    /// Publishes each event to an exchange, with publisher confirms.
+    pub struct RabbitmqSinkSettings {
+        /// `amqp://user:password@host:5672/vhost` (or `amqps://`). A secret because it holds the
+        /// password; put that in `${RABBITMQ_PASSWORD}`-style variables, never in the file.
+        pub url: SecretString,
+        /// The exchange every event is published to; `""` is the default exchange (the routing key
+        /// is then a queue name).
+        pub exchange: String,
+        /// Routing key template, e.g. `calls.{kind}.{status}`, so consumers can bind to the subset
+        /// they need (`calls.status.*`, `calls.analysis.#`).
+        pub routing_key: String,
+        /// CloudEvents mode: `binary` (body = `data`, attributes as `cloudEvents_*` headers, so
+        /// consumers that only want the call record read the body as is) or `structured`.
+        #[serde(default)]
+        pub format: Format,
+        /// Declare the exchange at every (re)connect. Without it the exchange must already exist
+        /// (checked at connect; the sink stays not ready until it does).
+        #[serde(default)]
+        pub declare: Option<ExchangeDeclare>,
+        /// Queues to declare and bind at every (re)connect, for simple setups where the bridge owns
+        /// the topology. Consumers may equally declare their own.
+        #[serde(default)]
+        pub queues: Vec<QueueBinding>,
+        /// Channels on the connection, i.e. publishes in flight at once (one per channel, see the
+        /// module documentation). More requests wait for a free channel within their timeout.
+        #[serde(default = "default_channels")]
+        pub channels: usize,
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,9 +104,12 @@ pub struct QueueBinding {
     pub durable: bool,
 }
 
-impl RabbitmqSinkSettings {
+impl RabbitmqSinkSettings {}
+
+#[async_trait]
+impl SinkSpec for RabbitmqSinkSettings {
     /// Checks that types cannot express; every problem is named by its field path.
-    fn check(&self, path: &str, issues: &mut Issues) {
+    fn validate(&self, path: &str, issues: &mut Issues) {
         if let Err(e) = parse_url(self.url.expose_secret()) {
             issues.error(format!("{path}.url"), e);
         }
@@ -176,21 +173,6 @@ impl RabbitmqSinkSettings {
                 format!("must be between 1 and 1024, got {}", self.channels),
             );
         }
-    }
-}
-
-#[async_trait]
-impl SinkSpec for RabbitmqSinkSettings {
-    fn kind(&self) -> &'static str {
-        "rabbitmq"
-    }
-
-    fn common(&self) -> SinkCommon<'_> {
-        SinkCommon::new(&self.name, self.required, self.timeout_ms, &self.events)
-    }
-
-    fn validate(&self, path: &str, issues: &mut Issues) {
-        self.check(path, issues);
     }
 
     async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
@@ -279,6 +261,7 @@ pub(super) fn redacted(uri: &AMQPUri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::validate::assert_paths;
     use crate::sinks::test_support::validated;
 
     fn load(yaml: &str) -> Result<RabbitmqSinkSettings, Vec<String>> {
@@ -308,18 +291,16 @@ mod tests {
              queues: [{name: q, binding_key: \"#\"}, {name: q, binding_key: \"#\"}]}",
         )
         .unwrap_err();
-        for p in [
-            "sinks[0].url",
-            "sinks[0].exchange",
-            "sinks[0].routing_key",
-            "sinks[0].channels",
-            "sinks[0].queues[1].name",
-        ] {
-            assert!(
-                errs.iter().any(|e| e.starts_with(&format!("{p}:"))),
-                "{p} missing in {errs:?}"
-            );
-        }
+        assert_paths(
+            &errs,
+            &[
+                "sinks[0].url",
+                "sinks[0].exchange",
+                "sinks[0].routing_key",
+                "sinks[0].channels",
+                "sinks[0].queues[1].name",
+            ],
+        );
         assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:?}");
 
         let errs = load("{name: mq, url: \"amqp://h\", exchange: \"\", routing_key: q, declare: {}, queues: [{name: q, binding_key: q}]}").unwrap_err();
