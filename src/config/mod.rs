@@ -3,7 +3,7 @@
 //! The file given with `--config` (or `CALLBRIDGE_CONFIG`) is the *whole* configuration: serde
 //! defaults fill omitted scalar fields only, so a user's `sinks` list is never merged with the
 //! embedded default. Environment variables `CALLBRIDGE__SECTION__KEY` override single values.
-//! Every string may hold `${VAR}` or `${VAR:-default}` ([`env`]).
+//! Every string may hold `${VAR}` or `${VAR:-default}` ([`mod@env`]).
 //!
 //! The sections are here; the `sinks` list is in [`sinks`] and each sink kind's settings live
 //! with the sink (`crate::sinks::<kind>`). Every check reports through [`validate::Issues`], a
