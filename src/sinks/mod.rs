@@ -4,6 +4,11 @@
 //! the destination has durably confirmed the event (the file sink: written and fsynced; Kafka:
 //! the delivery report with acks=all; RabbitMQ: a publisher confirm with no `basic.return`;
 //! JetStream: the PubAck). Anything else is a [`SinkError`], and the fan-out turns it into a 503.
+//!
+//! Each kind's settings live with it and implement [`SinkSpec`]: its checks, and the one way to
+//! build it ([`SinkSpec::build`], one [`BuildError`]), so [`build_all`] is one call per entry.
+//! The file and null sinks are a file each; a broker sink is a folder whose `mod.rs` holds the
+//! ack contract and `publish`, the other files one concern each (settings, connection, ...).
 
 /// Declares a sink kind's settings struct: the fields every kind has (`name`, `required`,
 /// `timeout_ms`, `events`), written here once with their defaults, then the kind's own fields;
