@@ -15,7 +15,7 @@ use crate::ingest::auth::Authenticator;
 use crate::ingest::handler::{self, AppState};
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
-use crate::sinks::{self, BuildError};
+use crate::sinks::{self, SinkStartError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,7 +26,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Sink(#[from] BuildError),
+    Sink(#[from] SinkStartError),
 }
 
 pub struct Application {
@@ -56,7 +56,7 @@ impl Application {
         }
 
         let metrics = Arc::new(Metrics::new());
-        let handles = sinks::build_all(&settings.sinks).await?;
+        let handles = sinks::build_all(settings.sinks.iter().map(|s| s.spec())).await?;
         let ledger = Ledger::new(
             Duration::from_secs(settings.idempotency.window_secs),
             settings.idempotency.max_entries,

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
-use serde::Serialize;
 use tracing::Instrument;
 
 use crate::event::Event;
 use crate::ledger::Ledger;
 use crate::metrics::Metrics;
 use crate::sinks::{Outgoing, Receipt, SinkError, SinkHandle};
+
+/// The reason code of [`SinkOutcome::InProgress`], in answers, logs and metrics.
+pub const IN_PROGRESS: &str = "in_progress";
 
 pub struct Fanout {
     sinks: Vec<SinkHandle>,
@@ -37,6 +39,9 @@ pub enum SinkOutcome {
     },
     /// The sink's `events` filter does not want this event.
     Skipped,
+    /// Another delivery of the same event id held the ledger's claim past this delivery's
+    /// deadline: nothing was published, and the sender's retry will find that delivery's receipts.
+    InProgress,
     Failed {
         error: SinkError,
     },
@@ -52,7 +57,10 @@ pub struct SinkReport {
 
 impl SinkReport {
     pub fn is_ok(&self) -> bool {
-        !matches!(self.outcome, SinkOutcome::Failed { .. })
+        !matches!(
+            self.outcome,
+            SinkOutcome::Failed { .. } | SinkOutcome::InProgress
+        )
     }
 }
 
@@ -76,62 +84,6 @@ impl Delivery {
             .filter(|r| r.required && !r.is_ok())
             .map(|r| r.name.as_str())
             .collect()
-    }
-}
-
-/// The per-sink entry of the HTTP answer.
-#[derive(Debug, Serialize)]
-pub struct SinkStatus<'a> {
-    pub ok: bool,
-    pub required: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<&'a Receipt>,
-    /// Set when the receipt comes from an earlier delivery of the same event.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub duplicate: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub skipped: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<SinkErrorBody>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SinkErrorBody {
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl SinkReport {
-    pub fn status(&self) -> SinkStatus<'_> {
-        let mut s = SinkStatus {
-            ok: self.is_ok(),
-            required: self.required,
-            receipt: None,
-            duplicate: false,
-            skipped: false,
-            latency_ms: None,
-            error: None,
-        };
-        match &self.outcome {
-            SinkOutcome::Acked { receipt, latency } => {
-                s.receipt = Some(receipt);
-                s.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
-            }
-            SinkOutcome::AlreadyAcked { receipt } => {
-                s.receipt = Some(receipt);
-                s.duplicate = true;
-            }
-            SinkOutcome::Skipped => s.skipped = true,
-            SinkOutcome::Failed { error } => {
-                s.error = Some(SinkErrorBody {
-                    code: error.code(),
-                    message: error.detail(),
-                })
-            }
-        }
-        s
     }
 }
 
@@ -172,13 +124,8 @@ impl Fanout {
             Ok(c) => c,
             Err(_) => {
                 for s in wanted {
-                    self.metrics.sink_outcome(&s.name, "in_progress");
-                    reports.push(report(
-                        s,
-                        SinkOutcome::Failed {
-                            error: SinkError::InProgress,
-                        },
-                    ));
+                    self.metrics.sink_outcome(&s.name, IN_PROGRESS);
+                    reports.push(report(s, SinkOutcome::InProgress));
                 }
                 return Delivery { event_id, reports };
             }

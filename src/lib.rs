@@ -8,23 +8,34 @@
 //! ## Layout: the tree follows the data path
 //!
 //! ```text
-//! ingest/      HTTP: auth (401), body limit (413), JSON whatever the Content-Type (400),
-//!              and the one place errors become status codes (ingest/error.rs)
+//! ingest/        HTTP: auth (401), body limit (413), JSON whatever the Content-Type (400);
+//!                error.rs is the one place errors become status codes, response.rs the
+//!                answer's shapes (per-sink status, error body)
 //!   ↓
-//! event/       the canonical event (CloudEvents 1.0 + versioned `data`), normalisation of each
-//!              webhook family, deterministic ids, the JSON Schema
+//! event/         the canonical event (CloudEvents 1.0 + versioned `data`), normalisation of each
+//!                webhook family, deterministic ids, the JSON Schema;
+//!                binding.rs: the CloudEvents bindings written once (attributes, binary vs
+//!                structured, content types, the structured JSON; `Outgoing`)
 //!   ↓
-//! fanout.rs    claim the id in the ledger → publish concurrently under timeouts → verdict
-//! ledger.rs    which sinks acknowledged which event id (bounded, windowed)
+//! fanout.rs      claim the id in the ledger → publish concurrently under timeouts → outcomes
+//! ledger.rs      which sinks acknowledged which event id (bounded, windowed)
 //!   ↓
-//! sinks/       one trait, `publish(&Outgoing) -> Result<Receipt, SinkError>`, Ok = confirmed:
-//!              file.rs (fsync), null.rs (benchmarks), and the broker sinks
+//! sinks/         one trait, `publish(&Outgoing) -> Result<Receipt, SinkError>`, Ok = confirmed;
+//!                one way to build a sink (`SinkSpec::build`, one `BuildError`)
+//!   file.rs, null.rs              settings and sink in one file each
+//!   rabbitmq/  mod.rs (ack contract, publish) settings.rs pool.rs supervisor.rs message.rs
+//!   nats/      mod.rs (ack contract, publish) settings.rs subject.rs stream.rs client.rs
+//!   kafka/     mod.rs (ack contract, publish) settings.rs producer.rs health.rs
 //! ```
 //!
-//! Around it: [`config`] (typed YAML, `${VAR}`, env overrides, validation with field paths),
-//! [`template`] (routing templates shared by every sink), [`metrics`] (Prometheus),
-//! [`telemetry`] (logs), [`app`] (the server: `Application::build(settings)` binds, `port()`
-//! tells tests where).
+//! Around it: [`config`] (typed YAML; `config/env.rs` `${VAR}` and `CALLBRIDGE__` overrides,
+//! `config/sinks.rs` the sinks list, `config/validate.rs` the issue list every check reports
+//! to), [`template`] (routing templates shared by every sink), [`metrics`] (Prometheus),
+//! [`telemetry`] (logs, traces), [`app`] (the server: `Application::build(settings)` binds,
+//! `port()` tells tests where).
+//!
+//! Dependencies point one way: `config` → each sink's settings → `config::validate`; no sink
+//! and no part of `event` imports the rest of `config`.
 
 pub mod app;
 pub mod cli;

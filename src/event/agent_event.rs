@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::fields::{type_name, Fields};
+use super::EventSettings;
 use super::{envelope, id, AnalysisSource, CallData, Event, EventKind, Family, InvalidPayload};
-use crate::config::EventSettings;
 
 /// The event types the platform documents.
 pub const KNOWN_EVENT_TYPES: [&str; 6] = [
@@ -83,9 +83,7 @@ pub fn normalize_agent_event(
     settings: &EventSettings,
     time: String,
 ) -> Result<Event, InvalidPayload> {
-    let map = body
-        .as_object()
-        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))?;
+    let map = super::as_object(body)?;
     let f = Fields::new(map, "");
     let event_type = match map.get("event_type") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use super::fields::{type_name, Fields};
+use super::EventSettings;
 use super::{envelope, id, AnalysisSource, CallData, Event, EventKind, Family, InvalidPayload};
-use crate::config::EventSettings;
 
 /// Fields of `data` that map onto named fields of the canonical record.
 const KNOWN_DATA_FIELDS: [&str; 13] = [
@@ -38,9 +38,7 @@ pub fn normalize_callback(
     settings: &EventSettings,
     time: String,
 ) -> Result<Event, InvalidPayload> {
-    let top = body
-        .as_object()
-        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))?;
+    let top = super::as_object(body)?;
 
     match top.get("status") {
         Some(Value::String(s)) if s == "success" => {}

@@ -5,6 +5,7 @@
 //! The JSON Schema in `docs/schema/call-event.v1.json` is generated from these types.
 
 pub mod agent_event;
+pub mod binding;
 pub mod callback;
 mod fields;
 pub mod id;
@@ -284,11 +285,39 @@ impl InvalidPayload {
     }
 }
 
+/// The `event` section of the configuration: what every event's envelope says about its origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSettings {
+    /// CloudEvents `source` of every event.
+    #[serde(default = "default_source")]
+    pub source: String,
+    /// Prefix of the CloudEvents `type` (`<prefix>.call.status.v1`).
+    #[serde(default = "default_type_prefix")]
+    pub type_prefix: String,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        Self {
+            source: default_source(),
+            type_prefix: default_type_prefix(),
+        }
+    }
+}
+
+fn default_source() -> String {
+    "/callbridge".into()
+}
+fn default_type_prefix() -> String {
+    "ai.ringg".into()
+}
+
 /// Builds the envelope around `data`.
 pub(crate) fn envelope(
     id: String,
     data: CallData,
-    settings: &crate::config::EventSettings,
+    settings: &EventSettings,
     time: String,
 ) -> Event {
     Event {
@@ -307,7 +336,7 @@ pub(crate) fn envelope(
 }
 
 /// `<prefix>.call.<kind>.v1`
-pub fn event_type(settings: &crate::config::EventSettings, kind: EventKind) -> String {
+pub fn event_type(settings: &EventSettings, kind: EventKind) -> String {
     format!("{}.call.{}.{}", settings.type_prefix, kind, SCHEMA_VERSION)
 }
 
@@ -354,17 +383,21 @@ impl EventFilter {
     }
 }
 
+/// The body as a JSON object: both webhook families send one.
+pub(crate) fn as_object(body: &Value) -> Result<&Map<String, Value>, InvalidPayload> {
+    body.as_object()
+        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))
+}
+
 /// Turns any supported webhook payload into the canonical event. The payload's shape decides
 /// the family.
 pub fn normalize(
     body: &Value,
     params: BTreeMap<String, String>,
-    settings: &crate::config::EventSettings,
+    settings: &EventSettings,
     time: String,
 ) -> Result<Event, InvalidPayload> {
-    let top = body
-        .as_object()
-        .ok_or_else(|| InvalidPayload::new("(body)", "expected a JSON object"))?;
+    let top = as_object(body)?;
     if top.contains_key("event_type") {
         normalize_agent_event(body, params, settings, time)
     } else if top.contains_key("status") || top.contains_key("data") {
@@ -394,7 +427,6 @@ pub fn json_schema_pretty() -> String {
 #[cfg(test)]
 pub mod test_support {
     use super::*;
-    use crate::config::EventSettings;
 
     pub fn sample_event() -> Event {
         let body: Value =

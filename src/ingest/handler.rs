@@ -15,9 +15,8 @@ use tracing::Instrument;
 use super::auth::Authenticator;
 use super::error::ApiError;
 use super::response::delivery_body;
-use crate::config::EventSettings;
-use crate::event::{self, Event, EventKind, KNOWN_STATUSES};
-use crate::fanout::{Fanout, SinkOutcome};
+use crate::event::{self, Event, EventKind, EventSettings, KNOWN_STATUSES};
+use crate::fanout::{Fanout, SinkOutcome, IN_PROGRESS};
 use crate::metrics::Metrics;
 
 /// Everything a request needs, shared by all HTTP workers.
@@ -137,6 +136,7 @@ fn sink_summary(d: &crate::fanout::Delivery) -> String {
             }
             SinkOutcome::AlreadyAcked { .. } => write!(s, "{}=already_acked ", r.name),
             SinkOutcome::Skipped => write!(s, "{}=skipped ", r.name),
+            SinkOutcome::InProgress => write!(s, "{}={IN_PROGRESS} ", r.name),
             SinkOutcome::Failed { error } => write!(s, "{}={} ", r.name, error.code()),
         };
     }

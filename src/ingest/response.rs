@@ -1,14 +1,81 @@
-//! The body of a delivery answer: `{"status", "event_id", "sinks": {NAME: {...}}}`.
+//! The body of a delivery answer: `{"status", "event_id", "sinks": {NAME: {...}}}`, one entry
+//! per sink in configuration order. The fan-out reports what happened; this module decides how
+//! the sender sees it.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::fanout::Delivery;
+use crate::fanout::{Delivery, SinkOutcome, SinkReport, IN_PROGRESS};
+use crate::sinks::Receipt;
+
+/// The per-sink entry of the HTTP answer.
+#[derive(Debug, Serialize)]
+pub struct SinkStatus<'a> {
+    pub ok: bool,
+    pub required: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<&'a Receipt>,
+    /// Set when the receipt comes from an earlier delivery of the same event.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<SinkErrorBody>,
+}
+
+/// Why a sink holds no receipt: a machine-readable code and the message with its causes.
+#[derive(Debug, Serialize)]
+pub struct SinkErrorBody {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl<'a> SinkStatus<'a> {
+    pub fn of(report: &'a SinkReport) -> SinkStatus<'a> {
+        let mut s = SinkStatus {
+            ok: report.is_ok(),
+            required: report.required,
+            receipt: None,
+            duplicate: false,
+            skipped: false,
+            latency_ms: None,
+            error: None,
+        };
+        match &report.outcome {
+            SinkOutcome::Acked { receipt, latency } => {
+                s.receipt = Some(receipt);
+                s.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
+            }
+            SinkOutcome::AlreadyAcked { receipt } => {
+                s.receipt = Some(receipt);
+                s.duplicate = true;
+            }
+            SinkOutcome::Skipped => s.skipped = true,
+            SinkOutcome::InProgress => {
+                s.error = Some(SinkErrorBody {
+                    code: IN_PROGRESS,
+                    message: "another delivery of this event is still in progress".into(),
+                })
+            }
+            SinkOutcome::Failed { error } => {
+                s.error = Some(SinkErrorBody {
+                    code: error.code(),
+                    message: error.detail(),
+                })
+            }
+        }
+        s
+    }
+}
 
 pub fn delivery_body(delivery: &Delivery, status: &str) -> Value {
     let sinks: Map<String, Value> = delivery
         .reports
         .iter()
-        .map(|r| (r.name.clone(), json!(r.status())))
+        .map(|r| (r.name.clone(), json!(SinkStatus::of(r))))
         .collect();
     json!({
         "status": status,

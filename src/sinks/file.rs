@@ -8,6 +8,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -15,8 +16,34 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Outgoing, Receipt, Sink, SinkError};
-use crate::config::FileSinkSettings;
+use super::{BuildError, Outgoing, Receipt, Sink, SinkError, SinkSpec};
+use crate::config::validate::Issues;
+
+sink_settings! {
+    "file",
+    /// Appends each event as one JSON line and fsyncs before acknowledging.
+    pub struct FileSinkSettings {
+        /// Relative paths are relative to the working directory.
+        pub path: PathBuf,
+    }
+}
+
+#[async_trait]
+impl SinkSpec for FileSinkSettings {
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        if self.path.as_os_str().is_empty() {
+            issues.error(format!("{path}.path"), "must not be empty");
+        }
+    }
+
+    async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
+        let sink = FileSink::open(self).map_err(|source| BuildError::Io {
+            context: format!("cannot open {}", self.path.display()),
+            source,
+        })?;
+        Ok(Arc::new(sink))
+    }
+}
 
 /// How many lines may wait for the writer; beyond it, publishers wait (back-pressure).
 const QUEUE_DEPTH: usize = 4096;
@@ -34,7 +61,7 @@ pub struct FileSink {
 
 impl FileSink {
     /// Opens (creating parent directories and the file) at startup, so a bad path fails fast.
-    pub fn open(settings: &FileSinkSettings) -> std::io::Result<FileSink> {
+    fn open(settings: &FileSinkSettings) -> std::io::Result<FileSink> {
         let path = &settings.path;
         if let Some(parent) = path.parent() {
             if !parent.as_os_str().is_empty() {

@@ -4,6 +4,60 @@
 //! the destination has durably confirmed the event (the file sink: written and fsynced; Kafka:
 //! the delivery report with acks=all; RabbitMQ: a publisher confirm with no `basic.return`;
 //! JetStream: the PubAck). Anything else is a [`SinkError`], and the fan-out turns it into a 503.
+//!
+//! Each kind's settings live with it and implement [`SinkSpec`]: its checks, and the one way to
+//! build it ([`SinkSpec::build`], one [`BuildError`]), so [`build_all`] is one call per entry.
+//! The file and null sinks are a file each; a broker sink is a folder whose `mod.rs` holds the
+//! ack contract and `publish`, the other files one concern each (settings, connection, ...).
+
+/// Declares a sink kind's settings struct: the fields every kind has (`name`, `required`,
+/// `timeout_ms`, `events`), written here once with their defaults, then the kind's own fields;
+/// and implements [`CommonFields`] for it. The common fields cannot be a struct of their own
+/// flattened into each kind: serde does not refuse unknown keys (`deny_unknown_fields`) through
+/// `flatten`, and a typo in a sink's keys must be an error naming it.
+macro_rules! sink_settings {
+    (
+        $kind:literal,
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($fields:tt)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The sink's name in answers, metrics and logs: letters, digits, `-` and `_`.
+            pub name: String,
+            /// A failed required sink fails the webhook (503); an optional one is only reported.
+            #[serde(default = "crate::config::validate::default_true")]
+            pub required: bool,
+            /// How long a publish may wait for the destination's confirmation.
+            #[serde(default = "crate::config::validate::default_sink_timeout_ms")]
+            pub timeout_ms: u64,
+            /// Which events this sink wants (`call.status`, `call.analysis.completed`, ...);
+            /// every event when absent.
+            #[serde(default)]
+            pub events: Option<Vec<String>>,
+            $($fields)*
+        }
+
+        impl $crate::sinks::CommonFields for $name {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn common(&self) -> $crate::sinks::SinkCommon<'_> {
+                $crate::sinks::SinkCommon {
+                    name: &self.name,
+                    required: self.required,
+                    timeout_ms: self.timeout_ms,
+                    events: self.events.as_deref(),
+                }
+            }
+        }
+    };
+}
 
 pub mod file;
 pub mod kafka;
@@ -15,77 +69,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::SinkSettings;
+use crate::config::validate::Issues;
+pub use crate::event::binding::Outgoing;
 use crate::event::{Event, EventFilter};
-
-/// One event, serialised once and shared by every sink (the bytes are reference-counted).
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    pub event: Event,
-    /// The whole event as JSON: CloudEvents structured mode, and the file sink's line.
-    pub structured: Bytes,
-    /// `data` alone as JSON: the payload of CloudEvents binary mode.
-    pub data: Bytes,
-}
-
-impl Outgoing {
-    /// Serialises `data` once and splices it into the structured form: `data` is the bulk of the
-    /// event (transcripts), and the profile showed JSON escaping as the top cost of publishing.
-    pub fn new(event: Event) -> Outgoing {
-        // Serialising plain data structs with string keys cannot fail.
-        let data = serde_json::to_vec(&event.data).unwrap_or_default();
-        let mut structured = serde_json::to_vec(&EnvelopeFields::of(&event)).unwrap_or_default();
-        // `{...}` → `{...,"data":<data>}` — the same bytes serde writes for the whole `Event`,
-        // whose last field is `data` (a test holds the two equal).
-        structured.pop();
-        structured.extend_from_slice(b",\"data\":");
-        structured.extend_from_slice(&data);
-        structured.push(b'}');
-        Outgoing {
-            event,
-            structured: Bytes::from(structured),
-            data: Bytes::from(data),
-        }
-    }
-}
-
-/// Every attribute of [`Event`] but `data`, in the same order and with the same names.
-#[derive(Serialize)]
-struct EnvelopeFields<'a> {
-    specversion: &'a str,
-    id: &'a str,
-    source: &'a str,
-    #[serde(rename = "type")]
-    ty: &'a str,
-    subject: &'a str,
-    time: &'a str,
-    datacontenttype: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    callstatus: Option<&'a str>,
-    partitionkey: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    traceparent: Option<&'a str>,
-}
-
-impl<'a> EnvelopeFields<'a> {
-    fn of(e: &'a Event) -> Self {
-        EnvelopeFields {
-            specversion: &e.specversion,
-            id: &e.id,
-            source: &e.source,
-            ty: &e.ty,
-            subject: &e.subject,
-            time: &e.time,
-            datacontenttype: &e.datacontenttype,
-            callstatus: e.callstatus.as_deref(),
-            partitionkey: &e.partitionkey,
-            traceparent: e.traceparent.as_deref(),
-        }
-    }
-}
 
 /// Proof that a destination stored the event, echoed in the HTTP answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,8 +126,6 @@ pub enum SinkError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
-    #[error("another delivery of this event is still in progress")]
-    InProgress,
 }
 
 impl SinkError {
@@ -152,7 +138,6 @@ impl SinkError {
             SinkError::QueueFull(_) => "queue_full",
             SinkError::Io { .. } => "io",
             SinkError::Broker { .. } => "broker",
-            SinkError::InProgress => "in_progress",
         }
     }
 
@@ -230,44 +215,90 @@ impl SinkHandle {
     }
 }
 
+/// The fields every sink kind has, whatever its `type`.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkCommon<'a> {
+    pub name: &'a str,
+    pub required: bool,
+    pub timeout_ms: u64,
+    pub events: Option<&'a [String]>,
+}
+
+/// The fields every sink kind has, and its `type` (implemented by `sink_settings!`).
+pub trait CommonFields {
+    /// The `type` that selects this kind in the configuration.
+    fn kind(&self) -> &'static str;
+
+    fn common(&self) -> SinkCommon<'_>;
+}
+
+/// What each sink kind's settings provide, so that validation and startup treat every kind the
+/// same way: the common fields, the kind's own checks, and the one way to build the sink.
+#[async_trait]
+pub trait SinkSpec: CommonFields + Send + Sync {
+    /// Checks what the types cannot express; `path` is the entry's field path (`sinks[2]`).
+    /// Never connects.
+    fn validate(&self, path: &str, issues: &mut Issues);
+
+    /// Builds the sink from validated settings. Only configuration problems fail: a broker that
+    /// is down at startup leaves the sink not ready, and it connects in the background.
+    async fn build(&self) -> Result<Arc<dyn Sink>, BuildError>;
+}
+
+/// Why a sink could not be built: the one error type of every kind's [`SinkSpec::build`].
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A setting that validation refuses too (kept so a bypassed `validate` still fails clearly).
+    #[error("invalid {field}: {message}")]
+    Settings {
+        field: &'static str,
+        message: String,
+    },
+    #[error("invalid {field}")]
+    Template {
+        field: &'static str,
+        #[source]
+        source: crate::template::TemplateError,
+    },
+    /// A local resource the sink needs (a file, a credentials file).
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker refused us for good at startup: credentials, TLS, a misfit topology.
+    #[error("{context}")]
+    Broker {
+        context: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// A configured sink that could not start, by name: what [`build_all`] reports.
 #[derive(Debug, thiserror::Error)]
 #[error("sink {name} ({kind}) cannot start")]
-pub struct BuildError {
+pub struct SinkStartError {
     pub name: String,
     pub kind: &'static str,
     #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync>,
+    pub source: BuildError,
 }
 
-/// Builds every configured sink. Settings are assumed validated.
-pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, BuildError> {
-    let mut out = Vec::with_capacity(settings.len());
-    for s in settings {
-        let c = s.common();
-        let fail = |source: Box<dyn std::error::Error + Send + Sync>| BuildError {
+/// Builds every configured sink, in order: one [`SinkSpec::build`] call per entry. Settings
+/// are assumed validated.
+pub async fn build_all<'a>(
+    specs: impl IntoIterator<Item = &'a dyn SinkSpec>,
+) -> Result<Vec<SinkHandle>, SinkStartError> {
+    let mut out = Vec::new();
+    for spec in specs {
+        let c = spec.common();
+        let sink = spec.build().await.map_err(|source| SinkStartError {
             name: c.name.to_string(),
-            kind: s.kind(),
+            kind: spec.kind(),
             source,
-        };
-        let sink: Arc<dyn Sink> = match s {
-            SinkSettings::File(f) => {
-                Arc::new(file::FileSink::open(f).map_err(|e| fail(Box::new(e)))?)
-            }
-            SinkSettings::Null(n) => Arc::new(null::NullSink::new(n)),
-            SinkSettings::Nats(n) => Arc::new(
-                nats::NatsSink::connect(n)
-                    .await
-                    .map_err(|e| fail(Box::new(e)))?,
-            ),
-            SinkSettings::Rabbitmq(r) => Arc::new(
-                rabbitmq::RabbitmqSink::start(r)
-                    .await
-                    .map_err(|e| fail(Box::new(e)))?,
-            ),
-            SinkSettings::Kafka(k) => {
-                Arc::new(kafka::KafkaSink::build(k).map_err(|e| fail(Box::new(e)))?)
-            }
-        };
+        })?;
         let filters = c.events.map(|list| {
             list.iter()
                 .filter_map(|f| EventFilter::parse(f).ok())
@@ -275,7 +306,7 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
         });
         out.push(SinkHandle {
             name: c.name.to_string(),
-            kind: s.kind(),
+            kind: spec.kind(),
             required: c.required,
             timeout: Duration::from_millis(c.timeout_ms),
             filters,
@@ -285,26 +316,20 @@ pub async fn build_all(settings: &[SinkSettings]) -> Result<Vec<SinkHandle>, Bui
     Ok(out)
 }
 
+/// Helpers for the sinks' unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::event::test_support::sample_event;
+pub(crate) mod test_support {
+    use serde::de::DeserializeOwned;
 
-    #[test]
-    fn spliced_structured_form_equals_the_serialised_event() {
-        let mut ev = sample_event();
-        for (callstatus, traceparent) in [
-            (None, None),
-            (
-                Some("ongoing".to_string()),
-                Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_string()),
-            ),
-        ] {
-            ev.callstatus = callstatus;
-            ev.traceparent = traceparent;
-            let out = Outgoing::new(ev.clone());
-            assert_eq!(out.structured, serde_json::to_vec(&ev).unwrap());
-            assert_eq!(out.data, serde_json::to_vec(&ev.data).unwrap());
-        }
+    use super::SinkSpec;
+    use crate::config::validate::Issues;
+
+    /// One sink entry's settings (YAML without `type`) and what its checks found, as if it were
+    /// the first entry of `sinks`. Err: the YAML does not parse (the serde message).
+    pub fn validated<T: DeserializeOwned + SinkSpec>(yaml: &str) -> Result<(T, Issues), String> {
+        let settings: T = serde_yaml::from_str(yaml).map_err(|e| e.to_string())?;
+        let mut issues = Issues::default();
+        settings.validate("sinks[0]", &mut issues);
+        Ok((settings, issues))
     }
 }

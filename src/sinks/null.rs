@@ -1,23 +1,43 @@
 //! The `null` sink: acknowledges without storing. It measures the ceiling of the bridge's own
 //! code path in benchmarks and plays a slow broker (`latency_ms`) in drills.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Outgoing, Receipt, Sink, SinkError};
-use crate::config::NullSinkSettings;
+use super::{BuildError, Outgoing, Receipt, Sink, SinkError, SinkSpec};
+use crate::config::validate::Issues;
+
+sink_settings! {
+    "null",
+    /// Acknowledges at once (after `latency_ms`) without storing anything: the ceiling of the
+    /// bridge's own code path in benchmarks, and a slow sink in drills.
+    pub struct NullSinkSettings {
+        /// Simulated broker latency.
+        #[serde(default)]
+        pub latency_ms: u64,
+    }
+}
+
+#[async_trait]
+impl SinkSpec for NullSinkSettings {
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        issues.warn(
+            path,
+            "a null sink acknowledges without storing anything (benchmarks and drills only)",
+        );
+    }
+
+    async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
+        Ok(Arc::new(NullSink {
+            latency: Duration::from_millis(self.latency_ms),
+        }))
+    }
+}
 
 pub struct NullSink {
     latency: Duration,
-}
-
-impl NullSink {
-    pub fn new(settings: &NullSinkSettings) -> NullSink {
-        NullSink {
-            latency: Duration::from_millis(settings.latency_ms),
-        }
-    }
 }
 
 #[async_trait]

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+enum Mode {
     Open,
     Cut,
     Frozen,
@@ -58,10 +58,6 @@ impl TcpProxy {
         TcpProxy { addr, mode, accept }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
@@ -83,10 +79,6 @@ impl TcpProxy {
 
     pub fn restore(&self) {
         self.mode.send_replace(Mode::Open);
-    }
-
-    pub fn mode(&self) -> Mode {
-        *self.mode.borrow()
     }
 }
 

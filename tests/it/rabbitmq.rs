@@ -3,15 +3,13 @@
 //! topology at the end. Outages go through an in-test TCP proxy; the shared broker is never
 //! stopped.
 
-mod common;
-
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::proxy::TcpProxy;
-use common::{
-    config_with_sinks, eventually, fixture, spawn, status_payload, unique, TestApp, TRACEPARENT,
+use crate::common::proxy::TcpProxy;
+use crate::common::{
+    config_with_sinks, eventually, file_sink, fixture, read_lines, spawn, status_payload, unique,
+    TestApp, TRACEPARENT,
 };
 use lapin::message::BasicGetMessage;
 use lapin::options::{
@@ -46,6 +44,16 @@ impl Broker {
             exchange: unique(&format!("cb-test-{prefix}")),
             queues: Vec::new(),
         }
+    }
+
+    /// A broker client with its own topic exchange and one queue bound to it with
+    /// `binding_key`: the topology most tests publish into.
+    async fn with_queue(tag: &str, binding_key: &str, args: FieldTable) -> (Broker, String) {
+        let mut b = Broker::new(tag).await;
+        let queue = b.queue_name(tag);
+        b.declare_exchange().await;
+        b.declare_queue(&queue, binding_key, args).await;
+        (b, queue)
     }
 
     fn queue_name(&mut self, what: &str) -> String {
@@ -99,6 +107,19 @@ impl Broker {
         out
     }
 
+    /// The `message_id` (event id) of every message currently in the queue.
+    async fn message_ids(&self, queue: &str) -> HashSet<String> {
+        self.drain(queue)
+            .await
+            .iter()
+            .map(|m| {
+                prop(m.delivery.properties.message_id())
+                    .expect("message_id")
+                    .to_string()
+            })
+            .collect()
+    }
+
     async fn message_count(&self, queue: &str) -> u32 {
         self.ch
             .queue_declare(
@@ -133,16 +154,18 @@ fn sink_yaml(url: &str, exchange: &str, extra: &str) -> String {
     )
 }
 
-async fn readyz(app: &TestApp) -> bool {
-    app.get("/readyz").await.status == 200
+/// The bridge with the rabbitmq sink (`sink_yaml`), once it is connected.
+async fn spawn_ready(url: &str, exchange: &str, extra: &str) -> TestApp {
+    let app = spawn(&config_with_sinks(&sink_yaml(url, exchange, extra))).await;
+    app.await_ready(true).await;
+    app
 }
 
-async fn await_ready(app: &TestApp, ready: bool) {
-    let what = if ready { "ready" } else { "not ready" };
-    eventually(Duration::from_secs(30), what, || async move {
-        (readyz(app).await == ready).then_some(())
-    })
-    .await;
+/// A TCP proxy in front of the broker, and the AMQP URL that goes through it.
+async fn proxied() -> (TcpProxy, String) {
+    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    (proxy, url)
 }
 
 fn header(m: &BasicGetMessage, name: &str) -> Option<String> {
@@ -178,7 +201,10 @@ async fn seed_payloads_arrive_with_routing_key_properties_and_headers() {
         ),
     )))
     .await;
-    assert!(readyz(&app).await, "a reachable broker is ready at startup");
+    assert!(
+        app.is_ready().await,
+        "a reachable broker is ready at startup"
+    );
 
     for name in [
         "curl-test.payload.json",
@@ -256,18 +282,8 @@ async fn seed_payloads_arrive_with_routing_key_properties_and_headers() {
 
 #[tokio::test]
 async fn structured_mode_carries_the_whole_event() {
-    let mut b = Broker::new("structured").await;
-    let queue = b.queue_name("structured");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.#", FieldTable::default())
-        .await;
-    let app = spawn(&config_with_sinks(&sink_yaml(
-        AMQP_URL,
-        &b.exchange,
-        ", format: structured",
-    )))
-    .await;
-    await_ready(&app, true).await;
+    let (b, queue) = Broker::with_queue("structured", "calls.#", FieldTable::default()).await;
+    let app = spawn_ready(AMQP_URL, &b.exchange, ", format: structured").await;
 
     let call_id = unique("structured");
     let a = app.post(&status_payload(&call_id, "ongoing")).await;
@@ -296,13 +312,8 @@ async fn structured_mode_carries_the_whole_event() {
 /// CloudEvents `cloudEvents_traceparent` (tracing off: passed through unchanged).
 #[tokio::test]
 async fn traceparent_reaches_the_message() {
-    let mut b = Broker::new("trace").await;
-    let queue = b.queue_name("trace");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.#", FieldTable::default())
-        .await;
-    let app = spawn(&config_with_sinks(&sink_yaml(AMQP_URL, &b.exchange, ""))).await;
-    await_ready(&app, true).await;
+    let (b, queue) = Broker::with_queue("trace", "calls.#", FieldTable::default()).await;
+    let app = spawn_ready(AMQP_URL, &b.exchange, "").await;
     let a = app
         .post_traced(&status_payload(&unique("trace"), "completed"), TRACEPARENT)
         .await;
@@ -321,22 +332,17 @@ async fn traceparent_reaches_the_message() {
 /// acknowledged the first delivery is not written again; RabbitMQ, which failed, gets the event.
 #[tokio::test]
 async fn a_redelivery_after_a_broker_outage_publishes_only_to_the_sink_that_failed() {
-    let mut b = Broker::new("redeliver").await;
-    let queue = b.queue_name("redeliver");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.#", FieldTable::default())
-        .await;
-    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let (b, queue) = Broker::with_queue("redeliver", "calls.#", FieldTable::default()).await;
+    let (proxy, url) = proxied().await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n{}",
-        file.display(),
+        "{}{}",
+        file_sink("archive", &file, ""),
         sink_yaml(&url, &b.exchange, "")
     )))
     .await;
-    await_ready(&app, true).await;
+    app.await_ready(true).await;
 
     proxy.cut();
     let webhook = status_payload(&unique("redeliver"), "completed");
@@ -344,10 +350,10 @@ async fn a_redelivery_after_a_broker_outage_publishes_only_to_the_sink_that_fail
     assert_eq!(first.status, 503, "{}", first.body);
     assert_eq!(first.body["sinks"]["archive"]["ok"], true);
     assert_eq!(first.body["sinks"][SINK]["ok"], false);
-    assert_eq!(common::read_lines(&file).len(), 1);
+    assert_eq!(read_lines(&file).len(), 1);
 
     proxy.restore();
-    await_ready(&app, true).await;
+    app.await_ready(true).await;
     let retry = app.post(&webhook).await;
     assert_eq!(retry.status, 200, "{}", retry.body);
     assert_eq!(retry.body["event_id"], first.body["event_id"]);
@@ -362,7 +368,7 @@ async fn a_redelivery_after_a_broker_outage_publishes_only_to_the_sink_that_fail
         retry.body
     );
     assert_eq!(
-        common::read_lines(&file).len(),
+        read_lines(&file).len(),
         1,
         "the file sink was not written again"
     );
@@ -378,14 +384,9 @@ async fn a_redelivery_after_a_broker_outage_publishes_only_to_the_sink_that_fail
 
 #[tokio::test]
 async fn unroutable_event_is_503_and_nothing_is_delivered() {
-    let mut b = Broker::new("unroutable").await;
-    let queue = b.queue_name("unroutable");
-    b.declare_exchange().await;
     // Bound, but not for the keys the bridge will use.
-    b.declare_queue(&queue, "other.#", FieldTable::default())
-        .await;
-    let app = spawn(&config_with_sinks(&sink_yaml(AMQP_URL, &b.exchange, ""))).await;
-    await_ready(&app, true).await;
+    let (b, queue) = Broker::with_queue("unroutable", "other.#", FieldTable::default()).await;
+    let app = spawn_ready(AMQP_URL, &b.exchange, "").await;
 
     let a = app
         .post(&status_payload(&unique("unroutable"), "completed"))
@@ -402,7 +403,7 @@ async fn unroutable_event_is_503_and_nothing_is_delivered() {
     assert!(msg.contains("calls.status.completed"), "{msg}");
     assert_eq!(b.message_count(&queue).await, 0, "nothing was delivered");
     assert!(
-        readyz(&app).await,
+        app.is_ready().await,
         "an unroutable event does not make the sink unready"
     );
     app.stop().await;
@@ -411,18 +412,14 @@ async fn unroutable_event_is_503_and_nothing_is_delivered() {
 
 #[tokio::test]
 async fn full_queue_with_reject_publish_is_nacked_and_503() {
-    let mut b = Broker::new("full").await;
-    let queue = b.queue_name("full");
-    b.declare_exchange().await;
     let mut args = FieldTable::default();
     args.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
     args.insert(
         "x-overflow".into(),
         AMQPValue::LongString("reject-publish".into()),
     );
-    b.declare_queue(&queue, "calls.#", args).await;
-    let app = spawn(&config_with_sinks(&sink_yaml(AMQP_URL, &b.exchange, ""))).await;
-    await_ready(&app, true).await;
+    let (b, queue) = Broker::with_queue("full", "calls.#", args).await;
+    let app = spawn_ready(AMQP_URL, &b.exchange, "").await;
 
     let first = app
         .post(&status_payload(&unique("full"), "completed"))
@@ -456,18 +453,9 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
     // Many publishes in flight at once, half of them unroutable: each answer must match what the
     // broker did with that very message (a return attributed to the wrong publish would be a
     // 200 for an event that went nowhere).
-    let mut b = Broker::new("mixed").await;
-    let queue = b.queue_name("mixed");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.status.completed", FieldTable::default())
-        .await;
-    let app = spawn(&config_with_sinks(&sink_yaml(
-        AMQP_URL,
-        &b.exchange,
-        ", channels: 8",
-    )))
-    .await;
-    await_ready(&app, true).await;
+    let (b, queue) =
+        Broker::with_queue("mixed", "calls.status.completed", FieldTable::default()).await;
+    let app = spawn_ready(AMQP_URL, &b.exchange, ", channels: 8").await;
 
     let n = 96;
     let started = Instant::now();
@@ -489,16 +477,7 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
             assert!(error_message(&a.body).contains("unroutable"), "{}", a.body);
         }
     }
-    let got: HashSet<String> = b
-        .drain(&queue)
-        .await
-        .iter()
-        .map(|m| {
-            prop(m.delivery.properties.message_id())
-                .expect("message_id")
-                .to_string()
-        })
-        .collect();
+    let got = b.message_ids(&queue).await;
     assert_eq!(got, expected, "exactly the acknowledged events arrived");
     eprintln!("{n} webhooks (half unroutable) at concurrency {n} over 8 channels: {elapsed:?}");
     app.stop().await;
@@ -507,24 +486,17 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
 
 #[tokio::test]
 async fn connection_cut_is_503_within_the_deadline_then_recovers_without_restart() {
-    let mut b = Broker::new("cut").await;
-    let queue = b.queue_name("cut");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.#", FieldTable::default())
-        .await;
-    let upstream: SocketAddr = BROKER.parse().expect("address");
-    let proxy = TcpProxy::start(upstream).await;
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
-    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
-    await_ready(&app, true).await;
+    let (b, queue) = Broker::with_queue("cut", "calls.#", FieldTable::default()).await;
+    let (proxy, url) = proxied().await;
+    let app = spawn_ready(&url, &b.exchange, "").await;
 
     let before = app.post(&status_payload(&unique("cut"), "completed")).await;
     assert_eq!(before.status, 200, "{}", before.body);
 
     proxy.cut();
-    let started = Instant::now();
-    let during = app.post(&status_payload(&unique("cut"), "completed")).await;
-    let took = started.elapsed();
+    let (during, took) = app
+        .post_timed(&status_payload(&unique("cut"), "completed"))
+        .await;
     assert_eq!(during.status, 503, "{}", during.body);
     assert!(during.retry_after.is_some());
     assert!(
@@ -532,7 +504,7 @@ async fn connection_cut_is_503_within_the_deadline_then_recovers_without_restart
         "answered after {took:?}, past the 3 s deadline"
     );
     let readyz_body = app.get("/readyz").await;
-    await_ready(&app, false).await;
+    app.await_ready(false).await;
     // The password never appears in what the bridge says.
     assert!(
         !during.body.to_string().contains("guest:guest"),
@@ -542,28 +514,13 @@ async fn connection_cut_is_503_within_the_deadline_then_recovers_without_restart
     assert!(!readyz_body.body.to_string().contains("guest:guest"));
 
     proxy.restore();
-    await_ready(&app, true).await;
+    app.await_ready(true).await;
     let after = app.post(&status_payload(&unique("cut"), "completed")).await;
     assert_eq!(after.status, 200, "{}", after.body);
 
-    let ids: Vec<String> = b
-        .drain(&queue)
-        .await
-        .iter()
-        .filter_map(|m| prop(m.delivery.properties.message_id()).map(str::to_string))
-        .collect();
-    assert!(ids.contains(
-        &before.body["event_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    ));
-    assert!(ids.contains(
-        &after.body["event_id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    ));
+    let ids = b.message_ids(&queue).await;
+    assert!(ids.contains(before.event_id()));
+    assert!(ids.contains(after.event_id()));
     eprintln!("503 during the cut after {took:?}: {}", during.body);
     app.stop().await;
     b.cleanup().await;
@@ -571,21 +528,16 @@ async fn connection_cut_is_503_within_the_deadline_then_recovers_without_restart
 
 #[tokio::test]
 async fn broker_down_at_startup_does_not_prevent_startup() {
-    let mut b = Broker::new("startup").await;
-    let queue = b.queue_name("startup");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.#", FieldTable::default())
-        .await;
-    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
+    let (b, queue) = Broker::with_queue("startup", "calls.#", FieldTable::default()).await;
+    let (proxy, url) = proxied().await;
     proxy.cut();
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
     let started = Instant::now();
     let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
     assert!(
         started.elapsed() < Duration::from_secs(8),
         "startup waited too long"
     );
-    assert!(!readyz(&app).await);
+    assert!(!app.is_ready().await);
     let a = app
         .post(&status_payload(&unique("startup"), "completed"))
         .await;
@@ -593,7 +545,7 @@ async fn broker_down_at_startup_does_not_prevent_startup() {
     assert_eq!(a.body["sinks"][SINK]["error"]["code"], "not_connected");
 
     proxy.restore();
-    await_ready(&app, true).await;
+    app.await_ready(true).await;
     let a = app
         .post(&status_payload(&unique("startup"), "completed"))
         .await;
@@ -607,26 +559,18 @@ async fn broker_down_at_startup_does_not_prevent_startup() {
 async fn silent_partition_times_out_within_the_deadline_then_reconnects() {
     // No RST, no FIN: the publish's confirm never comes (the lapin #246/#409 situation). The
     // request must still be answered in time, and the stalled connection must be replaced.
-    let mut b = Broker::new("frozen").await;
-    let queue = b.queue_name("frozen");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.#", FieldTable::default())
-        .await;
-    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
-    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
-    await_ready(&app, true).await;
+    let (b, queue) = Broker::with_queue("frozen", "calls.#", FieldTable::default()).await;
+    let (proxy, url) = proxied().await;
+    let app = spawn_ready(&url, &b.exchange, "").await;
     let before = app
         .post(&status_payload(&unique("frozen"), "completed"))
         .await;
     assert_eq!(before.status, 200, "{}", before.body);
 
     proxy.freeze();
-    let started = Instant::now();
-    let during = app
-        .post(&status_payload(&unique("frozen"), "completed"))
+    let (during, took) = app
+        .post_timed(&status_payload(&unique("frozen"), "completed"))
         .await;
-    let took = started.elapsed();
     assert_eq!(during.status, 503, "{}", during.body);
     assert_eq!(during.body["sinks"][SINK]["error"]["code"], "timeout");
     assert!(
@@ -635,23 +579,18 @@ async fn silent_partition_times_out_within_the_deadline_then_reconnects() {
     );
     // The stalled channel cannot be replaced, so the connection is given up: not ready.
     let stalled = Instant::now();
-    await_ready(&app, false).await;
+    app.await_ready(false).await;
     let noticed = stalled.elapsed();
 
     proxy.restore();
-    await_ready(&app, true).await;
+    app.await_ready(true).await;
     let after = app
         .post(&status_payload(&unique("frozen"), "completed"))
         .await;
     assert_eq!(after.status, 200, "{}", after.body);
-    let ids: HashSet<String> = b
-        .drain(&queue)
-        .await
-        .iter()
-        .filter_map(|m| prop(m.delivery.properties.message_id()).map(str::to_string))
-        .collect();
-    assert!(ids.contains(before.body["event_id"].as_str().unwrap_or_default()));
-    assert!(ids.contains(after.body["event_id"].as_str().unwrap_or_default()));
+    let ids = b.message_ids(&queue).await;
+    assert!(ids.contains(before.event_id()));
+    assert!(ids.contains(after.event_id()));
     eprintln!("silent partition: 503 after {took:?}, not ready {noticed:?} later");
     app.stop().await;
     b.cleanup().await;
@@ -663,16 +602,15 @@ async fn exchange_deleted_at_runtime_is_declared_again() {
     // its topology: the next publish fails, and the sink re-declares everything by itself.
     let mut b = Broker::new("redeclare").await;
     let queue = b.queue_name("redeclare");
-    let app = spawn(&config_with_sinks(&sink_yaml(
+    let app = spawn_ready(
         AMQP_URL,
         &b.exchange,
         &format!(
             ", declare: {{durable: false}}, \
              queues: [{{name: \"{queue}\", binding_key: \"calls.#\", durable: false}}]"
         ),
-    )))
+    )
     .await;
-    await_ready(&app, true).await;
     let first = app
         .post(&status_payload(&unique("redeclare"), "completed"))
         .await;
@@ -703,15 +641,10 @@ async fn exchange_deleted_at_runtime_is_declared_again() {
         },
     )
     .await;
-    let ids: HashSet<String> = b
-        .drain(&queue)
-        .await
-        .iter()
-        .filter_map(|m| prop(m.delivery.properties.message_id()).map(str::to_string))
-        .collect();
-    assert!(ids.contains(first.body["event_id"].as_str().unwrap_or_default()));
-    assert!(ids.contains(again.body["event_id"].as_str().unwrap_or_default()));
-    assert!(readyz(app).await);
+    let ids = b.message_ids(&queue).await;
+    assert!(ids.contains(first.event_id()));
+    assert!(ids.contains(again.event_id()));
+    assert!(app.is_ready().await);
     b.cleanup().await;
 }
 
@@ -721,15 +654,9 @@ async fn confirm_lost_with_the_connection_is_503_at_once_not_a_hang() {
     // connection dies: the outcome is unknown, so the answer is 503 — and it comes as soon as
     // the connection is gone, not when the timeout expires. The sender's retry then delivers
     // the event again under the same message_id, which consumers deduplicate on.
-    let mut b = Broker::new("lost").await;
-    let queue = b.queue_name("lost");
-    b.declare_exchange().await;
-    b.declare_queue(&queue, "calls.#", FieldTable::default())
-        .await;
-    let proxy = TcpProxy::start(BROKER.parse().expect("address")).await;
-    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
-    let app = spawn(&config_with_sinks(&sink_yaml(&url, &b.exchange, ""))).await;
-    await_ready(&app, true).await;
+    let (b, queue) = Broker::with_queue("lost", "calls.#", FieldTable::default()).await;
+    let (proxy, url) = proxied().await;
+    let app = spawn_ready(&url, &b.exchange, "").await;
 
     proxy.stall_replies();
     let payload = status_payload(&unique("lost"), "completed");
@@ -759,7 +686,7 @@ async fn confirm_lost_with_the_connection_is_503_at_once_not_a_hang() {
     assert_ne!(answer.body["sinks"][SINK]["error"]["code"], "timeout");
 
     proxy.restore();
-    await_ready(&app, true).await;
+    app.await_ready(true).await;
     let retry = app.post(&payload).await;
     assert_eq!(retry.status, 200, "{}", retry.body);
     assert_eq!(retry.body["event_id"], answer.body["event_id"]);

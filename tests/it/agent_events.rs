@@ -1,8 +1,6 @@
 //! The second webhook family (agent event subscriptions) over HTTP, into the same event stream.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 fn agent_event(name: &str, call_id: &str) -> Value {
@@ -33,13 +31,7 @@ const BEARER: (&str, &str) = ("Authorization", "Bearer test-token");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_patch_post_with_bearer_each_answer_exactly_200() {
-    let (app, path, _dir) = spawn_archive_with(|yaml| {
-        yaml.replace(
-            "deadline_ms: 3000",
-            "deadline_ms: 3000, extra_paths: [/agent-events]",
-        )
-    })
-    .await;
+    let (app, path, _dir) = spawn_archive_with(", extra_paths: [/agent-events]").await;
     let call = unique("agent");
     let names = [
         "call-started",
@@ -97,25 +89,14 @@ async fn put_patch_post_with_bearer_each_answer_exactly_200() {
     // a wrong or missing token is refused and publishes nothing
     let before = read_lines(&path).len();
     let other = agent_event("call-started", &unique("denied"));
-    let a = send(
-        &app,
-        reqwest::Method::PUT,
-        "/callback",
-        ("Authorization", "Bearer nope"),
-        &other,
-    )
-    .await;
-    assert_eq!(a.status, 401);
-    assert_eq!(a.body["error"]["code"], "unauthorized");
-    let a = send(
-        &app,
-        reqwest::Method::PATCH,
-        "/callback",
-        ("X-Other", "x"),
-        &other,
-    )
-    .await;
-    assert_eq!(a.status, 401);
+    for (method, auth) in [
+        (reqwest::Method::PUT, ("Authorization", "Bearer nope")),
+        (reqwest::Method::PATCH, ("X-Other", "x")),
+    ] {
+        let a = send(&app, method, "/callback", auth, &other).await;
+        assert_eq!(a.status, 401);
+        assert_eq!(a.body["error"]["code"], "unauthorized");
+    }
     assert_eq!(read_lines(&path).len(), before);
     app.stop().await;
 }
@@ -141,10 +122,13 @@ async fn both_families_land_with_consistent_fields() {
     let path = dir.path().join("events.jsonl");
     let completed_only = dir.path().join("completed.jsonl");
     let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n\
-         \x20 - {{name: completed, type: file, path: \"{}\", events: [call.status.completed]}}\n",
-        path.display(),
-        completed_only.display()
+        "{}{}",
+        file_sink("archive", &path, ""),
+        file_sink(
+            "completed",
+            &completed_only,
+            ", events: [call.status.completed]"
+        )
     )))
     .await;
     let call = unique("both");

@@ -3,10 +3,16 @@
 //! The file given with `--config` (or `CALLBRIDGE_CONFIG`) is the *whole* configuration: serde
 //! defaults fill omitted scalar fields only, so a user's `sinks` list is never merged with the
 //! embedded default. Environment variables `CALLBRIDGE__SECTION__KEY` override single values.
-//! Every string may hold `${VAR}` or `${VAR:-default}`; expansion happens on parsed values, never
-//! on the raw YAML text, so a variable's value cannot inject YAML structure.
+//! Every string may hold `${VAR}` or `${VAR:-default}` ([`mod@env`]).
+//!
+//! The sections are here; the `sinks` list is in [`sinks`] and each sink kind's settings live
+//! with the sink (`crate::sinks::<kind>`). Every check reports through [`validate::Issues`], a
+//! leaf module, so dependencies point one way: config → a sink's settings → config::validate.
 
-use std::collections::HashSet;
+pub mod env;
+pub mod sinks;
+pub mod validate;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -14,11 +20,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::template::Template;
+use crate::event::EventSettings;
+pub use env::Env;
+pub use sinks::SinkSettings;
+pub use validate::{ConfigIssue, Issues};
 
 /// The embedded default configuration: one `file` sink, the documentation's sample API key.
 /// Embedded so that `cargo run --release` and the installed binary work from any directory.
-pub const DEFAULT_CONFIG_YAML: &str = include_str!("../config/default.yaml");
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/default.yaml");
 
 /// The API key printed in the sender's documentation. Accepted only with a loud warning.
 pub const DOCS_SAMPLE_API_KEY: &str = "sk_live_1234567890abcdef";
@@ -56,41 +65,6 @@ pub enum ConfigError {
     /// Every problem found, each named by its field path (`sinks[1].topic: ...`).
     #[error("invalid configuration:\n{}", .0.iter().map(|i| format!("  {i}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ConfigIssue>),
-}
-
-/// One problem with the configuration, named by the path of the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Collects errors and warnings while validating, so `validate` can report all of them at once.
-#[derive(Debug, Default)]
-pub struct Issues {
-    pub errors: Vec<ConfigIssue>,
-    pub warnings: Vec<ConfigIssue>,
-}
-
-impl Issues {
-    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigIssue {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(ConfigIssue {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -165,11 +139,6 @@ fn default_deadline_ms() -> u64 {
 fn default_retry_after_secs() -> u64 {
     60
 }
-/// Serde default for `required` and other on-by-default flags (shared by every sink kind).
-pub fn default_true() -> bool {
-    true
-}
-
 /// The sender's own request timeout; our deadline must be below it.
 pub const SENDER_TIMEOUT_MS: u64 = 10_000;
 
@@ -210,33 +179,6 @@ fn default_api_key_header() -> String {
 pub struct BearerSettings {
     /// Accepted `Authorization: Bearer <token>` values (agent event subscriptions use these).
     pub tokens: Vec<SecretString>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EventSettings {
-    /// CloudEvents `source` of every event.
-    #[serde(default = "default_source")]
-    pub source: String,
-    /// Prefix of the CloudEvents `type` (`<prefix>.call.status.v1`).
-    #[serde(default = "default_type_prefix")]
-    pub type_prefix: String,
-}
-
-impl Default for EventSettings {
-    fn default() -> Self {
-        Self {
-            source: default_source(),
-            type_prefix: default_type_prefix(),
-        }
-    }
-}
-
-fn default_source() -> String {
-    "/callbridge".into()
-}
-fn default_type_prefix() -> String {
-    "ai.ringg".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -338,114 +280,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// One configured sink. The `type` key selects the kind.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum SinkSettings {
-    File(FileSinkSettings),
-    Null(NullSinkSettings),
-    Nats(Box<crate::sinks::nats::NatsSinkSettings>),
-    Rabbitmq(crate::sinks::rabbitmq::RabbitmqSinkSettings),
-    Kafka(crate::sinks::kafka::KafkaSinkSettings),
-}
-
-/// The fields every sink kind has.
-#[derive(Debug, Clone, Copy)]
-pub struct SinkCommon<'a> {
-    pub name: &'a str,
-    pub required: bool,
-    pub timeout_ms: u64,
-    pub events: Option<&'a [String]>,
-}
-
-impl SinkSettings {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SinkSettings::File(_) => "file",
-            SinkSettings::Null(_) => "null",
-            SinkSettings::Nats(_) => "nats",
-            SinkSettings::Rabbitmq(_) => "rabbitmq",
-            SinkSettings::Kafka(_) => "kafka",
-        }
-    }
-
-    pub fn common(&self) -> SinkCommon<'_> {
-        macro_rules! common {
-            ($s:expr) => {
-                SinkCommon {
-                    name: &$s.name,
-                    required: $s.required,
-                    timeout_ms: $s.timeout_ms,
-                    events: $s.events.as_deref(),
-                }
-            };
-        }
-        match self {
-            SinkSettings::File(s) => common!(s),
-            SinkSettings::Null(s) => common!(s),
-            SinkSettings::Nats(s) => common!(s),
-            SinkSettings::Rabbitmq(s) => common!(s),
-            SinkSettings::Kafka(s) => common!(s),
-        }
-    }
-
-    fn validate_kind(&self, path: &str, issues: &mut Issues) {
-        match self {
-            SinkSettings::File(s) => {
-                if s.path.as_os_str().is_empty() {
-                    issues.error(format!("{path}.path"), "must not be empty");
-                }
-            }
-            SinkSettings::Null(_) => issues.warn(
-                path,
-                "a null sink acknowledges without storing anything (benchmarks and drills only)",
-            ),
-            SinkSettings::Nats(s) => s.validate(path, issues),
-            SinkSettings::Rabbitmq(s) => s.validate(path, issues),
-            SinkSettings::Kafka(s) => s.validate(path, issues),
-        }
-    }
-}
-
-pub fn default_sink_timeout_ms() -> u64 {
-    5000
-}
-
-/// Appends each event as one JSON line and fsyncs before acknowledging.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkSettings {
-    pub name: String,
-    #[serde(default = "default_true")]
-    pub required: bool,
-    #[serde(default = "default_sink_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// Relative paths are relative to the working directory.
-    pub path: PathBuf,
-}
-
-/// Acknowledges at once (after `latency_ms`) without storing anything: the ceiling of the
-/// bridge's own code path in benchmarks, and a slow sink in drills.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NullSinkSettings {
-    pub name: String,
-    #[serde(default = "default_true")]
-    pub required: bool,
-    #[serde(default = "default_sink_timeout_ms")]
-    pub timeout_ms: u64,
-    #[serde(default)]
-    pub events: Option<Vec<String>>,
-    /// Simulated broker latency.
-    #[serde(default)]
-    pub latency_ms: u64,
-}
-
 impl Settings {
-    /// Loads the file (or the embedded default), applies env overrides and `${VAR}` expansion,
-    /// then validates. Warnings are returned beside the settings so the caller can log them.
+    /// Loads the file (or the embedded default), applies env overrides and `${VAR}` expansion
+    /// from the process environment, then validates. Warnings are returned beside the settings
+    /// so the caller can log them.
     pub fn load(
         path: Option<&Path>,
     ) -> Result<(Settings, Vec<ConfigIssue>, ConfigSource), ConfigError> {
@@ -459,39 +297,32 @@ impl Settings {
             ),
             None => (DEFAULT_CONFIG_YAML.to_string(), ConfigSource::Embedded),
         };
-        let (settings, warnings) = Self::from_yaml_with_env(&text, &source.to_string(), true)?;
+        let (settings, warnings) = Self::from_yaml(&text, &source.to_string(), &Env::Process)?;
         Ok((settings, warnings, source))
     }
 
-    /// Parses YAML text; `with_env` applies `CALLBRIDGE__*` overrides.
-    pub fn from_yaml_with_env(
+    /// Parses YAML text with `env`'s `CALLBRIDGE__*` overrides and `${VAR}` values, then
+    /// validates.
+    pub fn from_yaml(
         text: &str,
         source_name: &str,
-        with_env: bool,
+        env: &Env,
     ) -> Result<(Settings, Vec<ConfigIssue>), ConfigError> {
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Yaml));
-        if with_env {
-            builder = builder.add_source(
-                config::Environment::with_prefix("CALLBRIDGE")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            );
-        }
         let parse_err = |source| ConfigError::Parse {
             source_name: source_name.to_string(),
             source,
         };
-        let mut raw: Value = builder
+        let mut raw: Value = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Yaml))
+            .add_source(env.overrides())
             .build()
             .map_err(parse_err)?
             .try_deserialize()
             .map_err(parse_err)?;
 
         let mut issues = Issues::default();
-        unquoted_null_sink_type(&mut raw);
-        expand_env(&mut raw, "", &mut issues);
+        sinks::unquoted_null_sink_type(&mut raw);
+        env.expand_tree(&mut raw, "", &mut issues);
         if !issues.errors.is_empty() {
             return Err(ConfigError::Invalid(issues.errors));
         }
@@ -574,58 +405,7 @@ impl Settings {
             );
         }
 
-        if self.sinks.is_empty() {
-            issues.error("sinks", "at least one sink is required");
-        }
-        let mut names = HashSet::new();
-        for (i, sink) in self.sinks.iter().enumerate() {
-            let path = format!("sinks[{i}]");
-            let c = sink.common();
-            if c.name.is_empty()
-                || !c
-                    .name
-                    .chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
-            {
-                issues.error(
-                    format!("{path}.name"),
-                    format!(
-                        "must be non-empty letters, digits, '-' or '_', got {:?}",
-                        c.name
-                    ),
-                );
-            } else if !names.insert(c.name.to_string()) {
-                issues.error(
-                    format!("{path}.name"),
-                    format!("duplicate sink name {:?}", c.name),
-                );
-            }
-            if c.timeout_ms == 0 {
-                issues.error(format!("{path}.timeout_ms"), "must be greater than 0");
-            } else if c.timeout_ms > s.deadline_ms {
-                issues.warn(
-                    format!("{path}.timeout_ms"),
-                    format!(
-                        "{} ms exceeds server.deadline_ms ({} ms); the deadline wins",
-                        c.timeout_ms, s.deadline_ms
-                    ),
-                );
-            }
-            if let Some(events) = c.events {
-                for (j, f) in events.iter().enumerate() {
-                    if let Err(e) = crate::event::EventFilter::parse(f) {
-                        issues.error(format!("{path}.events[{j}]"), e);
-                    }
-                }
-            }
-            sink.validate_kind(&path, issues);
-        }
-        if !self.sinks.iter().any(|s| s.common().required) && !self.sinks.is_empty() {
-            issues.warn(
-                "sinks",
-                "no sink is required: every webhook will be answered 200 even if nothing stored it",
-            );
-        }
+        sinks::validate(&self.sinks, s.deadline_ms, issues);
     }
 
     fn validate_auth(&self, issues: &mut Issues) {
@@ -691,93 +471,9 @@ impl Settings {
     }
 }
 
-/// Checks a template string at validate time; used by every broker sink's settings.
-pub fn check_template(value: &str, path: &str, issues: &mut Issues) {
-    if let Err(e) = Template::parse(value) {
-        issues.error(path, e.to_string());
-    }
-}
-
-/// YAML reads an unquoted `type: null` as null, not as the string "null": accept it as the
-/// `null` sink kind rather than fail with a puzzling "invalid type: null".
-fn unquoted_null_sink_type(raw: &mut Value) {
-    if let Some(Value::Array(sinks)) = raw.get_mut("sinks") {
-        for sink in sinks {
-            if let Some(t @ Value::Null) = sink.get_mut("type") {
-                *t = Value::String("null".into());
-            }
-        }
-    }
-}
-
-/// Replaces `${VAR}` and `${VAR:-default}` in every string of the tree. An unset variable
-/// without a default is an error naming the field, never a silent empty string.
-fn expand_env(value: &mut Value, path: &str, issues: &mut Issues) {
-    match value {
-        Value::String(s) if s.contains("${") => match expand_str(s) {
-            Ok(expanded) => *s = expanded,
-            Err(msg) => issues.error(if path.is_empty() { "(root)" } else { path }, msg),
-        },
-        Value::Array(items) => {
-            for (i, v) in items.iter_mut().enumerate() {
-                expand_env(v, &format!("{path}[{i}]"), issues);
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map.iter_mut() {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                expand_env(v, &p, issues);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Expands one string. `$${` escapes a literal `${`.
-pub fn expand_str(input: &str) -> Result<String, String> {
-    let mut out = String::with_capacity(input.len());
-    let mut rest = input;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos..];
-        if let Some(stripped) = after.strip_prefix("$${") {
-            out.push_str("${");
-            rest = stripped;
-        } else if let Some(body) = after.strip_prefix("${") {
-            let end = body
-                .find('}')
-                .ok_or_else(|| format!("unclosed ${{ in {input:?}"))?;
-            let expr = &body[..end];
-            let (name, default) = match expr.split_once(":-") {
-                Some((n, d)) => (n, Some(d)),
-                None => (expr, None),
-            };
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("invalid variable name {name:?}"));
-            }
-            // POSIX `:-` semantics: the default applies when the variable is unset or empty.
-            match (std::env::var(name).ok(), default) {
-                (Some(v), None) => out.push_str(&v),
-                (Some(v), Some(_)) if !v.is_empty() => out.push_str(&v),
-                (_, Some(d)) => out.push_str(d),
-                (None, None) => return Err(format!("environment variable {name} is not set")),
-            }
-            rest = &body[end + 1..];
-        } else {
-            out.push('$');
-            rest = &after[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::validate::assert_paths;
     use super::*;
 
     const MINIMAL: &str = r#"
@@ -787,7 +483,7 @@ sinks:
 "#;
 
     fn load(text: &str) -> Result<(Settings, Vec<ConfigIssue>), ConfigError> {
-        Settings::from_yaml_with_env(text, "test", false)
+        Settings::from_yaml(text, "test", &Env::empty())
     }
 
     fn errors(text: &str) -> Vec<String> {
@@ -815,7 +511,7 @@ sinks:
         assert_eq!(s.idempotency.window_secs, 1800);
         assert_eq!(s.event.type_prefix, "ai.ringg");
         assert_eq!(s.auth.api_keys.as_ref().unwrap().header, "X-API-Key");
-        let c = s.sinks[0].common();
+        let c = s.sinks[0].spec().common();
         assert!(c.required);
         assert_eq!(c.timeout_ms, 5000);
     }
@@ -846,19 +542,17 @@ sinks:
   - {name: a, type: file, path: /tmp/y, timeout_ms: 0}
 "#,
         );
-        for expected in [
-            "server.deadline_ms",
-            "server.path",
-            "auth.api_keys.keys",
-            "sinks[0].events[0]",
-            "sinks[1].name",
-            "sinks[1].timeout_ms",
-        ] {
-            assert!(
-                errs.iter().any(|e| e.starts_with(&format!("{expected}:"))),
-                "missing {expected} in {errs:?}"
-            );
-        }
+        assert_paths(
+            &errs,
+            &[
+                "server.deadline_ms",
+                "server.path",
+                "auth.api_keys.keys",
+                "sinks[0].events[0]",
+                "sinks[1].name",
+                "sinks[1].timeout_ms",
+            ],
+        );
     }
 
     #[test]
@@ -871,26 +565,22 @@ sinks:
     }
 
     #[test]
-    fn env_expansion_with_defaults_and_errors() {
-        std::env::set_var("CB_TEST_KEY_SET", "from-env");
-        std::env::remove_var("CB_TEST_KEY_UNSET");
-        assert_eq!(expand_str("${CB_TEST_KEY_SET}").unwrap(), "from-env");
-        assert_eq!(
-            expand_str("a-${CB_TEST_KEY_UNSET:-dflt}-b").unwrap(),
-            "a-dflt-b"
-        );
-        assert_eq!(expand_str("$${LITERAL}").unwrap(), "${LITERAL}");
-        assert_eq!(expand_str("cost $5").unwrap(), "cost $5");
-        assert!(expand_str("${CB_TEST_KEY_UNSET}").is_err());
-        assert!(expand_str("${unclosed").is_err());
-
-        let errs = errors(
+    fn env_variables_expand_in_place_and_unset_ones_are_named() {
+        let env = Env::vars([("CB_TEST_KEY_SET", "from-env")]);
+        let errs = match Settings::from_yaml(
             "auth: {api_keys: {keys: [\"${CB_TEST_KEY_UNSET}\"]}}\nsinks: [{name: a, type: file, path: /tmp/x}]",
-        );
+            "test",
+            &env,
+        ) {
+            Err(ConfigError::Invalid(v)) => v,
+            other => panic!("{other:?}"),
+        };
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("auth.api_keys.keys[0]:"), "{errs:?}");
-        let (s, _) = load(
+        assert_eq!(errs[0].path, "auth.api_keys.keys[0]", "{errs:?}");
+        let (s, _) = Settings::from_yaml(
             "auth: {api_keys: {keys: [\"${CB_TEST_KEY_SET}\"]}}\nsinks: [{name: a, type: file, path: /tmp/x}]",
+            "test",
+            &env,
         )
         .unwrap();
         assert_eq!(s.auth.api_keys.unwrap().keys[0].expose_secret(), "from-env");
@@ -898,10 +588,8 @@ sinks:
 
     #[test]
     fn env_overrides_single_values() {
-        // Unique variable so parallel tests do not interfere.
-        std::env::set_var("CALLBRIDGE__IDEMPOTENCY__MAX_ENTRIES", "77");
-        let (s, _) = Settings::from_yaml_with_env(MINIMAL, "test", true).unwrap();
-        std::env::remove_var("CALLBRIDGE__IDEMPOTENCY__MAX_ENTRIES");
+        let env = Env::vars([("CALLBRIDGE__IDEMPOTENCY__MAX_ENTRIES", "77")]);
+        let (s, _) = Settings::from_yaml(MINIMAL, "test", &env).unwrap();
         assert_eq!(s.idempotency.max_entries, 77);
         assert_eq!(s.sinks.len(), 1, "sinks are not merged with anything");
     }

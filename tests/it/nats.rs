@@ -1,15 +1,14 @@
 //! The `nats` sink against the machine's NATS server (127.0.0.1:4222, JetStream enabled).
 //!
-//! Every test uses its own stream and subject prefix (`common::unique`), reads what arrived back
-//! with a JetStream consumer (or a core subscriber), and deletes its stream at the end.
-
-mod common;
+//! Every test uses its own stream and subject prefix (`unique`), reads what arrived back with a
+//! JetStream consumer (or a core subscriber), and deletes its stream at the end.
 
 use std::time::{Duration, Instant};
 
+use crate::common::proxy::TcpProxy;
+use crate::common::*;
 use async_nats::header::{self, HeaderMap};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer::DeliverPolicy};
-use common::proxy::TcpProxy;
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -25,14 +24,63 @@ async fn js() -> jetstream::Context {
 
 /// A stream name and a subject prefix no other test (or run) uses.
 fn names(tag: &str) -> (String, String) {
-    let u = common::unique(tag).replace('-', "_");
+    let u = unique(tag).replace('-', "_");
     (format!("CB_{u}"), format!("cbtest.{u}"))
 }
 
-fn jetstream_sink(name: &str, prefix: &str, stream: &str, extra: &str) -> String {
+/// A `nats` sink entry of a config's `sinks` list; `extra` holds more keys, one per line
+/// (`"    timeout_ms: 500\n"`).
+fn nats_sink(name: &str, url: &str, subject: &str, extra: &str) -> String {
     format!(
-        "  - name: {name}\n    type: nats\n    url: \"{NATS_URL}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    timeout_ms: 2000\n{extra}    jetstream:\n      stream: {stream}\n      ensure_stream: {{subjects: [\"{prefix}.>\"], storage: memory}}\n"
+        "  - name: {name}\n    type: nats\n    url: \"{url}\"\n    subject: \"{subject}\"\n{extra}"
     )
+}
+
+/// A JetStream sink named `name` that ensures its own memory stream over `<prefix>.>`.
+fn jetstream_sink(name: &str, prefix: &str, stream: &str, extra: &str) -> String {
+    nats_sink(
+        name,
+        NATS_URL,
+        &format!("{prefix}.{{kind}}.{{call_id}}"),
+        &format!(
+            "    timeout_ms: 2000\n{extra}    jetstream:\n      stream: {stream}\n      ensure_stream: {{subjects: [\"{prefix}.>\"], storage: memory}}\n"
+        ),
+    )
+}
+
+/// A JetStream sink named `bus` publishing through `url` into an existing `stream`.
+fn bus_via(url: &str, subject: &str, stream: &str, extra: &str) -> String {
+    nats_sink(
+        "bus",
+        url,
+        subject,
+        &format!("{extra}    jetstream: {{stream: {stream}}}\n"),
+    )
+}
+
+/// The bridge with one JetStream sink named `bus` (see [`jetstream_sink`]).
+async fn spawn_bus(prefix: &str, stream: &str, extra: &str) -> TestApp {
+    spawn(&config_with_sinks(&jetstream_sink(
+        "bus", prefix, stream, extra,
+    )))
+    .await
+}
+
+/// A stream of this test's own (created here, not by the sink), and a TCP proxy in front of
+/// the server: the sink reaches NATS only through the proxy. Returns the stream's name, the
+/// subject prefix and the proxy's URL.
+async fn proxied_stream(js: &jetstream::Context, tag: &str) -> (String, String, TcpProxy, String) {
+    let (stream, prefix) = names(tag);
+    stream_for(js, &stream, &format!("{prefix}.>")).await;
+    let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
+    let url = format!("nats://127.0.0.1:{}", proxy.port());
+    (stream, prefix, proxy, url)
+}
+
+/// How many messages the stream holds.
+async fn stored(js: &jetstream::Context, stream: &str) -> u64 {
+    let mut s = js.get_stream(stream).await.expect("stream exists");
+    s.info().await.expect("stream info").state.messages
 }
 
 /// Every message in the stream, read with an ephemeral pull consumer; `expected` bounds the
@@ -42,9 +90,12 @@ async fn read_stream(
     stream: &str,
     expected: usize,
 ) -> Vec<jetstream::Message> {
-    let mut s = js.get_stream(stream).await.expect("stream exists");
-    let info = s.info().await.expect("stream info");
-    assert_eq!(info.state.messages, expected as u64, "messages in {stream}");
+    assert_eq!(
+        stored(js, stream).await,
+        expected as u64,
+        "messages in {stream}"
+    );
+    let s = js.get_stream(stream).await.expect("stream exists");
     let consumer = s
         .create_consumer(pull::Config {
             deliver_policy: DeliverPolicy::All,
@@ -113,23 +164,17 @@ fn ce_decode(v: &str) -> String {
 async fn traceparent_reaches_the_message() {
     let js = js().await;
     let (stream, prefix) = names("trace");
-    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
-        "bus", &prefix, &stream, "",
-    )))
-    .await;
+    let app = spawn_bus(&prefix, &stream, "").await;
     let a = app
-        .post_traced(
-            &common::status_payload(&common::unique("trace"), "completed"),
-            common::TRACEPARENT,
-        )
+        .post_traced(&status_payload(&unique("trace"), "completed"), TRACEPARENT)
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
     let msgs = read_stream(&js, &stream, 1).await;
     let h = msgs[0].headers.clone().unwrap_or_default();
-    assert_eq!(hdr(&h, "traceparent").as_deref(), Some(common::TRACEPARENT));
+    assert_eq!(hdr(&h, "traceparent").as_deref(), Some(TRACEPARENT));
     assert_eq!(
         hdr(&h, "ce-traceparent").map(|v| ce_decode(&v)).as_deref(),
-        Some(common::TRACEPARENT)
+        Some(TRACEPARENT)
     );
     app.stop().await;
     let _ = js.delete_stream(&stream).await;
@@ -139,10 +184,7 @@ async fn traceparent_reaches_the_message() {
 async fn every_seed_payload_arrives_with_ce_headers_msg_id_and_data() {
     let js = js().await;
     let (stream, prefix) = names("seed");
-    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
-        "bus", &prefix, &stream, "",
-    )))
-    .await;
+    let app = spawn_bus(&prefix, &stream, "").await;
 
     let fixtures = [
         "curl-test.payload.json",
@@ -152,7 +194,7 @@ async fn every_seed_payload_arrives_with_ce_headers_msg_id_and_data() {
     ];
     let mut sent = Vec::new();
     for (i, f) in fixtures.iter().enumerate() {
-        let payload = common::fixture(f);
+        let payload = fixture(f);
         let a = app.post(&payload).await;
         assert_eq!(a.status, 200, "{f}: {}", a.body);
         let receipt = &a.body["sinks"]["bus"]["receipt"];
@@ -213,17 +255,9 @@ async fn every_seed_payload_arrives_with_ce_headers_msg_id_and_data() {
 async fn structured_mode_carries_the_whole_event() {
     let js = js().await;
     let (stream, prefix) = names("structured");
-    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
-        "bus",
-        &prefix,
-        &stream,
-        "    format: structured\n",
-    )))
-    .await;
-    let call_id = common::unique("structured");
-    let a = app
-        .post(&common::status_payload(&call_id, "completed"))
-        .await;
+    let app = spawn_bus(&prefix, &stream, "    format: structured\n").await;
+    let call_id = unique("structured");
+    let a = app.post(&status_payload(&call_id, "completed")).await;
     assert_eq!(a.status, 200, "{}", a.body);
 
     let msgs = read_stream(&js, &stream, 1).await;
@@ -255,11 +289,11 @@ async fn structured_mode_carries_the_whole_event() {
 async fn same_webhook_twice_is_one_message_even_across_bridge_instances() {
     let js = js().await;
     let (stream, prefix) = names("dedupe");
-    let yaml = common::config_with_sinks(&jetstream_sink("bus", &prefix, &stream, ""));
-    let payload = common::status_payload(&common::unique("dedupe"), "completed");
+    let yaml = config_with_sinks(&jetstream_sink("bus", &prefix, &stream, ""));
+    let payload = status_payload(&unique("dedupe"), "completed");
 
     // First bridge: publishes; a repeat is answered from its own ledger.
-    let first = common::spawn(&yaml).await;
+    let first = spawn(&yaml).await;
     let a = first.post(&payload).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let r = &a.body["sinks"]["bus"]["receipt"];
@@ -277,7 +311,7 @@ async fn same_webhook_twice_is_one_message_even_across_bridge_instances() {
     first.stop().await;
 
     // Second bridge: empty memory, publishes again; the stream's dedupe says duplicate.
-    let second = common::spawn(&yaml).await;
+    let second = spawn(&yaml).await;
     let b = second.post(&payload).await;
     assert_eq!(b.status, 200, "{}", b.body);
     assert_eq!(b.body["event_id"], a.body["event_id"]);
@@ -307,16 +341,15 @@ async fn same_webhook_twice_is_one_message_even_across_bridge_instances() {
 #[tokio::test]
 async fn no_stream_for_the_subject_is_503_naming_the_sink() {
     let (_, prefix) = names("nostream");
-    let sink = format!(
-        "  - name: orphan\n    type: nats\n    url: \"{NATS_URL}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 2000\n"
+    let sink = nats_sink(
+        "orphan",
+        NATS_URL,
+        &format!("{prefix}.{{kind}}"),
+        "    timeout_ms: 2000\n",
     );
-    let app = common::spawn(&common::config_with_sinks(&sink)).await;
-    let started = Instant::now();
-    let a = app
-        .post(&common::status_payload(
-            &common::unique("nostream"),
-            "completed",
-        ))
+    let app = spawn(&config_with_sinks(&sink)).await;
+    let (a, took) = app
+        .post_timed(&status_payload(&unique("nostream"), "completed"))
         .await;
     assert_eq!(a.status, 503, "{}", a.body);
     assert!(a.retry_after.is_some());
@@ -331,10 +364,7 @@ async fn no_stream_for_the_subject_is_503_naming_the_sink() {
         "{}",
         a.body
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "no responders is immediate"
-    );
+    assert!(took < Duration::from_secs(2), "no responders is immediate");
     app.stop().await;
 }
 
@@ -344,12 +374,15 @@ async fn core_mode_delivers_to_a_live_subscriber() {
     let (_, prefix) = names("core");
     let mut sub = client.subscribe(format!("{prefix}.>")).await.unwrap();
     client.flush().await.unwrap();
-    let sink = format!(
-        "  - name: live\n    type: nats\n    url: \"{NATS_URL}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    jetstream: {{enabled: false}}\n"
+    let sink = nats_sink(
+        "live",
+        NATS_URL,
+        &format!("{prefix}.{{kind}}.{{call_id}}"),
+        "    jetstream: {enabled: false}\n",
     );
-    let app = common::spawn(&common::config_with_sinks(&sink)).await;
-    let call_id = common::unique("core call.id");
-    let a = app.post(&common::status_payload(&call_id, "ongoing")).await;
+    let app = spawn(&config_with_sinks(&sink)).await;
+    let call_id = unique("core call.id");
+    let a = app.post(&status_payload(&call_id, "ongoing")).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let expected_subject = format!("{prefix}.status.{}", token(&call_id));
     assert_eq!(
@@ -377,14 +410,9 @@ async fn core_mode_delivers_to_a_live_subscriber() {
 async fn call_ids_with_dots_spaces_and_wildcards_stay_one_token() {
     let js = js().await;
     let (stream, prefix) = names("sanitise");
-    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
-        "bus", &prefix, &stream, "",
-    )))
-    .await;
+    let app = spawn_bus(&prefix, &stream, "").await;
     let call_id = "a.b c*>%Zoë";
-    let a = app
-        .post(&common::status_payload(call_id, "completed"))
-        .await;
+    let a = app.post(&status_payload(call_id, "completed")).await;
     assert_eq!(a.status, 200, "{}", a.body);
     let msgs = read_stream(&js, &stream, 1).await;
     assert_eq!(
@@ -401,15 +429,8 @@ async fn call_ids_with_dots_spaces_and_wildcards_stay_one_token() {
 async fn an_existing_stream_that_misses_the_subjects_fails_startup() {
     let js = js().await;
     let (stream, prefix) = names("misfit");
-    js.create_stream(jetstream::stream::Config {
-        name: stream.clone(),
-        subjects: vec![format!("{prefix}.other.>")],
-        storage: jetstream::stream::StorageType::Memory,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let settings = common::settings(&common::config_with_sinks(&jetstream_sink(
+    stream_for(&js, &stream, &format!("{prefix}.other.>")).await;
+    let settings = settings(&config_with_sinks(&jetstream_sink(
         "bus", &prefix, &stream, "",
     )));
     let err = match callbridge::Application::build(settings).await {
@@ -433,10 +454,11 @@ async fn an_existing_stream_that_misses_the_subjects_fails_startup() {
     js.delete_stream(&stream).await.unwrap();
 }
 
-async fn stream_for(js: &jetstream::Context, stream: &str, prefix: &str) {
+/// Creates a memory stream capturing `subjects` (a filter), as an operator would.
+async fn stream_for(js: &jetstream::Context, stream: &str, subjects: &str) {
     js.create_stream(jetstream::stream::Config {
         name: stream.to_string(),
-        subjects: vec![format!("{prefix}.>")],
+        subjects: vec![subjects.to_string()],
         storage: jetstream::stream::StorageType::Memory,
         ..Default::default()
     })
@@ -447,28 +469,21 @@ async fn stream_for(js: &jetstream::Context, stream: &str, prefix: &str) {
 #[tokio::test]
 async fn a_server_that_stops_answering_is_a_timeout_503_within_the_timeout() {
     let js = js().await;
-    let (stream, prefix) = names("hole");
-    stream_for(&js, &stream, &prefix).await;
-    let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
-    let sink = format!(
-        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 500\n    jetstream: {{stream: {stream}}}\n",
-        proxy.port()
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "hole").await;
+    let sink = bus_via(
+        &url,
+        &format!("{prefix}.{{kind}}"),
+        &stream,
+        "    timeout_ms: 500\n",
     );
-    let app = common::spawn(&common::config_with_sinks(&sink)).await;
-    let a = app
-        .post(&common::status_payload(&common::unique("hole"), "ongoing"))
-        .await;
+    let app = spawn(&config_with_sinks(&sink)).await;
+    let a = app.post(&status_payload(&unique("hole"), "ongoing")).await;
     assert_eq!(a.status, 200, "{}", a.body);
 
     proxy.freeze();
-    let started = Instant::now();
-    let b = app
-        .post(&common::status_payload(
-            &common::unique("hole"),
-            "completed",
-        ))
+    let (b, took) = app
+        .post_timed(&status_payload(&unique("hole"), "completed"))
         .await;
-    let took = started.elapsed();
     assert_eq!(b.status, 503, "{}", b.body);
     assert_eq!(
         b.body["sinks"]["bus"]["error"]["code"], "timeout",
@@ -480,34 +495,24 @@ async fn a_server_that_stops_answering_is_a_timeout_503_within_the_timeout() {
         "answered after {took:?}"
     );
     app.stop().await;
-    assert_eq!(
-        js.get_stream(&stream)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .messages,
-        1
-    );
+    assert_eq!(stored(&js, &stream).await, 1);
     js.delete_stream(&stream).await.unwrap();
 }
 
 #[tokio::test]
 async fn pending_pubacks_are_bounded_by_max_in_flight() {
     let js = js().await;
-    let (stream, prefix) = names("inflight");
-    stream_for(&js, &stream, &prefix).await;
-    let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
-    let sink = format!(
-        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}\"\n    timeout_ms: 1000\n    max_in_flight: 1\n    jetstream: {{stream: {stream}}}\n",
-        proxy.port()
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "inflight").await;
+    let sink = bus_via(
+        &url,
+        &format!("{prefix}.{{kind}}"),
+        &stream,
+        "    timeout_ms: 1000\n    max_in_flight: 1\n",
     );
-    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    let app = spawn(&config_with_sinks(&sink)).await;
     proxy.freeze();
-    let p1 = common::status_payload(&common::unique("inflight"), "completed");
-    let p2 = common::status_payload(&common::unique("inflight"), "completed");
+    let p1 = status_payload(&unique("inflight"), "completed");
+    let p2 = status_payload(&unique("inflight"), "completed");
     let started = Instant::now();
     let (a, b) = tokio::join!(app.post(&p1), app.post(&p2));
     let mut codes = vec![
@@ -533,15 +538,10 @@ async fn a_durable_pull_consumer_reads_and_acks() {
     // The flow docs/nats.md shows downstream services.
     let js = js().await;
     let (stream, prefix) = names("durable");
-    let app = common::spawn(&common::config_with_sinks(&jetstream_sink(
-        "bus", &prefix, &stream, "",
-    )))
-    .await;
+    let app = spawn_bus(&prefix, &stream, "").await;
     let mut ids = Vec::new();
     for status in ["registered", "ongoing", "completed"] {
-        let a = app
-            .post(&common::status_payload(&common::unique("durable"), status))
-            .await;
+        let a = app.post(&status_payload(&unique("durable"), status)).await;
         assert_eq!(a.status, 200, "{}", a.body);
         ids.push(a.body["event_id"].as_str().unwrap().to_string());
     }
@@ -582,7 +582,7 @@ async fn a_durable_pull_consumer_reads_and_acks() {
     assert_eq!(seen, ids, "stream order = publish order");
     drop(messages);
     let s = &s;
-    let info = common::eventually(
+    let info = eventually(
         Duration::from_secs(5),
         "acks to be recorded",
         || async move {
@@ -598,31 +598,23 @@ async fn a_durable_pull_consumer_reads_and_acks() {
 #[tokio::test]
 async fn a_cut_connection_answers_503_fast_and_recovers() {
     let js = js().await;
-    let (stream, prefix) = names("cut");
     // Create the stream directly: the sink reaches NATS only through the proxy.
-    stream_for(&js, &stream, &prefix).await;
-    let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
-    let sink = format!(
-        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{}\"\n    subject: \"{prefix}.{{kind}}.{{call_id}}\"\n    timeout_ms: 2000\n    jetstream: {{stream: {stream}}}\n",
-        proxy.port()
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "cut").await;
+    let sink = bus_via(
+        &url,
+        &format!("{prefix}.{{kind}}.{{call_id}}"),
+        &stream,
+        "    timeout_ms: 2000\n",
     );
-    let app = common::spawn(&common::config_with_sinks(&sink)).await;
-    assert_eq!(app.get("/readyz").await.status, 200);
-    let a = app
-        .post(&common::status_payload(&common::unique("cut"), "ongoing"))
-        .await;
+    let app = spawn(&config_with_sinks(&sink)).await;
+    assert!(app.is_ready().await);
+    let a = app.post(&status_payload(&unique("cut"), "ongoing")).await;
     assert_eq!(a.status, 200, "{}", a.body);
 
     proxy.cut();
-    common::eventually(
-        Duration::from_secs(10),
-        "readyz to report the cut",
-        || async { (app.get("/readyz").await.status == 503).then_some(()) },
-    )
-    .await;
-    let started = Instant::now();
-    let b = app
-        .post(&common::status_payload(&common::unique("cut"), "completed"))
+    app.await_ready(false).await;
+    let (b, took) = app
+        .post_timed(&status_payload(&unique("cut"), "completed"))
         .await;
     assert_eq!(b.status, 503, "{}", b.body);
     assert_eq!(
@@ -631,18 +623,13 @@ async fn a_cut_connection_answers_503_fast_and_recovers() {
         b.body
     );
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        took < Duration::from_secs(1),
         "fails fast while disconnected"
     );
 
     proxy.restore();
-    common::eventually(Duration::from_secs(20), "the sink to reconnect", || async {
-        (app.get("/readyz").await.status == 200).then_some(())
-    })
-    .await;
-    let c = app
-        .post(&common::status_payload(&common::unique("cut"), "completed"))
-        .await;
+    app.await_ready(true).await;
+    let c = app.post(&status_payload(&unique("cut"), "completed")).await;
     assert_eq!(c.status, 200, "{}", c.body);
     assert_eq!(
         c.body["sinks"]["bus"]["receipt"]["sequence"], 2,
@@ -662,11 +649,14 @@ async fn startup_survives_an_unreachable_server() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let sink = format!(
-        "  - name: bus\n    type: nats\n    url: \"nats://127.0.0.1:{port}\"\n    subject: \"calls.{{kind}}\"\n    jetstream: {{stream: NEVER, ensure_stream: {{subjects: [\"calls.>\"]}}}}\n"
+    let sink = nats_sink(
+        "bus",
+        &format!("nats://127.0.0.1:{port}"),
+        "calls.{kind}",
+        "    jetstream: {stream: NEVER, ensure_stream: {subjects: [\"calls.>\"]}}\n",
     );
     let started = Instant::now();
-    let app = common::spawn(&common::config_with_sinks(&sink)).await;
+    let app = spawn(&config_with_sinks(&sink)).await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "startup is bounded"
@@ -674,12 +664,8 @@ async fn startup_survives_an_unreachable_server() {
     let r = app.get("/readyz").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["sinks"]["bus"]["ready"], false, "{}", r.body);
-    let started = Instant::now();
-    let a = app
-        .post(&common::status_payload(
-            &common::unique("down"),
-            "completed",
-        ))
+    let (a, took) = app
+        .post_timed(&status_payload(&unique("down"), "completed"))
         .await;
     assert_eq!(a.status, 503, "{}", a.body);
     assert_eq!(
@@ -687,6 +673,6 @@ async fn startup_survives_an_unreachable_server() {
         "{}",
         a.body
     );
-    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(took < Duration::from_secs(1));
     app.stop().await;
 }

@@ -1,12 +1,14 @@
 //! Helpers shared by the integration tests: spawn the app on port 0, post webhooks, read files.
-#![allow(dead_code)]
 
+pub mod bridge;
 pub mod proxy;
+
+pub use bridge::{bin, Bridge};
 
 use std::path::Path;
 use std::time::Duration;
 
-use callbridge::config::Settings;
+use callbridge::config::{Env, Settings};
 use callbridge::Application;
 use serde_json::Value;
 
@@ -17,47 +19,58 @@ pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90
 pub const KEY: &str = "test-key-1";
 
 pub struct TestApp {
-    pub port: u16,
     pub base: String,
     pub client: reqwest::Client,
     pub handle: actix_web::dev::ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Parses a YAML config (no env overrides) or panics with the validation errors.
+/// Parses a YAML config (against an empty environment: no overrides, no `${VAR}` values) or
+/// panics with the validation errors.
 pub fn settings(yaml: &str) -> Settings {
-    match Settings::from_yaml_with_env(yaml, "test", false) {
+    match Settings::from_yaml(yaml, "test", &Env::empty()) {
         Ok((s, _)) => s,
         Err(e) => panic!("test config invalid: {e}"),
     }
 }
 
-/// A config with the standard test auth, listening on port 0, and the given sinks (YAML list).
+/// A config with the standard test auth, listening on port 0 with a 3 s deadline, and the given
+/// sinks (YAML list items).
 pub fn config_with_sinks(sinks_yaml: &str) -> String {
+    config_with_server("", sinks_yaml)
+}
+
+/// Like [`config_with_sinks`], with more `server` keys (`", max_body_bytes: 2048"`).
+pub fn config_with_server(server_extra: &str, sinks_yaml: &str) -> String {
     format!(
-        "server: {{listen: \"127.0.0.1:0\", deadline_ms: 3000}}\n\
+        "server: {{listen: \"127.0.0.1:0\", deadline_ms: 3000{server_extra}}}\n\
          auth: {{api_keys: {{header: X-API-Key, keys: [\"{KEY}\", \"test-key-2\"]}}, bearer: {{tokens: [\"test-token\"]}}}}\n\
          sinks:\n{sinks_yaml}"
+    )
+}
+
+/// A `file` sink entry of a config's `sinks` list, with more keys (`", required: false"`).
+pub fn file_sink(name: &str, path: &Path, extra: &str) -> String {
+    format!(
+        "  - {{name: {name}, type: file, path: \"{}\"{extra}}}\n",
+        path.display()
     )
 }
 
 /// An app with one file sink named `archive`; returns the app, the file, and the directory
 /// guard that keeps the file alive.
 pub async fn spawn_archive() -> (TestApp, std::path::PathBuf, tempfile::TempDir) {
-    spawn_archive_with(|yaml| yaml).await
+    spawn_archive_with("").await
 }
 
-/// Like [`spawn_archive`], with the YAML adjusted by `edit` first.
+/// Like [`spawn_archive`], with more `server` keys (see [`config_with_server`]).
 pub async fn spawn_archive_with(
-    edit: impl FnOnce(String) -> String,
+    server_extra: &str,
 ) -> (TestApp, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("events.jsonl");
-    let yaml = config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n",
-        path.display()
-    ));
-    (spawn(&edit(yaml)).await, path, dir)
+    let yaml = config_with_server(server_extra, &file_sink("archive", &path, ""));
+    (spawn(&yaml).await, path, dir)
 }
 
 pub async fn spawn(yaml: &str) -> TestApp {
@@ -71,7 +84,6 @@ pub async fn spawn_settings(mut s: Settings) -> TestApp {
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
-        port,
         base: format!("http://127.0.0.1:{port}"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -86,6 +98,13 @@ pub struct Answer {
     pub status: u16,
     pub retry_after: Option<String>,
     pub body: Value,
+}
+
+impl Answer {
+    /// The event id the answer names (empty if it names none).
+    pub fn event_id(&self) -> &str {
+        self.body["event_id"].as_str().unwrap_or_default()
+    }
 }
 
 impl TestApp {
@@ -104,6 +123,13 @@ impl TestApp {
 
     pub async fn post(&self, body: &Value) -> Answer {
         self.post_raw("/callback", body.to_string()).await
+    }
+
+    /// [`TestApp::post`], and how long the answer took.
+    pub async fn post_timed(&self, body: &Value) -> (Answer, Duration) {
+        let started = std::time::Instant::now();
+        let a = self.post(body).await;
+        (a, started.elapsed())
     }
 
     /// Posts with a W3C `traceparent`, as a traced sender would.
@@ -128,6 +154,20 @@ impl TestApp {
             .await
             .expect("request sent");
         answer(resp).await
+    }
+
+    /// `/readyz` answers 200: every required sink can reach its destination.
+    pub async fn is_ready(&self) -> bool {
+        self.get("/readyz").await.status == 200
+    }
+
+    /// Waits (up to 30 s) until `/readyz` says `ready`, as sinks connect or lose their broker.
+    pub async fn await_ready(&self, ready: bool) {
+        let what = if ready { "ready" } else { "not ready" };
+        eventually(Duration::from_secs(30), what, || async move {
+            (self.is_ready().await == ready).then_some(())
+        })
+        .await;
     }
 
     pub async fn metrics(&self) -> String {

@@ -1,27 +1,22 @@
 //! The binary: validate, send-test, schema, and a graceful SIGTERM with requests in flight.
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::*;
-use serde_json::Value;
+use crate::common::*;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_callbridge"));
-    // run from elsewhere: the binary must not depend on the working directory
-    c.current_dir(std::env::temp_dir());
-    c.env_remove("CALLBRIDGE_CONFIG");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
+/// Runs `callbridge validate` on `yaml` (written to a file) with `envs`.
+fn validate(yaml: &str, envs: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("callbridge.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    bin()
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -38,27 +33,17 @@ fn validate_accepts_the_embedded_default_and_a_good_file() {
         "warns about the docs' key: {stderr}"
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "ok.yaml",
+    let out = validate(
         &config_with_sinks("  - {name: a, type: file, path: /tmp/x.jsonl}\n"),
+        &[],
     );
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
 #[test]
 fn validate_names_every_error_by_field_path() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
-        dir.path(),
-        "bad.yaml",
+    let out = validate(
         r#"
 server: {deadline_ms: 12000, listen: "nowhere"}
 auth: {api_keys: {keys: []}}
@@ -66,12 +51,8 @@ sinks:
   - {name: a, type: file, path: /tmp/x, events: [call.everything]}
   - {name: a, type: file, path: /tmp/y}
 "#,
+        &[],
     );
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for path in [
@@ -84,16 +65,10 @@ sinks:
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
     }
 
-    let cfg = write(
-        dir.path(),
-        "typo.yaml",
+    let out = validate(
         "auth: {mode: none}\nsinks:\n  - {name: a, type: file, path: /tmp/x}\n  - {name: b, type: file, pth: /tmp/y}\n",
+        &[],
     );
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -110,12 +85,9 @@ fn the_readme_config_example_validates() {
     let section = &readme[readme.find("## Configuration").expect("section")..];
     let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
     let yaml = &section[start..start + section[start..].find("```").unwrap()];
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "readme.yaml", yaml);
-    let out = bin()
-        .args(["validate", "--config"])
-        .arg(&cfg)
-        .envs([
+    let out = validate(
+        yaml,
+        &[
             ("CALLBRIDGE_API_KEY", "k"),
             ("CALLBRIDGE_BEARER_TOKEN", "t"),
             ("KAFKA_BROKERS", "kafka:9092"),
@@ -123,9 +95,8 @@ fn the_readme_config_example_validates() {
             ("KAFKA_PASSWORD", "p"),
             ("RABBITMQ_USER", "u"),
             ("RABBITMQ_PASSWORD", "p"),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "README example: {}",
@@ -144,28 +115,29 @@ fn schema_prints_the_committed_schema() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
 
+/// Runs `callbridge send-test` with `args`, off the async runtime (it blocks until answered).
+async fn send_test(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || bin().arg("send-test").args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_test_posts_the_sample_payload_like_the_sender() {
     let (app, path, _dir) = spawn_archive().await;
     let url = format!("{}/callback", app.base);
-    let out = tokio::task::spawn_blocking(move || {
-        bin()
-            .args([
-                "send-test",
-                "--url",
-                &url,
-                "--api-key",
-                KEY,
-                "--kind",
-                "analysis",
-                "--call-id",
-                "st-1",
-            ])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = send_test(&[
+        "--url",
+        &url,
+        "--api-key",
+        KEY,
+        "--kind",
+        "analysis",
+        "--call-id",
+        "st-1",
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -177,15 +149,7 @@ async fn send_test_posts_the_sample_payload_like_the_sender() {
     assert_eq!(lines[0]["subject"], "st-1");
     assert_eq!(lines[0]["data"]["kind"], "analysis");
 
-    let url = format!("{}/callback", app.base);
-    let out = tokio::task::spawn_blocking(move || {
-        bin()
-            .args(["send-test", "--url", &url, "--api-key", "wrong"])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = send_test(&["--url", &url, "--api-key", "wrong"]).await;
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -204,39 +168,12 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let yaml = format!(
         "log: {{format: json}}\n{}",
         config_with_sinks(&format!(
-            "  - {{name: slow, type: null, latency_ms: 1500}}\n  - {{name: archive, type: file, path: \"{}\"}}\n",
-            path.display()
+            "  - {{name: slow, type: null, latency_ms: 1500}}\n{}",
+            file_sink("archive", &path, "")
         ))
     );
-    let cfg = write(dir.path(), "cfg.yaml", &yaml);
-    let mut child = bin()
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (port_tx, port_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if sent {
-                continue; // keep draining so the child never blocks on a full pipe
-            }
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["message"] == "listening" {
-                    let addr = v["addr"].as_str().unwrap_or_default().to_string();
-                    let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
-                    let _ = port_tx.send(port);
-                    sent = true;
-                }
-            }
-        }
-    });
-    let port = port_rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("bridge started");
-    let base = format!("http://127.0.0.1:{port}");
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let base = bridge.base();
     let client = reqwest::Client::new();
 
     let posts: Vec<_> = (0..4)
@@ -274,17 +211,11 @@ async fn sigterm_lets_in_flight_requests_finish() {
         }
     })
     .await;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    bridge.terminate();
     for p in posts {
         assert_eq!(p.await.unwrap(), 200, "in-flight request answered 200");
     }
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let (status, _) = bridge.wait().await;
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(read_lines(&path).len(), 4);
 }

@@ -2,13 +2,12 @@
 //!
 //! `*.payload.json` is what the sender posts, `*.event.json` the event we must emit for it
 //! (received at a fixed time, with the query string in `*.query` if present). After an
-//! intentional change, regenerate with `BLESS=1 cargo test --test golden` and review the diff.
+//! intentional change, regenerate with `BLESS=1 cargo test --test it golden` and review the diff.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use callbridge::config::EventSettings;
-use callbridge::event::normalize;
+use callbridge::event::{normalize, EventSettings};
 use serde_json::Value;
 
 const RECEIVED_AT: &str = "2026-01-01T00:00:00Z";

@@ -1,8 +1,6 @@
 //! Ingest over HTTP: auth, content types, limits, the bad-input corpus, JSON errors.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,13 +114,7 @@ async fn query_params_are_kept_and_put_patch_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_413_declared_or_streamed() {
-    let (app, path, _dir) = spawn_archive_with(|yaml| {
-        yaml.replace(
-            "deadline_ms: 3000",
-            "deadline_ms: 3000, max_body_bytes: 2048",
-        )
-    })
-    .await;
+    let (app, path, _dir) = spawn_archive_with(", max_body_bytes: 2048").await;
     let mut big = status_payload(&unique("big"), "completed");
     big["data"]["transcript"] = Value::from("x".repeat(4096));
     let a = app.post(&big).await;

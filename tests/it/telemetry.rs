@@ -1,16 +1,12 @@
 //! Observability: metrics after known traffic, OTLP spans with a child per sink, the trace
-//! context carried into the events, and no secrets in logs.
+//! context carried into the events, and no secrets in logs. Tracing and logs are process-wide,
+//! so those tests run the binary (`Bridge`): the other tests of this binary keep tracing off.
 
-mod common;
-
-use std::io::Read;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::*;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use callbridge::config::{LogSettings, TraceSettings};
-use common::*;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -63,33 +59,25 @@ fn attr_str(span: &Span, key: &str) -> Option<String> {
     }
 }
 
-/// One test owns the process-wide subscriber with the OTLP layer.
+/// The binary with traces on, exporting to an in-test OTLP receiver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_the_collector_and_the_trace_continues_into_the_event() {
     let (endpoint, spans, receiver) = otlp_receiver().await;
-    let guard = callbridge::telemetry::init(
-        &LogSettings::default(),
-        &TraceSettings {
-            enabled: true,
-            endpoint,
-            ..TraceSettings::default()
-        },
-    )
-    .expect("telemetry");
-
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n  - {{name: fast, type: null}}\n",
-        path.display()
-    )))
-    .await;
+    let yaml = format!(
+        "log: {{format: json}}\ntraces: {{enabled: true, endpoint: \"{endpoint}\"}}\n{}",
+        config_with_sinks(&format!(
+            "{}  - {{name: fast, type: null}}\n",
+            file_sink("archive", &path, "")
+        ))
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent_span = "00f067aa0ba902b7";
-    let resp = app
-        .client
-        .post(format!("{}/callback", app.base))
+    let resp = reqwest::Client::new()
+        .post(format!("{}/callback", bridge.base()))
         .header("X-API-Key", KEY)
         .header("traceparent", format!("00-{trace_id}-{parent_span}-01"))
         .body(status_payload(&unique("trace"), "completed").to_string())
@@ -105,9 +93,11 @@ async fn spans_reach_the_collector_and_the_trace_continues_into_the_event() {
     assert_eq!(callbridge::telemetry::trace_id_of(tp), Some(trace_id));
     assert!(!tp.contains(parent_span), "a new span id: {tp}");
 
+    // The exporter sends what is left at shutdown at the latest.
+    let (status, _) = bridge.stop().await;
+    assert!(status.success(), "exit status {status:?}");
     let want_trace = hex::decode(trace_id).unwrap();
     let (server, children) = eventually(Duration::from_secs(20), "spans exported", || {
-        guard.flush();
         let spans = spans.lock().unwrap().clone();
         let want_trace = want_trace.clone();
         async move {
@@ -148,7 +138,6 @@ async fn spans_reach_the_collector_and_the_trace_continues_into_the_event() {
         assert!(attr_str(c, "messaging.destination.name").is_some());
         assert_eq!(c.kind, 4, "SPAN_KIND_PRODUCER");
     }
-    app.stop().await;
     receiver.stop(true).await;
 }
 
@@ -157,10 +146,10 @@ async fn metrics_match_known_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
     let app = spawn(&config_with_sinks(&format!(
-        "  - {{name: archive, type: file, path: \"{}\"}}\n\
+        "{}\
          \x20 - {{name: broken, type: file, path: /dev/full, required: false}}\n\
          \x20 - {{name: analyses, type: null, events: [call.analysis]}}\n",
-        path.display()
+        file_sink("archive", &path, "")
     )))
     .await;
     let a = status_payload(&unique("m"), "completed");
@@ -221,46 +210,13 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
                  sasl.password: \"{kafka_pw}\"}}}}\n",
         path.display()
     );
-    let cfg = dir.path().join("cfg.yaml");
-    std::fs::write(&cfg, yaml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callbridge"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("CB_LOG_TEST_KEY", secret_key)
-        .env("RUST_LOG", "trace")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        let mut buf = [0u8; 4096];
-        let mut sent = false;
-        while let Ok(n) = stderr.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            all.push_str(&String::from_utf8_lossy(&buf[..n]));
-            if !sent {
-                // only whole lines: a read can end in the middle of one
-                let complete = &all[..all.rfind('\n').map_or(0, |i| i + 1)];
-                if let Some(line) = complete
-                    .lines()
-                    .find(|l| l.contains("\"message\":\"listening\""))
-                {
-                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-                    let _ = tx.send(v["addr"].as_str().unwrap().to_string());
-                    sent = true;
-                }
-            }
-        }
-        all
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).expect("started");
-    let port = addr.rsplit(':').next().unwrap();
+    let bridge = Bridge::start(
+        dir.path(),
+        &yaml,
+        &[("CB_LOG_TEST_KEY", secret_key), ("RUST_LOG", "trace")],
+    );
     let client = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/callback");
+    let url = format!("{}/callback", bridge.base());
     let body = status_payload(&unique("logs"), "completed").to_string();
     for (h, v) in [
         ("X-API-Key", secret_key.to_string()),
@@ -284,15 +240,7 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    let logs = reader.join().unwrap();
+    let (_, logs) = bridge.stop().await;
     assert!(
         logs.contains("normalised event"),
         "debug event log present:\n{logs}"

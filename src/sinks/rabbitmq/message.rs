@@ -1,0 +1,97 @@
+//! The AMQP message of one event: properties shared by both modes (persistent, `message_id` =
+//! event id, `type`, timestamp, `app_id`), and the body and headers of the CloudEvents mode.
+
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::BasicProperties;
+
+use crate::event::binding::{Format, Headers};
+use crate::sinks::Outgoing;
+
+/// `app_id` of every message.
+pub const APP_ID: &str = "callbridge";
+
+/// Builds the message: properties shared by both modes, then the CloudEvents AMQP binding's
+/// content type, body and `cloudEvents_*` headers.
+pub(super) fn build_message(format: Format, out: &Outgoing) -> (bytes::Bytes, BasicProperties) {
+    let ev = &out.event;
+    let timestamp =
+        time::OffsetDateTime::parse(&ev.time, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
+            .unix_timestamp()
+            .max(0) as u64;
+    let mut props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(ShortString::from(ev.id.as_str()))
+        .with_type(ShortString::from(ev.ty.as_str()))
+        .with_timestamp(timestamp)
+        .with_app_id(ShortString::from(APP_ID));
+    let message = Headers::AMQP.encode(format, out);
+    if let Some(c) = message.content_type {
+        props = props.with_content_type(ShortString::from(c));
+    }
+    let traceparent = message.traceparent.map(|t| ("traceparent".to_string(), t));
+    let attributes = message
+        .attributes
+        .iter()
+        .map(|(name, value)| (name.clone(), value.as_ref()));
+    let mut headers = FieldTable::default();
+    for (name, value) in traceparent.into_iter().chain(attributes) {
+        headers.insert(
+            ShortString::from(name),
+            AMQPValue::LongString(LongString::from(value)),
+        );
+    }
+    // A structured message without a trace context has no headers at all.
+    if !headers.inner().is_empty() {
+        props = props.with_headers(headers);
+    }
+    (message.payload, props)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_and_structured_messages() {
+        let ev = crate::event::test_support::sample_event();
+        let out = Outgoing::new(ev.clone());
+
+        let (body, p) = build_message(Format::Binary, &out);
+        assert_eq!(body, out.data);
+        assert_eq!(p.delivery_mode(), &Some(2));
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.as_str()),
+            Some(ev.id.as_str())
+        );
+        assert_eq!(p.kind().as_ref().map(|s| s.as_str()), Some(ev.ty.as_str()));
+        assert_eq!(p.app_id().as_ref().map(|s| s.as_str()), Some(APP_ID));
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert!(p.timestamp().unwrap_or(0) > 1_600_000_000);
+        let headers = p.headers().clone().unwrap_or_default();
+        let h = |k: &str| match headers.inner().get(Headers::AMQP.name(k).as_str()) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        };
+        assert_eq!(h("id").as_deref(), Some(ev.id.as_str()));
+        assert_eq!(h("specversion").as_deref(), Some("1.0"));
+        assert_eq!(h("subject").as_deref(), Some(ev.subject.as_str()));
+        assert_eq!(h("type").as_deref(), Some(ev.ty.as_str()));
+        assert!(h("datacontenttype").is_none(), "travels as content_type");
+
+        let (body, p) = build_message(Format::Structured, &out);
+        assert_eq!(body, out.structured);
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some(crate::event::binding::STRUCTURED_CONTENT_TYPE)
+        );
+        assert!(p.headers().is_none());
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.as_str()),
+            Some(ev.id.as_str())
+        );
+    }
+}

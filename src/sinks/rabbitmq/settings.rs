@@ -1,0 +1,350 @@
+//! The `rabbitmq` sink's settings: what the YAML holds, its checks (every problem by field
+//! path), and the AMQP URL — parsed with our fixes over the URI crate's, and never shown with
+//! its password.
+
+use std::collections::HashSet;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lapin::uri::{AMQPScheme, AMQPUri};
+use lapin::ExchangeKind;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use super::{RabbitmqSink, CONNECT_TIMEOUT};
+use crate::config::validate::{check_template, default_true, Issues};
+use crate::event::binding::Format;
+use crate::sinks::{BuildError, Sink, SinkSpec};
+
+/// Heartbeat asked for when the URL does not say: a silently dead peer (no RST) is noticed
+/// within about two intervals instead of RabbitMQ's default 60 s.
+pub(super) const DEFAULT_HEARTBEAT_SECS: u16 = 10;
+/// AMQP short strings (routing keys, message ids) hold at most 255 bytes.
+pub(super) const SHORTSTR_MAX: usize = 255;
+
+fn default_channels() -> usize {
+    32
+}
+
+sink_settings! {
+    "rabbitmq",
+    /// Publishes each event to an exchange, with publisher confirms.
+    pub struct RabbitmqSinkSettings {
+        /// `amqp://user:password@host:5672/vhost` (or `amqps://`). A secret because it holds the
+        /// password; put that in `${RABBITMQ_PASSWORD}`-style variables, never in the file.
+        pub url: SecretString,
+        /// The exchange every event is published to; `""` is the default exchange (the routing key
+        /// is then a queue name).
+        pub exchange: String,
+        /// Routing key template, e.g. `calls.{kind}.{status}`, so consumers can bind to the subset
+        /// they need (`calls.status.*`, `calls.analysis.#`).
+        pub routing_key: String,
+        /// CloudEvents mode: `binary` (body = `data`, attributes as `cloudEvents_*` headers, so
+        /// consumers that only want the call record read the body as is) or `structured`.
+        #[serde(default)]
+        pub format: Format,
+        /// Declare the exchange at every (re)connect. Without it the exchange must already exist
+        /// (checked at connect; the sink stays not ready until it does).
+        #[serde(default)]
+        pub declare: Option<ExchangeDeclare>,
+        /// Queues to declare and bind at every (re)connect, for simple setups where the bridge owns
+        /// the topology. Consumers may equally declare their own.
+        #[serde(default)]
+        pub queues: Vec<QueueBinding>,
+        /// Channels on the connection, i.e. publishes in flight at once (one per channel, see the
+        /// module documentation). More requests wait for a free channel within their timeout.
+        #[serde(default = "default_channels")]
+        pub channels: usize,
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeDeclare {
+    /// `topic` (default: routing keys are dotted and consumers bind with wildcards), `direct`,
+    /// `fanout` or `headers`.
+    #[serde(default)]
+    pub exchange_type: ExchangeType,
+    /// A durable exchange survives a broker restart; the default.
+    #[serde(default = "default_true")]
+    pub durable: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    #[default]
+    Topic,
+    Direct,
+    Fanout,
+    Headers,
+}
+
+impl ExchangeType {
+    pub(super) fn kind(self) -> ExchangeKind {
+        match self {
+            ExchangeType::Topic => ExchangeKind::Topic,
+            ExchangeType::Direct => ExchangeKind::Direct,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+            ExchangeType::Headers => ExchangeKind::Headers,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueBinding {
+    pub name: String,
+    /// Binding key on the exchange, e.g. `calls.#` (topic) or an exact routing key (direct).
+    pub binding_key: String,
+    /// A durable queue (with persistent messages, which the sink always sends) survives a
+    /// broker restart; the default.
+    #[serde(default = "default_true")]
+    pub durable: bool,
+}
+
+impl RabbitmqSinkSettings {}
+
+#[async_trait]
+impl SinkSpec for RabbitmqSinkSettings {
+    /// Checks that types cannot express; every problem is named by its field path.
+    fn validate(&self, path: &str, issues: &mut Issues) {
+        if let Err(e) = parse_url(self.url.expose_secret()) {
+            issues.error(format!("{path}.url"), e);
+        }
+        check_template(&self.routing_key, &format!("{path}.routing_key"), issues);
+        if self.routing_key.len() > SHORTSTR_MAX {
+            issues.error(
+                format!("{path}.routing_key"),
+                format!("longer than {SHORTSTR_MAX} bytes"),
+            );
+        }
+        if let Err(e) = check_name(&self.exchange) {
+            issues.error(format!("{path}.exchange"), e);
+        }
+        if self.declare.is_some() {
+            if self.exchange.is_empty() {
+                issues.error(
+                    format!("{path}.declare"),
+                    "the default exchange (\"\") cannot be declared; name an exchange",
+                );
+            } else if self.exchange.starts_with("amq.") {
+                issues.error(
+                    format!("{path}.declare"),
+                    "exchange names starting with \"amq.\" are reserved by the broker",
+                );
+            }
+        }
+        if !self.queues.is_empty() && self.exchange.is_empty() {
+            issues.error(
+                format!("{path}.queues"),
+                "queues cannot be bound to the default exchange (\"\"); name an exchange",
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, q) in self.queues.iter().enumerate() {
+            let qpath = format!("{path}.queues[{i}]");
+            if q.name.is_empty() {
+                issues.error(format!("{qpath}.name"), "must not be empty");
+            } else if let Err(e) = check_name(&q.name) {
+                issues.error(format!("{qpath}.name"), e);
+            } else if q.name.starts_with("amq.") {
+                issues.error(
+                    format!("{qpath}.name"),
+                    "queue names starting with \"amq.\" are reserved by the broker",
+                );
+            } else if !seen.insert(q.name.as_str()) {
+                issues.error(
+                    format!("{qpath}.name"),
+                    format!("duplicate queue {:?}", q.name),
+                );
+            }
+            if q.binding_key.len() > SHORTSTR_MAX {
+                issues.error(
+                    format!("{qpath}.binding_key"),
+                    format!("longer than {SHORTSTR_MAX} bytes"),
+                );
+            }
+        }
+        if self.channels == 0 || self.channels > 1024 {
+            issues.error(
+                format!("{path}.channels"),
+                format!("must be between 1 and 1024, got {}", self.channels),
+            );
+        }
+    }
+
+    async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
+        Ok(Arc::new(RabbitmqSink::start(self).await?))
+    }
+}
+
+/// Exchange and queue names: at most 255 bytes of letters, digits, `-`, `_`, `.` and `:`.
+fn check_name(name: &str) -> Result<(), String> {
+    if name.len() > SHORTSTR_MAX {
+        return Err(format!("longer than {SHORTSTR_MAX} bytes"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(format!(
+            "{name:?} contains {c:?}; use letters, digits, '-', '_', '.' or ':'"
+        ));
+    }
+    Ok(())
+}
+
+/// Parses the AMQP URL. Errors never repeat the URL (it holds the password).
+pub(super) fn parse_url(raw: &str) -> Result<AMQPUri, String> {
+    if !(raw.starts_with("amqp://") || raw.starts_with("amqps://")) {
+        return Err("must start with amqp:// or amqps://".into());
+    }
+    let mut uri = AMQPUri::from_str(raw).map_err(|e| {
+        if e.contains(raw) {
+            "not a valid AMQP URL".to_string()
+        } else {
+            format!("not a valid AMQP URL: {e}")
+        }
+    })?;
+    // amq-protocol-uri 8 reads the host with `Url::domain()`, which is None for an IP literal,
+    // and then falls back to "localhost": amqp://10.0.0.5 would silently connect to localhost.
+    if let Some(host) = ip_host(raw) {
+        uri.authority.host = host;
+    }
+    if uri.authority.host.is_empty() {
+        return Err("has no host".into());
+    }
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_SECS);
+    }
+    if uri.query.connection_timeout.is_none() {
+        uri.query.connection_timeout = Some(CONNECT_TIMEOUT.as_millis() as u64);
+    }
+    Ok(uri)
+}
+
+/// The host of `scheme://[userinfo@]host[:port][/...]` when it is an IP literal.
+fn ip_host(raw: &str) -> Option<String> {
+    let rest = raw.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let addr = v6.split(']').next()?;
+        return addr
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(|a| a.to_string());
+    }
+    let host = hostport.split(':').next()?;
+    host.parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(|a| a.to_string())
+}
+
+/// `amqp://user@host:port/vhost`: for logs and errors, without the password.
+pub(super) fn redacted(uri: &AMQPUri) -> String {
+    let scheme = match uri.scheme {
+        AMQPScheme::AMQP => "amqp",
+        AMQPScheme::AMQPS => "amqps",
+    };
+    format!(
+        "{scheme}://{}@{}:{}/{}",
+        uri.authority.userinfo.username,
+        uri.authority.host,
+        uri.authority.port,
+        uri.vhost.replace('/', "%2f")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::validate::assert_paths;
+    use crate::sinks::test_support::validated;
+
+    fn load(yaml: &str) -> Result<RabbitmqSinkSettings, Vec<String>> {
+        let (s, issues) = validated::<RabbitmqSinkSettings>(yaml).map_err(|e| vec![e])?;
+        if issues.errors.is_empty() {
+            Ok(s)
+        } else {
+            Err(issues.errors.iter().map(ToString::to_string).collect())
+        }
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let r = load("{name: mq, url: \"amqp://u:p@127.0.0.1:5672/%2f\", exchange: calls, routing_key: \"calls.{kind}.{status}\"}").unwrap();
+        assert_eq!(r.format, Format::Binary);
+        assert!(r.required);
+        assert_eq!(r.timeout_ms, 5000);
+        assert_eq!(r.channels, 32);
+        assert!(r.declare.is_none() && r.queues.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_named_by_path_and_the_password_never_shows() {
+        let errs = load(
+            "{name: mq, url: \"http://u:hunter2@h\", exchange: \"bad name\", \
+             routing_key: \"calls.{nope}\", declare: {exchange_type: topic}, channels: 0, \
+             queues: [{name: q, binding_key: \"#\"}, {name: q, binding_key: \"#\"}]}",
+        )
+        .unwrap_err();
+        assert_paths(
+            &errs,
+            &[
+                "sinks[0].url",
+                "sinks[0].exchange",
+                "sinks[0].routing_key",
+                "sinks[0].channels",
+                "sinks[0].queues[1].name",
+            ],
+        );
+        assert!(errs.iter().all(|e| !e.contains("hunter2")), "{errs:?}");
+
+        let errs = load("{name: mq, url: \"amqp://h\", exchange: \"\", routing_key: q, declare: {}, queues: [{name: q, binding_key: q}]}").unwrap_err();
+        assert!(
+            errs.iter().any(|e| e.starts_with("sinks[0].declare:")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.starts_with("sinks[0].queues:")),
+            "{errs:?}"
+        );
+
+        let errs =
+            load("{name: mq, url: \"amqp://h\", exchange: x, routing_key: q, formt: binary}")
+                .unwrap_err();
+        assert!(errs[0].contains("formt"), "{errs:?}");
+    }
+
+    #[test]
+    fn url_keeps_ip_hosts_and_redacts_the_password() {
+        let uri = parse_url("amqp://guest:s3cret@127.0.0.1:5673/%2f").unwrap();
+        assert_eq!(uri.authority.host, "127.0.0.1");
+        assert_eq!(uri.authority.port, 5673);
+        assert_eq!(uri.query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
+        let shown = redacted(&uri);
+        assert_eq!(shown, "amqp://guest@127.0.0.1:5673/%2f");
+        assert!(!shown.contains("s3cret"));
+        assert_eq!(
+            parse_url("amqps://u:p@[::1]/v").unwrap().authority.host,
+            "::1"
+        );
+        assert_eq!(
+            parse_url("amqp://u:p@rabbit.internal?heartbeat=30")
+                .unwrap()
+                .authority
+                .host,
+            "rabbit.internal"
+        );
+        assert_eq!(
+            parse_url("amqp://rabbit?heartbeat=30")
+                .unwrap()
+                .query
+                .heartbeat,
+            Some(30)
+        );
+    }
+}
