@@ -259,9 +259,15 @@ async fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
         },
     )
     .await;
+    let from: Vec<(i32, Offset)> = (0..md).map(|p| (p, Offset::Beginning)).collect();
+    assigned(brokers, topic, &from)
+}
+
+/// A consumer without a consumer group, reading `topic`'s partitions from the given offsets.
+fn assigned(brokers: &str, topic: &str, from: &[(i32, Offset)]) -> StreamConsumer {
     let mut tpl = TopicPartitionList::new();
-    for p in 0..md {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
+    for (partition, offset) in from {
+        tpl.add_partition_offset(topic, *partition, *offset)
             .expect("assign offset");
     }
     let c: StreamConsumer = ClientConfig::new()
@@ -276,16 +282,7 @@ async fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
 
 /// The one record at `topic`/`partition`/`offset`, as a consumer reading that offset sees it.
 async fn read_at(brokers: &str, topic: &str, partition: i32, offset: i64) -> Record {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
-        .expect("assign offset");
-    let c: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", unique("cb-test-group"))
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    c.assign(&tpl).expect("assign");
+    let c = assigned(brokers, topic, &[(partition, Offset::Offset(offset))]);
     consume(&c, 1).await.remove(0)
 }
 
@@ -364,6 +361,22 @@ fn kafka_sink(name: &str, brokers: &str, extra: &str) -> String {
     format!("  - {{name: {name}, type: kafka, brokers: \"{brokers}\", timeout_ms: 2500{extra}}}\n")
 }
 
+/// The shared node, a fresh topic of `partitions` partitions, a bridge whose one kafka sink
+/// `events` publishes to it (`extra`: more sink settings, YAML flow syntax), and a consumer of it.
+async fn on_fresh_topic(
+    prefix: &str,
+    partitions: i32,
+    extra: &str,
+) -> (&'static str, String, TestApp, StreamConsumer) {
+    let brokers = broker().await;
+    let topic = unique(prefix);
+    create_topics(brokers, &[&topic], partitions).await;
+    let sink = kafka_sink("events", brokers, &format!(", topic: {topic}{extra}"));
+    let app = spawn(&config_with_sinks(&sink)).await;
+    let c = consumer(brokers, &topic).await;
+    (brokers, topic, app, c)
+}
+
 /// A config whose deadline leaves room for a failover: sink timeout 8 s, answer by 9 s.
 fn failover_config(brokers: &str, topic: &str) -> String {
     config_with_sinks(&format!(
@@ -379,16 +392,7 @@ fn failover_config(brokers: &str, topic: &str) -> String {
 /// event id of the 200 answer.
 #[tokio::test]
 async fn seed_payloads_arrive_in_binary_mode() {
-    let brokers = broker().await;
-    let topic = unique("cb-binary");
-    create_topics(brokers, &[&topic], 3).await;
-    let app = spawn(&config_with_sinks(&kafka_sink(
-        "events",
-        brokers,
-        &format!(", topic: {topic}"),
-    )))
-    .await;
-    let c = consumer(brokers, &topic).await;
+    let (brokers, topic, app, c) = on_fresh_topic("cb-binary", 3, "").await;
 
     let mut answers = Vec::new();
     for seed in SEEDS {
@@ -460,16 +464,7 @@ async fn seed_payloads_arrive_in_binary_mode() {
 /// One call's statuses land in one partition, in the order they were acknowledged.
 #[tokio::test]
 async fn one_calls_statuses_arrive_in_order_in_one_partition() {
-    let brokers = broker().await;
-    let topic = unique("cb-order");
-    create_topics(brokers, &[&topic], 4).await;
-    let app = spawn(&config_with_sinks(&kafka_sink(
-        "events",
-        brokers,
-        &format!(", topic: {topic}"),
-    )))
-    .await;
-    let c = consumer(brokers, &topic).await;
+    let (_, _, app, c) = on_fresh_topic("cb-order", 4, "").await;
     let call_a = unique("call-a");
     let call_b = unique("call-b");
     let statuses = ["registered", "ongoing", "completed"];
@@ -497,16 +492,12 @@ async fn one_calls_statuses_arrive_in_order_in_one_partition() {
 /// Structured mode: the whole event as the value, CloudEvents JSON content type.
 #[tokio::test]
 async fn structured_mode_carries_the_whole_event() {
-    let brokers = broker().await;
-    let topic = unique("cb-structured");
-    create_topics(brokers, &[&topic], 1).await;
-    let app = spawn(&config_with_sinks(&kafka_sink(
-        "events",
-        brokers,
-        &format!(", topic: {topic}, format: structured, key: \"{{agent_id}}\""),
-    )))
+    let (_, _, app, c) = on_fresh_topic(
+        "cb-structured",
+        1,
+        ", format: structured, key: \"{agent_id}\"",
+    )
     .await;
-    let c = consumer(brokers, &topic).await;
     let payload = fixture("status-example.payload.json");
     let a = app.post(&payload).await;
     assert_eq!(a.status, 200, "{}", a.body);
@@ -868,16 +859,46 @@ async fn leader_and_isr(c: &Cluster, topic: &str) -> Option<(i32, Vec<i32>)> {
     Some((p.leader(), p.isr().to_vec()))
 }
 
-/// One follower killed: every event is still acknowledged by the two replicas left.
-#[tokio::test]
-async fn cluster_one_broker_killed_still_200() {
-    let mut c = cluster().await;
-    let topic = replicated_topic(&c, 1).await;
+/// The cluster, a fresh replicated topic, and a bridge publishing to it that has already
+/// delivered one event (so the producer is connected before the test breaks anything).
+async fn cluster_with_bridge(
+    partitions: i32,
+) -> (tokio::sync::MutexGuard<'static, Cluster>, String, TestApp) {
+    let c = cluster().await;
+    let topic = replicated_topic(&c, partitions).await;
     let app = spawn(&failover_config(&c.bootstrap, &topic)).await;
     let a = app
         .post(&status_payload(&unique("call"), "registered"))
         .await;
     assert_eq!(a.status, 200, "{}", a.body);
+    (c, topic, app)
+}
+
+/// Reads `topic` back until every event id in `ids` is there; panics naming the missing ones.
+/// Returns every record read.
+async fn assert_in_topic(brokers: &str, topic: &str, ids: &[String]) -> Vec<Record> {
+    let missing = |rs: &[Record]| -> Vec<String> {
+        let seen: std::collections::HashSet<&str> =
+            rs.iter().filter_map(|r| r.header("ce_id")).collect();
+        ids.iter()
+            .filter(|id| !seen.contains(id.as_str()))
+            .cloned()
+            .collect()
+    };
+    let records = consume_until(&consumer(brokers, topic).await, |rs| missing(rs).is_empty()).await;
+    assert_eq!(
+        missing(&records),
+        Vec::<String>::new(),
+        "events answered 200 but missing from {topic} ({} records read)",
+        records.len()
+    );
+    records
+}
+
+/// One follower killed: every event is still acknowledged by the two replicas left.
+#[tokio::test]
+async fn cluster_one_broker_killed_still_200() {
+    let (mut c, topic, app) = cluster_with_bridge(1).await;
 
     c.kill(3);
     let mut ids = Vec::new();
@@ -888,12 +909,7 @@ async fn cluster_one_broker_killed_still_200() {
         assert_eq!(a.status, 200, "{}", a.body);
         ids.push(a.body["event_id"].as_str().unwrap().to_string());
     }
-    let all_there = |rs: &[Record]| {
-        ids.iter()
-            .all(|id| rs.iter().any(|r| r.header("ce_id") == Some(id)))
-    };
-    let records = consume_until(&consumer(&c.bootstrap, &topic).await, all_there).await;
-    assert!(all_there(&records), "{ids:?} in {records:?}");
+    assert_in_topic(&c.bootstrap, &topic, &ids).await;
     app.stop().await;
 }
 
@@ -902,13 +918,7 @@ async fn cluster_one_broker_killed_still_200() {
 /// Both restarted: 200 again.
 #[tokio::test]
 async fn cluster_two_brokers_killed_is_503_then_200_after_restart() {
-    let mut c = cluster().await;
-    let topic = replicated_topic(&c, 1).await;
-    let app = spawn(&failover_config(&c.bootstrap, &topic)).await;
-    let a = app
-        .post(&status_payload(&unique("call"), "registered"))
-        .await;
-    assert_eq!(a.status, 200, "{}", a.body);
+    let (mut c, topic, app) = cluster_with_bridge(1).await;
 
     c.kill(2);
     c.kill(3);
@@ -949,9 +959,7 @@ async fn cluster_two_brokers_killed_is_503_then_200_after_restart() {
     })
     .await;
     let id = a.body["event_id"].as_str().unwrap().to_string();
-    let there = |rs: &[Record]| rs.iter().any(|r| r.header("ce_id") == Some(&id));
-    let records = consume_until(&consumer(&c.bootstrap, &topic).await, there).await;
-    assert!(there(&records), "{id} in {records:?}");
+    assert_in_topic(&c.bootstrap, &topic, &[id]).await;
     app.stop().await;
 }
 
@@ -1006,24 +1014,7 @@ async fn cluster_leader_killed_under_load_loses_nothing_answered_200() {
     );
     assert_eq!(acked.len(), EVENTS, "every event got its 200 in the end");
 
-    let missing = |rs: &[Record]| -> Vec<String> {
-        let seen: std::collections::HashSet<&str> =
-            rs.iter().filter_map(|r| r.header("ce_id")).collect();
-        acked
-            .iter()
-            .filter(|id| !seen.contains(id.as_str()))
-            .cloned()
-            .collect()
-    };
-    let records = consume_until(&consumer(&c.bootstrap, &topic).await, |rs| {
-        missing(rs).is_empty()
-    })
-    .await;
-    assert_eq!(
-        missing(&records),
-        Vec::<String>::new(),
-        "events answered 200 but missing from the topic"
-    );
+    let records = assert_in_topic(&c.bootstrap, &topic, &acked).await;
     eprintln!(
         "{} records for {} events ({} redelivered copies)",
         records.len(),
