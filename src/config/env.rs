@@ -101,17 +101,24 @@ impl Env {
                     .find('}')
                     .ok_or_else(|| format!("unclosed ${{ in {input:?}"))?;
                 let expr = &body[..end];
-                let (name, default) = match expr.split_once(":-") {
-                    Some((n, d)) => (n, Some(d)),
-                    None => (expr, None),
+                // POSIX semantics: `${VAR:-d}` takes the default when VAR is unset or empty,
+                // `${VAR-d}` only when it is unset (an empty value stays empty, so a secret set
+                // to "" by mistake is an error rather than a silent fallback).
+                let (name, default, empty_takes_default) = match expr.split_once(":-") {
+                    Some((n, d)) => (n, Some(d), true),
+                    None => match expr.split_once('-') {
+                        Some((n, d)) => (n, Some(d), false),
+                        None => (expr, None, false),
+                    },
                 };
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                     return Err(format!("invalid variable name {name:?}"));
                 }
-                // POSIX `:-` semantics: the default applies when the variable is unset or empty.
                 match (self.get(name), default) {
                     (Some(v), None) => out.push_str(&v),
-                    (Some(v), Some(_)) if !v.is_empty() => out.push_str(&v),
+                    (Some(v), Some(_)) if !(v.is_empty() && empty_takes_default) => {
+                        out.push_str(&v)
+                    }
                     (_, Some(d)) => out.push_str(d),
                     (None, None) => return Err(format!("environment variable {name} is not set")),
                 }
@@ -139,6 +146,11 @@ mod tests {
             "a-dflt-b"
         );
         assert_eq!(env.expand("${CB_TEST_EMPTY:-dflt}").unwrap(), "dflt");
+        // `-` without the colon: the default only for an unset variable.
+        assert_eq!(env.expand("${CB_TEST_EMPTY-dflt}").unwrap(), "");
+        assert_eq!(env.expand("${CB_TEST_KEY_UNSET-dflt}").unwrap(), "dflt");
+        assert_eq!(env.expand("${CB_TEST_KEY_SET-dflt}").unwrap(), "from-env");
+        assert_eq!(env.expand("${CB_TEST_KEY_UNSET-a-b}").unwrap(), "a-b");
         assert_eq!(env.expand("$${LITERAL}").unwrap(), "${LITERAL}");
         assert_eq!(env.expand("cost $5").unwrap(), "cost $5");
         assert!(env.expand("${CB_TEST_KEY_UNSET}").is_err());

@@ -409,6 +409,13 @@ impl Settings {
     }
 
     fn validate_auth(&self, issues: &mut Issues) {
+        /// The sample key is public: it may only guard an endpoint nobody else can reach.
+        fn listens_on_loopback(server: &ServerSettings) -> bool {
+            server
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback())
+        }
         let a = &self.auth;
         let has_creds = a.api_keys.is_some() || a.bearer.is_some();
         match a.mode {
@@ -449,6 +456,16 @@ impl Settings {
                 let key = key.expose_secret();
                 if key.is_empty() {
                     issues.error(format!("auth.api_keys.keys[{i}]"), "must not be empty");
+                } else if key == DOCS_SAMPLE_API_KEY && !listens_on_loopback(&self.server) {
+                    issues.error(
+                        format!("auth.api_keys.keys[{i}]"),
+                        format!(
+                            "this is the sample key printed in the sender's public documentation, \
+                             accepted only on a loopback listener (server.listen is {}): set \
+                             CALLBRIDGE_API_KEY (or configure your own keys)",
+                            self.server.listen
+                        ),
+                    );
                 } else if key == DOCS_SAMPLE_API_KEY {
                     issues.warn(
                         format!("auth.api_keys.keys[{i}]"),
@@ -497,7 +514,7 @@ sinks:
     #[test]
     fn embedded_default_is_valid_and_warns_about_the_sample_key() {
         let (s, warnings) = load(DEFAULT_CONFIG_YAML).expect("default config loads");
-        assert_eq!(s.server.listen, "0.0.0.0:8080");
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
         assert_eq!(s.server.path, "/callback");
         assert_eq!(s.sinks.len(), 1);
         assert!(warnings.iter().any(|w| w.path == "auth.api_keys.keys[0]"));

@@ -41,6 +41,43 @@ fn validate_accepts_the_embedded_default_and_a_good_file() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
+/// The docs' public sample key guards only a loopback listener: the embedded default on every
+/// interface (as the container image runs it) refuses to start until a key is given, and a key
+/// variable set but empty is an error, not a silent fallback to the sample key.
+#[test]
+fn the_sample_key_is_refused_off_loopback_and_an_empty_key_is_an_error() {
+    let run = |cmd: &str, envs: &[(&str, &str)]| {
+        let out = bin().arg(cmd).envs(envs.iter().copied()).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let everywhere = ("CALLBRIDGE_LISTEN", "0.0.0.0:0");
+    for cmd in ["validate", "serve"] {
+        let (code, stderr) = run(cmd, &[everywhere]);
+        assert_eq!(code, Some(1), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("auth.api_keys.keys[0]")
+                && stderr.contains("accepted only on a loopback listener")
+                && stderr.contains("CALLBRIDGE_API_KEY"),
+            "{cmd}: {stderr}"
+        );
+    }
+    let (code, stderr) = run("validate", &[everywhere, ("CALLBRIDGE_API_KEY", "")]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("auth.api_keys.keys[0]") && stderr.contains("must not be empty"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(
+        "validate",
+        &[everywhere, ("CALLBRIDGE_API_KEY", "a-real-key")],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!stderr.contains("sample key"), "{stderr}");
+}
+
 #[test]
 fn validate_names_every_error_by_field_path() {
     let out = validate(

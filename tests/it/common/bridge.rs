@@ -14,7 +14,13 @@ use std::time::Duration;
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_callbridge"));
     c.current_dir(std::env::temp_dir());
-    c.env_remove("CALLBRIDGE_CONFIG");
+    for var in [
+        "CALLBRIDGE_CONFIG",
+        "CALLBRIDGE_API_KEY",
+        "CALLBRIDGE_LISTEN",
+    ] {
+        c.env_remove(var);
+    }
     c
 }
 
