@@ -10,8 +10,10 @@
 //! | `all_processing_completed`    | `processed` | the whole consolidated record           |
 //! | anything else                 | `other`     | forwarded unchanged, counted            |
 //!
-//! The event id is derived from `call_id` + `event_type`, the platform's own idempotency key for
-//! this family, so the platform's retries (10 s, 1 min, 2 min) map onto one event.
+//! The event id is derived from `call_id` + `event_type` (the platform's own idempotency key for
+//! this family) + `status` + `retry_count`: the platform's retries (10 s, 1 min, 2 min) repeat
+//! all four and map onto one event, while a second `call_completed` for the same call (status
+//! `retry`, then `completed`; another `retry_count`) is a new event, not a "duplicate".
 
 use std::collections::BTreeMap;
 
@@ -137,7 +139,9 @@ pub fn normalize_agent_event(
     d.callback_params = params;
     d.extra = f.rest(&KNOWN_FIELDS);
 
-    let event_id = id::derive(&["agent_event", &d.call_id, &event_type]);
+    let retry = d.retry.unwrap_or(0).to_string();
+    let status = d.status.as_deref().unwrap_or("");
+    let event_id = id::derive(&["agent_event", &d.call_id, &event_type, status, &retry]);
     Ok(envelope(event_id, d, settings, time))
 }
 
@@ -188,15 +192,28 @@ mod tests {
     }
 
     #[test]
-    fn the_id_is_call_id_plus_event_type() {
+    fn the_id_is_call_id_event_type_status_and_retry_count() {
         let a = norm(json!({"event_type": "call_completed", "call_id": "c1", "status": "completed", "retry_count": 0})).unwrap();
-        // the platform's key ignores the rest of the payload, so a retry with new fields is one event
+        // the rest of the payload is not part of the key, so a retry with new fields is one event
         let b = norm(json!({"event_type": "call_completed", "call_id": "c1", "status": "completed", "call_cost": 0.2})).unwrap();
-        assert_eq!(a.id, b.id);
-        let c =
-            norm(json!({"event_type": "call_completed", "call_id": "c2", "status": "completed"}))
-                .unwrap();
-        assert_ne!(a.id, c.id);
+        assert_eq!(a.id, b.id, "retry_count absent = 0");
+        for other in [
+            json!({"event_type": "call_completed", "call_id": "c2", "status": "completed"}),
+            json!({"event_type": "call_started", "call_id": "c1", "status": "completed"}),
+            // a second call_completed for one call: first `retry`, then `completed`
+            json!({"event_type": "call_completed", "call_id": "c1", "status": "retry"}),
+            json!({"event_type": "call_completed", "call_id": "c1", "status": "completed", "retry_count": 1}),
+        ] {
+            assert_ne!(a.id, norm(other.clone()).unwrap().id, "{other}");
+        }
+    }
+
+    #[test]
+    fn pinned_agent_event_id_never_changes() {
+        // Computed independently from the derivation in docs/events.md. Changing the derivation
+        // re-publishes every in-window retry: see docs/events.md.
+        let ev = norm(json!({"event_type": "call_completed", "call_id": "c1", "status": "completed", "retry_count": 2})).unwrap();
+        assert_eq!(ev.id, "1797182e-344e-808a-8a4d-332bb4b77b0c");
     }
 
     #[test]

@@ -114,6 +114,33 @@ async fn the_same_agent_event_twice_is_one_publish_with_one_id() {
     app.stop().await;
 }
 
+/// One call can complete twice: `call_completed` with status `retry`, then `completed` (and a
+/// later attempt with another `retry_count`). Each is a new event that is published, not a
+/// "duplicate" of the first; only a true redelivery is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_call_completed_for_one_call_is_published_not_a_duplicate() {
+    let (app, path, _dir) = spawn_archive().await;
+    let call = unique("completes-twice");
+    let mut ids = Vec::new();
+    for (status, retry_count) in [("retry", 0), ("completed", 0), ("completed", 1)] {
+        let mut ev = agent_event("call-completed", &call);
+        ev["status"] = Value::from(status);
+        ev["retry_count"] = Value::from(retry_count);
+        let a = send(&app, reqwest::Method::POST, "/callback", BEARER, &ev).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.body["status"], "accepted", "{}", a.body);
+        assert_ne!(a.body["sinks"]["archive"]["duplicate"], true, "{}", a.body);
+        ids.push(a.body["event_id"].clone());
+    }
+    let lines = read_lines(&path);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let statuses: Vec<&Value> = lines.iter().map(|l| &l["data"]["status"]).collect();
+    assert_eq!(statuses, ["retry", "completed", "completed"]);
+    let distinct: std::collections::HashSet<String> = ids.iter().map(Value::to_string).collect();
+    assert_eq!(distinct.len(), 3, "three ids: {ids:?}");
+    app.stop().await;
+}
+
 /// A callback status webhook and an agent `call_completed` for the same call agree on the fields
 /// consumers route and join on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
