@@ -209,7 +209,7 @@ fn default_max_entries() -> usize {
     100_000
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     #[serde(default)]
@@ -217,10 +217,22 @@ pub struct LogSettings {
     /// `tracing` filter directive; `RUST_LOG` wins when set.
     #[serde(default)]
     pub level: Option<String>,
-    /// Replace phone numbers and transcripts with `[redacted]` wherever an event is logged
-    /// (debug level), for deployments whose logs must not hold personal data.
-    #[serde(default)]
+    /// Replace every field of `data` that is not an identifier (phone numbers, transcripts,
+    /// analysis, custom arguments, extras, …) with `[redacted]` wherever an event is logged
+    /// (debug level). On by default: logs must not hold personal data unless asked to.
+    #[serde(default = "validate::default_true")]
     pub redact_pii: bool,
+}
+
+/// Not derived: an omitted `log:` section must redact, like an omitted `redact_pii`.
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: LogFormat::default(),
+            level: None,
+            redact_pii: true,
+        }
+    }
 }
 
 /// OpenTelemetry traces over OTLP. Off by default.
@@ -531,6 +543,11 @@ sinks:
         let c = s.sinks[0].spec().common();
         assert!(c.required);
         assert_eq!(c.timeout_ms, 5000);
+        assert!(s.log.redact_pii, "no log section: personal data redacted");
+        let (s, _) = load(&format!("log: {{format: json}}\n{MINIMAL}")).unwrap();
+        assert!(s.log.redact_pii, "log section without redact_pii: redacted");
+        let (s, _) = load(&format!("log: {{redact_pii: false}}\n{MINIMAL}")).unwrap();
+        assert!(!s.log.redact_pii, "asked for: verbatim");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub struct AppState {
     /// Answer within this, whatever the brokers do (below the sender's 10 s timeout).
     pub deadline: Duration,
     pub retry_after_secs: u64,
-    /// `log.redact_pii`: keep phone numbers and transcripts out of logs.
+    /// `log.redact_pii`: keep everything in `data` that is not an identifier out of logs.
     pub redact_pii: bool,
     /// Publishing runs on this runtime (where the broker clients live), as its own task, so a
     /// sender that hangs up mid-request cannot cancel a publish half-way.
@@ -111,16 +111,47 @@ async fn handle(
     }
 }
 
-/// The event as JSON for a debug log line, with phone numbers and transcripts replaced when
-/// `log.redact_pii` is on.
+/// The fields of `data` that identify or describe a call without saying anything about the
+/// people on it; with `log.redact_pii` (the default) every other field of `data` — numbers,
+/// transcripts, analysis, custom arguments, callback parameters, recording URLs, unknown extras —
+/// is logged as `[redacted]`. An allowlist, so a field the platform adds tomorrow is redacted too.
+const LOGGABLE_DATA: [&str; 24] = [
+    "kind",
+    "family",
+    "event_type",
+    "call_id",
+    "direction",
+    "status",
+    "sub_status",
+    "duration_seconds",
+    "recording_duration_seconds",
+    "agent_id",
+    "agent_name",
+    "version_id",
+    "version_slug",
+    "workspace_id",
+    "call_sid",
+    "retry",
+    "called_at",
+    "analysis_source",
+    "call_cost",
+    "overall_latency_seconds",
+    "first_utterance_seconds",
+    "agent_message_count",
+    "user_message_count",
+    "bulk_list_id",
+];
+
+/// The event as JSON for a debug log line, redacted as [`LOGGABLE_DATA`] says when `redact`.
 fn loggable(event: &Event, redact: bool) -> String {
     let mut v = serde_json::to_value(event).unwrap_or_default();
     if redact {
-        for field in ["from_number", "to_number", "transcript", "transcript_turns"] {
-            if v["data"][field].is_null() {
-                continue;
+        if let Some(data) = v.get_mut("data").and_then(Value::as_object_mut) {
+            for (field, value) in data.iter_mut() {
+                if !value.is_null() && !LOGGABLE_DATA.contains(&field.as_str()) {
+                    *value = Value::from("[redacted]");
+                }
             }
-            v["data"][field] = Value::from("[redacted]");
         }
     }
     v.to_string()

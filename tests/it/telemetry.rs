@@ -186,7 +186,7 @@ async fn metrics_match_known_traffic() {
 }
 
 /// Runs the binary at debug level with secrets in its config and requests; none may be logged,
-/// and `redact_pii` keeps phone numbers out.
+/// and redaction (on by default) keeps everything in `data` that is not an identifier out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_and_redacted_fields_never_reach_the_logs() {
     let dir = tempfile::tempdir().unwrap();
@@ -198,7 +198,7 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
     let nats_pw = "nats-secret-pw-3e";
     let kafka_pw = "kafka-secret-pw-5f";
     let yaml = format!(
-        "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json, redact_pii: true}}\n\
+        "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json}}\n\
          auth: {{api_keys: {{keys: [\"${{CB_LOG_TEST_KEY}}\"]}}, bearer: {{tokens: [\"{secret_token}\"]}}}}\n\
          sinks:\n  - {{name: archive, type: file, path: \"{}\"}}\n\
          \x20 - {{name: mq, type: rabbitmq, required: false, timeout_ms: 500, exchange: x,\
@@ -217,7 +217,11 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
     );
     let client = reqwest::Client::new();
     let url = format!("{}/callback", bridge.base());
-    let body = status_payload(&unique("logs"), "completed").to_string();
+    let call_id = unique("logs");
+    let mut body = status_payload(&call_id, "completed");
+    body["data"]["custom_args"] = serde_json::json!({"customer_email": "jane.doe@example.com"});
+    body["data"]["customer_note"] = serde_json::Value::from("note-about-a-person-8a");
+    let body = body.to_string();
     for (h, v) in [
         ("X-API-Key", secret_key.to_string()),
         ("Authorization", format!("Bearer {secret_token}")),
@@ -246,6 +250,14 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
         "debug event log present:\n{logs}"
     );
     assert!(logs.contains("[redacted]"));
+    let event_line = logs
+        .lines()
+        .find(|l| l.contains("normalised event"))
+        .unwrap_or_default();
+    assert!(
+        event_line.contains(&call_id),
+        "identifiers stay: {event_line}"
+    );
     for secret in [
         secret_key,
         secret_token,
@@ -255,6 +267,8 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
         "sk-wrong-guess-1",
         "+1987654321",
         "Hello, this is a test call",
+        "jane.doe@example.com",
+        "note-about-a-person-8a",
     ] {
         let leak = logs.lines().find(|l| l.contains(secret));
         assert!(
