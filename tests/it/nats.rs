@@ -676,3 +676,57 @@ async fn startup_survives_an_unreachable_server() {
     assert!(took < Duration::from_secs(1));
     app.stop().await;
 }
+
+/// A status of several KiB in a `{status}` subject used to make a subject beyond the server's
+/// control line, and nats-server closed the connection every publish shares. Now such a
+/// status is a 400 naming the field, and the requests sent with it all succeed; the longest
+/// call id the bridge accepts, every byte escaped, becomes one token of at most 128 bytes.
+#[tokio::test]
+async fn a_hostile_status_or_call_id_never_breaks_the_shared_connection() {
+    let js = js().await;
+    let (stream, prefix) = names("hostile");
+    let subject = format!("{prefix}.{{kind}}.{{status}}.{{call_id}}");
+    let app = spawn(&config_with_sinks(&nats_sink(
+        "bus",
+        NATS_URL,
+        &subject,
+        &format!(
+            "    timeout_ms: 2000\n    jetstream:\n      stream: {stream}\n      ensure_stream: {{subjects: [\"{prefix}.>\"], storage: memory}}\n"
+        ),
+    )))
+    .await;
+    app.await_ready(true).await;
+
+    let hostile = status_payload(&unique("hostile"), &"x".repeat(5000));
+    let long_id = "é".repeat(128); // 256 bytes, 768 once escaped
+    let long = status_payload(&long_id, "completed");
+    let normal: Vec<Value> = (0..8)
+        .map(|i| status_payload(&unique(&format!("normal{i}")), "completed"))
+        .collect();
+    let (h, l, normal) = tokio::join!(
+        app.post(&hostile),
+        app.post(&long),
+        futures::future::join_all(normal.iter().map(|b| app.post(b)))
+    );
+    assert_eq!(h.status, 400, "{}", h.body);
+    assert_eq!(h.body["error"]["field"], "data.status");
+    assert_eq!(l.status, 200, "{}", l.body);
+    for a in &normal {
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let msgs = read_stream(&js, &stream, 9).await;
+    let long_subject = msgs
+        .iter()
+        .map(|m| m.subject.as_str())
+        .find(|s| s.contains("%C3%A9"))
+        .expect("the long call id's message");
+    let last = long_subject.rsplit('.').next().unwrap_or_default();
+    assert_eq!(last.len(), 128, "{long_subject}");
+    assert!(
+        last.starts_with("%C3%A9%C3%A9") && last.contains('~'),
+        "{last}"
+    );
+    assert!(app.is_ready().await);
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}

@@ -40,7 +40,7 @@ use rdkafka::producer::Producer;
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError};
 use crate::event::binding::{Format, Headers, Message};
 use crate::event::Event;
-use crate::template::Template;
+use crate::template::{Template, KAFKA_TOPIC};
 use diagnose::diagnose;
 use health::{health_loop, Health};
 use producer::{delivered, enqueue, new_slot, poisons_session, Slot};
@@ -72,6 +72,10 @@ impl KafkaSink {
     fn start(settings: &KafkaSinkSettings) -> Result<KafkaSink, BuildError> {
         let template = |field, source| BuildError::Template { field, source };
         let topic = Template::parse(&settings.topic).map_err(|e| template("topic", e))?;
+        settings::check_topic_literals(&topic).map_err(|message| BuildError::Settings {
+            field: "topic",
+            message,
+        })?;
         let key = Template::parse(&settings.key).map_err(|e| template("key", e))?;
         let health = Arc::new(Health {
             sink: settings.name.clone(),
@@ -127,7 +131,7 @@ fn headers(message: &Message<'_>) -> OwnedHeaders {
 #[async_trait]
 impl Sink for KafkaSink {
     fn destination(&self, event: &Event) -> String {
-        self.inner.topic.render(event)
+        self.inner.topic.render_escaped(event, &KAFKA_TOPIC)
     }
 
     #[tracing::instrument(skip_all, fields(sink = %self.inner.name, event_id = %event.event.id))]
@@ -135,7 +139,9 @@ impl Sink for KafkaSink {
         let inner = &self.inner;
         let started = Instant::now();
         let ev = &event.event;
-        let topic = inner.topic.render(ev);
+        // Legal topic characters only, at most 249: a sender's value can neither reach
+        // librdkafka's `CString::new(topic).unwrap()` with a NUL nor make an illegal name.
+        let topic = inner.topic.render_escaped(ev, &KAFKA_TOPIC);
         let key = inner.key.render(ev);
         let message = Headers::KAFKA.encode(inner.format, event);
         let headers = headers(&message);

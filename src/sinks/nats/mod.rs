@@ -23,7 +23,10 @@
 //! substituted value is sanitised into exactly one subject token: bytes other than ASCII letters,
 //! digits, `-` and `_` are written as `%XX` (so `a.b` → `a%2Eb`, `*` → `%2A`, a space → `%20`),
 //! an empty value becomes `unknown`. The mapping is injective, so distinct call ids never share a
-//! subject, and a value can never add tokens or wildcards.
+//! subject, and a value can never add tokens or wildcards. A value longer than 128 bytes once
+//! escaped is shortened to a prefix, `~` and a hash of the whole value, and a subject to 1 KiB:
+//! a subject beyond the server's control line (4 KiB) would make nats-server close the
+//! connection every other publish shares.
 
 mod client;
 mod settings;

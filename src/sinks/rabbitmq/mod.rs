@@ -45,7 +45,7 @@ pub use settings::{ExchangeDeclare, ExchangeType, QueueBinding, RabbitmqSinkSett
 
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError};
 use crate::event::binding::Format;
-use crate::template::Template;
+use crate::template::{Template, AMQP_ROUTING_KEY};
 use settings::SHORTSTR_MAX;
 use supervisor::{Shared, Topology};
 
@@ -180,12 +180,17 @@ impl RabbitmqSink {
 #[async_trait]
 impl Sink for RabbitmqSink {
     fn destination(&self, event: &crate::event::Event) -> String {
-        format!("{} {}", self.exchange, self.routing.render(event))
+        format!(
+            "{} {}",
+            self.exchange,
+            self.routing.render_escaped(event, &AMQP_ROUTING_KEY)
+        )
     }
 
     #[tracing::instrument(skip_all, fields(sink = %self.shared.sink, event_id = %event.event.id))]
     async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
-        let routing_key = self.routing.render(&event.event);
+        // Each value is one word (`.`, `#`, `*` escaped) and the key at most 255 bytes.
+        let routing_key = self.routing.render_escaped(&event.event, &AMQP_ROUTING_KEY);
         if routing_key.len() > SHORTSTR_MAX || event.event.id.len() > SHORTSTR_MAX {
             return Err(SinkError::Rejected(format!(
                 "routing key or event id longer than {SHORTSTR_MAX} bytes (routing_key={routing_key:?})"
