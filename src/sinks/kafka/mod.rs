@@ -47,6 +47,26 @@ use producer::{delivered, enqueue, new_slot, poisons_session, Slot};
 
 pub use settings::KafkaSinkSettings;
 
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The bytes librdkafka counts against `message.max.bytes` for one record: value, key, and
+/// each header's name and value (with a few bytes of framing each).
+fn record_size(message: &Message<'_>, key: &str) -> usize {
+    let header = |name: &str, value: &str| name.len() + value.len() + 4;
+    message.payload.len()
+        + key.len()
+        + message.traceparent.map_or(0, |t| header("traceparent", t))
+        + message
+            .content_type
+            .map_or(0, |c| header("content-type", c))
+        + message
+            .attributes
+            .iter()
+            .map(|(n, v)| header(n, v))
+            .sum::<usize>()
+}
+
 pub struct KafkaSink {
     inner: Arc<Inner>,
 }
@@ -61,6 +81,8 @@ struct Inner {
     /// `queue_full` verdict comes before the fan-out's own timeout.
     queue_timeout: Duration,
     config: ClientConfig,
+    /// The producer's `message.max.bytes`: librdkafka refuses a larger record at once.
+    max_message_bytes: usize,
     health: Arc<Health>,
     slot: RwLock<Arc<Slot>>,
     next_generation: AtomicU64,
@@ -90,6 +112,10 @@ impl KafkaSink {
             format: settings.format,
             timeout: Duration::from_millis(settings.timeout_ms),
             queue_timeout: Duration::from_millis(settings.message_timeout_ms()),
+            max_message_bytes: config
+                .get("message.max.bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
             config,
             health,
             slot: RwLock::new(Arc::new(first)),
@@ -104,6 +130,21 @@ impl KafkaSink {
             "kafka sink configured"
         );
         Ok(KafkaSink { inner })
+    }
+}
+
+impl Inner {
+    fn fits(&self, message: &Message<'_>, key: &str) -> Result<(), SinkError> {
+        let size = record_size(message, key);
+        if size > self.max_message_bytes {
+            return Err(SinkError::TooLarge(format!(
+                "record of {size} bytes (value {}, key and headers) exceeds the producer's \
+                 message.max.bytes of {} bytes",
+                message.payload.len(),
+                self.max_message_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -144,6 +185,7 @@ impl Sink for KafkaSink {
         let topic = inner.topic.render_escaped(ev, &KAFKA_TOPIC);
         let key = inner.key.render(ev);
         let message = Headers::KAFKA.encode(inner.format, event);
+        inner.fits(&message, &key)?;
         let headers = headers(&message);
         let payload = message.payload;
         let slot = inner.usable()?;
@@ -228,6 +270,13 @@ impl Sink for KafkaSink {
                         e,
                     ),
                     Some(
+                        c @ (RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::InvalidMessageSize),
+                    ) => SinkError::TooLarge(format!(
+                        "topic {topic} refused the record ({c}): above the producer's or the \
+                         topic's message.max.bytes"
+                    )),
+                    Some(
                         c @ (RDKafkaErrorCode::UnknownTopic
                         | RDKafkaErrorCode::UnknownTopicOrPartition),
                     ) => SinkError::Broker {
@@ -238,6 +287,16 @@ impl Sink for KafkaSink {
                 })
             }
         }
+    }
+
+    fn check_size(&self, event: &Outgoing) -> Result<(), SinkError> {
+        let inner = &self.inner;
+        let message = Headers::KAFKA.encode(inner.format, event);
+        inner.fits(&message, &inner.key.render(&event.event))
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.inner.max_message_bytes)
     }
 
     fn is_ready(&self) -> bool {
