@@ -768,3 +768,36 @@ async fn the_longest_call_id_in_a_routing_key_is_shortened_and_delivered() {
     app.stop().await;
     b.cleanup().await;
 }
+
+/// AMQP sends an event's properties and headers in one content header frame, which must fit in
+/// the connection's `frame_max`, or RabbitMQ closes the connection every publish shares. With
+/// the smallest frame AMQP allows (4096, asked for in the URL), an event with the longest call
+/// id and status the bridge accepts, in headers twice, is delivered and the connection stays up.
+#[tokio::test]
+async fn the_largest_accepted_headers_fit_the_smallest_frame_max() {
+    let (b, queue) = Broker::with_queue("framemax", "calls.#", FieldTable::default()).await;
+    let url = format!("{AMQP_URL}?frame_max=4096");
+    let app = spawn_ready(&url, &b.exchange, "").await;
+    let call_id = "é".repeat(128); // 256 bytes: the longest call id
+    let status = "s".repeat(64); // the longest status
+    let normal: Vec<serde_json::Value> = (0..4)
+        .map(|i| status_payload(&unique(&format!("framemax{i}")), "completed"))
+        .collect();
+    let large = status_payload(&call_id, &status);
+    let (large, normal) = tokio::join!(
+        app.post(&large),
+        futures::future::join_all(normal.iter().map(|p| app.post(p)))
+    );
+    assert_eq!(large.status, 200, "{}", large.body);
+    for a in &normal {
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let got = b.drain(&queue).await;
+    assert_eq!(got.len(), 5);
+    assert!(got
+        .iter()
+        .any(|m| header(m, "cloudEvents_subject").as_deref() == Some(call_id.as_str())));
+    assert!(app.is_ready().await, "the connection stayed up");
+    app.stop().await;
+    b.cleanup().await;
+}

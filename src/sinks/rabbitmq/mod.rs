@@ -103,6 +103,7 @@ impl RabbitmqSink {
             .ok_or_else(|| self.shared.not_connected())?;
 
         let (body, properties) = message::build_message(self.format, out);
+        fits_frame(&link.connection, &properties)?;
         let confirm = channel
             .basic_publish(
                 &self.exchange,
@@ -177,8 +178,34 @@ impl RabbitmqSink {
     }
 }
 
+/// The content header frame (properties and headers) must fit in the negotiated `frame_max`.
+fn fits_frame(
+    connection: &lapin::Connection,
+    properties: &lapin::BasicProperties,
+) -> Result<(), SinkError> {
+    let frame_max = connection.configuration().frame_max() as usize;
+    let size = message::header_frame_size(properties);
+    if frame_max > 0 && size > frame_max {
+        return Err(SinkError::TooLarge(format!(
+            "message properties and headers of {size} bytes exceed the connection's frame_max \
+             of {frame_max} bytes"
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Sink for RabbitmqSink {
+    fn check_size(&self, event: &Outgoing) -> Result<(), SinkError> {
+        match self.shared.current() {
+            Some(link) => fits_frame(
+                &link.connection,
+                &message::build_message(self.format, event).1,
+            ),
+            None => Ok(()),
+        }
+    }
+
     fn destination(&self, event: &crate::event::Event) -> String {
         format!(
             "{} {}",
