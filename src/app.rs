@@ -197,8 +197,7 @@ fn log_largest_event(fanout: &Fanout, max_body_bytes: usize) {
     let Some((sink, largest)) = limits.iter().min_by_key(|(_, m)| *m).copied() else {
         return;
     };
-    // The envelope and headers add a few KiB at most; the transcript can double the body.
-    let worst_case = max_body_bytes.saturating_mul(2).saturating_add(4096);
+    let worst_case = crate::event::worst_case_event_bytes(max_body_bytes);
     if worst_case > largest {
         tracing::warn!(
             largest_event_bytes = largest,

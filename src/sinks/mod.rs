@@ -259,6 +259,12 @@ pub trait SinkSpec: CommonFields + Send + Sync {
     /// Never connects.
     fn validate(&self, path: &str, issues: &mut Issues);
 
+    /// The largest message the destination accepts, when the settings alone say it (Kafka's
+    /// producer `message.max.bytes`); `validate` compares it with `server.max_body_bytes`.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Builds the sink from validated settings. Only configuration problems fail: a broker that
     /// is down at startup leaves the sink not ready, and it connects in the background.
     async fn build(&self) -> Result<Arc<dyn Sink>, BuildError>;

@@ -241,6 +241,15 @@ impl SinkSpec for KafkaSinkSettings {
         }
     }
 
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(
+            self.librdkafka
+                .get("message.max.bytes")
+                .and_then(|v| v.expose_secret().parse().ok())
+                .unwrap_or(super::DEFAULT_MESSAGE_MAX_BYTES),
+        )
+    }
+
     async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
         Ok(Arc::new(KafkaSink::start(self)?))
     }
