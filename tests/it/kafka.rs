@@ -1104,3 +1104,41 @@ async fn an_event_above_message_max_bytes_is_413_and_published_nowhere() {
     assert_eq!(read_lines(&file).len(), 1);
     app.stop().await;
 }
+
+/// A topic whose broker-side `max.message.bytes` is below the producer's refuses the record in
+/// the delivery report: a 413 too (no retry could deliver it), not a 503.
+#[tokio::test]
+async fn a_record_the_topic_refuses_for_its_size_is_413() {
+    let brokers = broker().await;
+    let topic = unique("cb-topiclimit");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new =
+        NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "10000");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin
+        .create_topics([&new], &opts)
+        .await
+        .expect("create topic")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+    let app = spawn(&config_with_sinks(&kafka_sink(
+        "events",
+        brokers,
+        &format!(", topic: {topic}"),
+    )))
+    .await;
+    let mut big = status_payload(&unique("topiclimit"), "completed");
+    big["data"]["custom_args_values"] = serde_json::json!({"blob": "x".repeat(30_000)});
+    let a = app.post(&big).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(a.body["sinks"]["events"]["error"]["code"], "too_large");
+    let small = app
+        .post(&status_payload(&unique("topiclimit"), "completed"))
+        .await;
+    assert_eq!(small.status, 200, "{}", small.body);
+    app.stop().await;
+}
