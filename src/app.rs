@@ -62,6 +62,7 @@ impl Application {
             settings.idempotency.max_entries,
         );
         let fanout = Arc::new(Fanout::new(handles, ledger, metrics.clone()));
+        log_largest_event(&fanout, settings.server.max_body_bytes);
 
         let server_settings = &settings.server;
         let listener =
@@ -179,5 +180,38 @@ impl Application {
         self.fanout.close().await;
         tracing::info!("shutdown complete");
         result
+    }
+}
+
+/// Works out the largest event every required sink accepts and says how it relates to
+/// `server.max_body_bytes`: an event's `data` can be about twice its body (the transcript is
+/// kept as sent and as turns), so a body under the limit can still make an event a sink never
+/// takes. Such an event is answered 413 (published nowhere), never a 503 retried in vain.
+fn log_largest_event(fanout: &Fanout, max_body_bytes: usize) {
+    let limits: Vec<(&str, usize)> = fanout
+        .sinks()
+        .iter()
+        .filter(|s| s.required)
+        .filter_map(|s| s.sink.max_message_bytes().map(|m| (s.name.as_str(), m)))
+        .collect();
+    let Some((sink, largest)) = limits.iter().min_by_key(|(_, m)| *m).copied() else {
+        return;
+    };
+    let worst_case = crate::event::worst_case_event_bytes(max_body_bytes);
+    if worst_case > largest {
+        tracing::warn!(
+            largest_event_bytes = largest,
+            sink,
+            max_body_bytes,
+            "a body under server.max_body_bytes can make an event larger than a required sink \
+             accepts; such events are answered 413"
+        );
+    } else {
+        tracing::info!(
+            largest_event_bytes = largest,
+            sink,
+            max_body_bytes,
+            "largest event every required sink accepts"
+        );
     }
 }

@@ -77,6 +77,23 @@ impl Delivery {
         self.reports.iter().all(|r| r.is_ok() || !r.required)
     }
 
+    /// True when the event failed only because a required sink can never take it (its size):
+    /// the sender's to fix (413), not a retry.
+    pub fn too_large(&self) -> bool {
+        let mut failed = self.reports.iter().filter(|r| r.required && !r.is_ok());
+        let mut any = false;
+        let all = failed.all(|r| {
+            any = true;
+            matches!(
+                r.outcome,
+                SinkOutcome::Failed {
+                    error: SinkError::TooLarge(_)
+                }
+            )
+        });
+        any && all
+    }
+
     /// Names of the required sinks that failed, for the answer and the log line.
     pub fn failed_required(&self) -> Vec<&str> {
         self.reports
@@ -151,6 +168,39 @@ impl Fanout {
         }
 
         let outgoing = Outgoing::new(event);
+        // An event a required sink can never take is the sender's to fix: publish it nowhere,
+        // so the 413 leaves no partial delivery behind.
+        let refused: Vec<(&str, SinkError)> = to_publish
+            .iter()
+            .filter(|s| s.required)
+            .filter_map(|s| {
+                s.sink
+                    .check_size(&outgoing)
+                    .err()
+                    .map(|e| (s.name.as_str(), e))
+            })
+            .collect();
+        if let Some((first, _)) = refused.first() {
+            let first = first.to_string();
+            let mut refused = refused
+                .into_iter()
+                .map(|(n, e)| (n.to_string(), e))
+                .collect::<Vec<_>>();
+            for s in to_publish {
+                let error = match refused.iter().position(|(n, _)| *n == s.name) {
+                    Some(i) => refused.swap_remove(i).1,
+                    None => SinkError::TooLarge(format!(
+                        "not published: required sink {first} can never take this event"
+                    )),
+                };
+                self.metrics.sink_outcome(&s.name, error.code());
+                tracing::warn!(sink = %s.name, reason = error.code(), error = %error.detail(), "event too large, published nowhere");
+                reports.push(report(s, SinkOutcome::Failed { error }));
+            }
+            drop(claim);
+            reports.sort_by_key(|r| self.sinks.iter().position(|s| s.name == r.name));
+            return Delivery { event_id, reports };
+        }
         let publishes = to_publish.iter().map(|s| {
             let outgoing = &outgoing;
             let destination = match s.sink.destination(&outgoing.event) {

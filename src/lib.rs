@@ -30,7 +30,8 @@
 //!
 //! Around it: [`config`] (typed YAML; `config/env.rs` `${VAR}` and `CALLBRIDGE__` overrides,
 //! `config/sinks.rs` the sinks list, `config/validate.rs` the issue list every check reports
-//! to), [`template`] (routing templates shared by every sink), [`metrics`] (Prometheus),
+//! to), [`template`] (routing templates shared by every sink, and how each kind of destination
+//! name escapes and caps the sender's values), [`metrics`] (Prometheus),
 //! [`telemetry`] (logs, traces), [`app`] (the server: `Application::build(settings)` binds,
 //! `port()` tells tests where).
 //!

@@ -418,6 +418,22 @@ impl Settings {
         }
 
         sinks::validate(&self.sinks, s.deadline_ms, issues);
+        let worst_case = crate::event::worst_case_event_bytes(s.max_body_bytes);
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let spec = sink.spec();
+            let limit = spec.max_message_bytes().filter(|_| spec.common().required);
+            if let Some(limit) = limit.filter(|l| worst_case > *l) {
+                issues.warn(
+                    format!("sinks[{i}]"),
+                    format!(
+                        "takes events up to {limit} bytes, but a body of server.max_body_bytes \
+                         ({}) can make an event of up to {worst_case} bytes (the transcript \
+                         is kept twice); larger events are answered 413",
+                        s.max_body_bytes
+                    ),
+                );
+            }
+        }
     }
 
     fn validate_auth(&self, issues: &mut Issues) {
@@ -626,5 +642,37 @@ sinks:
         let (s, _) = Settings::from_yaml(MINIMAL, "test", &env).unwrap();
         assert_eq!(s.idempotency.max_entries, 77);
         assert_eq!(s.sinks.len(), 1, "sinks are not merged with anything");
+    }
+
+    #[test]
+    fn warns_when_a_body_can_make_an_event_a_required_sink_never_takes() {
+        let config = |body: usize, extra: &str| {
+            format!(
+                "server: {{max_body_bytes: {body}}}\nauth: {{api_keys: {{keys: [\"k1\"]}}}}\n\
+                 sinks:\n  - {{name: k, type: kafka, brokers: \"a:9092\", topic: calls{extra}}}\n"
+            )
+        };
+        let (_, warnings) = load(&config(1 << 20, "")).unwrap();
+        let w = warnings
+            .iter()
+            .find(|w| w.path == "sinks[0]")
+            .expect("a warning for the kafka sink");
+        assert!(
+            w.message.contains("1000000") && w.message.contains("413"),
+            "{w}"
+        );
+        for ok in [config(256 << 10, ""), config(1 << 20, ", required: false")] {
+            let (_, warnings) = load(&ok).unwrap();
+            assert!(
+                !warnings.iter().any(|w| w.path == "sinks[0]"),
+                "{warnings:?}"
+            );
+        }
+        let raised = config(1 << 20, ", librdkafka: {\"message.max.bytes\": 3000000}");
+        let (_, warnings) = load(&raised).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.path == "sinks[0]"),
+            "{warnings:?}"
+        );
     }
 }

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::fields::{type_name, Fields};
+use super::fields::{type_name, Fields, CODE, IDENT};
 use super::EventSettings;
 use super::{envelope, id, AnalysisSource, CallData, Event, EventKind, Family, InvalidPayload};
 
@@ -88,7 +88,11 @@ pub fn normalize_agent_event(
     let map = super::as_object(body)?;
     let f = Fields::new(map, "");
     let event_type = match map.get("event_type") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(Value::String(s)) if !s.trim().is_empty() => {
+            CODE.check(s)
+                .map_err(|m| InvalidPayload::new("event_type", m))?;
+            s.clone()
+        }
         Some(Value::String(_)) => {
             return Err(InvalidPayload::new("event_type", "must not be empty"))
         }
@@ -104,13 +108,13 @@ pub fn normalize_agent_event(
     let (kind, analysis_source) = kind_of(&event_type);
 
     let mut d = CallData::new(kind, Family::AgentEvent, call_id);
-    d.status = f.string("status")?;
+    d.status = f.shaped("status", CODE)?;
     if kind == EventKind::Status && d.status.is_none() {
         return Err(InvalidPayload::new("status", "required on call_completed"));
     }
     d.event_type = Some(event_type.clone());
     d.call_sid = f.string("call_sid")?;
-    d.agent_id = f.string("agent_id")?;
+    d.agent_id = f.shaped("agent_id", IDENT)?;
     d.workspace_id = f.string("workspace_id")?;
     d.custom_args = f.object("custom_args_values")?;
     d.agent_name = f.string("agent_name")?;
@@ -123,7 +127,7 @@ pub fn normalize_agent_event(
     d.version_slug = f.string("version_slug")?;
     d.version_description = f.string("version_description")?;
     d.duration_seconds = f.seconds("call_duration")?;
-    d.direction = f.string("call_type")?;
+    d.direction = f.shaped("call_type", CODE)?;
     d.to_number = f.string("to_number")?;
     d.from_number = f.string("from_number")?;
     d.set_transcript(map.get("transcript"), "transcript")?;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::fields::{type_name, Fields};
+use super::fields::{type_name, Fields, CODE, IDENT};
 use super::EventSettings;
 use super::{envelope, id, AnalysisSource, CallData, Event, EventKind, Family, InvalidPayload};
 
@@ -80,7 +80,7 @@ pub fn normalize_callback(
     } else {
         EventKind::Status
     };
-    let status = data.string("status")?;
+    let status = data.shaped("status", CODE)?;
     if kind == EventKind::Status && status.is_none() {
         return Err(InvalidPayload::new(
             "data.status",
@@ -93,10 +93,10 @@ pub fn normalize_callback(
     d.analysis = analysis;
     d.status = status;
     d.retry = data.count("retry")?;
-    d.direction = data.string("call_direction")?;
+    d.direction = data.shaped("call_direction", CODE)?;
     d.duration_seconds = data.seconds("call_duration")?;
     d.recording_url = data.string("recording_url")?;
-    d.agent_id = data.string("agent_id")?;
+    d.agent_id = data.shaped("agent_id", IDENT)?;
     d.from_number = data.string("from_number")?;
     d.to_number = data.string("to_number")?;
     d.custom_args = data.object("custom_args_values")?;

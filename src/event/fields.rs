@@ -18,6 +18,55 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
     }
 }
 
+/// What a sender field that can become part of a destination name (topic, routing key,
+/// subject) or a broker header may hold. Checked at ingest, so a hostile value is a 400 naming
+/// the field before anything is published; each sink still escapes what it renders.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape {
+    /// UTF-8 bytes.
+    pub max_bytes: usize,
+    /// Printable ASCII without whitespace (`!`..`~`) only; otherwise any character but a
+    /// control character (NUL, CR, LF, ...).
+    pub ascii_graphic: bool,
+}
+
+/// Identifiers the sender makes up (`call_id`, `agent_id`): any text without control characters.
+pub(crate) const IDENT: Shape = Shape {
+    max_bytes: 256,
+    ascii_graphic: false,
+};
+
+/// Short codes (`status`, `event_type`, `call_direction`): printable ASCII, no whitespace.
+pub(crate) const CODE: Shape = Shape {
+    max_bytes: 64,
+    ascii_graphic: true,
+};
+
+impl Shape {
+    /// Why `value` does not fit, if it does not.
+    pub fn check(self, value: &str) -> Result<(), String> {
+        if value.len() > self.max_bytes {
+            return Err(format!(
+                "longer than {} bytes ({} bytes)",
+                self.max_bytes,
+                value.len()
+            ));
+        }
+        let bad = if self.ascii_graphic {
+            value.chars().find(|c| !c.is_ascii_graphic())
+        } else {
+            value.chars().find(|c| c.is_control())
+        };
+        match bad {
+            None => Ok(()),
+            Some(c) if self.ascii_graphic => Err(format!(
+                "only printable ASCII without whitespace is allowed, found {c:?}"
+            )),
+            Some(c) => Err(format!("control characters are not allowed, found {c:?}")),
+        }
+    }
+}
+
 /// A JSON object being read, and the path prefix of its fields (`data.` or ``).
 pub(crate) struct Fields<'a> {
     pub map: &'a Map<String, Value>,
@@ -40,10 +89,13 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// A required, non-blank string (the call id).
+    /// A required, non-blank string (the call id), of the [`IDENT`] shape.
     pub fn id(&self, key: &str) -> Result<String, InvalidPayload> {
         match self.map.get(key) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+            Some(Value::String(s)) if !s.trim().is_empty() => {
+                IDENT.check(s).map_err(|m| self.invalid(key, m))?;
+                Ok(s.clone())
+            }
             Some(Value::String(_)) => Err(self.invalid(key, "must not be empty".into())),
             Some(other) => {
                 Err(self.invalid(key, format!("expected a string, got {}", type_name(other))))
@@ -60,6 +112,15 @@ impl<'a> Fields<'a> {
                 Err(self.invalid(key, format!("expected a string, got {}", type_name(other))))
             }
         }
+    }
+
+    /// An optional string of the given shape (a field routing templates and headers use).
+    pub fn shaped(&self, key: &str, shape: Shape) -> Result<Option<String>, InvalidPayload> {
+        let value = self.string(key)?;
+        if let Some(v) = &value {
+            shape.check(v).map_err(|m| self.invalid(key, m))?;
+        }
+        Ok(value)
     }
 
     pub fn object(&self, key: &str) -> Result<Option<Map<String, Value>>, InvalidPayload> {

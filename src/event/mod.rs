@@ -335,6 +335,13 @@ pub(crate) fn envelope(
     }
 }
 
+/// The largest event a body of `body_bytes` can make: `data` keeps the transcript as sent and
+/// as turns (about twice the body at worst), plus the envelope and headers (a few KiB at most).
+/// Compared with each required sink's limit at startup and by `validate`.
+pub fn worst_case_event_bytes(body_bytes: usize) -> usize {
+    body_bytes.saturating_mul(2).saturating_add(4096)
+}
+
 /// `<prefix>.call.<kind>.v1`
 pub fn event_type(settings: &EventSettings, kind: EventKind) -> String {
     format!("{}.call.{}.{}", settings.type_prefix, kind, SCHEMA_VERSION)

@@ -41,6 +41,10 @@ pub enum ApiError {
         delivery: Delivery,
         retry_after_secs: u64,
     },
+    /// A required sink can never take this event (its size once normalised, with headers):
+    /// published nowhere, and a retry would not help.
+    #[error("the event is larger than required sinks accept ({}): send a smaller body (its data is about twice the body: the transcript is kept as sent and as turns)", .delivery.failed_required().join(", "))]
+    EventTooLarge { delivery: Delivery },
     #[error("internal error while publishing: {0}")]
     Internal(String, u64),
 }
@@ -58,6 +62,7 @@ impl ApiError {
         match self {
             ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => "unauthorized",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidPayload(_) => "invalid_payload",
@@ -95,7 +100,9 @@ impl ResponseError for ApiError {
             ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => {
                 StatusCode::UNAUTHORIZED
             }
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::EventTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::BodyRead(_)
             | ApiError::InvalidJson(_)
             | ApiError::InvalidPayload(_)
@@ -111,9 +118,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let field = match self {
             ApiError::InvalidPayload(p) => Some(p.field.as_str()),
-            ApiError::InvalidJson(_) | ApiError::BodyRead(_) | ApiError::PayloadTooLarge { .. } => {
-                Some("(body)")
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::BodyRead(_)
+            | ApiError::PayloadTooLarge { .. }
+            | ApiError::EventTooLarge { .. } => Some("(body)"),
             ApiError::InvalidQuery(_) => Some("(query)"),
             _ => None,
         };
@@ -123,7 +131,7 @@ impl ResponseError for ApiError {
             field,
         };
         let body = match self {
-            ApiError::NotDelivered { delivery, .. } => {
+            ApiError::NotDelivered { delivery, .. } | ApiError::EventTooLarge { delivery } => {
                 let mut b = delivery_body(delivery, "failed");
                 b["error"] = json!(error);
                 b

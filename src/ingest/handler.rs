@@ -103,6 +103,8 @@ async fn handle(
     );
     if accepted {
         Ok(HttpResponse::Ok().json(delivery_body(&delivery, "accepted")))
+    } else if delivery.too_large() {
+        Err(ApiError::EventTooLarge { delivery })
     } else {
         Err(ApiError::NotDelivered {
             delivery,

@@ -114,6 +114,10 @@ pub enum SinkError {
     Rejected(String),
     #[error("local queue full: {0}")]
     QueueFull(String),
+    /// The event is larger than the destination ever accepts (counted as the broker counts:
+    /// payload and headers): the sender's to fix, answered 413 when a required sink says it.
+    #[error("event too large: {0}")]
+    TooLarge(String),
     #[error("{context}")]
     Io {
         context: String,
@@ -136,6 +140,7 @@ impl SinkError {
             SinkError::NotConnected(_) => "not_connected",
             SinkError::Rejected(_) => "rejected",
             SinkError::QueueFull(_) => "queue_full",
+            SinkError::TooLarge(_) => "too_large",
             SinkError::Io { .. } => "io",
             SinkError::Broker { .. } => "broker",
         }
@@ -144,7 +149,7 @@ impl SinkError {
     /// Transient failures are expected to heal by themselves (the sender's retry will succeed);
     /// permanent ones need an operator (an unroutable message, a rejected publish).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, SinkError::Rejected(_))
+        !matches!(self, SinkError::Rejected(_) | SinkError::TooLarge(_))
     }
 
     /// The message with its whole `source` chain, for answers and logs.
@@ -182,6 +187,20 @@ pub trait Sink: Send + Sync + 'static {
     fn destination(&self, event: &Event) -> String {
         let _ = event;
         String::new()
+    }
+
+    /// Checks, without any I/O, that the destination can take `event` at all: its size as the
+    /// broker counts it against the broker's limit. The fan-out asks every required sink before
+    /// publishing anywhere, so an event one of them can never take is published nowhere (413).
+    fn check_size(&self, event: &Outgoing) -> Result<(), SinkError> {
+        let _ = event;
+        Ok(())
+    }
+
+    /// The largest message (payload and headers, as the broker counts) the destination accepts,
+    /// when it has such a limit and it is known: logged at startup next to `max_body_bytes`.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
     }
 
     /// Whether the sink can currently reach its destination (`/readyz`).
@@ -239,6 +258,12 @@ pub trait SinkSpec: CommonFields + Send + Sync {
     /// Checks what the types cannot express; `path` is the entry's field path (`sinks[2]`).
     /// Never connects.
     fn validate(&self, path: &str, issues: &mut Issues);
+
+    /// The largest message the destination accepts, when the settings alone say it (Kafka's
+    /// producer `message.max.bytes`); `validate` compares it with `server.max_body_bytes`.
+    fn max_message_bytes(&self) -> Option<usize> {
+        None
+    }
 
     /// Builds the sink from validated settings. Only configuration problems fail: a broker that
     /// is down at startup leaves the sink not ready, and it connects in the background.

@@ -263,6 +263,74 @@ async fn bad_input_corpus_is_refused_and_publishes_nothing() {
             with(&|v| v["data"]["agent_id"] = json!(1)),
             "invalid_payload",
         ),
+        // Fields that become destination names and broker headers: a length cap and a
+        // character set each (issue 14, class 1).
+        (
+            "status of 5 KiB",
+            with(&|v| v["data"]["status"] = json!("x".repeat(5000))),
+            "invalid_payload",
+        ),
+        (
+            "status with NUL",
+            with(&|v| v["data"]["status"] = json!("completed\u{0}")),
+            "invalid_payload",
+        ),
+        (
+            "status with a space",
+            with(&|v| v["data"]["status"] = json!("in progress")),
+            "invalid_payload",
+        ),
+        (
+            "status with a line break",
+            with(&|v| v["data"]["status"] = json!("completed\r\nX-Evil: 1")),
+            "invalid_payload",
+        ),
+        (
+            "non-ASCII status",
+            with(&|v| v["data"]["status"] = json!("terminé")),
+            "invalid_payload",
+        ),
+        (
+            "call_id of 257 bytes",
+            with(&|v| v["data"]["call_id"] = json!("c".repeat(257))),
+            "invalid_payload",
+        ),
+        (
+            "call_id with NUL",
+            with(&|v| v["data"]["call_id"] = json!("call\u{0}id")),
+            "invalid_payload",
+        ),
+        (
+            "call_id with a line break",
+            with(&|v| v["data"]["call_id"] = json!("call\nid")),
+            "invalid_payload",
+        ),
+        (
+            "agent_id of 10 KiB",
+            with(&|v| v["data"]["agent_id"] = json!("a".repeat(10240))),
+            "invalid_payload",
+        ),
+        (
+            "call_direction with a tab",
+            with(&|v| v["data"]["call_direction"] = json!("out\tbound")),
+            "invalid_payload",
+        ),
+        (
+            "agent event_type of 1 KiB",
+            json!({"event_type": "e".repeat(1024), "call_id": "c"}).to_string(),
+            "invalid_payload",
+        ),
+        (
+            "agent event_type with NUL",
+            json!({"event_type": "call_started\u{0}", "call_id": "c"}).to_string(),
+            "invalid_payload",
+        ),
+        (
+            "agent status with '#' and a space",
+            json!({"event_type": "call_completed", "call_id": "c", "status": "done #1"})
+                .to_string(),
+            "invalid_payload",
+        ),
     ];
     assert!(corpus.len() >= 20);
     for (name, body, code) in &corpus {

@@ -1025,3 +1025,120 @@ async fn cluster_leader_killed_under_load_loses_nothing_answered_200() {
     assert_ne!(leader, 2, "the leadership moved");
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile values and sizes (issue 14)
+
+/// A status with `.` and `_` in a `prefix.{status}` topic is escaped into legal characters
+/// (`_XX`), so it names exactly one topic; a NUL in it is a 400 before any producer sees it.
+#[tokio::test]
+async fn sender_values_in_a_topic_are_escaped_and_nul_is_refused() {
+    let brokers = broker().await;
+    let prefix = unique("cb-escape");
+    let escaped = format!("{prefix}.a_2Eb_5Fc");
+    create_topics(brokers, &[&escaped], 1).await;
+    let app = spawn(&config_with_sinks(&kafka_sink(
+        "events",
+        brokers,
+        &format!(", topic: \"{prefix}.{{status}}\""),
+    )))
+    .await;
+    let a = app.post(&status_payload(&unique("esc"), "a.b_c")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body["sinks"]["events"]["receipt"]["topic"],
+        escaped.as_str()
+    );
+    let r = &consume(&consumer(brokers, &escaped).await, 1).await[0];
+    assert_eq!(r.header("ce_callstatus"), Some("a.b_c"));
+
+    let nul = app.post(&status_payload(&unique("esc"), "a\u{0}b")).await;
+    assert_eq!(nul.status, 400, "{}", nul.body);
+    assert_eq!(nul.body["error"]["field"], "data.status");
+    let after = app.post(&status_payload(&unique("esc"), "a.b_c")).await;
+    assert_eq!(after.status, 200, "the bridge still works: {}", after.body);
+    app.stop().await;
+}
+
+/// An event above the producer's `message.max.bytes` can never be delivered: 413 naming the
+/// sink (the sender's to fix), the same on a retry, and published nowhere — not to the file
+/// sink either; an event that fits is still a 200.
+#[tokio::test]
+async fn an_event_above_message_max_bytes_is_413_and_published_nowhere() {
+    let brokers = broker().await;
+    let topic = unique("cb-toolarge");
+    create_topics(brokers, &[&topic], 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("events.jsonl");
+    let sinks = format!(
+        "{}{}",
+        kafka_sink(
+            "events",
+            brokers,
+            &format!(", topic: {topic}, librdkafka: {{\"message.max.bytes\": 20000}}")
+        ),
+        file_sink("archive", &file, "")
+    );
+    let app = spawn(&config_with_sinks(&sinks)).await;
+    let mut big = status_payload(&unique("big"), "completed");
+    big["data"]["custom_args_values"] = serde_json::json!({"blob": "x".repeat(30_000)});
+    for _ in 0..2 {
+        let a = app.post(&big).await;
+        assert_eq!(a.status, 413, "{}", a.body);
+        assert!(a.retry_after.is_none());
+        assert_eq!(a.body["error"]["code"], "event_too_large");
+        assert_eq!(a.body["sinks"]["events"]["error"]["code"], "too_large");
+        let msg = a.body["sinks"]["events"]["error"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(msg.contains("message.max.bytes of 20000"), "{msg}");
+        assert_eq!(a.body["sinks"]["archive"]["ok"], false);
+    }
+    assert!(read_lines(&file).is_empty(), "published nowhere");
+    let small = app
+        .post(&status_payload(&unique("small"), "completed"))
+        .await;
+    assert_eq!(small.status, 200, "{}", small.body);
+    let r = &consume(&consumer(brokers, &topic).await, 1).await[0];
+    assert_eq!(r.header("ce_id"), small.body["event_id"].as_str());
+    assert_eq!(read_lines(&file).len(), 1);
+    app.stop().await;
+}
+
+/// A topic whose broker-side `max.message.bytes` is below the producer's refuses the record in
+/// the delivery report: a 413 too (no retry could deliver it), not a 503.
+#[tokio::test]
+async fn a_record_the_topic_refuses_for_its_size_is_413() {
+    let brokers = broker().await;
+    let topic = unique("cb-topiclimit");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new =
+        NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "10000");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin
+        .create_topics([&new], &opts)
+        .await
+        .expect("create topic")
+    {
+        r.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+    }
+    let app = spawn(&config_with_sinks(&kafka_sink(
+        "events",
+        brokers,
+        &format!(", topic: {topic}"),
+    )))
+    .await;
+    let mut big = status_payload(&unique("topiclimit"), "completed");
+    big["data"]["custom_args_values"] = serde_json::json!({"blob": "x".repeat(30_000)});
+    let a = app.post(&big).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(a.body["sinks"]["events"]["error"]["code"], "too_large");
+    let small = app
+        .post(&status_payload(&unique("topiclimit"), "completed"))
+        .await;
+    assert_eq!(small.status, 200, "{}", small.body);
+    app.stop().await;
+}

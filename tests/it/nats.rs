@@ -676,3 +676,139 @@ async fn startup_survives_an_unreachable_server() {
     assert!(took < Duration::from_secs(1));
     app.stop().await;
 }
+
+/// A status of several KiB in a `{status}` subject used to make a subject beyond the server's
+/// control line, and nats-server closed the connection every publish shares. Now such a
+/// status is a 400 naming the field, and the requests sent with it all succeed; the longest
+/// call id the bridge accepts, every byte escaped, becomes one token of at most 128 bytes.
+#[tokio::test]
+async fn a_hostile_status_or_call_id_never_breaks_the_shared_connection() {
+    let js = js().await;
+    let (stream, prefix) = names("hostile");
+    let subject = format!("{prefix}.{{kind}}.{{status}}.{{call_id}}");
+    let app = spawn(&config_with_sinks(&nats_sink(
+        "bus",
+        NATS_URL,
+        &subject,
+        &format!(
+            "    timeout_ms: 2000\n    jetstream:\n      stream: {stream}\n      ensure_stream: {{subjects: [\"{prefix}.>\"], storage: memory}}\n"
+        ),
+    )))
+    .await;
+    app.await_ready(true).await;
+
+    let hostile = status_payload(&unique("hostile"), &"x".repeat(5000));
+    let long_id = "é".repeat(128); // 256 bytes, 768 once escaped
+    let long = status_payload(&long_id, "completed");
+    let normal: Vec<Value> = (0..8)
+        .map(|i| status_payload(&unique(&format!("normal{i}")), "completed"))
+        .collect();
+    let (h, l, normal) = tokio::join!(
+        app.post(&hostile),
+        app.post(&long),
+        futures::future::join_all(normal.iter().map(|b| app.post(b)))
+    );
+    // The requests beside it first: they are what a broken connection used to fail.
+    for a in normal.iter().chain([&l]) {
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    assert_eq!(h.status, 400, "{}", h.body);
+    assert_eq!(h.body["error"]["field"], "data.status");
+    let msgs = read_stream(&js, &stream, 9).await;
+    let long_subject = msgs
+        .iter()
+        .map(|m| m.subject.as_str())
+        .find(|s| s.contains("%C3%A9"))
+        .expect("the long call id's message");
+    let last = long_subject.rsplit('.').next().unwrap_or_default();
+    assert_eq!(last.len(), 128, "{long_subject}");
+    assert!(
+        last.starts_with("%C3%A9%C3%A9") && last.contains('~'),
+        "{last}"
+    );
+    assert!(app.is_ready().await);
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+/// The bytes of `data` the bridge makes of `body` (the binary-mode payload).
+fn data_len(body: &Value) -> usize {
+    let event = callbridge::event::normalize(
+        body,
+        Default::default(),
+        &Default::default(),
+        "2026-01-01T00:00:00Z".into(),
+    )
+    .expect("a valid payload");
+    serde_json::to_vec(&event.data)
+        .expect("data serialises")
+        .len()
+}
+
+/// nats-server's `max_payload` counts headers and payload. An event whose payload alone fits
+/// but not with its headers used to be sent, and the server closed the connection every
+/// publish shares. Now it is refused before sending: 413 (the sender's to fix, the same on a
+/// retry), published nowhere, while requests sent with it succeed on the same connection. An
+/// event whose payload alone is too large is a 413 too.
+#[tokio::test]
+async fn max_payload_counts_headers_and_a_too_large_event_is_413() {
+    let js = js().await;
+    let max = async_nats::connect(NATS_URL)
+        .await
+        .expect("connects")
+        .server_info()
+        .max_payload;
+    let (stream, prefix) = names("maxpayload");
+    let app = spawn(&config_with_server(
+        &format!(", max_body_bytes: {}", max * 4),
+        &jetstream_sink("bus", &prefix, &stream, ""),
+    ))
+    .await;
+    app.await_ready(true).await;
+
+    // A payload a little under max_payload: it fits alone, not with the ~400 bytes of headers.
+    let mut edge = status_payload(&unique("edge"), "completed");
+    edge["data"]["custom_args_values"] = serde_json::json!({"blob": ""});
+    let base = data_len(&edge);
+    edge["data"]["custom_args_values"]["blob"] = Value::from("x".repeat(max - 64 - base));
+    assert_eq!(data_len(&edge), max - 64);
+    let mut over = edge.clone();
+    over["data"]["call_id"] = Value::from(unique("over"));
+    over["data"]["custom_args_values"]["blob"] = Value::from("x".repeat(max + 10));
+
+    let normal: Vec<Value> = (0..6)
+        .map(|i| status_payload(&unique(&format!("beside{i}")), "completed"))
+        .collect();
+    let (e, o, normal) = tokio::join!(
+        app.post(&edge),
+        app.post(&over),
+        futures::future::join_all(normal.iter().map(|b| app.post(b)))
+    );
+    for a in &normal {
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    // Counting the payload alone, `edge` was sent, the server closed the connection and the
+    // answer was a 503 timeout, on every retry.
+    for a in [&e, &o] {
+        assert_eq!(a.status, 413, "{}", a.body);
+        assert!(a.retry_after.is_none());
+        assert_eq!(a.body["error"]["code"], "event_too_large");
+        assert_eq!(a.body["sinks"]["bus"]["error"]["code"], "too_large");
+        let msg = a.body["sinks"]["bus"]["error"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            msg.contains(&format!("max_payload of {max} bytes")),
+            "{msg}"
+        );
+    }
+    assert_eq!(app.post(&edge).await.status, 413, "a retry is a 413 again");
+    assert!(app.is_ready().await, "the connection was never closed");
+    assert_eq!(
+        stored(&js, &stream).await,
+        6,
+        "the large events were published nowhere"
+    );
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}

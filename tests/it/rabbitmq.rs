@@ -709,3 +709,95 @@ async fn confirm_lost_with_the_connection_is_503_at_once_not_a_hang() {
     app.stop().await;
     b.cleanup().await;
 }
+
+/// A status holding the routing key's separator and wildcards (`.`, `#`, `*`) stays one word:
+/// a queue bound for one word after `calls.status` gets it, and one bound for more words
+/// (`calls.status.a.#`, which the raw value would have matched) gets nothing.
+#[tokio::test]
+async fn separators_and_wildcards_in_a_status_stay_one_routing_key_word() {
+    let (mut b, one_word) =
+        Broker::with_queue("oneword", "calls.status.*", FieldTable::default()).await;
+    let more_words = b.queue_name("morewords");
+    b.declare_queue(&more_words, "calls.status.a.#", FieldTable::default())
+        .await;
+    let app = spawn_ready(AMQP_URL, &b.exchange, "").await;
+
+    let a = app.post(&status_payload(&unique("words"), "a.b#c*d")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(
+        a.body["sinks"][SINK]["receipt"]["routing_key"],
+        "calls.status.a%2Eb%23c%2Ad"
+    );
+    let got = b.drain(&one_word).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].delivery.routing_key.as_str(),
+        "calls.status.a%2Eb%23c%2Ad"
+    );
+    assert_eq!(
+        header(&got[0], "cloudEvents_callstatus").as_deref(),
+        Some("a.b#c*d"),
+        "the header keeps the value as sent"
+    );
+    assert_eq!(b.message_count(&more_words).await, 0, "no extra words");
+    app.stop().await;
+    b.cleanup().await;
+}
+
+/// A call id of the longest accepted size, every byte escaped, renders a routing key within
+/// AMQP's 255 bytes (shortened with a hash), so the event is delivered instead of refused.
+#[tokio::test]
+async fn the_longest_call_id_in_a_routing_key_is_shortened_and_delivered() {
+    let (b, queue) = Broker::with_queue("longkey", "calls.#", FieldTable::default()).await;
+    let app = spawn(&config_with_sinks(&format!(
+        "  - {{name: {SINK}, type: rabbitmq, url: \"{AMQP_URL}\", exchange: \"{}\", \
+         routing_key: \"calls.{{kind}}.{{call_id}}\", timeout_ms: 2000}}\n",
+        b.exchange
+    )))
+    .await;
+    app.await_ready(true).await;
+    let call_id = format!("{}é", "#.".repeat(127)); // 256 bytes
+    let a = app.post(&status_payload(&call_id, "completed")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let got = b.drain(&queue).await;
+    assert_eq!(got.len(), 1);
+    let key = got[0].delivery.routing_key.as_str();
+    assert!(key.starts_with("calls.status.%23%2E"), "{key}");
+    assert_eq!(key.matches('.').count(), 2, "{key}");
+    assert!(key.len() <= 255);
+    app.stop().await;
+    b.cleanup().await;
+}
+
+/// AMQP sends an event's properties and headers in one content header frame, which must fit in
+/// the connection's `frame_max`, or RabbitMQ closes the connection every publish shares. With
+/// the smallest frame AMQP allows (4096, asked for in the URL), an event with the longest call
+/// id and status the bridge accepts, in headers twice, is delivered and the connection stays up.
+#[tokio::test]
+async fn the_largest_accepted_headers_fit_the_smallest_frame_max() {
+    let (b, queue) = Broker::with_queue("framemax", "calls.#", FieldTable::default()).await;
+    let url = format!("{AMQP_URL}?frame_max=4096");
+    let app = spawn_ready(&url, &b.exchange, "").await;
+    let call_id = "é".repeat(128); // 256 bytes: the longest call id
+    let status = "s".repeat(64); // the longest status
+    let normal: Vec<serde_json::Value> = (0..4)
+        .map(|i| status_payload(&unique(&format!("framemax{i}")), "completed"))
+        .collect();
+    let large = status_payload(&call_id, &status);
+    let (large, normal) = tokio::join!(
+        app.post(&large),
+        futures::future::join_all(normal.iter().map(|p| app.post(p)))
+    );
+    assert_eq!(large.status, 200, "{}", large.body);
+    for a in &normal {
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let got = b.drain(&queue).await;
+    assert_eq!(got.len(), 5);
+    assert!(got
+        .iter()
+        .any(|m| header(m, "cloudEvents_subject").as_deref() == Some(call_id.as_str())));
+    assert!(app.is_ready().await, "the connection stayed up");
+    app.stop().await;
+    b.cleanup().await;
+}

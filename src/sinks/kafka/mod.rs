@@ -40,12 +40,32 @@ use rdkafka::producer::Producer;
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError};
 use crate::event::binding::{Format, Headers, Message};
 use crate::event::Event;
-use crate::template::Template;
+use crate::template::{Template, KAFKA_TOPIC};
 use diagnose::diagnose;
 use health::{health_loop, Health};
 use producer::{delivered, enqueue, new_slot, poisons_session, Slot};
 
 pub use settings::KafkaSinkSettings;
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// The bytes librdkafka counts against `message.max.bytes` for one record: value, key, and
+/// each header's name and value (with a few bytes of framing each).
+fn record_size(message: &Message<'_>, key: &str) -> usize {
+    let header = |name: &str, value: &str| name.len() + value.len() + 4;
+    message.payload.len()
+        + key.len()
+        + message.traceparent.map_or(0, |t| header("traceparent", t))
+        + message
+            .content_type
+            .map_or(0, |c| header("content-type", c))
+        + message
+            .attributes
+            .iter()
+            .map(|(n, v)| header(n, v))
+            .sum::<usize>()
+}
 
 pub struct KafkaSink {
     inner: Arc<Inner>,
@@ -61,6 +81,8 @@ struct Inner {
     /// `queue_full` verdict comes before the fan-out's own timeout.
     queue_timeout: Duration,
     config: ClientConfig,
+    /// The producer's `message.max.bytes`: librdkafka refuses a larger record at once.
+    max_message_bytes: usize,
     health: Arc<Health>,
     slot: RwLock<Arc<Slot>>,
     next_generation: AtomicU64,
@@ -72,6 +94,10 @@ impl KafkaSink {
     fn start(settings: &KafkaSinkSettings) -> Result<KafkaSink, BuildError> {
         let template = |field, source| BuildError::Template { field, source };
         let topic = Template::parse(&settings.topic).map_err(|e| template("topic", e))?;
+        settings::check_topic_literals(&topic).map_err(|message| BuildError::Settings {
+            field: "topic",
+            message,
+        })?;
         let key = Template::parse(&settings.key).map_err(|e| template("key", e))?;
         let health = Arc::new(Health {
             sink: settings.name.clone(),
@@ -86,6 +112,10 @@ impl KafkaSink {
             format: settings.format,
             timeout: Duration::from_millis(settings.timeout_ms),
             queue_timeout: Duration::from_millis(settings.message_timeout_ms()),
+            max_message_bytes: config
+                .get("message.max.bytes")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
             config,
             health,
             slot: RwLock::new(Arc::new(first)),
@@ -100,6 +130,21 @@ impl KafkaSink {
             "kafka sink configured"
         );
         Ok(KafkaSink { inner })
+    }
+}
+
+impl Inner {
+    fn fits(&self, message: &Message<'_>, key: &str) -> Result<(), SinkError> {
+        let size = record_size(message, key);
+        if size > self.max_message_bytes {
+            return Err(SinkError::TooLarge(format!(
+                "record of {size} bytes (value {}, key and headers) exceeds the producer's \
+                 message.max.bytes of {} bytes",
+                message.payload.len(),
+                self.max_message_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -127,7 +172,7 @@ fn headers(message: &Message<'_>) -> OwnedHeaders {
 #[async_trait]
 impl Sink for KafkaSink {
     fn destination(&self, event: &Event) -> String {
-        self.inner.topic.render(event)
+        self.inner.topic.render_escaped(event, &KAFKA_TOPIC)
     }
 
     #[tracing::instrument(skip_all, fields(sink = %self.inner.name, event_id = %event.event.id))]
@@ -135,9 +180,12 @@ impl Sink for KafkaSink {
         let inner = &self.inner;
         let started = Instant::now();
         let ev = &event.event;
-        let topic = inner.topic.render(ev);
+        // Legal topic characters only, at most 249: a sender's value can neither reach
+        // librdkafka's `CString::new(topic).unwrap()` with a NUL nor make an illegal name.
+        let topic = inner.topic.render_escaped(ev, &KAFKA_TOPIC);
         let key = inner.key.render(ev);
         let message = Headers::KAFKA.encode(inner.format, event);
+        inner.fits(&message, &key)?;
         let headers = headers(&message);
         let payload = message.payload;
         let slot = inner.usable()?;
@@ -222,6 +270,13 @@ impl Sink for KafkaSink {
                         e,
                     ),
                     Some(
+                        c @ (RDKafkaErrorCode::MessageSizeTooLarge
+                        | RDKafkaErrorCode::InvalidMessageSize),
+                    ) => SinkError::TooLarge(format!(
+                        "topic {topic} refused the record ({c}): above the producer's or the \
+                         topic's message.max.bytes"
+                    )),
+                    Some(
                         c @ (RDKafkaErrorCode::UnknownTopic
                         | RDKafkaErrorCode::UnknownTopicOrPartition),
                     ) => SinkError::Broker {
@@ -232,6 +287,16 @@ impl Sink for KafkaSink {
                 })
             }
         }
+    }
+
+    fn check_size(&self, event: &Outgoing) -> Result<(), SinkError> {
+        let inner = &self.inner;
+        let message = Headers::KAFKA.encode(inner.format, event);
+        inner.fits(&message, &inner.key.render(&event.event))
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.inner.max_message_bytes)
     }
 
     fn is_ready(&self) -> bool {

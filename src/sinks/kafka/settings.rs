@@ -16,6 +16,7 @@ use super::KafkaSink;
 use crate::config::validate::{check_template, Issues};
 use crate::event::binding::Format;
 use crate::sinks::{BuildError, Sink, SinkSpec};
+use crate::template::Template;
 
 sink_settings! {
     "kafka",
@@ -109,6 +110,18 @@ fn flatten_props(
     Ok(())
 }
 
+/// The topic template's literal text may hold only what a topic name may: `[a-zA-Z0-9._-]`
+/// (substituted values are escaped into that set).
+pub(super) fn check_topic_literals(topic: &Template) -> Result<(), String> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    match topic.literals().flat_map(str::chars).find(|c| !legal(*c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "a Kafka topic name may contain only [a-zA-Z0-9._-], found {c:?}"
+        )),
+    }
+}
+
 /// Properties we derive from other settings; setting them in `librdkafka` would be ambiguous.
 const DERIVED: [&str; 3] = [
     "bootstrap.servers",
@@ -176,6 +189,22 @@ impl SinkSpec for KafkaSinkSettings {
             }
         }
         check_template(&self.topic, &format!("{path}.topic"), issues);
+        if let Ok(t) = Template::parse(&self.topic) {
+            if let Err(m) = check_topic_literals(&t) {
+                issues.error(format!("{path}.topic"), m);
+            }
+            for var in t.vars().filter(|v| v.is_free_form()) {
+                issues.warn(
+                    format!("{path}.topic"),
+                    format!(
+                        "{{{}}} is chosen by the sender: every new value names a new topic \
+                         (a 503 until it exists, or unbounded topics with auto-creation); \
+                         route on it with a header or the key instead",
+                        var.name()
+                    ),
+                );
+            }
+        }
         check_template(&self.key, &format!("{path}.key"), issues);
         for (k, v) in &self.librdkafka {
             let field = format!("{path}.librdkafka.{k}");
@@ -210,6 +239,15 @@ impl SinkSpec for KafkaSinkSettings {
         if let Err(e) = self.client_config().create_native_config() {
             issues.error(format!("{path}.librdkafka"), redact_config_error(&e));
         }
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(
+            self.librdkafka
+                .get("message.max.bytes")
+                .and_then(|v| v.expose_secret().parse().ok())
+                .unwrap_or(super::DEFAULT_MESSAGE_MAX_BYTES),
+        )
     }
 
     async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
@@ -302,5 +340,32 @@ mod tests {
         assert!(issues.warnings.is_empty(), "{:?}", issues.warnings);
         let errs = errors("{name: k, brokers: \"a:1\", topic: t, format: avro}");
         assert!(errs.iter().any(|e| e.contains("avro")), "{errs:?}");
+    }
+
+    #[test]
+    fn topic_names_hold_only_legal_characters_and_sender_values_warn() {
+        for bad in [
+            "calls topic",
+            "calls/x.{kind}",
+            "calls\\0.{kind}",
+            "calls:{kind}",
+        ] {
+            let errs = errors(&format!("{{name: k, brokers: \"a:1\", topic: \"{bad}\"}}"));
+            assert_paths(&errs, &["sinks[0].topic"]);
+        }
+        let (_, issues) = load("{name: k, brokers: \"a:1\", topic: \"calls.{kind}\"}").unwrap();
+        assert!(issues.warnings.is_empty(), "{:?}", issues.warnings);
+        for var in ["status", "call_id", "agent_id", "direction"] {
+            let yaml = format!("{{name: k, brokers: \"a:1\", topic: \"calls.{{{var}}}\"}}");
+            let (_, issues) = load(&yaml).unwrap();
+            assert!(issues.errors.is_empty(), "{:?}", issues.errors);
+            assert!(
+                issues.warnings.iter().any(
+                    |w| w.path == "sinks[0].topic" && w.message.contains(&format!("{{{var}}}"))
+                ),
+                "{var}: {:?}",
+                issues.warnings
+            );
+        }
     }
 }

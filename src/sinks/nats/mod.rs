@@ -23,7 +23,10 @@
 //! substituted value is sanitised into exactly one subject token: bytes other than ASCII letters,
 //! digits, `-` and `_` are written as `%XX` (so `a.b` → `a%2Eb`, `*` → `%2A`, a space → `%20`),
 //! an empty value becomes `unknown`. The mapping is injective, so distinct call ids never share a
-//! subject, and a value can never add tokens or wildcards.
+//! subject, and a value can never add tokens or wildcards. A value longer than 128 bytes once
+//! escaped is shortened to a prefix, `~` and a hash of the whole value, and a subject to 1 KiB:
+//! a subject beyond the server's control line (4 KiB) would make nats-server close the
+//! connection every other publish shares.
 
 mod client;
 mod settings;
@@ -51,6 +54,25 @@ pub use settings::{
     EnsureStreamSettings, JetStreamSettings, NatsSinkSettings, NatsStorage, NatsTlsSettings,
 };
 pub use subject::{filter_covers, sanitize_token, SubjectTemplate};
+
+/// The bytes nats-server counts against `max_payload`: the payload and the headers as
+/// async-nats writes them (`NATS/1.0\r\n`, `name: value\r\n` each, `\r\n`).
+pub fn message_size(headers: &HeaderMap, payload: &[u8]) -> usize {
+    let headers_len = if headers.iter().next().is_none() {
+        0
+    } else {
+        "NATS/1.0\r\n\r\n".len()
+            + headers
+                .iter()
+                .flat_map(|(name, values)| {
+                    values
+                        .iter()
+                        .map(move |v| name.to_string().len() + v.as_str().len() + 4)
+                })
+                .sum::<usize>()
+    };
+    headers_len + payload.len()
+}
 
 /// The headers and payload of one event in the configured mode (without the JetStream headers).
 pub fn encode(format: Format, out: &Outgoing) -> (HeaderMap, Bytes) {
@@ -171,6 +193,34 @@ impl NatsSink {
 }
 
 impl NatsSink {
+    /// The whole message of one event: the binding's headers and payload, and in JetStream
+    /// mode `Nats-Msg-Id` and `Nats-Expected-Stream`.
+    fn message(&self, event: &Outgoing) -> (HeaderMap, Bytes) {
+        let (mut headers, payload) = encode(self.format, event);
+        if self.inner.js.is_some() {
+            headers.insert(header::NATS_MESSAGE_ID, event.event.id.as_str());
+            if let Some(stream) = &self.inner.stream {
+                headers.insert(header::NATS_EXPECTED_STREAM, stream.as_str());
+            }
+        }
+        (headers, payload)
+    }
+
+    /// Refuses a message above the server's `max_payload`, which counts headers and payload:
+    /// sent anyway, the server would close the connection every publish in flight shares.
+    fn fits(&self, headers: &HeaderMap, payload: &[u8]) -> Result<(), SinkError> {
+        let max = self.inner.client.server_info().max_payload;
+        let size = message_size(headers, payload);
+        if max > 0 && size > max {
+            return Err(SinkError::TooLarge(format!(
+                "message of {size} bytes (payload {} and headers) exceeds the server's \
+                 max_payload of {max} bytes",
+                payload.len()
+            )));
+        }
+        Ok(())
+    }
+
     fn not_connected(&self, state: State) -> SinkError {
         SinkError::NotConnected(format!("nats {} is {state}", self.inner.url))
     }
@@ -225,17 +275,8 @@ impl Sink for NatsSink {
         }
         let subject = self.subject.render(&event.event);
         tracing::Span::current().record("subject", subject.as_str());
-        let (mut headers, payload) = encode(self.format, event);
-
-        // An oversized message makes the server close the connection, failing every other
-        // publish in flight: refuse it here instead.
-        let max = inner.client.server_info().max_payload;
-        if max > 0 && payload.len() > max {
-            return Err(SinkError::Rejected(format!(
-                "event of {} bytes exceeds the server's max_payload of {max} bytes",
-                payload.len()
-            )));
-        }
+        let (headers, payload) = self.message(event);
+        self.fits(&headers, &payload)?;
 
         let Some(js) = &inner.js else {
             inner
@@ -259,10 +300,6 @@ impl Sink for NatsSink {
             });
         };
 
-        headers.insert(header::NATS_MESSAGE_ID, event.event.id.as_str());
-        if let Some(stream) = &inner.stream {
-            headers.insert(header::NATS_EXPECTED_STREAM, stream.as_str());
-        }
         let publish = jetstream::message::PublishMessage::build()
             .payload(payload)
             .headers(headers);
@@ -289,6 +326,15 @@ impl Sink for NatsSink {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    fn check_size(&self, event: &Outgoing) -> Result<(), SinkError> {
+        let (headers, payload) = self.message(event);
+        self.fits(&headers, &payload)
+    }
+
+    fn max_message_bytes(&self) -> Option<usize> {
+        Some(self.inner.client.server_info().max_payload).filter(|m| *m > 0)
     }
 
     fn is_ready(&self) -> bool {

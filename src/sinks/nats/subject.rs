@@ -2,10 +2,8 @@
 //! sanitised into exactly one subject token, and the subject-filter arithmetic the stream
 //! checks need.
 
-use std::fmt::Write as _;
-
 use crate::event::Event;
-use crate::template::{Template, ABSENT};
+use crate::template::{Template, NATS_SUBJECT};
 
 /// The `subject` template split into literal text and single-variable templates, so that each
 /// value rendered by the shared engine can be sanitised into one token on its own.
@@ -74,7 +72,8 @@ impl SubjectTemplate {
         Ok(())
     }
 
-    /// The subject for one event; every substituted value is one sanitised token.
+    /// The subject for one event; every substituted value is one sanitised token of at most
+    /// 128 bytes, the subject at most 1 KiB (see [`NATS_SUBJECT`]).
     pub fn render(&self, event: &Event) -> String {
         let mut out = String::with_capacity(64);
         for s in &self.segments {
@@ -83,7 +82,7 @@ impl SubjectTemplate {
                 Segment::Var(t) => sanitize_token(&t.render(event), &mut out),
             }
         }
-        out
+        NATS_SUBJECT.cap_name(out)
     }
 
     /// The set of subjects this template can render to, as a filter: a token holding a variable
@@ -105,20 +104,11 @@ impl SubjectTemplate {
 }
 
 /// Writes `value` as one subject token: ASCII letters, digits, `-` and `_` as is, every other
-/// byte (including `.`, `*`, `>`, `%`, whitespace and each byte of non-ASCII characters) as `%XX`.
-/// An empty value becomes `unknown`, like an absent one.
+/// byte (including `.`, `*`, `>`, `%`, whitespace, NUL and each byte of non-ASCII characters) as
+/// `%XX`; longer than 128 bytes, a prefix, `~` and a hash of the value. An empty value becomes
+/// `unknown`, like an absent one.
 pub fn sanitize_token(value: &str, out: &mut String) {
-    if value.is_empty() {
-        out.push_str(ABSENT);
-        return;
-    }
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
+    NATS_SUBJECT.write_value(value, out);
 }
 
 /// Checks a stream subject filter (`calls.>`, `calls.*.completed`).

@@ -48,9 +48,73 @@ pub(super) fn build_message(format: Format, out: &Outgoing) -> (bytes::Bytes, Ba
     (message.payload, props)
 }
 
+/// The bytes of the content header frame that carries `props`: AMQP sends it as one frame, so
+/// it must fit in the connection's `frame_max` (RabbitMQ closes a connection that sends a larger
+/// one, failing every publish on it). Frame header 7, class 2, weight 2, body size 8, property
+/// flags 2, the properties, frame end 1.
+pub(super) fn header_frame_size(props: &BasicProperties) -> usize {
+    let short = |s: &Option<ShortString>| s.as_ref().map_or(0, |s| 1 + s.as_str().len());
+    let table = props.headers().as_ref().map_or(0, |t| {
+        4 + t
+            .inner()
+            .iter()
+            .map(|(k, v)| {
+                1 + k.as_str().len()
+                    + 1
+                    + match v {
+                        AMQPValue::LongString(s) => 4 + s.as_bytes().len(),
+                        AMQPValue::ShortString(s) => 1 + s.as_str().len(),
+                        // Only strings are written; anything else is bounded by a few bytes.
+                        _ => 16,
+                    }
+            })
+            .sum::<usize>()
+    });
+    7 + 2
+        + 2
+        + 8
+        + 2
+        + short(props.content_type())
+        + short(props.content_encoding())
+        + table
+        + props.delivery_mode().map_or(0, |_| 1)
+        + props.priority().map_or(0, |_| 1)
+        + short(props.correlation_id())
+        + short(props.reply_to())
+        + short(props.expiration())
+        + short(props.message_id())
+        + props.timestamp().map_or(0, |_| 8)
+        + short(props.kind())
+        + short(props.user_id())
+        + short(props.app_id())
+        + short(props.cluster_id())
+        + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With the ingest caps (call id 256 bytes, status 64), the largest header set fits in
+    /// AMQP's smallest frame (4096 bytes), whatever frame_max the broker negotiates.
+    #[test]
+    fn the_largest_accepted_headers_fit_the_smallest_frame() {
+        let mut ev = crate::event::test_support::sample_event();
+        ev.data.call_id = "é".repeat(128);
+        ev.subject = ev.data.call_id.clone();
+        ev.partitionkey = ev.data.call_id.clone();
+        ev.callstatus = Some("s".repeat(64));
+        ev.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+        let out = Outgoing::new(ev);
+        let (_, small) = build_message(
+            Format::Binary,
+            &Outgoing::new(crate::event::test_support::sample_event()),
+        );
+        let (_, large) = build_message(Format::Binary, &out);
+        let size = header_frame_size(&large);
+        assert!(size > header_frame_size(&small) + 2 * 240, "{size}");
+        assert!(size < 4096, "{size}");
+    }
 
     #[test]
     fn binary_and_structured_messages() {

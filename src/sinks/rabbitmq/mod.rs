@@ -45,7 +45,7 @@ pub use settings::{ExchangeDeclare, ExchangeType, QueueBinding, RabbitmqSinkSett
 
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError};
 use crate::event::binding::Format;
-use crate::template::Template;
+use crate::template::{Template, AMQP_ROUTING_KEY};
 use settings::SHORTSTR_MAX;
 use supervisor::{Shared, Topology};
 
@@ -103,6 +103,7 @@ impl RabbitmqSink {
             .ok_or_else(|| self.shared.not_connected())?;
 
         let (body, properties) = message::build_message(self.format, out);
+        fits_frame(&link.connection, &properties)?;
         let confirm = channel
             .basic_publish(
                 &self.exchange,
@@ -177,15 +178,46 @@ impl RabbitmqSink {
     }
 }
 
+/// The content header frame (properties and headers) must fit in the negotiated `frame_max`.
+fn fits_frame(
+    connection: &lapin::Connection,
+    properties: &lapin::BasicProperties,
+) -> Result<(), SinkError> {
+    let frame_max = connection.configuration().frame_max() as usize;
+    let size = message::header_frame_size(properties);
+    if frame_max > 0 && size > frame_max {
+        return Err(SinkError::TooLarge(format!(
+            "message properties and headers of {size} bytes exceed the connection's frame_max \
+             of {frame_max} bytes"
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Sink for RabbitmqSink {
+    fn check_size(&self, event: &Outgoing) -> Result<(), SinkError> {
+        match self.shared.current() {
+            Some(link) => fits_frame(
+                &link.connection,
+                &message::build_message(self.format, event).1,
+            ),
+            None => Ok(()),
+        }
+    }
+
     fn destination(&self, event: &crate::event::Event) -> String {
-        format!("{} {}", self.exchange, self.routing.render(event))
+        format!(
+            "{} {}",
+            self.exchange,
+            self.routing.render_escaped(event, &AMQP_ROUTING_KEY)
+        )
     }
 
     #[tracing::instrument(skip_all, fields(sink = %self.shared.sink, event_id = %event.event.id))]
     async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
-        let routing_key = self.routing.render(&event.event);
+        // Each value is one word (`.`, `#`, `*` escaped) and the key at most 255 bytes.
+        let routing_key = self.routing.render_escaped(&event.event, &AMQP_ROUTING_KEY);
         if routing_key.len() > SHORTSTR_MAX || event.event.id.len() > SHORTSTR_MAX {
             return Err(SinkError::Rejected(format!(
                 "routing key or event id longer than {SHORTSTR_MAX} bytes (routing_key={routing_key:?})"
