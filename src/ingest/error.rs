@@ -5,7 +5,7 @@
 //! retries. Every error answer is JSON: `{"error": {"code", "message", "field"?}}`.
 
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
-use actix_web::http::StatusCode;
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::json;
@@ -25,6 +25,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("cannot read the body")]
     BodyRead(#[source] actix_web::error::PayloadError),
+    /// The body did not arrive completely within the request deadline.
+    #[error("the body did not arrive within {deadline_ms} ms")]
+    BodyTimeout { deadline_ms: u64 },
     #[error("body is not valid JSON: {0}")]
     InvalidJson(#[source] serde_json::Error),
     #[error("{0}")]
@@ -59,6 +62,7 @@ impl ApiError {
             ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => "unauthorized",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidPayload(_) => "invalid_payload",
             ApiError::InvalidQuery(_) => "invalid_query",
@@ -100,6 +104,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidJson(_)
             | ApiError::InvalidPayload(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotDelivered { .. } | ApiError::Internal(..) => {
@@ -111,9 +116,10 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let field = match self {
             ApiError::InvalidPayload(p) => Some(p.field.as_str()),
-            ApiError::InvalidJson(_) | ApiError::BodyRead(_) | ApiError::PayloadTooLarge { .. } => {
-                Some("(body)")
-            }
+            ApiError::InvalidJson(_)
+            | ApiError::BodyRead(_)
+            | ApiError::BodyTimeout { .. }
+            | ApiError::PayloadTooLarge { .. } => Some("(body)"),
             ApiError::InvalidQuery(_) => Some("(query)"),
             _ => None,
         };
@@ -131,6 +137,10 @@ impl ResponseError for ApiError {
             _ => json!({ "error": error }),
         };
         let mut resp = HttpResponse::build(self.status_code()).json(body);
+        if matches!(self, ApiError::BodyTimeout { .. }) {
+            // The rest of the announced body may still come: the connection cannot be reused.
+            resp.head_mut().set_connection_type(ConnectionType::Close);
+        }
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));

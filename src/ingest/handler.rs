@@ -64,7 +64,13 @@ async fn handle(
     let deadline = tokio::time::Instant::from_std(started + state.deadline);
 
     state.auth.check(req.headers())?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    // The deadline covers the body too: a client that announces more than it sends is answered
+    // (408, connection closed) when the deadline passes, never held.
+    let body = tokio::time::timeout_at(deadline, read_body(&req, payload, state.max_body_bytes))
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            deadline_ms: state.deadline.as_millis() as u64,
+        })??;
     let mut event = parse(&req, &body, &state.event)?;
 
     let span = tracing::Span::current();

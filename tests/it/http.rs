@@ -317,3 +317,43 @@ async fn unknown_status_is_forwarded_and_counted() {
     assert!(m.contains("callbridge_unknown_status_total 1"), "{m}");
     app.stop().await;
 }
+
+/// A client that announces 1 MiB and sends 10 bytes gets its answer (408, connection closed)
+/// within the deadline (3 s in the test config) instead of holding the request forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_answered_within_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (app, path, _dir) = spawn_archive().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /callback HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\n\
+         Content-Length: 1048576\r\n\r\n{{\"data\": {{"
+    );
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    // Bounded by the deadline plus a margin; without a body timeout this read never ends.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "connection still held after {:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "answer: {text}");
+    assert!(text.contains("body_timeout"), "answer: {text}");
+    assert!(read_lines(&path).is_empty());
+    app.stop().await;
+}
