@@ -142,6 +142,7 @@ fn sink_summary(d: &crate::fanout::Delivery) -> String {
             }
             SinkOutcome::AlreadyAcked { .. } => write!(s, "{}=already_acked ", r.name),
             SinkOutcome::Skipped => write!(s, "{}=skipped ", r.name),
+            SinkOutcome::Pending => write!(s, "{}=pending ", r.name),
             SinkOutcome::InProgress => write!(s, "{}={IN_PROGRESS} ", r.name),
             SinkOutcome::Failed { error } => write!(s, "{}={} ", r.name, error.code()),
         };
