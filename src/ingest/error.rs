@@ -44,6 +44,12 @@ pub enum ApiError {
         delivery: Delivery,
         retry_after_secs: u64,
     },
+    /// Shed: the in-flight limit (requests or body bytes) is reached; try again later.
+    #[error("too many requests in flight ({limit}); retry later")]
+    Overloaded {
+        limit: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("internal error while publishing: {0}")]
     Internal(String, u64),
 }
@@ -69,6 +75,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotDelivered { .. } => "not_delivered",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::Internal(..) => "internal",
         }
     }
@@ -76,6 +83,9 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::NotDelivered {
+                retry_after_secs, ..
+            }
+            | ApiError::Overloaded {
                 retry_after_secs, ..
             }
             | ApiError::Internal(_, retry_after_secs) => Some(*retry_after_secs),
@@ -107,9 +117,9 @@ impl ResponseError for ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotDelivered { .. } | ApiError::Internal(..) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NotDelivered { .. }
+            | ApiError::Overloaded { .. }
+            | ApiError::Internal(..) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
