@@ -19,18 +19,21 @@ use crate::sinks::{Outgoing, Receipt, SinkError, SinkHandle};
 /// The reason code of [`SinkOutcome::InProgress`], in answers, logs and metrics.
 pub const IN_PROGRESS: &str = "in_progress";
 
-/// How long a publish's real outcome is awaited after the delivery stopped waiting for it, with
-/// the sink marked in flight (no other delivery publishes to it meanwhile). Every sink's client
-/// bounds its own wait well within this (librdkafka's `message.timeout.ms`, the JetStream ack
-/// timeout, AMQP heartbeats, a file write); past it the publish is abandoned as in doubt and the
-/// sink freed, so a broken client cannot block an id forever. Below the sender's first retry
-/// (1 minute), so that retry finds the outcome settled.
+/// How long, from its start, a publish keeps its sink marked in flight for its event id while
+/// its outcome is unknown (no other delivery publishes there meanwhile). Two cases: the publish
+/// has not returned yet (every sink's client bounds its own wait well within this: librdkafka's
+/// `message.timeout.ms`, the JetStream ack timeout, the AMQP confirm timeout, a file write) —
+/// past the limit it is abandoned; or the sink itself gave up waiting for the confirmation
+/// (`SinkError::Timeout`: the broker may still have stored it) — the sink stays *in doubt*
+/// until the limit. Then the sink is freed and a retry may store a second copy. Below the
+/// sender's first retry (1 minute), so that retry publishes again if it has to.
 pub const SETTLE_LIMIT: Duration = Duration::from_secs(50);
 
 pub struct Fanout {
     sinks: Vec<SinkHandle>,
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
+    settle_limit: Duration,
 }
 
 /// What happened at one sink for one delivery.
@@ -105,7 +108,14 @@ impl Fanout {
             sinks,
             ledger: Arc::new(ledger),
             metrics,
+            settle_limit: SETTLE_LIMIT,
         }
+    }
+
+    /// Another [`SETTLE_LIMIT`] (tests).
+    pub fn with_settle_limit(mut self, limit: Duration) -> Fanout {
+        self.settle_limit = limit;
+        self
     }
 
     pub fn sinks(&self) -> &[SinkHandle] {
@@ -143,6 +153,7 @@ impl Fanout {
                 sink: s.clone(),
                 outgoing: outgoing.clone(),
                 deadline,
+                settle_limit: self.settle_limit,
             };
             // Its own task, in the request's span: an optional sink outlives the answer.
             let task = tokio::spawn(driver.run().instrument(tracing::Span::current()));
@@ -205,6 +216,7 @@ struct Driver {
     sink: SinkHandle,
     outgoing: Arc<Outgoing>,
     deadline: tokio::time::Instant,
+    settle_limit: Duration,
 }
 
 impl Driver {
@@ -256,6 +268,7 @@ impl Driver {
             sink = %s.name,
         );
         let started = Instant::now();
+        let settle_by = tokio::time::Instant::now() + self.settle_limit;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let settle = {
             let (ledger, metrics, sink, outgoing) = (
@@ -265,17 +278,19 @@ impl Driver {
                 self.outgoing.clone(),
             );
             async move {
-                let result = match tokio::time::timeout(SETTLE_LIMIT, sink.sink.publish(&outgoing)).await {
+                let limit_ms = settle_by.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
+                let result = match tokio::time::timeout_at(settle_by, sink.sink.publish(&outgoing)).await {
                     Ok(r) => r,
                     Err(_) => {
                         metrics.sink_outcome(&sink.name, "in_doubt_abandoned");
-                        tracing::warn!(sink = %sink.name, limit_ms = SETTLE_LIMIT.as_millis() as u64, "publish outcome unknown past the settle limit; the sink is free again and a retry may store a second copy");
-                        Err(SinkError::Timeout(SETTLE_LIMIT.as_millis() as u64))
+                        tracing::warn!(sink = %sink.name, limit_ms, "publish outcome unknown past the settle limit; the sink is free again and a retry may store a second copy");
+                        Err(SinkError::Timeout(limit_ms))
                     }
                 };
                 let latency = started.elapsed();
-                ledger.settle(&outgoing.event.id, &sink.name, result.as_ref().ok().cloned());
                 metrics.publish_latency(&sink.name, latency);
+                let receipt = result.as_ref().ok().cloned();
+                let in_doubt = matches!(result, Err(SinkError::Timeout(_)));
                 match &result {
                     Ok(_) => metrics.sink_outcome(&sink.name, "acked"),
                     Err(error) => {
@@ -285,6 +300,13 @@ impl Driver {
                     }
                 }
                 let _ = tx.send((result, latency));
+                if in_doubt {
+                    // The sink stopped waiting for its confirmation: the broker may still
+                    // store the event. Hold the sink until the settle limit rather than let a
+                    // retry publish a second copy at once.
+                    tokio::time::sleep_until(settle_by).await;
+                }
+                ledger.settle(&outgoing.event.id, &sink.name, receipt);
             }
             .instrument(span)
         };

@@ -430,3 +430,46 @@ async fn a_stalled_optional_sink_does_not_delay_the_answer_and_still_records_its
     );
     assert_eq!((gate.calls(), steady.calls.load(Ordering::SeqCst)), (1, 1));
 }
+
+/// A sink that gives up waiting for its confirmation itself (its own timeout): the broker may
+/// still store the event.
+struct GivesUp {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for GivesUp {
+    async fn publish(&self, _event: &Outgoing) -> Result<Receipt, SinkError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(SinkError::Timeout(10))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_timed_out_itself_stays_in_doubt_until_the_settle_limit() {
+    let sink = Arc::new(GivesUp {
+        calls: AtomicUsize::new(0),
+    });
+    let fanout =
+        fanout(vec![handle("doubt", sink.clone())]).with_settle_limit(Duration::from_millis(400));
+    let ev = event("in-doubt-held");
+    let first = fanout.deliver(ev.clone(), deadline()).await;
+    assert!(matches!(
+        &first.reports[0].outcome,
+        SinkOutcome::Failed { error } if error.code() == "timeout"
+    ));
+    let short = tokio::time::Instant::now() + Duration::from_millis(50);
+    let second = fanout.deliver(ev.clone(), short).await;
+    assert!(
+        matches!(second.reports[0].outcome, SinkOutcome::InProgress),
+        "in doubt: not published again at once ({second:?})"
+    );
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 1);
+    // After the settle limit the sink is free: the retry publishes again.
+    let third = fanout.deliver(ev, deadline()).await;
+    assert!(matches!(
+        &third.reports[0].outcome,
+        SinkOutcome::Failed { error } if error.code() == "timeout"
+    ));
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 2);
+}
