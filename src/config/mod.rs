@@ -144,8 +144,9 @@ fn default_path() -> String {
 fn default_max_body_bytes() -> usize {
     1024 * 1024
 }
+/// Requests are cheap until their bodies arrive; memory is bounded by the byte limit.
 fn default_max_in_flight() -> usize {
-    64
+    256
 }
 /// Four maximum-size bodies: well inside the Helm chart's 256 MiB limit even when each costs
 /// tens of MiB once parsed.
@@ -609,7 +610,7 @@ sinks:
             "server: {{max_body_bytes: 2048, max_in_flight_bytes: 2048}}\n{sinks}"
         ))
         .unwrap();
-        assert_eq!(s.server.max_in_flight, 64, "default");
+        assert_eq!(s.server.max_in_flight, 256, "default");
         assert!(errors(&format!("server: {{max_in_flite: 3}}\n{sinks}"))
             .iter()
             .any(|e| e.contains("max_in_flite")));
