@@ -78,6 +78,8 @@ async fn handle(
             deadline_ms: state.deadline.as_millis() as u64,
         })??;
     let mut event = parse(&req, &body, &state.event)?;
+    // The raw body is not needed once normalised: free it before the (long) fan-out wait.
+    drop(body);
 
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
