@@ -460,3 +460,73 @@ async fn body_bytes_over_the_in_flight_limit_are_shed() {
     assert_eq!(read_lines(&path).len(), 2);
     app.stop().await;
 }
+
+/// The peak resident memory of a process, from /proc (kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// 16 concurrent hostile bodies of just under 1 MiB of tiny JSON values (each costs tens of
+/// MiB once parsed and normalised): with the default in-flight limits, the excess is shed with
+/// 503 + Retry-After, the admitted ones are published, and the process stays well inside the
+/// Helm chart's 256 MiB memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_hostile_megabyte_bodies_stay_inside_the_pod_memory_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json}}\n\
+         auth: {{api_keys: {{keys: [\"{KEY}\"]}}}}\n\
+         sinks:\n{}",
+        file_sink("archive", &path, "")
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let url = format!("{}/callback", bridge.base());
+    let client = reqwest::Client::new();
+    let bodies: Vec<String> = (0..16)
+        .map(|i| {
+            let mut v = status_payload(&unique(&format!("hostile{i}")), "completed");
+            v["data"]["filler"] = Value::Array(vec![Value::from(0); 500_000]);
+            v.to_string()
+        })
+        .collect();
+    assert!(bodies[0].len() < 1024 * 1024, "under max_body_bytes");
+    let answers = futures::future::join_all(bodies.into_iter().map(|body| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let r = client
+                .post(&url)
+                .header("X-API-Key", KEY)
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            let retry_after = r.headers().contains_key("retry-after");
+            (r.status().as_u16(), retry_after)
+        }
+    }))
+    .await;
+    let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
+    for (status, retry_after) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && *retry_after),
+            "{answers:?}"
+        );
+    }
+    assert!(accepted >= 1, "{answers:?}");
+    assert!(accepted < 16, "some were shed: {answers:?}");
+    let peak_mb = peak_rss_kb(bridge.pid()) / 1024;
+    bridge.terminate();
+    eprintln!("16 hostile bodies: {accepted} accepted, peak rss {peak_mb} MiB");
+    assert!(
+        peak_mb < 256,
+        "peak rss {peak_mb} MiB, the pod's limit is 256 MiB"
+    );
+    assert_eq!(read_lines(&path).len(), accepted);
+}
