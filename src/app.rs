@@ -87,6 +87,10 @@ impl Application {
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
             redact_pii: settings.log.redact_pii,
+            requests: Arc::new(tokio::sync::Semaphore::new(server_settings.max_in_flight)),
+            body_bytes: Arc::new(tokio::sync::Semaphore::new(
+                server_settings.max_in_flight_bytes,
+            )),
             publisher: tokio::runtime::Handle::current(),
         });
         let paths: Vec<String> = std::iter::once(server_settings.path.clone())

@@ -12,17 +12,28 @@ use futures::future::join_all;
 use tracing::Instrument;
 
 use crate::event::Event;
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, Take};
 use crate::metrics::Metrics;
 use crate::sinks::{Outgoing, Receipt, SinkError, SinkHandle};
 
 /// The reason code of [`SinkOutcome::InProgress`], in answers, logs and metrics.
 pub const IN_PROGRESS: &str = "in_progress";
 
+/// How long, from its start, a publish keeps its sink marked in flight for its event id while
+/// its outcome is unknown (no other delivery publishes there meanwhile). Two cases: the publish
+/// has not returned yet (every sink's client bounds its own wait well within this: librdkafka's
+/// `message.timeout.ms`, the JetStream ack timeout, the AMQP confirm timeout, a file write) —
+/// past the limit it is abandoned; or the sink itself gave up waiting for the confirmation
+/// (`SinkError::Timeout`: the broker may still have stored it) — the sink stays *in doubt*
+/// until the limit. Then the sink is freed and a retry may store a second copy. Below the
+/// sender's first retry (1 minute), so that retry publishes again if it has to.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(50);
+
 pub struct Fanout {
     sinks: Vec<SinkHandle>,
-    ledger: Ledger,
+    ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
+    settle_limit: Duration,
 }
 
 /// What happened at one sink for one delivery.
@@ -39,9 +50,13 @@ pub enum SinkOutcome {
     },
     /// The sink's `events` filter does not want this event.
     Skipped,
-    /// Another delivery of the same event id held the ledger's claim past this delivery's
-    /// deadline: nothing was published, and the sender's retry will find that delivery's receipts.
+    /// Another delivery's publish of the same event id to this sink was still in flight at
+    /// this delivery's deadline: nothing was published, and the sender's retry will find its
+    /// outcome (a receipt, or a failure it then publishes again).
     InProgress,
+    /// An optional sink still deciding when every required sink had: it finishes in the
+    /// background (ledger, metrics, log).
+    Pending,
     Failed {
         error: SinkError,
     },
@@ -59,7 +74,7 @@ impl SinkReport {
     pub fn is_ok(&self) -> bool {
         !matches!(
             self.outcome,
-            SinkOutcome::Failed { .. } | SinkOutcome::InProgress
+            SinkOutcome::Failed { .. } | SinkOutcome::InProgress | SinkOutcome::Pending
         )
     }
 }
@@ -108,16 +123,27 @@ impl Fanout {
     pub fn new(sinks: Vec<SinkHandle>, ledger: Ledger, metrics: Arc<Metrics>) -> Fanout {
         Fanout {
             sinks,
-            ledger,
+            ledger: Arc::new(ledger),
             metrics,
+            settle_limit: SETTLE_LIMIT,
         }
+    }
+
+    /// Another [`SETTLE_LIMIT`] (tests).
+    pub fn with_settle_limit(mut self, limit: Duration) -> Fanout {
+        self.settle_limit = limit;
+        self
     }
 
     pub fn sinks(&self) -> &[SinkHandle] {
         &self.sinks
     }
 
-    /// Publishes `event` to every sink that wants it and has not acknowledged it yet.
+    /// Publishes `event` to every sink that wants it and has not acknowledged it yet, and
+    /// answers as soon as every *required* sink has decided (acked, failed, timed out, or busy
+    /// with another delivery's publish past the deadline). Optional sinks still deciding then are
+    /// reported `Pending` and finish in the background; their outcome reaches the ledger, the
+    /// metrics and the log.
     pub async fn deliver(&self, event: Event, deadline: tokio::time::Instant) -> Delivery {
         let event_id = event.id.clone();
         let mut reports: Vec<SinkReport> = Vec::with_capacity(self.sinks.len());
@@ -133,44 +159,11 @@ impl Fanout {
                 wants
             })
             .collect();
-        if wanted.is_empty() {
-            return Delivery { event_id, reports };
-        }
-
-        let claim = match self.ledger.claim(&event_id, deadline).await {
-            Ok(c) => c,
-            Err(_) => {
-                for s in wanted {
-                    self.metrics.sink_outcome(&s.name, IN_PROGRESS);
-                    reports.push(report(s, SinkOutcome::InProgress));
-                }
-                return Delivery { event_id, reports };
-            }
-        };
-
-        let mut to_publish = Vec::new();
-        for s in wanted {
-            match claim.acked.get(&s.name) {
-                Some(receipt) => {
-                    self.metrics.idempotency_hit(&s.name);
-                    reports.push(report(
-                        s,
-                        SinkOutcome::AlreadyAcked {
-                            receipt: receipt.clone(),
-                        },
-                    ))
-                }
-                None => to_publish.push(s),
-            }
-        }
-        if to_publish.is_empty() {
-            return Delivery { event_id, reports };
-        }
-
-        let outgoing = Outgoing::new(event);
+        // One serialisation of the event, shared by every sink's task.
+        let outgoing = Arc::new(Outgoing::new(event));
         // An event a required sink can never take is the sender's to fix: publish it nowhere,
         // so the 413 leaves no partial delivery behind.
-        let refused: Vec<(&str, SinkError)> = to_publish
+        let refused: Vec<(&str, SinkError)> = wanted
             .iter()
             .filter(|s| s.required)
             .filter_map(|s| {
@@ -186,7 +179,7 @@ impl Fanout {
                 .into_iter()
                 .map(|(n, e)| (n.to_string(), e))
                 .collect::<Vec<_>>();
-            for s in to_publish {
+            for s in wanted {
                 let error = match refused.iter().position(|(n, _)| *n == s.name) {
                     Some(i) => refused.swap_remove(i).1,
                     None => SinkError::TooLarge(format!(
@@ -197,61 +190,40 @@ impl Fanout {
                 tracing::warn!(sink = %s.name, reason = error.code(), error = %error.detail(), "event too large, published nowhere");
                 reports.push(report(s, SinkOutcome::Failed { error }));
             }
-            drop(claim);
             reports.sort_by_key(|r| self.sinks.iter().position(|s| s.name == r.name));
             return Delivery { event_id, reports };
         }
-        let publishes = to_publish.iter().map(|s| {
-            let outgoing = &outgoing;
-            let destination = match s.sink.destination(&outgoing.event) {
-                d if d.is_empty() => s.name.clone(),
-                d => d,
+        let mut required = Vec::new();
+        let mut optional = Vec::new();
+        for s in wanted {
+            let driver = Driver {
+                ledger: self.ledger.clone(),
+                metrics: self.metrics.clone(),
+                sink: s.clone(),
+                outgoing: outgoing.clone(),
+                deadline,
+                settle_limit: self.settle_limit,
             };
-            let span = tracing::info_span!(
-                "publish",
-                otel.kind = "producer",
-                otel.name = %format!("send {destination}"),
-                otel.status_code = tracing::field::Empty,
-                messaging.system = s.kind,
-                messaging.operation.type = "send",
-                messaging.destination.name = %destination,
-                messaging.message.id = %outgoing.event.id,
-                sink = %s.name,
-            );
-            async move {
-                let started = Instant::now();
-                let budget = s
-                    .timeout
-                    .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                let result = match tokio::time::timeout(budget, s.sink.publish(outgoing)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(SinkError::Timeout(budget.as_millis() as u64)),
-                };
-                let latency = started.elapsed();
-                self.metrics.publish_latency(&s.name, latency);
-                match result {
-                    Ok(receipt) => {
-                        self.metrics.sink_outcome(&s.name, "acked");
-                        SinkOutcome::Acked { receipt, latency }
-                    }
-                    Err(error) => {
-                        tracing::Span::current().record("otel.status_code", "ERROR");
-                        self.metrics.sink_outcome(&s.name, error.code());
-                        tracing::warn!(sink = %s.name, reason = error.code(), error = %error.detail(), "publish failed");
-                        SinkOutcome::Failed { error }
-                    }
-                }
+            // Its own task, in the request's span: an optional sink outlives the answer.
+            let task = tokio::spawn(driver.run().instrument(tracing::Span::current()));
+            if s.required {
+                required.push((s, task));
+            } else {
+                optional.push((s, task));
             }
-            .instrument(span)
-        });
-        let outcomes = join_all(publishes).await;
-        for (s, outcome) in to_publish.into_iter().zip(outcomes) {
-            if let SinkOutcome::Acked { receipt, .. } = &outcome {
-                self.ledger.record(&event_id, &s.name, receipt.clone());
-            }
+        }
+        for (s, task) in required {
+            reports.push(report(s, joined(task.await)));
+        }
+        for (s, task) in optional {
+            let outcome = if task.is_finished() {
+                joined(task.await)
+            } else {
+                // Detached: the driver records its outcome itself.
+                SinkOutcome::Pending
+            };
             reports.push(report(s, outcome));
         }
-        drop(claim);
         // Keep the configured order in the answer.
         reports.sort_by_key(|r| self.sinks.iter().position(|s| s.name == r.name));
         Delivery { event_id, reports }
@@ -275,6 +247,141 @@ impl Fanout {
 
     pub async fn close(&self) {
         join_all(self.sinks.iter().map(|s| s.sink.close())).await;
+    }
+}
+
+/// The outcome of a driver task; a panic in one is that sink's failure, not the request's.
+fn joined(r: Result<SinkOutcome, tokio::task::JoinError>) -> SinkOutcome {
+    r.unwrap_or_else(|e| SinkOutcome::Failed {
+        error: SinkError::broker("the publish task failed", e),
+    })
+}
+
+/// Decides one sink for one delivery: its receipt if it has one; else publishes when no other
+/// publish of the id is in flight there, or waits for that one's outcome (until the deadline).
+struct Driver {
+    ledger: Arc<Ledger>,
+    metrics: Arc<Metrics>,
+    sink: SinkHandle,
+    outgoing: Arc<Outgoing>,
+    deadline: tokio::time::Instant,
+    settle_limit: Duration,
+}
+
+impl Driver {
+    async fn run(self) -> SinkOutcome {
+        let id = self.outgoing.event.id.clone();
+        let changes = self.ledger.changes(&id);
+        loop {
+            let notified = changes.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so a settlement in between still wakes us.
+            notified.as_mut().enable();
+            match self.ledger.take(&id, &self.sink.name) {
+                Take::Acked(receipt) => {
+                    self.metrics.idempotency_hit(&self.sink.name);
+                    return SinkOutcome::AlreadyAcked { receipt };
+                }
+                Take::Mine => return self.publish(id).await,
+                Take::Busy => {
+                    if tokio::time::timeout_at(self.deadline, notified)
+                        .await
+                        .is_err()
+                    {
+                        self.metrics.sink_outcome(&self.sink.name, IN_PROGRESS);
+                        return SinkOutcome::InProgress;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes (the sink is in flight for us). The publish runs as its own task until its
+    /// real outcome is known (at most [`SETTLE_LIMIT`]) and settles the ledger then; we wait
+    /// for it only until the sink's timeout or the deadline.
+    async fn publish(self, id: String) -> SinkOutcome {
+        let s = &self.sink;
+        let destination = match s.sink.destination(&self.outgoing.event) {
+            d if d.is_empty() => s.name.clone(),
+            d => d,
+        };
+        let span = tracing::info_span!(
+            "publish",
+            otel.kind = "producer",
+            otel.name = %format!("send {destination}"),
+            otel.status_code = tracing::field::Empty,
+            messaging.system = s.kind,
+            messaging.operation.type = "send",
+            messaging.destination.name = %destination,
+            messaging.message.id = %id,
+            sink = %s.name,
+        );
+        let started = Instant::now();
+        let settle_by = tokio::time::Instant::now() + self.settle_limit;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let settle = {
+            let (ledger, metrics, sink, outgoing) = (
+                self.ledger.clone(),
+                self.metrics.clone(),
+                s.clone(),
+                self.outgoing.clone(),
+            );
+            async move {
+                let limit_ms = settle_by.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
+                let result = match tokio::time::timeout_at(settle_by, sink.sink.publish(&outgoing)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        metrics.sink_outcome(&sink.name, "in_doubt_abandoned");
+                        tracing::warn!(sink = %sink.name, limit_ms, "publish outcome unknown past the settle limit; the sink is free again and a retry may store a second copy");
+                        Err(SinkError::Timeout(limit_ms))
+                    }
+                };
+                let latency = started.elapsed();
+                metrics.publish_latency(&sink.name, latency);
+                let receipt = result.as_ref().ok().cloned();
+                let in_doubt = matches!(result, Err(SinkError::Timeout(_)));
+                match &result {
+                    Ok(_) => metrics.sink_outcome(&sink.name, "acked"),
+                    Err(error) => {
+                        tracing::Span::current().record("otel.status_code", "ERROR");
+                        metrics.sink_outcome(&sink.name, error.code());
+                        tracing::warn!(sink = %sink.name, reason = error.code(), error = %error.detail(), "publish failed");
+                    }
+                }
+                let _ = tx.send((result, latency));
+                if in_doubt {
+                    // The sink stopped waiting for its confirmation: the broker may still
+                    // store the event. Hold the sink until the settle limit rather than let a
+                    // retry publish a second copy at once.
+                    tokio::time::sleep_until(settle_by).await;
+                }
+                ledger.settle(&outgoing.event.id, &sink.name, receipt);
+            }
+            .instrument(span)
+        };
+        tokio::spawn(settle);
+        let budget = s.timeout.min(
+            self.deadline
+                .saturating_duration_since(tokio::time::Instant::now()),
+        );
+        match tokio::time::timeout(budget, rx).await {
+            Ok(Ok((Ok(receipt), latency))) => SinkOutcome::Acked { receipt, latency },
+            Ok(Ok((Err(error), _))) => SinkOutcome::Failed { error },
+            Ok(Err(_)) => SinkOutcome::Failed {
+                error: SinkError::Broker {
+                    message: "the publish task ended without an outcome".into(),
+                    source: None,
+                },
+            },
+            Err(_) => {
+                // Still in flight: the sink stays marked until the outcome is known.
+                self.metrics.sink_outcome(&s.name, "in_doubt");
+                tracing::warn!(sink = %s.name, budget_ms = budget.as_millis() as u64, "no confirmation in time; the publish stays in flight and is settled when its outcome is known");
+                SinkOutcome::Failed {
+                    error: SinkError::Timeout(budget.as_millis() as u64),
+                }
+            }
+        }
     }
 }
 

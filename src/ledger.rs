@@ -1,14 +1,20 @@
-//! The idempotency ledger: per event id, which sinks already acknowledged it.
+//! The idempotency ledger: per event id and sink, either a receipt or a publish in flight.
 //!
 //! It makes retries go only where they are needed: when the sender redelivers a webhook after a
 //! partial failure, only the sinks without a receipt publish again; when every sink had acked,
-//! the answer is an immediate 200. Each id also has an async lock, so two concurrent deliveries
-//! of one id never publish at the same time: the second waits (bounded by its deadline) and then
-//! sees the first one's receipts.
+//! the answer is an immediate 200.
+//!
+//! It also makes sure one event is never being published twice to one sink at the same time:
+//! [`Ledger::take`] marks a sink *in flight* for one id, atomically, and that mark is held until
+//! the publish's real outcome is known ([`Ledger::settle`]) — not merely until a delivery stops
+//! waiting for it. Another delivery of the id meanwhile finds the sink busy and waits for the
+//! outcome (until its own deadline) on the entry's [`Notify`]: a receipt means a duplicate, a
+//! failure that it may publish itself.
 //!
 //! Memory is bounded twice: entries expire after `window`, and beyond `max_entries` the oldest
-//! idle entries are evicted. The ledger is per replica; across replicas the deterministic event
-//! id lets brokers (JetStream) and consumers drop the copies.
+//! idle entries are evicted (an entry with a publish in flight never is). The ledger is per
+//! replica; across replicas the deterministic event id lets brokers (JetStream) and consumers
+//! drop the copies.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -16,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::OwnedMutexGuard;
+use tokio::sync::Notify;
 
 use crate::sinks::Receipt;
 
@@ -76,7 +82,8 @@ impl Inner {
             Entry {
                 created: now,
                 acked: Vec::new(),
-                lock: Arc::new(tokio::sync::Mutex::new(())),
+                in_flight: Vec::new(),
+                changed: Arc::new(Notify::new()),
             }
         })
     }
@@ -86,18 +93,22 @@ struct Entry {
     created: Instant,
     /// (sink name, receipt): a few sinks at most, so a vector beats a map.
     acked: Vec<(Box<str>, Receipt)>,
-    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Sinks with a publish of this id whose outcome is not known yet.
+    in_flight: Vec<Box<str>>,
+    /// Woken whenever a publish of this id settles.
+    changed: Arc<Notify>,
 }
 
-/// Exclusive right to publish one event id, with the receipts earlier deliveries collected.
-pub struct Claim {
-    pub acked: HashMap<String, Receipt>,
-    _guard: OwnedMutexGuard<()>,
+/// What [`Ledger::take`] found for one sink of one event id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Take {
+    /// Acknowledged before: do not publish again.
+    Acked(Receipt),
+    /// Now marked in flight for the caller, who must publish and then [`Ledger::settle`].
+    Mine,
+    /// Another delivery's publish is in flight; its outcome is not known yet.
+    Busy,
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("another delivery of this event id is still publishing")]
-pub struct Busy;
 
 impl Ledger {
     pub fn new(window: Duration, max_entries: usize) -> Ledger {
@@ -108,43 +119,44 @@ impl Ledger {
         }
     }
 
-    /// Waits (until `deadline`) for exclusive use of `id`.
-    pub async fn claim(&self, id: &str, deadline: tokio::time::Instant) -> Result<Claim, Busy> {
-        let k = key(id);
-        let lock = {
-            let mut inner = self.lock();
-            let now = Instant::now();
-            self.evict(&mut inner, now);
-            inner.entry(k, now).lock.clone()
-        };
-        let guard = tokio::time::timeout_at(deadline, lock.lock_owned())
-            .await
-            .map_err(|_| Busy)?;
-        let acked = self
-            .lock()
-            .map
-            .get(&k)
-            .map(|e| {
-                e.acked
-                    .iter()
-                    .map(|(s, r)| (s.to_string(), r.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(Claim {
-            acked,
-            _guard: guard,
-        })
+    /// For one sink of `id`: its receipt, or the right to publish (marking it in flight), or
+    /// `Busy` while another publish of it is in flight. Atomic: of concurrent callers, one gets
+    /// `Mine`.
+    pub fn take(&self, id: &str, sink: &str) -> Take {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        self.evict(&mut inner, now);
+        let entry = inner.entry(key(id), now);
+        if let Some((_, r)) = entry.acked.iter().find(|(s, _)| &**s == sink) {
+            return Take::Acked(r.clone());
+        }
+        if entry.in_flight.iter().any(|s| &**s == sink) {
+            return Take::Busy;
+        }
+        entry.in_flight.push(sink.into());
+        Take::Mine
     }
 
-    /// Remembers that `sink` acknowledged `id`.
-    pub fn record(&self, id: &str, sink: &str, receipt: Receipt) {
+    /// The notifier woken when any publish of `id` settles. Register interest (`enable` the
+    /// `notified()` future) before calling [`Ledger::take`], so no settlement is missed.
+    pub fn changes(&self, id: &str) -> Arc<Notify> {
+        let mut inner = self.lock();
+        inner.entry(key(id), Instant::now()).changed.clone()
+    }
+
+    /// Ends the publish that [`Ledger::take`] granted: with its receipt, or `None` when it
+    /// failed (a later delivery may publish again). Wakes the deliveries waiting on `id`.
+    pub fn settle(&self, id: &str, sink: &str, receipt: Option<Receipt>) {
         let mut inner = self.lock();
         let entry = inner.entry(key(id), Instant::now());
-        match entry.acked.iter_mut().find(|(s, _)| &**s == sink) {
-            Some((_, r)) => *r = receipt,
-            None => entry.acked.push((sink.into(), receipt)),
+        entry.in_flight.retain(|s| &**s != sink);
+        if let Some(receipt) = receipt {
+            match entry.acked.iter_mut().find(|(s, _)| &**s == sink) {
+                Some((_, r)) => *r = receipt,
+                None => entry.acked.push((sink.into(), receipt)),
+            }
         }
+        entry.changed.notify_waiters();
     }
 
     pub fn len(&self) -> usize {
@@ -161,8 +173,8 @@ impl Ledger {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops expired entries, then the oldest idle ones while over capacity. An entry whose
-    /// lock is held (a delivery in progress) is never evicted.
+    /// Drops expired entries, then the oldest idle ones while over capacity. An entry with a
+    /// publish in flight is never evicted.
     fn evict(&self, inner: &mut Inner, now: Instant) {
         let mut skipped = Vec::new();
         while let Some((created, k)) = inner.order.pop_front() {
@@ -176,7 +188,7 @@ impl Ledger {
                 // A stale order record of an id that was evicted and created again.
                 Some(e) if e.created != created => continue,
                 None => continue,
-                Some(e) if Arc::strong_count(&e.lock) > 1 || e.lock.try_lock().is_err() => {
+                Some(e) if !e.in_flight.is_empty() => {
                     skipped.push((created, k));
                     if skipped.len() > 64 {
                         break;
@@ -214,65 +226,90 @@ mod tests {
         assert_ne!(key("not-an-id"), key("not-an-id2"));
     }
 
-    #[tokio::test]
-    async fn records_survive_for_the_next_claim() {
+    #[test]
+    fn a_receipt_survives_for_the_next_delivery() {
         let l = Ledger::new(Duration::from_secs(60), 10);
-        let c = l.claim("a", far()).await.unwrap();
-        assert!(c.acked.is_empty());
-        l.record("a", "kafka", receipt());
-        drop(c);
-        let c = l.claim("a", far()).await.unwrap();
-        assert_eq!(c.acked.keys().collect::<Vec<_>>(), vec!["kafka"]);
+        assert_eq!(l.take("a", "kafka"), Take::Mine);
+        l.settle("a", "kafka", Some(receipt()));
+        assert_eq!(l.take("a", "kafka"), Take::Acked(receipt()));
+        assert_eq!(l.take("a", "nats"), Take::Mine, "per sink");
     }
 
-    #[tokio::test]
-    async fn second_claim_waits_for_the_first() {
-        let l = Arc::new(Ledger::new(Duration::from_secs(60), 10));
-        let c = l.claim("a", far()).await.unwrap();
-        let short = tokio::time::Instant::now() + Duration::from_millis(50);
-        assert!(l.claim("a", short).await.is_err(), "busy until released");
-        let l2 = l.clone();
-        let waiter = tokio::spawn(async move { l2.claim("a", far()).await.map(|c| c.acked.len()) });
-        l.record("a", "s", receipt());
-        drop(c);
+    #[test]
+    fn in_flight_until_settled_whatever_the_waiters_do() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        assert_eq!(l.take("a", "s"), Take::Mine);
         assert_eq!(
-            waiter.await.unwrap().unwrap(),
-            1,
-            "waiter sees the first delivery's ack"
+            l.take("a", "s"),
+            Take::Busy,
+            "no second publish while in flight"
         );
+        assert_eq!(l.take("a", "s"), Take::Busy, "still, however often asked");
+        assert_eq!(l.take("b", "s"), Take::Mine, "per id");
+        l.settle("a", "s", None);
+        assert_eq!(l.take("a", "s"), Take::Mine, "a failure frees the sink");
+        l.settle("a", "s", Some(receipt()));
+        assert_eq!(l.take("a", "s"), Take::Acked(receipt()));
     }
 
     #[tokio::test]
-    async fn bounded_by_max_entries_and_window() {
+    async fn settle_wakes_a_registered_waiter() {
+        let l = Arc::new(Ledger::new(Duration::from_secs(60), 10));
+        assert_eq!(l.take("a", "s"), Take::Mine);
+        let changes = l.changes("a");
+        let notified = changes.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        assert_eq!(l.take("a", "s"), Take::Busy);
+        let l2 = l.clone();
+        tokio::spawn(async move { l2.settle("a", "s", Some(Receipt::Null { stored: false })) });
+        tokio::time::timeout_at(far(), notified)
+            .await
+            .expect("woken by settle");
+        assert_eq!(l.take("a", "s"), Take::Acked(receipt()));
+    }
+
+    #[test]
+    fn bounded_by_max_entries_and_window() {
         let l = Ledger::new(Duration::from_secs(60), 3);
         for i in 0..10 {
             let id = format!("id{i}");
-            drop(l.claim(&id, far()).await.unwrap());
-            l.record(&id, "s", receipt());
+            assert_eq!(l.take(&id, "s"), Take::Mine);
+            l.settle(&id, "s", Some(receipt()));
         }
         assert!(l.len() <= 3, "len {}", l.len());
-        let c = l.claim("id9", far()).await.unwrap();
-        assert_eq!(c.acked.len(), 1, "the newest survive");
+        assert_eq!(
+            l.take("id9", "s"),
+            Take::Acked(receipt()),
+            "the newest survive"
+        );
 
         let l = Ledger::new(Duration::from_millis(0), 100);
-        drop(l.claim("x", far()).await.unwrap());
-        l.record("x", "s", receipt());
-        let c = l.claim("y", far()).await.unwrap();
-        drop(c);
-        let c = l.claim("x", far()).await.unwrap();
-        assert!(c.acked.is_empty(), "expired");
+        assert_eq!(l.take("x", "s"), Take::Mine);
+        l.settle("x", "s", Some(receipt()));
+        assert_eq!(l.take("y", "s"), Take::Mine);
+        l.settle("y", "s", None);
+        assert_eq!(l.take("x", "s"), Take::Mine, "expired");
     }
 
-    #[tokio::test]
-    async fn a_busy_entry_is_never_evicted() {
+    #[test]
+    fn an_entry_in_flight_is_never_evicted() {
         let l = Ledger::new(Duration::from_secs(60), 1);
-        let held = l.claim("busy", far()).await.unwrap();
-        drop(l.claim("other", far()).await.unwrap());
-        let short = tokio::time::Instant::now() + Duration::from_millis(50);
-        assert!(
-            l.claim("busy", short).await.is_err(),
-            "still locked, not replaced"
+        assert_eq!(l.take("busy", "s"), Take::Mine);
+        assert_eq!(l.take("other", "s"), Take::Mine);
+        l.settle("other", "s", None);
+        assert_eq!(
+            l.take("busy", "s"),
+            Take::Busy,
+            "still in flight, not replaced"
         );
-        drop(held);
+        let l = Ledger::new(Duration::from_millis(0), 100);
+        assert_eq!(l.take("busy", "s"), Take::Mine);
+        assert_eq!(l.take("other", "s"), Take::Mine);
+        assert_eq!(
+            l.take("busy", "s"),
+            Take::Busy,
+            "not expired while in flight"
+        );
     }
 }

@@ -8,7 +8,8 @@
 //! ## Layout: the tree follows the data path
 //!
 //! ```text
-//! ingest/        HTTP: auth (401), body limit (413), JSON whatever the Content-Type (400);
+//! ingest/        HTTP: auth (401), in-flight limits (503 overloaded), body limit (413) read
+//!                within the deadline (503), JSON whatever the Content-Type (400);
 //!                error.rs is the one place errors become status codes, response.rs the
 //!                answer's shapes (per-sink status, error body)
 //!   ↓
@@ -17,8 +18,9 @@
 //!                binding.rs: the CloudEvents bindings written once (attributes, binary vs
 //!                structured, content types, the structured JSON; `Outgoing`)
 //!   ↓
-//! fanout.rs      claim the id in the ledger → publish concurrently under timeouts → outcomes
-//! ledger.rs      which sinks acknowledged which event id (bounded, windowed)
+//! fanout.rs      per sink a task: take the sink in the ledger → publish → settle on the real
+//!                outcome; the answer waits for the required sinks only
+//! ledger.rs      per event id and sink: a receipt or a publish in flight (bounded, windowed)
 //!   ↓
 //! sinks/         one trait, `publish(&Outgoing) -> Result<Receipt, SinkError>`, Ok = confirmed;
 //!                one way to build a sink (`SinkSpec::build`, one `BuildError`)

@@ -23,6 +23,8 @@ pub struct Metrics {
     pub sink_ready: IntGaugeVec,
     pub unknown_status: IntCounter,
     pub unknown_event_type: IntCounter,
+    /// Requests answered 503 by the in-flight limits, by which limit (`requests`, `bytes`).
+    pub shed: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -105,7 +107,16 @@ impl Metrics {
             "Agent events whose event_type is not one of the documented ones (forwarded as kind other)",
         )
         .expect("valid metric");
+        let shed = IntCounterVec::new(
+            Opts::new(
+                "callbridge_http_shed_total",
+                "Webhook requests answered 503 by the in-flight limits, by limit",
+            ),
+            &["limit"],
+        )
+        .expect("valid metric");
         for c in [
+            Box::new(shed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
             Box::new(in_flight.clone()),
@@ -131,6 +142,7 @@ impl Metrics {
             sink_ready,
             unknown_status,
             unknown_event_type,
+            shed,
         }
     }
 

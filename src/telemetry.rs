@@ -34,6 +34,8 @@ pub enum TelemetryError {
 /// Keeps the tracer provider alive; dropping it flushes the spans still buffered.
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    /// Flushes the queued log lines when dropped (at exit).
+    _log_writer: Option<tracing_appender::non_blocking::WorkerGuard>,
 }
 
 impl TelemetryGuard {
@@ -62,17 +64,24 @@ pub fn init(log: &LogSettings, traces: &TraceSettings) -> Result<TelemetryGuard,
         .or_else(|_| EnvFilter::try_new(log.level.as_deref().unwrap_or("info")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
+    // Log lines go through a bounded in-memory queue to a dedicated writer thread: a slow or
+    // blocked stderr (a full pipe, a stalled log collector) never blocks a runtime thread. When
+    // the queue is full, lines are dropped (lossy) rather than waiting.
+    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("callbridge-log")
+        .finish(std::io::stderr());
     let fmt: BoxedLayer = match log.format {
         LogFormat::Json => Box::new(
             tracing_subscriber::fmt::layer()
                 .json()
                 .flatten_event(true)
-                .with_writer(std::io::stderr),
+                .with_writer(writer),
         ),
         LogFormat::Pretty => Box::new(
             tracing_subscriber::fmt::layer()
                 .with_ansi(ansi)
-                .with_writer(std::io::stderr),
+                .with_writer(writer),
         ),
     };
 
@@ -97,7 +106,10 @@ pub fn init(log: &LogSettings, traces: &TraceSettings) -> Result<TelemetryGuard,
         provider = Some(p);
     }
     let _ = tracing_subscriber::registry().with(layers).try_init();
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard {
+        provider,
+        _log_writer: Some(log_writer),
+    })
 }
 
 /// Events that carry credentials in clear, dropped whatever `RUST_LOG` says: async-nats traces

@@ -108,6 +108,15 @@ pub struct ServerSettings {
     /// HTTP worker threads; 0 means one per core.
     #[serde(default)]
     pub workers: usize,
+    /// Webhook requests handled at once; more are answered 503 + `Retry-After` at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Body bytes admitted at once (the Content-Length, or `max_body_bytes` when none is
+    /// announced); a request that would exceed it is answered 503 + `Retry-After` before its
+    /// body is read. Parsing multiplies a body's memory (a 1 MiB body of tiny JSON values costs
+    /// tens of MiB), so this is the knob that bounds memory. At least `max_body_bytes`.
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: usize,
 }
 
 impl Default for ServerSettings {
@@ -120,6 +129,8 @@ impl Default for ServerSettings {
             deadline_ms: default_deadline_ms(),
             retry_after_secs: default_retry_after_secs(),
             workers: 0,
+            max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
         }
     }
 }
@@ -132,6 +143,16 @@ fn default_path() -> String {
 }
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+/// Requests are cheap until their bodies arrive; memory is bounded by the byte limit.
+fn default_max_in_flight() -> usize {
+    256
+}
+/// Two maximum-size bodies: a hostile 1 MiB body of tiny JSON values was measured at about
+/// 70 MiB of peak memory once parsed, normalised and serialised; four of them took the process
+/// past the Helm chart's 256 MiB limit (two: 209 MiB).
+fn default_max_in_flight_bytes() -> usize {
+    2 * 1024 * 1024
 }
 fn default_deadline_ms() -> u64 {
     8000
@@ -377,6 +398,23 @@ impl Settings {
         if s.max_body_bytes == 0 {
             issues.error("server.max_body_bytes", "must be greater than 0");
         }
+        if s.max_in_flight == 0 {
+            issues.error("server.max_in_flight", "must be greater than 0");
+        }
+        if s.max_in_flight_bytes < s.max_body_bytes {
+            issues.error(
+                "server.max_in_flight_bytes",
+                format!(
+                    "must be at least server.max_body_bytes ({}), or a body of the allowed size could never be admitted",
+                    s.max_body_bytes
+                ),
+            );
+        } else if s.max_in_flight_bytes > u32::MAX as usize {
+            issues.error(
+                "server.max_in_flight_bytes",
+                format!("must be at most {}", u32::MAX),
+            );
+        }
         if s.deadline_ms == 0 {
             issues.error("server.deadline_ms", "must be greater than 0");
         } else if s.deadline_ms >= SENDER_TIMEOUT_MS {
@@ -603,6 +641,30 @@ sinks:
                 "sinks[1].timeout_ms",
             ],
         );
+    }
+
+    #[test]
+    fn in_flight_limits_are_checked() {
+        let sinks = "auth: {mode: none}\nsinks: [{name: a, type: file, path: /tmp/x}]";
+        let errs = errors(&format!(
+            "server: {{max_in_flight: 0, max_body_bytes: 2048, max_in_flight_bytes: 2047}}\n{sinks}"
+        ));
+        assert_paths(
+            &errs,
+            &["server.max_in_flight", "server.max_in_flight_bytes"],
+        );
+        let errs = errors(&format!(
+            "server: {{max_in_flight_bytes: 8589934592}}\n{sinks}"
+        ));
+        assert_paths(&errs, &["server.max_in_flight_bytes"]);
+        let (s, _) = load(&format!(
+            "server: {{max_body_bytes: 2048, max_in_flight_bytes: 2048}}\n{sinks}"
+        ))
+        .unwrap();
+        assert_eq!(s.server.max_in_flight, 256, "default");
+        assert!(errors(&format!("server: {{max_in_flite: 3}}\n{sinks}"))
+            .iter()
+            .any(|e| e.contains("max_in_flite")));
     }
 
     #[test]

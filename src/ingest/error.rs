@@ -5,7 +5,7 @@
 //! retries. Every error answer is JSON: `{"error": {"code", "message", "field"?}}`.
 
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
-use actix_web::http::StatusCode;
+use actix_web::http::{ConnectionType, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::json;
@@ -25,6 +25,14 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("cannot read the body")]
     BodyRead(#[source] actix_web::error::PayloadError),
+    /// The body did not arrive completely within the request deadline. Transient (503 +
+    /// Retry-After), not 408: the sender treats every 4xx as final, and a slow network on its
+    /// side must not lose the event; a client that never sends its body only costs one deadline.
+    #[error("the body did not arrive within {deadline_ms} ms; retry later")]
+    BodyTimeout {
+        deadline_ms: u64,
+        retry_after_secs: u64,
+    },
     #[error("body is not valid JSON: {0}")]
     InvalidJson(#[source] serde_json::Error),
     #[error("{0}")]
@@ -45,6 +53,12 @@ pub enum ApiError {
     /// published nowhere, and a retry would not help.
     #[error("the event is larger than required sinks accept ({}): send a smaller body (its data is about twice the body: the transcript is kept as sent and as turns)", .delivery.failed_required().join(", "))]
     EventTooLarge { delivery: Delivery },
+    /// Shed: the in-flight limit (requests or body bytes) is reached; try again later.
+    #[error("too many requests in flight ({limit}); retry later")]
+    Overloaded {
+        limit: &'static str,
+        retry_after_secs: u64,
+    },
     #[error("internal error while publishing: {0}")]
     Internal(String, u64),
 }
@@ -64,12 +78,14 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::InvalidPayload(_) => "invalid_payload",
             ApiError::InvalidQuery(_) => "invalid_query",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotDelivered { .. } => "not_delivered",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::Internal(..) => "internal",
         }
     }
@@ -77,6 +93,12 @@ impl ApiError {
     fn retry_after(&self) -> Option<u64> {
         match self {
             ApiError::NotDelivered {
+                retry_after_secs, ..
+            }
+            | ApiError::Overloaded {
+                retry_after_secs, ..
+            }
+            | ApiError::BodyTimeout {
                 retry_after_secs, ..
             }
             | ApiError::Internal(_, retry_after_secs) => Some(*retry_after_secs),
@@ -109,9 +131,10 @@ impl ResponseError for ApiError {
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::NotDelivered { .. } | ApiError::Internal(..) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NotDelivered { .. }
+            | ApiError::BodyTimeout { .. }
+            | ApiError::Overloaded { .. }
+            | ApiError::Internal(..) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -120,6 +143,7 @@ impl ResponseError for ApiError {
             ApiError::InvalidPayload(p) => Some(p.field.as_str()),
             ApiError::InvalidJson(_)
             | ApiError::BodyRead(_)
+            | ApiError::BodyTimeout { .. }
             | ApiError::PayloadTooLarge { .. }
             | ApiError::EventTooLarge { .. } => Some("(body)"),
             ApiError::InvalidQuery(_) => Some("(query)"),
@@ -139,6 +163,10 @@ impl ResponseError for ApiError {
             _ => json!({ "error": error }),
         };
         let mut resp = HttpResponse::build(self.status_code()).json(body);
+        if matches!(self, ApiError::BodyTimeout { .. }) {
+            // The rest of the announced body may still come: the connection cannot be reused.
+            resp.head_mut().set_connection_type(ConnectionType::Close);
+        }
         if let Some(secs) = self.retry_after() {
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));

@@ -10,6 +10,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::auth::Authenticator;
@@ -31,6 +32,10 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// `log.redact_pii`: keep everything in `data` that is not an identifier out of logs.
     pub redact_pii: bool,
+    /// `server.max_in_flight`: one permit per webhook request being handled.
+    pub requests: Arc<tokio::sync::Semaphore>,
+    /// `server.max_in_flight_bytes`: one permit per body byte admitted.
+    pub body_bytes: Arc<tokio::sync::Semaphore>,
     /// Publishing runs on this runtime (where the broker clients live), as its own task, so a
     /// sender that hangs up mid-request cannot cancel a publish half-way.
     pub publisher: tokio::runtime::Handle,
@@ -64,8 +69,18 @@ async fn handle(
     let deadline = tokio::time::Instant::from_std(started + state.deadline);
 
     state.auth.check(req.headers())?;
-    let body = read_body(&req, payload, state.max_body_bytes).await?;
+    let _admitted = admit(&req, &state)?;
+    // The deadline covers the body too: a client that announces more than it sends is answered
+    // (503 + Retry-After, connection closed) when the deadline passes, never held.
+    let body = tokio::time::timeout_at(deadline, read_body(&req, payload, state.max_body_bytes))
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            deadline_ms: state.deadline.as_millis() as u64,
+            retry_after_secs: state.retry_after_secs,
+        })??;
     let mut event = parse(&req, &body, &state.event)?;
+    // The raw body is not needed once normalised: free it before the (long) fan-out wait.
+    drop(body);
 
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
@@ -169,11 +184,52 @@ fn sink_summary(d: &crate::fanout::Delivery) -> String {
             }
             SinkOutcome::AlreadyAcked { .. } => write!(s, "{}=already_acked ", r.name),
             SinkOutcome::Skipped => write!(s, "{}=skipped ", r.name),
+            SinkOutcome::Pending => write!(s, "{}=pending ", r.name),
             SinkOutcome::InProgress => write!(s, "{}={IN_PROGRESS} ", r.name),
             SinkOutcome::Failed { error } => write!(s, "{}={} ", r.name, error.code()),
         };
     }
     s.trim_end().to_string()
+}
+
+/// Takes this request's share of the in-flight limits, or sheds it (503 + `Retry-After`) at
+/// once: a request slot, and its body bytes (the announced Content-Length; `max_body_bytes`
+/// when none is announced). Released when the answer is built.
+fn admit(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
+    let shed = |limit| {
+        state.metrics.shed.with_label_values(&[limit]).inc();
+        tracing::warn!(limit, "in-flight limit reached, request shed");
+        ApiError::Overloaded {
+            limit,
+            retry_after_secs: state.retry_after_secs,
+        }
+    };
+    let request = state
+        .requests
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| shed("requests"))?;
+    let bytes = declared_length(req)
+        .unwrap_or(state.max_body_bytes)
+        .min(state.max_body_bytes);
+    // A body over max_body_bytes is refused (413) right after; validation caps the total at u32.
+    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+    let body = state
+        .body_bytes
+        .clone()
+        .try_acquire_many_owned(bytes)
+        .map_err(|_| shed("bytes"))?;
+    Ok((request, body))
+}
+
+fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
 }
 
 /// Reads the body up to `limit` bytes. The Content-Length is checked first so an oversized body
@@ -183,11 +239,7 @@ async fn read_body(
     mut payload: web::Payload,
     limit: usize,
 ) -> Result<web::Bytes, ApiError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }

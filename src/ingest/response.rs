@@ -20,6 +20,10 @@ pub struct SinkStatus<'a> {
     pub duplicate: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub skipped: bool,
+    /// An optional sink still publishing when the answer went out; it finishes in the
+    /// background.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -41,6 +45,7 @@ impl<'a> SinkStatus<'a> {
             receipt: None,
             duplicate: false,
             skipped: false,
+            pending: false,
             latency_ms: None,
             error: None,
         };
@@ -54,6 +59,7 @@ impl<'a> SinkStatus<'a> {
                 s.duplicate = true;
             }
             SinkOutcome::Skipped => s.skipped = true,
+            SinkOutcome::Pending => s.pending = true,
             SinkOutcome::InProgress => {
                 s.error = Some(SinkErrorBody {
                     code: IN_PROGRESS,

@@ -279,3 +279,197 @@ async fn a_waiter_past_its_deadline_fails_instead_of_publishing_concurrently() {
     assert!(first.await.unwrap().accepted());
     assert_eq!(slow.calls.load(Ordering::SeqCst), 1);
 }
+
+/// A sink whose publishes wait until the test lets each one finish, with the outcome it gives.
+struct Gate {
+    calls: AtomicUsize,
+    open: tokio::sync::Semaphore,
+    outcomes: std::sync::Mutex<Vec<bool>>,
+}
+
+impl Gate {
+    fn new() -> Arc<Gate> {
+        Arc::new(Gate {
+            calls: AtomicUsize::new(0),
+            open: tokio::sync::Semaphore::new(0),
+            outcomes: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Lets the oldest waiting publish finish: acked or failed.
+    fn release(&self, acked: bool) {
+        self.outcomes.lock().unwrap().push(acked);
+        self.open.add_permits(1);
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Sink for Gate {
+    async fn publish(&self, _event: &Outgoing) -> Result<Receipt, SinkError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.open
+            .acquire()
+            .await
+            .map_err(|e| SinkError::broker("gate closed", e))?
+            .forget();
+        let acked = self.outcomes.lock().unwrap().remove(0);
+        if acked {
+            Ok(Receipt::Null { stored: true })
+        } else {
+            Err(SinkError::NotConnected("gate".into()))
+        }
+    }
+}
+
+fn gated(name: &str, gate: &Arc<Gate>, required: bool, timeout_ms: u64) -> SinkHandle {
+    SinkHandle {
+        required,
+        timeout: Duration::from_millis(timeout_ms),
+        ..handle(name, gate.clone())
+    }
+}
+
+/// Redelivers until `sink` has decided (neither in progress nor pending) and returns that.
+async fn settled(fanout: &Fanout, ev: &Event, sink: &str) -> SinkOutcome {
+    eventually(Duration::from_secs(5), "the publish settles", || async {
+        let short = tokio::time::Instant::now() + Duration::from_millis(20);
+        let d = fanout.deliver(ev.clone(), short).await;
+        let r = d.reports.into_iter().find(|r| r.name == sink)?;
+        (!matches!(r.outcome, SinkOutcome::InProgress | SinkOutcome::Pending)).then_some(r.outcome)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_publish_holds_the_sink_until_it_lands_then_the_retry_is_a_duplicate() {
+    let gate = Gate::new();
+    let fanout = fanout(vec![gated("stalled", &gate, true, 100)]);
+    let ev = event("in-doubt-acked");
+    let first = fanout.deliver(ev.clone(), deadline()).await;
+    assert!(!first.accepted(), "no confirmation within the sink timeout");
+    assert!(matches!(
+        &first.reports[0].outcome,
+        SinkOutcome::Failed { error } if error.code() == "timeout"
+    ));
+    // The publish is still in flight: a redelivery must not publish again.
+    let short = tokio::time::Instant::now() + Duration::from_millis(100);
+    let second = fanout.deliver(ev.clone(), short).await;
+    assert!(matches!(second.reports[0].outcome, SinkOutcome::InProgress));
+    assert_eq!(gate.calls(), 1, "not published twice while in doubt");
+    // It lands after all: the retry gets the receipt, nothing is published again.
+    gate.release(true);
+    let outcome = settled(&fanout, &ev, "stalled").await;
+    assert!(
+        matches!(outcome, SinkOutcome::AlreadyAcked { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(gate.calls(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_publish_that_really_failed_is_published_again() {
+    let gate = Gate::new();
+    let fanout = fanout(vec![gated("stalled", &gate, true, 100)]);
+    let ev = event("in-doubt-failed");
+    assert!(!fanout.deliver(ev.clone(), deadline()).await.accepted());
+    gate.release(false);
+    gate.release(true);
+    let outcome = settled(&fanout, &ev, "stalled").await;
+    assert!(matches!(outcome, SinkOutcome::Acked { .. }), "{outcome:?}");
+    assert_eq!(gate.calls(), 2, "republished only because the first failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_delivery_takes_over_when_the_publish_in_flight_fails() {
+    let gate = Gate::new();
+    let fanout = Arc::new(fanout(vec![gated("s", &gate, true, 2000)]));
+    let ev = event("take-over");
+    let f = fanout.clone();
+    let ev2 = ev.clone();
+    let first = tokio::spawn(async move { f.deliver(ev2, deadline()).await });
+    eventually(Duration::from_secs(5), "first publish", || async {
+        (gate.calls() == 1).then_some(())
+    })
+    .await;
+    let f = fanout.clone();
+    let ev2 = ev.clone();
+    let second = tokio::spawn(async move { f.deliver(ev2, deadline()).await });
+    gate.release(false);
+    assert!(!first.await.unwrap().accepted());
+    gate.release(true);
+    let second = second.await.unwrap();
+    assert!(second.accepted(), "{second:?}");
+    assert_eq!(gate.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_optional_sink_does_not_delay_the_answer_and_still_records_its_outcome() {
+    let gate = Gate::new();
+    let steady = Flaky::new(0, Duration::ZERO);
+    let fanout = fanout(vec![
+        handle("steady", steady.clone()),
+        gated("optional", &gate, false, 60_000),
+    ]);
+    let ev = event("optional-stalled");
+    let d = fanout.deliver(ev.clone(), deadline()).await;
+    assert!(d.accepted(), "{d:?}");
+    assert!(
+        matches!(d.reports[1].outcome, SinkOutcome::Pending),
+        "{d:?}"
+    );
+    // It finishes in the background; the ledger holds its receipt.
+    gate.release(true);
+    let outcome = settled(&fanout, &ev, "optional").await;
+    assert!(
+        matches!(outcome, SinkOutcome::AlreadyAcked { .. }),
+        "{outcome:?}"
+    );
+    assert_eq!((gate.calls(), steady.calls.load(Ordering::SeqCst)), (1, 1));
+}
+
+/// A sink that gives up waiting for its confirmation itself (its own timeout): the broker may
+/// still store the event.
+struct GivesUp {
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Sink for GivesUp {
+    async fn publish(&self, _event: &Outgoing) -> Result<Receipt, SinkError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        Err(SinkError::Timeout(10))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_timed_out_itself_stays_in_doubt_until_the_settle_limit() {
+    let sink = Arc::new(GivesUp {
+        calls: AtomicUsize::new(0),
+    });
+    let fanout =
+        fanout(vec![handle("doubt", sink.clone())]).with_settle_limit(Duration::from_millis(400));
+    let ev = event("in-doubt-held");
+    let first = fanout.deliver(ev.clone(), deadline()).await;
+    assert!(matches!(
+        &first.reports[0].outcome,
+        SinkOutcome::Failed { error } if error.code() == "timeout"
+    ));
+    let short = tokio::time::Instant::now() + Duration::from_millis(50);
+    let second = fanout.deliver(ev.clone(), short).await;
+    assert!(
+        matches!(second.reports[0].outcome, SinkOutcome::InProgress),
+        "in doubt: not published again at once ({second:?})"
+    );
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 1);
+    // After the settle limit the sink is free: the retry publishes again.
+    let third = fanout.deliver(ev, deadline()).await;
+    assert!(matches!(
+        &third.reports[0].outcome,
+        SinkOutcome::Failed { error } if error.code() == "timeout"
+    ));
+    assert_eq!(sink.calls.load(Ordering::SeqCst), 2);
+}

@@ -385,3 +385,220 @@ async fn unknown_status_is_forwarded_and_counted() {
     assert!(m.contains("callbridge_unknown_status_total 1"), "{m}");
     app.stop().await;
 }
+
+/// A client that announces 1 MiB and sends 10 bytes gets its answer (503 + Retry-After, connection closed)
+/// within the deadline (3 s in the test config) instead of holding the request forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_arrives_is_answered_within_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (app, path, _dir) = spawn_archive().await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /callback HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\n\
+         Content-Length: 1048576\r\n\r\n{{\"data\": {{"
+    );
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    // Bounded by the deadline plus a margin; without a body timeout this read never ends.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "connection still held after {:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 503"), "answer: {text}");
+    assert!(
+        text.to_lowercase().contains("retry-after:"),
+        "answer: {text}"
+    );
+    assert!(text.contains("body_timeout"), "answer: {text}");
+    assert!(read_lines(&path).is_empty());
+    app.stop().await;
+}
+
+/// Opens a raw connection and sends a webhook's head and the first half of its body: the
+/// request is admitted and held (reading its body) until `finish`.
+async fn held_request(app: &TestApp, body: &str) -> (tokio::net::TcpStream, String) {
+    use tokio::io::AsyncWriteExt;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (first, rest) = body.split_at(body.len() / 2);
+    let head = format!(
+        "POST /callback HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {KEY}\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{first}",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    (conn, rest.to_string())
+}
+
+/// Sends the rest of a held request's body and returns the answer's status line.
+async fn finish(mut conn: tokio::net::TcpStream, rest: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(rest.as_bytes()).await.expect("send rest");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.expect("answer");
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// Waits until `n` webhook requests are in flight (the gauge also counts the scrape itself).
+async fn await_in_flight(app: &TestApp, n: usize) {
+    let line = format!("callbridge_http_requests_in_flight {}", n + 1);
+    eventually(std::time::Duration::from_secs(5), &line, || async {
+        app.metrics().await.lines().any(|l| l == line).then_some(())
+    })
+    .await;
+}
+
+/// More concurrent requests than `max_in_flight`: the excess is shed at once with 503 +
+/// Retry-After, the admitted ones succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_in_flight_limit_are_shed_with_retry_after() {
+    let (app, path, _dir) = spawn_archive_with(", max_in_flight: 2").await;
+    let a = status_payload(&unique("held-a"), "completed").to_string();
+    let b = status_payload(&unique("held-b"), "completed").to_string();
+    let held = [held_request(&app, &a).await, held_request(&app, &b).await];
+    await_in_flight(&app, 2).await;
+    let (shed, took) = app
+        .post_timed(&status_payload(&unique("excess"), "completed"))
+        .await;
+    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(shed.body["error"]["code"], "overloaded");
+    assert_eq!(shed.retry_after.as_deref(), Some("60"));
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "shed within the deadline: {took:?}"
+    );
+    for (conn, rest) in held {
+        assert_eq!(finish(conn, rest).await, "HTTP/1.1 200 OK");
+    }
+    assert_eq!(
+        read_lines(&path).len(),
+        2,
+        "the admitted ones, not the shed one"
+    );
+    assert!(app
+        .metrics()
+        .await
+        .contains(r#"callbridge_http_shed_total{limit="requests"} 1"#));
+    // Capacity is back once they are answered.
+    assert_eq!(
+        app.post(&status_payload(&unique("after"), "completed"))
+            .await
+            .status,
+        200
+    );
+    app.stop().await;
+}
+
+/// Body bytes in flight are bounded too: a request whose announced body does not fit in what
+/// is left of `max_in_flight_bytes` is shed before its body is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_bytes_over_the_in_flight_limit_are_shed() {
+    let (app, path, _dir) =
+        spawn_archive_with(", max_body_bytes: 4096, max_in_flight_bytes: 4096").await;
+    let mut big = status_payload(&unique("big-held"), "completed");
+    big["data"]["transcript"] = Value::from("x".repeat(2500));
+    let held = held_request(&app, &big.to_string()).await;
+    await_in_flight(&app, 1).await;
+    let mut second = status_payload(&unique("big-shed"), "completed");
+    second["data"]["transcript"] = Value::from("y".repeat(2500));
+    let shed = app.post(&second).await;
+    assert_eq!(shed.status, 503, "{}", shed.body);
+    assert_eq!(shed.body["error"]["code"], "overloaded");
+    assert!(shed.retry_after.is_some());
+    assert_eq!(finish(held.0, held.1).await, "HTTP/1.1 200 OK");
+    assert_eq!(
+        app.post(&second).await.status,
+        200,
+        "fits once the first is answered"
+    );
+    assert_eq!(read_lines(&path).len(), 2);
+    app.stop().await;
+}
+
+/// The peak resident memory of a process, from /proc (kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// 16 concurrent hostile bodies of just under 1 MiB of tiny JSON values (each costs tens of
+/// MiB once parsed and normalised): with the default in-flight limits, the excess is shed with
+/// 503 + Retry-After, the admitted ones are published, and the process stays well inside the
+/// Helm chart's 256 MiB memory limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_hostile_megabyte_bodies_stay_inside_the_pod_memory_limit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json}}\n\
+         auth: {{api_keys: {{keys: [\"{KEY}\"]}}}}\n\
+         sinks:\n{}",
+        file_sink("archive", &path, "")
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let url = format!("{}/callback", bridge.base());
+    let client = reqwest::Client::new();
+    let bodies: Vec<String> = (0..16)
+        .map(|i| {
+            let mut v = status_payload(&unique(&format!("hostile{i}")), "completed");
+            v["data"]["filler"] = Value::Array(vec![Value::from(0); 500_000]);
+            v.to_string()
+        })
+        .collect();
+    assert!(bodies[0].len() < 1024 * 1024, "under max_body_bytes");
+    let answers = futures::future::join_all(bodies.into_iter().map(|body| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let r = client
+                .post(&url)
+                .header("X-API-Key", KEY)
+                .body(body)
+                .send()
+                .await
+                .expect("answered");
+            let retry_after = r.headers().contains_key("retry-after");
+            (r.status().as_u16(), retry_after)
+        }
+    }))
+    .await;
+    let accepted = answers.iter().filter(|(s, _)| *s == 200).count();
+    for (status, retry_after) in &answers {
+        assert!(
+            *status == 200 || (*status == 503 && *retry_after),
+            "{answers:?}"
+        );
+    }
+    assert!(accepted >= 1, "{answers:?}");
+    assert!(accepted < 16, "some were shed: {answers:?}");
+    let peak_mb = peak_rss_kb(bridge.pid()) / 1024;
+    bridge.terminate();
+    eprintln!("16 hostile bodies: {accepted} accepted, peak rss {peak_mb} MiB");
+    assert!(
+        peak_mb < 256,
+        "peak rss {peak_mb} MiB, the pod's limit is 256 MiB"
+    );
+    assert_eq!(read_lines(&path).len(), accepted);
+}

@@ -760,7 +760,11 @@ async fn max_payload_counts_headers_and_a_too_large_event_is_413() {
         .max_payload;
     let (stream, prefix) = names("maxpayload");
     let app = spawn(&config_with_server(
-        &format!(", max_body_bytes: {}", max * 4),
+        &format!(
+            ", max_body_bytes: {}, max_in_flight_bytes: {}",
+            max * 4,
+            max * 8
+        ),
         &jetstream_sink("bus", &prefix, &stream, ""),
     ))
     .await;
@@ -810,5 +814,64 @@ async fn max_payload_counts_headers_and_a_too_large_event_is_413() {
         "the large events were published nowhere"
     );
     app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+/// An optional JetStream sink behind a frozen connection does not delay the answer: the
+/// required file sink decides, the answer is 200 well before the optional sink's 2.5 s
+/// timeout, and the optional sink is reported pending; its outcome is still counted later.
+#[tokio::test]
+async fn a_stalled_optional_sink_does_not_delay_the_200() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "optstall").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let sinks = format!(
+        "{}{}",
+        file_sink("archive", &path, ""),
+        bus_via(
+            &url,
+            &format!("{prefix}.{{kind}}"),
+            &stream,
+            "    required: false\n    timeout_ms: 2500\n",
+        )
+    );
+    let app = spawn(&config_with_sinks(&sinks)).await;
+    let warm = app
+        .post(&status_payload(&unique("optstall"), "ongoing"))
+        .await;
+    assert_eq!(warm.status, 200, "{}", warm.body);
+
+    proxy.freeze();
+    let (a, took) = app
+        .post_timed(&status_payload(&unique("optstall"), "completed"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["sinks"]["archive"]["ok"], true, "{}", a.body);
+    assert_eq!(a.body["sinks"]["bus"]["pending"], true, "{}", a.body);
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered after {took:?}: the optional sink's 2.5 s timeout held it"
+    );
+    assert_eq!(read_lines(&path).len(), 2);
+    // In the background, the optional publish still gets its outcome recorded.
+    let app = &app;
+    eventually(
+        Duration::from_secs(10),
+        "the optional outcome",
+        || async move {
+            let m = app.metrics().await;
+            m.lines()
+                .any(|l| {
+                    l.starts_with(
+                        "callbridge_sink_publish_total{outcome=\"in_doubt\",sink=\"bus\"}",
+                    )
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    proxy.restore();
+    app.handle.stop(true).await;
     js.delete_stream(&stream).await.unwrap();
 }

@@ -801,3 +801,43 @@ async fn the_largest_accepted_headers_fit_the_smallest_frame_max() {
     app.stop().await;
     b.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_retry_while_the_confirm_is_outstanding_does_not_publish_again() {
+    // The broker stores the message but its confirm is held: the first answer is a timeout 503,
+    // and the publish stays in flight. The sender's retry meanwhile must not store a second
+    // copy: it is answered 503 in_progress.
+    let (b, queue) = Broker::with_queue("indoubt", "calls.#", FieldTable::default()).await;
+    let (proxy, url) = proxied().await;
+    let app = spawn_ready(&url, &b.exchange, "").await;
+
+    proxy.stall_replies();
+    let payload = status_payload(&unique("indoubt"), "completed");
+    let first = app.post(&payload).await;
+    assert_eq!(first.status, 503, "{}", first.body);
+    assert_eq!(first.body["sinks"][SINK]["error"]["code"], "timeout");
+    let (b2, queue2) = (&b, &queue);
+    eventually(
+        Duration::from_secs(10),
+        "the message stored",
+        || async move { (b2.message_count(queue2).await == 1).then_some(()) },
+    )
+    .await;
+
+    let retry = app.post(&payload).await;
+    assert_eq!(retry.status, 503, "{}", retry.body);
+    assert_eq!(
+        retry.body["sinks"][SINK]["error"]["code"], "in_progress",
+        "{}",
+        retry.body
+    );
+    assert_eq!(retry.body["event_id"], first.body["event_id"]);
+    assert_eq!(
+        b.message_count(&queue).await,
+        1,
+        "not published a second time while the first publish's outcome is unknown"
+    );
+    proxy.restore();
+    app.stop().await;
+    b.cleanup().await;
+}

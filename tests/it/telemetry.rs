@@ -162,6 +162,20 @@ async fn metrics_match_known_traffic() {
         200
     );
     assert_eq!(app.post_raw("/callback", "{").await.status, 400);
+    // The optional sink may finish after the answer (it never delays it): await its outcomes.
+    let app_ref = &app;
+    eventually(
+        Duration::from_secs(5),
+        "the optional sink's outcomes",
+        || async move {
+            app_ref
+                .metrics()
+                .await
+                .contains(r#"callbridge_sink_publish_total{outcome="io",sink="broken"} 3"#)
+                .then_some(())
+        },
+    )
+    .await;
     let m = app.metrics().await;
     for expected in [
         r#"callbridge_http_requests_total{code="200",route="/callback"} 3"#,

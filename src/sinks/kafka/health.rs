@@ -23,7 +23,10 @@ pub(super) async fn health_loop(inner: Weak<Inner>) {
         let Some(strong) = inner.upgrade() else {
             return;
         };
-        let slot = strong.usable().unwrap_or_else(|_| strong.current());
+        let slot = match strong.usable().await {
+            Ok(s) => s,
+            Err(_) => strong.current(),
+        };
         let health = strong.health.clone();
         let was = health.reachable.load(Ordering::Acquire);
         drop(strong);

@@ -188,7 +188,7 @@ impl Sink for KafkaSink {
         inner.fits(&message, &key)?;
         let headers = headers(&message);
         let payload = message.payload;
-        let slot = inner.usable()?;
+        let slot = inner.usable().await?;
         let health = inner.health.clone();
         let queue_timeout = inner.queue_timeout;
         // What is left of our timeout after librdkafka's own gives up: half of it may go to

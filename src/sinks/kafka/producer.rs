@@ -136,14 +136,20 @@ impl Inner {
         }
     }
 
-    /// The producer to publish with, replacing the current one first if it is tainted.
-    pub(super) fn usable(&self) -> Result<Arc<Slot>, SinkError> {
+    /// The producer to publish with, replacing the current one first if it is tainted. Creating
+    /// a librdkafka producer blocks (threads, sockets, config parsing), so a replacement runs on
+    /// the blocking pool, never on a runtime worker.
+    pub(super) async fn usable(self: &Arc<Self>) -> Result<Arc<Slot>, SinkError> {
         let slot = self.current();
         let fatal = slot.producer.client().fatal_error();
         if !slot.state.tainted.load(Ordering::Acquire) && fatal.is_none() {
             return Ok(slot);
         }
-        self.replace(slot.generation, fatal.map(|(c, m)| format!("{c}: {m}")))
+        let inner = self.clone();
+        let why = fatal.map(|(c, m)| format!("{c}: {m}"));
+        tokio::task::spawn_blocking(move || inner.replace(slot.generation, why))
+            .await
+            .map_err(|e| SinkError::broker("cannot replace the kafka producer", e))?
     }
 
     /// Swaps in a fresh producer unless another caller already replaced `generation`.

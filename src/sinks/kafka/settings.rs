@@ -251,7 +251,15 @@ impl SinkSpec for KafkaSinkSettings {
     }
 
     async fn build(&self) -> Result<Arc<dyn Sink>, BuildError> {
-        Ok(Arc::new(KafkaSink::start(self)?))
+        // Creating the producer blocks: it runs on the blocking pool, not a runtime worker.
+        let settings = self.clone();
+        let sink = tokio::task::spawn_blocking(move || KafkaSink::start(&settings))
+            .await
+            .map_err(|e| BuildError::Broker {
+                context: "kafka producer creation did not finish".into(),
+                source: Some(Box::new(e)),
+            })??;
+        Ok(Arc::new(sink))
     }
 }
 

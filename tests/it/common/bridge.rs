@@ -65,6 +65,11 @@ impl Bridge {
     }
 
     /// Sends SIGTERM, as an orchestrator stopping the pod does.
+    /// The child's process id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn terminate(&self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM sent");
