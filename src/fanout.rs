@@ -139,6 +139,11 @@ impl Fanout {
         &self.sinks
     }
 
+    /// The idempotency ledger's figures, for the metrics.
+    pub fn ledger_stats(&self) -> crate::ledger::LedgerStats {
+        self.ledger.stats()
+    }
+
     /// Publishes `event` to every sink that wants it and has not acknowledged it yet, and
     /// answers as soon as every *required* sink has decided (acked, failed, timed out, or busy
     /// with another delivery's publish past the deadline). Optional sinks still deciding then are

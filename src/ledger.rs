@@ -71,6 +71,23 @@ struct Inner {
     map: KeyMap<Entry>,
     /// Ids in creation order, for expiry and eviction.
     order: VecDeque<(Instant, Key)>,
+    /// Entries dropped because their window ended (the intended way out).
+    expired: u64,
+    /// Entries dropped by the `max_entries` cap while still inside their window: each one is a
+    /// redelivery that would now publish again. Non-zero means the cap cannot hold the window at
+    /// this rate; the metric and `validate`'s rate check say so.
+    evicted_early: u64,
+}
+
+/// What the ledger holds and has let go of, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LedgerStats {
+    pub entries: usize,
+    pub expired: u64,
+    pub evicted_early: u64,
+    /// Age of the oldest entry: how far back a redelivery is still recognised right now
+    /// (the window when the cap is large enough, less when it is not).
+    pub retention: Duration,
 }
 
 impl Inner {
@@ -123,10 +140,16 @@ impl Ledger {
     /// `Busy` while another publish of it is in flight. Atomic: of concurrent callers, one gets
     /// `Mine`.
     pub fn take(&self, id: &str, sink: &str) -> Take {
+        self.take_at(id, sink, Instant::now())
+    }
+
+    /// [`Ledger::take`] at a given instant (tests drive the clock).
+    fn take_at(&self, id: &str, sink: &str, now: Instant) -> Take {
         let mut inner = self.lock();
-        let now = Instant::now();
-        self.evict(&mut inner, now);
-        let entry = inner.entry(key(id), now);
+        let k = key(id);
+        let incoming = !inner.map.contains_key(&k);
+        self.evict(&mut inner, now, incoming);
+        let entry = inner.entry(k, now);
         if let Some((_, r)) = entry.acked.iter().find(|(s, _)| &**s == sink) {
             return Take::Acked(r.clone());
         }
@@ -163,6 +186,27 @@ impl Ledger {
         self.lock().map.len()
     }
 
+    /// Counts and the current retention, as of `now`.
+    pub fn stats(&self) -> LedgerStats {
+        self.stats_at(Instant::now())
+    }
+
+    fn stats_at(&self, now: Instant) -> LedgerStats {
+        let inner = self.lock();
+        let oldest = inner
+            .order
+            .iter()
+            .find(|(created, k)| inner.map.get(k).is_some_and(|e| e.created == *created))
+            .map(|(created, _)| now.saturating_duration_since(*created))
+            .unwrap_or_default();
+        LedgerStats {
+            entries: inner.map.len(),
+            expired: inner.expired,
+            evicted_early: inner.evicted_early,
+            retention: oldest,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -173,12 +217,13 @@ impl Ledger {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops expired entries, then the oldest idle ones while over capacity. An entry with a
-    /// publish in flight is never evicted.
-    fn evict(&self, inner: &mut Inner, now: Instant) {
+    /// Drops expired entries, then the oldest idle ones while over capacity (counting the entry
+    /// about to be created when `incoming`: looking up a known id makes no room, so it can never
+    /// evict that id itself). An entry with a publish in flight is never evicted.
+    fn evict(&self, inner: &mut Inner, now: Instant, incoming: bool) {
         let mut skipped = Vec::new();
         while let Some((created, k)) = inner.order.pop_front() {
-            let over = inner.map.len() >= self.max_entries;
+            let over = inner.map.len() + usize::from(incoming) > self.max_entries;
             let expired = now.duration_since(created) >= self.window;
             if !over && !expired {
                 inner.order.push_front((created, k));
@@ -196,6 +241,11 @@ impl Ledger {
                 }
                 Some(_) => {
                     inner.map.remove(&k);
+                    if expired {
+                        inner.expired += 1;
+                    } else {
+                        inner.evicted_early += 1;
+                    }
                 }
             }
         }
@@ -290,6 +340,63 @@ mod tests {
         assert_eq!(l.take("y", "s"), Take::Mine);
         l.settle("y", "s", None);
         assert_eq!(l.take("x", "s"), Take::Mine, "expired");
+    }
+
+    /// The window and the cap at their exact edges, and what each eviction is counted as.
+    #[test]
+    fn expiry_and_the_cap_at_their_edges_are_counted_apart() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let l = Ledger::new(Duration::from_millis(100), 3);
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            assert_eq!(l.take_at(id, "s", at(i as u64)), Take::Mine);
+            l.settle(id, "s", Some(receipt()));
+        }
+        // Just inside the window, under the cap: nothing goes.
+        assert_eq!(l.take_at("a", "s", at(99)), Take::Acked(receipt()));
+        assert_eq!(l.stats_at(at(99)).entries, 3);
+        assert_eq!(l.stats_at(at(99)).retention, Duration::from_millis(99));
+        // A fourth id at the cap: the oldest goes, inside its window: evicted early.
+        assert_eq!(l.take_at("d", "s", at(99)), Take::Mine);
+        l.settle("d", "s", Some(receipt()));
+        let st = l.stats_at(at(99));
+        assert_eq!((st.entries, st.expired, st.evicted_early), (3, 0, 1));
+        assert_eq!(
+            st.retention,
+            Duration::from_millis(98),
+            "b is now the oldest"
+        );
+        assert_eq!(l.take_at("b", "s", at(100)), Take::Acked(receipt()));
+        // Exactly at the end of its window an entry expires (b: created at 1 ms).
+        assert_eq!(l.take_at("zz", "s", at(101)), Take::Mine);
+        l.settle("zz", "s", None);
+        let st = l.stats_at(at(101));
+        assert_eq!(st.expired, 1, "{st:?}");
+        assert_eq!(st.evicted_early, 1, "{st:?}");
+        // Looking up a known id at the cap makes no room: nothing is evicted for it.
+        assert_eq!(
+            l.take_at("c", "s", at(101)),
+            Take::Acked(receipt()),
+            "c: 99 ms old"
+        );
+        assert_eq!(l.stats_at(at(101)).evicted_early, 1);
+        // b expired, so it is new again, and at the cap it pushes out the oldest (c), early.
+        assert_eq!(l.take_at("b", "s", at(101)), Take::Mine);
+        let st = l.stats_at(at(101));
+        assert_eq!(
+            (st.entries, st.expired, st.evicted_early),
+            (3, 1, 2),
+            "{st:?}"
+        );
+        assert_eq!(l.take_at("d", "s", at(101)), Take::Acked(receipt()));
+    }
+
+    #[test]
+    fn stats_of_an_empty_ledger() {
+        let l = Ledger::new(Duration::from_secs(1), 1);
+        let st = l.stats();
+        assert_eq!((st.entries, st.expired, st.evicted_early), (0, 0, 0));
+        assert_eq!(st.retention, Duration::ZERO);
     }
 
     #[test]

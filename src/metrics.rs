@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
+
+use crate::ledger::LedgerStats;
 
 pub struct Metrics {
     registry: Registry,
@@ -25,6 +27,9 @@ pub struct Metrics {
     pub unknown_event_type: IntCounter,
     /// Requests answered 503 by the in-flight limits, by which limit (`requests`, `bytes`).
     pub shed: IntCounterVec,
+    pub ledger_entries: IntGauge,
+    pub ledger_evicted: IntCounterVec,
+    pub ledger_retention: Gauge,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -115,8 +120,30 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        let ledger_entries = IntGauge::new(
+            "callbridge_ledger_entries",
+            "Event ids the idempotency ledger remembers",
+        )
+        .expect("valid metric");
+        let ledger_evicted = IntCounterVec::new(
+            Opts::new(
+                "callbridge_ledger_evicted_total",
+                "Ledger entries let go: reason=window (expired, as intended) or reason=cap \
+                 (max_entries reached inside the window: a redelivery of it would publish again)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let ledger_retention = Gauge::new(
+            "callbridge_ledger_retention_seconds",
+            "Age of the oldest ledger entry: how far back a redelivery is recognised right now",
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(shed.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ledger_entries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ledger_evicted.clone()),
+            Box::new(ledger_retention.clone()),
+            Box::new(shed.clone()),
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
             Box::new(in_flight.clone()),
@@ -143,7 +170,20 @@ impl Metrics {
             unknown_status,
             unknown_event_type,
             shed,
+            ledger_entries,
+            ledger_evicted,
+            ledger_retention,
         }
+    }
+
+    /// Brings the ledger's figures up to date (at scrape time: the ledger keeps the counts).
+    pub fn observe_ledger(&self, stats: LedgerStats) {
+        self.ledger_entries.set(stats.entries as i64);
+        for (reason, total) in [("window", stats.expired), ("cap", stats.evicted_early)] {
+            let counter = self.ledger_evicted.with_label_values(&[reason]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        self.ledger_retention.set(stats.retention.as_secs_f64());
     }
 
     pub fn sink_outcome(&self, sink: &str, outcome: &str) {

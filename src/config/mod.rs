@@ -209,16 +209,27 @@ pub struct IdempotencySettings {
     /// outlasts the sender's retry horizon (1 + 5 + 15 minutes).
     #[serde(default = "default_window_secs")]
     pub window_secs: u64,
-    /// Hard cap on remembered ids, so memory stays bounded under any load.
+    /// Hard cap on remembered ids, so memory stays bounded under any load. The ledger holds
+    /// its window only while `max_entries` ≥ `window_secs` × the event rate; beyond that the
+    /// oldest ids go early (`callbridge_ledger_evicted_total{reason="cap"}`).
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
+    /// The peak event rate this deployment expects (events per second, optional). Only for
+    /// `validate`: it warns when `max_entries` cannot hold `window_secs` at this rate.
+    #[serde(default)]
+    pub expected_rate_per_sec: Option<u64>,
 }
+
+/// Measured ledger memory per remembered id with three broker sinks' receipts (release build,
+/// 200 000 ids): what sizing `max_entries` costs.
+pub const LEDGER_BYTES_PER_ENTRY: u64 = 850;
 
 impl Default for IdempotencySettings {
     fn default() -> Self {
         Self {
             window_secs: default_window_secs(),
             max_entries: default_max_entries(),
+            expected_rate_per_sec: None,
         }
     }
 }
@@ -444,6 +455,23 @@ impl Settings {
         if self.idempotency.max_entries == 0 {
             issues.error("idempotency.max_entries", "must be greater than 0");
         }
+        if let Some(rate) = self.idempotency.expected_rate_per_sec {
+            let needed = self.idempotency.window_secs.saturating_mul(rate);
+            if (self.idempotency.max_entries as u64) < needed {
+                issues.warn(
+                    "idempotency.max_entries",
+                    format!(
+                        "at {rate} events/s the cap of {} ids holds {} s, not window_secs {} s: \
+                         set max_entries to at least {needed} (about {} MiB at ~{} bytes per id)",
+                        self.idempotency.max_entries,
+                        self.idempotency.max_entries as u64 / rate.max(1),
+                        self.idempotency.window_secs,
+                        needed.saturating_mul(LEDGER_BYTES_PER_ENTRY) >> 20,
+                        LEDGER_BYTES_PER_ENTRY
+                    ),
+                );
+            }
+        }
 
         if !(0.0..=1.0).contains(&self.traces.sampling_ratio) {
             issues.error("traces.sampling_ratio", "must be between 0.0 and 1.0");
@@ -602,6 +630,31 @@ sinks:
         assert!(s.log.redact_pii, "log section without redact_pii: redacted");
         let (s, _) = load(&format!("log: {{redact_pii: false}}\n{MINIMAL}")).unwrap();
         assert!(!s.log.redact_pii, "asked for: verbatim");
+    }
+
+    #[test]
+    fn a_cap_that_cannot_hold_the_window_at_the_expected_rate_is_warned() {
+        let warned = |rate: u64, max: u64| {
+            let yaml =
+                format!("idempotency: {{window_secs: 1800, max_entries: {max}, expected_rate_per_sec: {rate}}}\n{MINIMAL}");
+            let (_, warnings) = load(&yaml).unwrap();
+            warnings
+                .iter()
+                .find(|w| w.path == "idempotency.max_entries")
+                .map(|w| w.message.clone())
+        };
+        assert_eq!(warned(100, 180_000), None, "exactly the window");
+        let w = warned(100, 179_999).expect("one short");
+        assert!(
+            w.contains("holds 1799 s") && w.contains("at least 180000"),
+            "{w}"
+        );
+        assert!(warned(10_000, 100_000).is_some_and(|w| w.contains("holds 10 s")));
+        let (_, warnings) = load(MINIMAL).unwrap();
+        assert!(
+            !warnings.iter().any(|w| w.path == "idempotency.max_entries"),
+            "no rate given: nothing to judge"
+        );
     }
 
     #[test]

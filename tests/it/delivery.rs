@@ -473,3 +473,39 @@ async fn a_sink_that_timed_out_itself_stays_in_doubt_until_the_settle_limit() {
     ));
     assert_eq!(sink.calls.load(Ordering::SeqCst), 2);
 }
+
+/// The cap is honest about itself: when `max_entries` is reached inside the window, the oldest
+/// id goes early, the metrics count it as `reason="cap"` and show the retention left, and a
+/// redelivery of that id publishes again (which is why `validate` checks the cap against the rate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_reached_inside_the_window_is_counted_and_shortens_retention() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let yaml = config_with_sinks(&file_sink("archive", &path, ""));
+    let app = spawn(&format!("idempotency: {{max_entries: 2}}\n{yaml}")).await;
+    let first = status_payload(&unique("cap"), "completed");
+    for payload in [
+        first.clone(),
+        status_payload(&unique("cap"), "completed"),
+        status_payload(&unique("cap"), "completed"),
+    ] {
+        assert_eq!(app.post(&payload).await.status, 200);
+    }
+    let metrics = app.metrics().await;
+    for line in [
+        "callbridge_ledger_entries 2",
+        "callbridge_ledger_evicted_total{reason=\"cap\"} 1",
+        "callbridge_ledger_evicted_total{reason=\"window\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("callbridge_ledger_retention_seconds "));
+    let again = app.post(&first).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_ne!(
+        again.body["sinks"]["archive"]["duplicate"], true,
+        "forgotten early"
+    );
+    assert_eq!(read_lines(&path).len(), 4, "published a second time");
+    app.stop().await;
+}
