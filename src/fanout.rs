@@ -166,6 +166,14 @@ impl Fanout {
             .collect();
         // One serialisation of the event, shared by every sink's task.
         let outgoing = Arc::new(Outgoing::new(event));
+        if self.ledger.payload_differs(&event_id, &outgoing.data) {
+            self.metrics.id_payload_mismatch.inc();
+            tracing::warn!(
+                event_id = %event_id,
+                "an event id seen before arrives with different content: its sinks that already \
+                 acknowledged the first one answer duplicate and do not publish this one"
+            );
+        }
         // An event a required sink can never take is the sender's to fix: publish it nowhere,
         // so the 413 leaves no partial delivery behind.
         let refused: Vec<(&str, SinkError)> = wanted

@@ -101,6 +101,7 @@ impl Inner {
                 acked: Vec::new(),
                 in_flight: Vec::new(),
                 changed: Arc::new(Notify::new()),
+                payload: None,
             }
         })
     }
@@ -114,6 +115,8 @@ struct Entry {
     in_flight: Vec<Box<str>>,
     /// Woken whenever a publish of this id settles.
     changed: Arc<Notify>,
+    /// A digest of the first payload seen under this id.
+    payload: Option<u64>,
 }
 
 /// What [`Ledger::take`] found for one sink of one event id.
@@ -158,6 +161,25 @@ impl Ledger {
         }
         entry.in_flight.push(sink.into());
         Take::Mine
+    }
+
+    /// Remembers a digest of `id`'s payload the first time; true when a later delivery of the
+    /// same id carries a different one. Ids are derived from a few fields (call id, kind,
+    /// status, retry), so a sender that reuses them for different content would otherwise be
+    /// answered "duplicate" and silently not published: this makes it visible.
+    pub fn payload_differs(&self, id: &str, payload: &[u8]) -> bool {
+        use std::hash::{BuildHasher, RandomState};
+        static STATE: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+        let digest = STATE.get_or_init(RandomState::new).hash_one(payload);
+        let mut inner = self.lock();
+        let entry = inner.entry(key(id), Instant::now());
+        match entry.payload {
+            Some(seen) => seen != digest,
+            None => {
+                entry.payload = Some(digest);
+                false
+            }
+        }
     }
 
     /// The notifier woken when any publish of `id` settles. Register interest (`enable` the
@@ -389,6 +411,19 @@ mod tests {
             "{st:?}"
         );
         assert_eq!(l.take_at("d", "s", at(101)), Take::Acked(receipt()));
+    }
+
+    #[test]
+    fn a_second_payload_under_one_id_is_told_apart() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        assert!(!l.payload_differs("a", b"one"), "first seen");
+        assert!(!l.payload_differs("a", b"one"), "a true redelivery");
+        assert!(l.payload_differs("a", b"two"), "same id, other content");
+        assert!(
+            !l.payload_differs("a", b"one"),
+            "the first one stays the reference"
+        );
+        assert!(!l.payload_differs("b", b"two"), "per id");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub ledger_entries: IntGauge,
     pub ledger_evicted: IntCounterVec,
     pub ledger_retention: Gauge,
+    pub id_payload_mismatch: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -139,8 +140,14 @@ impl Metrics {
             "Age of the oldest ledger entry: how far back a redelivery is recognised right now",
         )
         .expect("valid metric");
+        let id_payload_mismatch = IntCounter::new(
+            "callbridge_event_id_payload_mismatch_total",
+            "Deliveries whose event id was seen before with different content",
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(ledger_entries.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(id_payload_mismatch.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(ledger_entries.clone()),
             Box::new(ledger_evicted.clone()),
             Box::new(ledger_retention.clone()),
             Box::new(shed.clone()),
@@ -173,6 +180,7 @@ impl Metrics {
             ledger_entries,
             ledger_evicted,
             ledger_retention,
+            id_payload_mismatch,
         }
     }
 

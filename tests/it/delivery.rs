@@ -509,3 +509,26 @@ async fn a_cap_reached_inside_the_window_is_counted_and_shortens_retention() {
     assert_eq!(read_lines(&path).len(), 4, "published a second time");
     app.stop().await;
 }
+
+/// The same event id with different content (a sender reusing call id, status and retry for a
+/// changed payload): still answered by the first delivery's receipts, but counted and logged so
+/// the operator can see content that was not published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_with_different_content_is_counted() {
+    let (app, path, _dir) = spawn_archive().await;
+    let first = status_payload(&unique("changed"), "completed");
+    let mut changed = first.clone();
+    changed["data"]["call_duration"] = serde_json::Value::from(999.0);
+    for payload in [&first, &first, &changed] {
+        assert_eq!(app.post(payload).await.status, 200);
+    }
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "callbridge_event_id_payload_mismatch_total 1"),
+        "a redelivery is not a mismatch, the changed payload is:\n{metrics}"
+    );
+    assert_eq!(read_lines(&path).len(), 1);
+    app.stop().await;
+}
