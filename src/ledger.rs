@@ -97,7 +97,6 @@ impl Inner {
         self.map.entry(key).or_insert_with(|| {
             order.push_back((now, key));
             Entry {
-                created: now,
                 acked: Vec::new(),
                 in_flight: Vec::new(),
                 changed: Arc::new(Notify::new()),
@@ -108,7 +107,6 @@ impl Inner {
 }
 
 struct Entry {
-    created: Instant,
     /// (sink name, receipt): a few sinks at most, so a vector beats a map.
     acked: Vec<(Box<str>, Receipt)>,
     /// Sinks with a publish of this id whose outcome is not known yet.
@@ -215,10 +213,10 @@ impl Ledger {
 
     fn stats_at(&self, now: Instant) -> LedgerStats {
         let inner = self.lock();
+        // The front of the order queue is the oldest entry (one record per entry).
         let oldest = inner
             .order
-            .iter()
-            .find(|(created, k)| inner.map.get(k).is_some_and(|e| e.created == *created))
+            .front()
             .map(|(created, _)| now.saturating_duration_since(*created))
             .unwrap_or_default();
         LedgerStats {
@@ -251,9 +249,9 @@ impl Ledger {
                 inner.order.push_front((created, k));
                 break;
             }
+            // Every entry has exactly one order record (pushed when created, popped when
+            // removed, pushed back when skipped), so the record in hand is this entry's.
             match inner.map.get(&k) {
-                // A stale order record of an id that was evicted and created again.
-                Some(e) if e.created != created => continue,
                 None => continue,
                 Some(e) if !e.in_flight.is_empty() => {
                     skipped.push((created, k));
@@ -424,6 +422,31 @@ mod tests {
             "the first one stays the reference"
         );
         assert!(!l.payload_differs("b", b"two"), "per id");
+    }
+
+    /// Entries in flight are skipped, not evicted, and the skip is bounded: up to 64 of them at
+    /// the front still let an expired entry behind them go; more stop this pass (the next pass
+    /// tries again), so one eviction never walks an unbounded queue under the lock.
+    #[test]
+    fn eviction_skips_at_most_64_entries_in_flight() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        for (busy, expect_evicted) in [(1, true), (64, true), (65, false)] {
+            let l = Ledger::new(Duration::from_millis(100), 1_000);
+            for i in 0..busy {
+                assert_eq!(l.take_at(&format!("busy{i}"), "s", at(0)), Take::Mine);
+            }
+            assert_eq!(l.take_at("done", "s", at(1)), Take::Mine);
+            l.settle("done", "s", Some(receipt()));
+            assert_eq!(l.take_at("trigger", "s", at(500)), Take::Mine);
+            let st = l.stats_at(at(500));
+            assert_eq!(
+                st.expired,
+                u64::from(expect_evicted),
+                "{busy} in flight: {st:?}"
+            );
+            assert_eq!(st.entries, busy + 2 - usize::from(expect_evicted));
+        }
     }
 
     #[test]
