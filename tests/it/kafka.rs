@@ -585,15 +585,6 @@ async fn topic_template_routes_by_kind() {
 // ---------------------------------------------------------------------------------------------
 // Outages of a private node
 
-async fn wait_ready(app: &TestApp, want: bool) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("readyz = {want}"),
-        || async { ((app.get("/readyz").await.status == 200) == want).then_some(()) },
-    )
-    .await;
-}
-
 /// The broker killed (SIGKILL): 503 within the deadline naming the sink, the file sink still
 /// acknowledges, /readyz false; the broker restarted: ready again and the next webhook is 200.
 #[tokio::test]
@@ -606,12 +597,12 @@ async fn broker_killed_is_503_in_time_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.jsonl");
     let sinks = format!(
-        "{}  - {{name: archive, type: file, path: \"{}\"}}\n",
+        "{}{}",
         kafka_sink("bus", &brokers, &format!(", topic: {topic}")),
-        file.display()
+        file_sink("archive", &file, "")
     );
     let app = spawn(&config_with_sinks(&sinks)).await;
-    wait_ready(&app, true).await;
+    app.await_ready(true).await;
     let a = app.post(&status_payload(&unique("call"), "ongoing")).await;
     assert_eq!(a.status, 200, "{}", a.body);
 
@@ -638,10 +629,10 @@ async fn broker_killed_is_503_in_time_and_recovers() {
     );
     assert_eq!(a.body["sinks"]["archive"]["ok"], true, "{}", a.body);
     assert_eq!(read_lines(&file).len(), 2);
-    wait_ready(&app, false).await;
+    app.await_ready(false).await;
 
     kafka.heal().await;
-    wait_ready(&app, true).await;
+    app.await_ready(true).await;
     let started = Instant::now();
     let call = unique("call");
     let a = app.post(&status_payload(&call, "completed")).await;
@@ -667,7 +658,7 @@ async fn dead_port_does_not_block_startup() {
     )))
     .await;
     assert!(started.elapsed() < Duration::from_secs(2));
-    wait_ready(&app, false).await;
+    app.await_ready(false).await;
     let started = Instant::now();
     let a = app.post(&status_payload(&unique("call"), "ongoing")).await;
     assert_eq!(a.status, 503, "{}", a.body);
@@ -704,7 +695,7 @@ async fn outage_with_timed_out_record_heals() {
     assert_eq!(a.status, 503, "{}", a.body);
     eprintln!("cut: {}", a.body["sinks"]["bus"]["error"]);
     proxy.restore();
-    wait_ready(&app, true).await;
+    app.await_ready(true).await;
 
     for status in ["completed", "failed"] {
         let started = Instant::now();
