@@ -55,6 +55,12 @@ enum Command {
     },
     /// Print the JSON Schema of the canonical event.
     Schema,
+    /// Print the configuration reference (docs/configuration.md), generated from the code.
+    ConfigReference {
+        /// Print the configuration's JSON Schema (docs/schema/config.json) instead.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -78,6 +84,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Schema => {
             print!("{}", event::json_schema_pretty());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConfigReference { json } => {
+            if json {
+                print!("{}", callbridge::config::reference::json_schema_pretty());
+            } else {
+                print!("{}", callbridge::config::reference::markdown());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate => match Settings::load(cli.config.as_deref()) {

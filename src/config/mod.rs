@@ -10,6 +10,7 @@
 //! leaf module, so dependencies point one way: config → a sink's settings → config::validate.
 
 pub mod env;
+pub mod reference;
 pub mod sinks;
 pub mod validate;
 
@@ -67,27 +68,37 @@ pub enum ConfigError {
     Invalid(Vec<ConfigIssue>),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// The HTTP listener: address, paths, limits and the answer deadline.
     #[serde(default)]
     pub server: ServerSettings,
     /// Required: disabling authentication must be a visible decision (`auth: {mode: none}`).
     pub auth: AuthSettings,
+    /// The CloudEvents envelope every event gets.
     #[serde(default)]
     pub event: EventSettings,
+    /// How long delivered event ids are remembered, so a sender's retry is answered from memory
+    /// instead of publishing again.
     #[serde(default)]
     pub idempotency: IdempotencySettings,
+    /// Log format, level and redaction.
     #[serde(default)]
     pub log: LogSettings,
+    /// OpenTelemetry traces (off by default).
     #[serde(default)]
     pub traces: TraceSettings,
+    /// Where events go. Every event is published to every sink whose `events` filter it matches,
+    /// concurrently; the answer is 200 only when every required sink confirmed.
     pub sinks: Vec<SinkSettings>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
+    /// Address and port to listen on. Behind an ingress keep the default; the embedded
+    /// configuration listens on 127.0.0.1 unless `CALLBRIDGE_LISTEN` says otherwise.
     #[serde(default = "default_listen")]
     pub listen: String,
     /// The webhook path the sender is given.
@@ -96,6 +107,8 @@ pub struct ServerSettings {
     /// Extra paths that accept the same webhooks (e.g. a separate URL per webhook family).
     #[serde(default)]
     pub extra_paths: Vec<String>,
+    /// Largest request body accepted; a larger one is answered 413. The sender's payloads are a
+    /// few KiB, transcripts included.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
     /// Every request is answered within this budget. Must stay below the sender's 10 s timeout,
@@ -163,31 +176,37 @@ fn default_retry_after_secs() -> u64 {
 /// The sender's own request timeout; our deadline must be below it.
 pub const SENDER_TIMEOUT_MS: u64 = 10_000;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     /// `none` disables authentication; anything else is configured through the credentials below.
     #[serde(default)]
     pub mode: Option<AuthMode>,
+    /// Static API keys in a header, as the callback family sends them
+    /// (`callback_args.headers`).
     #[serde(default)]
     pub api_keys: Option<ApiKeySettings>,
+    /// Bearer tokens, as agent event subscriptions send them.
     #[serde(default)]
     pub bearer: Option<BearerSettings>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, schemars::JsonSchema, serde::Serialize, PartialEq, Eq,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthMode {
     None,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySettings {
     /// The header the customer put in the sender's `callback_args.headers`.
     #[serde(default = "default_api_key_header")]
     pub header: String,
     /// Every listed key is accepted, so keys can be rotated without downtime.
+    #[schemars(with = "Vec<String>")]
     pub keys: Vec<SecretString>,
 }
 
@@ -195,14 +214,15 @@ fn default_api_key_header() -> String {
     "X-API-Key".into()
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BearerSettings {
     /// Accepted `Authorization: Bearer <token>` values (agent event subscriptions use these).
+    #[schemars(with = "Vec<String>")]
     pub tokens: Vec<SecretString>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IdempotencySettings {
     /// How long the bridge remembers which sinks acknowledged an event id. The default (30 min)
@@ -241,9 +261,10 @@ fn default_max_entries() -> usize {
     100_000
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
+    /// `pretty` for people at a terminal, `json` (one object per line) for log collectors.
     #[serde(default)]
     pub format: LogFormat,
     /// `tracing` filter directive; `RUST_LOG` wins when set.
@@ -268,19 +289,22 @@ impl Default for LogSettings {
 }
 
 /// OpenTelemetry traces over OTLP. Off by default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TraceSettings {
+    /// Export spans (the request, each sink's publish) to the collector.
     #[serde(default)]
     pub enabled: bool,
     /// Collector base URL (`/v1/traces` is appended unless present).
     #[serde(default = "default_otlp_endpoint")]
     pub endpoint: String,
+    /// OTLP over HTTP: protobuf or JSON.
     #[serde(default)]
     pub protocol: TraceProtocol,
     /// Share of new traces to record (0.0 to 1.0); an incoming sampled `traceparent` is honoured.
     #[serde(default = "default_sampling_ratio")]
     pub sampling_ratio: f64,
+    /// `service.name` of the exported spans.
     #[serde(default = "default_service_name")]
     pub service_name: String,
 }
@@ -297,7 +321,9 @@ impl Default for TraceSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, schemars::JsonSchema, serde::Serialize, Default, PartialEq, Eq,
+)]
 pub enum TraceProtocol {
     #[default]
     #[serde(rename = "http/protobuf")]
@@ -316,7 +342,9 @@ fn default_service_name() -> String {
     "callbridge".into()
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, schemars::JsonSchema, serde::Serialize, Default, PartialEq, Eq,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]

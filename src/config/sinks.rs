@@ -17,7 +17,7 @@ use crate::sinks::rabbitmq::RabbitmqSinkSettings;
 use crate::sinks::SinkSpec;
 
 /// One configured sink. The `type` key selects the kind.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum SinkSettings {
     File(FileSinkSettings),

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use super::Event;
 
 /// How the event is laid out in a message: the `format` of every broker sink.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Payload = `data` (JSON); the attributes as headers. Consumers that only want the call

@@ -286,7 +286,7 @@ impl InvalidPayload {
 }
 
 /// The `event` section of the configuration: what every event's envelope says about its origin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EventSettings {
     /// CloudEvents `source` of every event.

@@ -24,7 +24,7 @@ macro_rules! sink_settings {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, serde::Deserialize)]
+        #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
         #[serde(deny_unknown_fields)]
         pub struct $name {
             /// The sink's name in answers, metrics and logs: letters, digits, `-` and `_`.

@@ -41,6 +41,7 @@ sink_settings! {
         /// Values may come from `${ENV}` and are treated as secrets (never logged or printed).
         /// Dotted keys may be written flat (`"sasl.username": x`) or nested (`sasl: {username: x}`).
         #[serde(default, deserialize_with = "de_librdkafka")]
+        #[schemars(with = "std::collections::BTreeMap<String, String>")]
         pub librdkafka: BTreeMap<String, SecretString>,
     }
 }

@@ -34,19 +34,25 @@ sink_settings! {
         /// Username/password authentication (both or neither).
         #[serde(default)]
         pub user: Option<String>,
+        /// The password for `user`.
         #[serde(default)]
+        #[schemars(with = "Option<String>")]
         pub password: Option<SecretString>,
         /// Token authentication.
         #[serde(default)]
+        #[schemars(with = "Option<String>")]
         pub token: Option<SecretString>,
         /// NKey seed (`SU...`) authentication.
         #[serde(default)]
+        #[schemars(with = "Option<String>")]
         pub nkey: Option<SecretString>,
         /// A `.creds` file (JWT + NKey seed), as issued by NGS/Synadia or `nsc`.
         #[serde(default)]
         pub credentials_file: Option<PathBuf>,
+        /// TLS towards the server (a `tls://` URL enables it too).
         #[serde(default)]
         pub tls: Option<NatsTlsSettings>,
+        /// JetStream (on by default): each publish waits for the stream's PubAck.
         #[serde(default)]
         pub jetstream: JetStreamSettings,
         /// Most PubAcks awaited at once; beyond it publishes fail fast (`queue_full`) instead of
@@ -57,7 +63,7 @@ sink_settings! {
 }
 
 /// TLS towards the server. A `tls://` URL enables TLS too.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NatsTlsSettings {
     /// PEM bundle of the CA(s) that signed the server's certificate (a private CA).
@@ -66,6 +72,7 @@ pub struct NatsTlsSettings {
     /// Client certificate and key, when the server requires mutual TLS (both or neither).
     #[serde(default)]
     pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
     #[serde(default)]
     pub key_file: Option<PathBuf>,
     /// Refuse to connect without TLS even if the server does not ask for it.
@@ -73,7 +80,7 @@ pub struct NatsTlsSettings {
     pub required: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JetStreamSettings {
     /// `false` = core NATS: no acknowledgement, no persistence (a warning at validate time).
@@ -99,11 +106,12 @@ impl Default for JetStreamSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnsureStreamSettings {
     /// Subject filters the stream captures, e.g. `["calls.>"]`; must cover `subject`.
     pub subjects: Vec<String>,
+    /// Where the stream keeps its messages.
     #[serde(default)]
     pub storage: NatsStorage,
     /// The server drops a second message with the same `Nats-Msg-Id` within this window. The
@@ -113,7 +121,9 @@ pub struct EnsureStreamSettings {
     pub duplicate_window_secs: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, schemars::JsonSchema, serde::Serialize, Default, PartialEq, Eq,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum NatsStorage {
     /// Survives server restarts.

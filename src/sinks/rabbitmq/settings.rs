@@ -33,6 +33,7 @@ sink_settings! {
     pub struct RabbitmqSinkSettings {
         /// `amqp://user:password@host:5672/vhost` (or `amqps://`). A secret because it holds the
         /// password; put that in `${RABBITMQ_PASSWORD}`-style variables, never in the file.
+        #[schemars(with = "String")]
         pub url: SecretString,
         /// The exchange every event is published to; `""` is the default exchange (the routing key
         /// is then a queue name).
@@ -59,7 +60,7 @@ sink_settings! {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeDeclare {
     /// `topic` (default: routing keys are dotted and consumers bind with wildcards), `direct`,
@@ -71,7 +72,9 @@ pub struct ExchangeDeclare {
     pub durable: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ExchangeType {
     #[default]
@@ -92,9 +95,10 @@ impl ExchangeType {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueueBinding {
+    /// The queue's name.
     pub name: String,
     /// Binding key on the exchange, e.g. `calls.#` (topic) or an exact routing key (direct).
     pub binding_key: String,
