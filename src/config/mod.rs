@@ -11,6 +11,7 @@
 
 pub mod env;
 pub mod reference;
+mod shape;
 pub mod sinks;
 pub mod validate;
 
@@ -352,6 +353,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// `sinks[1].topic` → `sinks[1] (bus).topic`: an operator knows sinks by name, not by index.
+fn name_sinks(raw: &Value, issues: &mut [ConfigIssue]) {
+    for issue in issues {
+        let Some(rest) = issue.path.strip_prefix("sinks[") else {
+            continue;
+        };
+        let Some((index, tail)) = rest.split_once(']') else {
+            continue;
+        };
+        let name = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| raw.get("sinks")?.get(i)?.get("name")?.as_str());
+        if let Some(name) = name.filter(|n| !n.is_empty()) {
+            issue.path = format!("sinks[{index}] ({name}){tail}");
+        }
+    }
+}
+
 impl Settings {
     /// Loads the file (or the embedded default), applies env overrides and `${VAR}` expansion
     /// from the process environment, then validates. Warnings are returned beside the settings
@@ -398,14 +418,20 @@ impl Settings {
         if !issues.errors.is_empty() {
             return Err(ConfigError::Invalid(issues.errors));
         }
-        let settings: Settings = serde_path_to_error::deserialize(raw).map_err(|e| {
-            let path = e.path().to_string();
-            ConfigError::Invalid(vec![ConfigIssue {
-                path: if path == "." { "(root)".into() } else { path },
-                message: e.into_inner().to_string(),
-            }])
-        })?;
+        let settings: Settings = match serde_path_to_error::deserialize(raw.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                let path = e.path().to_string();
+                let path = if path == "." { "(root)".into() } else { path };
+                let first = shape::issue(path, e.into_inner().to_string());
+                let mut errors = shape::errors(&raw, first);
+                name_sinks(&raw, &mut errors);
+                return Err(ConfigError::Invalid(errors));
+            }
+        };
         settings.validate(&mut issues);
+        name_sinks(&raw, &mut issues.errors);
+        name_sinks(&raw, &mut issues.warnings);
         if issues.errors.is_empty() {
             Ok((settings, issues.warnings))
         } else {
@@ -798,7 +824,7 @@ sinks:
         let (_, warnings) = load(&config(1 << 20, "")).unwrap();
         let w = warnings
             .iter()
-            .find(|w| w.path == "sinks[0]")
+            .find(|w| w.path == "sinks[0] (k)")
             .expect("a warning for the kafka sink");
         assert!(
             w.message.contains("1000000") && w.message.contains("413"),

@@ -96,22 +96,31 @@ sinks:
         "server.deadline_ms:",
         "server.listen:",
         "auth.api_keys.keys:",
-        "sinks[0].events[0]:",
-        "sinks[1].name:",
+        "sinks[0] (a).events[0]:",
+        "sinks[1] (a).name:",
     ] {
         assert!(stderr.contains(path), "{path} missing from:\n{stderr}");
     }
 
+    // Shape errors: every section and every sink reports its own, with the nearest known key.
     let out = validate(
-        "auth: {mode: none}\nsinks:\n  - {name: a, type: file, path: /tmp/x}\n  - {name: b, type: file, pth: /tmp/y}\n",
+        "auth: {mode: none}\nserver: {listn: x}\nlog: {format: jsn}\nsinks:\n  - {name: a, type: file, path: /tmp/x}\n  - {name: b, type: file, pth: /tmp/y}\n  - {name: bus, type: kafak}\n",
         &[],
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("sinks[1]") && stderr.contains("pth"),
-        "{stderr}"
-    );
+    for line in [
+        "server.listn: unknown field `listn`",
+        "(did you mean `listen`?)",
+        "log.format: unknown variant `jsn`",
+        "sinks[1] (b).pth: unknown field `pth`",
+        "(did you mean `path`?)",
+        "sinks[2] (bus).type: unknown variant `kafak`",
+        "(did you mean `kafka`?)",
+        "4 error(s)",
+    ] {
+        assert!(stderr.contains(line), "{line} missing from:\n{stderr}");
+    }
 }
 
 /// The configuration example in the README is a real, valid configuration.
