@@ -57,11 +57,11 @@ impl Drop for TelemetryGuard {
 
 type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 
-/// Installs the global subscriber. `RUST_LOG` wins over `log.level`; default `info`. A second
+/// Installs the global subscriber. `RUST_LOG` wins over `log.level`; default [`DEFAULT_LEVEL`]. A second
 /// call (as in tests) leaves the first subscriber in place.
 pub fn init(log: &LogSettings, traces: &TraceSettings) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(log.level.as_deref().unwrap_or("info")))
+        .or_else(|_| EnvFilter::try_new(log.level.as_deref().unwrap_or(DEFAULT_LEVEL)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::stderr().is_terminal();
     // Log lines go through a bounded in-memory queue to a dedicated writer thread: a slow or
@@ -111,6 +111,12 @@ pub fn init(log: &LogSettings, traces: &TraceSettings) -> Result<TelemetryGuard,
         _log_writer: Some(log_writer),
     })
 }
+
+/// `info` for callbridge, nothing from the AMQP and NATS clients: lapin and async-nats log each
+/// failed (re)connect themselves (lapin four ERROR lines per attempt), while each sink already
+/// reports its client's failures with the sink's name, summarised (`sinks::throttle`).
+/// `log.level` or `RUST_LOG` bring them back (`info,lapin=debug`).
+const DEFAULT_LEVEL: &str = "info,lapin=off,async_nats=off";
 
 /// Events that carry credentials in clear, dropped whatever `RUST_LOG` says: async-nats traces
 /// its whole CONNECT (user, password, token) at TRACE level.

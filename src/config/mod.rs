@@ -268,7 +268,9 @@ pub struct LogSettings {
     /// `pretty` for people at a terminal, `json` (one object per line) for log collectors.
     #[serde(default)]
     pub format: LogFormat,
-    /// `tracing` filter directive; `RUST_LOG` wins when set.
+    /// `tracing` filter directive; `RUST_LOG` wins when set. The default is
+    /// `info,lapin=off,async_nats=off`: the AMQP and NATS clients log every failed reconnect,
+    /// which the sinks already report (by sink name, repeats summarised every 30 s).
     #[serde(default)]
     pub level: Option<String>,
     /// Replace every field of `data` that is not an identifier (phone numbers, transcripts,

@@ -64,6 +64,7 @@ pub mod kafka;
 pub mod nats;
 pub mod null;
 pub mod rabbitmq;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;

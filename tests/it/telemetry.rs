@@ -294,3 +294,69 @@ async fn secrets_and_redacted_fields_never_reach_the_logs() {
     // the events themselves keep the data
     assert_eq!(read_lines(&path)[0]["data"]["from_number"], "+1987654321");
 }
+
+/// A port where every connection is accepted and closed at once (a broker that keeps failing),
+/// and how many connections were tried.
+async fn slamming_door() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = tries.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            drop(socket);
+        }
+    });
+    (port, tries)
+}
+
+/// Brokers that fail every connection for as long as the test runs: each sink says so in a
+/// few lines, however many times its client retries (it was two lines per Kafka retry, 2,719
+/// lines in 40 s), and the count of what was held back is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_a_few_lines_not_a_log_storm() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let (kafka, kafka_tries) = slamming_door().await;
+    let (amqp, amqp_tries) = slamming_door().await;
+    let (nats, nats_tries) = slamming_door().await;
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json}}\nauth: {{mode: none}}\n\
+         sinks:\n\
+         \x20 - {{name: bus, type: kafka, topic: t, brokers: \"127.0.0.1:{kafka}\"}}\n\
+         \x20 - {{name: mq, type: rabbitmq, exchange: x, routing_key: k, url: \"amqp://guest:guest@127.0.0.1:{amqp}/%2f\"}}\n\
+         \x20 - {{name: js, type: nats, subject: s, url: \"nats://127.0.0.1:{nats}\"}}\n"
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    // Every client retries several times: the storm's conditions.
+    eventually(Duration::from_secs(60), "each client to retry", || async {
+        let tries = [&kafka_tries, &amqp_tries, &nats_tries].map(|t| t.load(Relaxed));
+        (tries[0] >= 12 && tries[1] >= 5 && tries[2] >= 5).then_some(())
+    })
+    .await;
+    let tries = [&kafka_tries, &amqp_tries, &nats_tries].map(|t| t.load(Relaxed));
+    let (_, logs) = bridge.stop().await;
+    for sink in ["bus", "mq", "js"] {
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(&format!("\"sink\":\"{sink}\"")))
+            .collect();
+        assert!(
+            !lines.is_empty() && lines.len() <= 5,
+            "{sink}: {} lines for tries {tries:?}:\n{}",
+            lines.len(),
+            lines.join("\n")
+        );
+    }
+    // The clients' own lines per failed attempt are not in the default level, and the whole
+    // log stays short (startup, a few lines per sink, shutdown).
+    for client in ["lapin", "async_nats", "rdkafka"] {
+        assert!(
+            !logs.contains(&format!("\"target\":\"{client}")),
+            "{client} lines at the default level: {logs}"
+        );
+    }
+    let total = logs.lines().count();
+    assert!(total <= 30, "{total} lines for tries {tries:?}:\n{logs}");
+}

@@ -15,10 +15,14 @@ pub(super) struct Health {
     pub(super) sink: String,
     /// Whether a broker answered recently.
     pub(super) reachable: AtomicBool,
+    /// librdkafka repeats its complaints every few milliseconds while brokers are down.
+    pub(super) throttle: crate::sinks::throttle::Throttle,
 }
 
 /// Keeps `reachable` current and replaces producers that died while idle.
 pub(super) async fn health_loop(inner: Weak<Inner>) {
+    // The first probe's outcome is logged whatever it is; after that only changes.
+    let mut first = true;
     loop {
         let Some(strong) = inner.upgrade() else {
             return;
@@ -42,7 +46,7 @@ pub(super) async fn health_loop(inner: Weak<Inner>) {
         .await;
         let now = matches!(probe, Ok(Ok(n)) if n > 0);
         health.reachable.store(now, Ordering::Release);
-        if now != was {
+        if now != was || std::mem::take(&mut first) {
             match &probe {
                 Ok(Err(e)) if !now => {
                     tracing::warn!(sink = %health.sink, error = %e, "kafka sink not ready")

@@ -102,6 +102,7 @@ impl KafkaSink {
         let health = Arc::new(Health {
             sink: settings.name.clone(),
             reachable: AtomicBool::new(false),
+            throttle: Default::default(),
         });
         let config = settings.client_config();
         let first = new_slot(&config, &health, 0)?;

@@ -52,27 +52,36 @@ pub(super) struct Ctx {
 }
 
 impl ClientContext for Ctx {
+    /// Each kind of message (level and facility) at most once per [`crate::sinks::throttle::INTERVAL`], with
+    /// the number held back since.
     fn log(&self, level: RDKafkaLogLevel, fac: &str, msg: &str) {
         let sink = self.health.sink.as_str();
+        if matches!(level, RDKafkaLogLevel::Debug) {
+            tracing::debug!(sink, fac, "librdkafka: {msg}");
+            return;
+        }
+        let Some(repeats) = self.health.throttle.admit(&format!("log/{level:?}/{fac}")) else {
+            return;
+        };
         match level {
             RDKafkaLogLevel::Emerg
             | RDKafkaLogLevel::Alert
             | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(sink, fac, "librdkafka: {msg}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(sink, fac, "librdkafka: {msg}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(sink, fac, "librdkafka: {msg}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(sink, fac, "librdkafka: {msg}"),
+            | RDKafkaLogLevel::Error => tracing::error!(sink, fac, repeats, "librdkafka: {msg}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(sink, fac, repeats, "librdkafka: {msg}"),
+            _ => tracing::info!(sink, fac, repeats, "librdkafka: {msg}"),
         }
     }
 
+    /// `ALL_BROKERS_DOWN` is a state change: logged when the sink goes from reachable to not
+    /// (the health task logs the way back); other errors are summarised like the logs.
     fn error(&self, error: KafkaError, reason: &str) {
         let sink = self.health.sink.as_str();
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown) => {
-                self.health.reachable.store(false, Ordering::Release);
-                tracing::warn!(sink, reason, "kafka: all brokers down");
+                if self.health.reachable.swap(false, Ordering::AcqRel) {
+                    tracing::warn!(sink, reason, "kafka: all brokers down");
+                }
             }
             Some(RDKafkaErrorCode::Fatal) => {
                 self.state.tainted.store(true, Ordering::Release);
@@ -82,7 +91,12 @@ impl ClientContext for Ctx {
                     "kafka producer hit a fatal error; replacing it"
                 );
             }
-            _ => tracing::warn!(sink, error = %error, reason, "kafka client error"),
+            code => {
+                let kind = format!("error/{code:?}");
+                if let Some(repeats) = self.health.throttle.admit(&kind) {
+                    tracing::warn!(sink, error = %error, reason, repeats, "kafka client error");
+                }
+            }
         }
     }
 }

@@ -105,6 +105,8 @@ async fn connect_options(
     }
     let name = settings.name.clone();
     let recheck = recheck.clone();
+    // The client reports every failed reconnect (every ~2 s while the server is down).
+    let throttle = std::sync::Arc::new(crate::sinks::throttle::Throttle::default());
     Ok(opts
         .name(format!("callbridge-{}", settings.name))
         .connection_timeout(STARTUP_CONNECT_WAIT)
@@ -113,16 +115,23 @@ async fn connect_options(
         .event_callback(move |event| {
             let name = name.clone();
             let recheck = recheck.clone();
+            let throttle = throttle.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
                         tracing::info!(sink = %name, "nats connected");
+                        throttle.reset();
                         recheck.notify_one();
                     }
                     async_nats::Event::Disconnected => {
                         tracing::warn!(sink = %name, "nats disconnected; reconnecting")
                     }
-                    other => tracing::warn!(sink = %name, event = %other, "nats client event"),
+                    other => {
+                        let kind = std::mem::discriminant(&other);
+                        if let Some(repeats) = throttle.admit(&format!("{kind:?}")) {
+                            tracing::warn!(sink = %name, event = %other, repeats, "nats client event")
+                        }
+                    }
                 }
             }
         }))

@@ -182,6 +182,9 @@ impl Shared {
 /// Connects, watches, and reconnects with capped exponential backoff until shutdown.
 async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
     let mut backoff = BACKOFF_FIRST;
+    // Failed attempts repeat for as long as the broker is down: summarised (the first of a run
+    // of failures is logged at once, its repeats at most once per interval with their count).
+    let throttle = crate::sinks::throttle::Throttle::default();
     loop {
         if shared.shutdown.load(Ordering::Acquire) {
             return;
@@ -202,6 +205,8 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
         match result {
             Ok(link) => {
                 backoff = BACKOFF_FIRST;
+                // The next outage's first failure is news again.
+                throttle.reset();
                 let link = Arc::new(link);
                 shared.set_error(String::new());
                 if shared.shutdown.load(Ordering::Acquire) {
@@ -232,7 +237,9 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
             }
             Err(e) => {
                 let detail = e.detail();
-                tracing::warn!(sink = %shared.sink, endpoint = %shared.endpoint, error = %detail, retry_in_ms = backoff.as_millis() as u64, "rabbitmq connect failed");
+                if let Some(repeats) = throttle.admit("connect failed") {
+                    tracing::warn!(sink = %shared.sink, endpoint = %shared.endpoint, error = %detail, retry_in_ms = backoff.as_millis() as u64, repeats, "rabbitmq connect failed");
+                }
                 shared.set_error(detail);
                 shared.attempts.send_modify(|n| *n += 1);
             }
