@@ -33,25 +33,69 @@ pub fn sample_payload(call_id: &str, kind: &str, status: &str) -> Value {
     body
 }
 
+/// An agent event subscription's payload for `event_type` (`call_started`, `call_completed`,
+/// `recording_completed`, `platform_analysis_completed`, `client_analysis_completed`,
+/// `all_processing_completed`), shaped like the platform's documented examples.
+pub fn sample_agent_event(call_id: &str, event_type: &str, status: &str) -> Value {
+    let mut body = json!({
+        "event_type": event_type,
+        "call_id": call_id,
+        "agent_id": "830f767a-397e-4b39-82ff-235cd344e2f9",
+        "workspace_id": "9a8b7c6d-5e4f-4321-8765-0fedcba98765",
+        "custom_args_values": {"callee_name": "John", "company_name": "Acme Corp"}
+    });
+    let extra = match event_type {
+        "call_started" => json!({"sub_status": "ACCEPTED"}),
+        "call_completed" => json!({
+            "status": status, "call_duration": 120.5, "call_type": "outbound",
+            "from_number": "+1987654321", "to_number": "+1234567890", "retry_count": 0,
+            "transcript": [{"bot": "Hello, this is a test call..."}, {"user": "Hi."}]
+        }),
+        "recording_completed" => json!({"recording_url": "https://example.com/recording.mp3"}),
+        "platform_analysis_completed" | "client_analysis_completed" => json!({
+            "analysis": {"summary": "Test call: the callee confirmed the details."}
+        }),
+        "all_processing_completed" => json!({"status": status}),
+        _ => json!({}),
+    };
+    if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+        b.extend(e);
+    }
+    body
+}
+
+/// How `send-test` authenticates, as each webhook family does.
+pub enum SendAuth {
+    /// The callback family: a static key in a header (`callback_args.headers`).
+    ApiKey {
+        header: String,
+        key: String,
+    },
+    /// Agent event subscriptions: `Authorization: Bearer <token>`.
+    Bearer(String),
+    None,
+}
+
 /// The answer to a `send-test` post.
 pub struct SendTestResult {
     pub status: u16,
     pub body: String,
 }
 
-/// Posts the sample payload the way the sender does: JSON body, API key header, and (like the
-/// sender by default) no Content-Type unless `content_type` is given.
+/// Posts a payload the way the sender does: JSON body, its credential, and (like the sender by
+/// default) no Content-Type.
 pub async fn send_test(
     url: &str,
-    header: &str,
-    api_key: Option<&str>,
+    auth: &SendAuth,
     payload: &Value,
     timeout: std::time::Duration,
 ) -> Result<SendTestResult, reqwest::Error> {
     let client = reqwest::Client::builder().timeout(timeout).build()?;
     let mut req = client.post(url).body(payload.to_string());
-    if let Some(k) = api_key {
-        req = req.header(header, k);
+    match auth {
+        SendAuth::ApiKey { header, key } => req = req.header(header.as_str(), key.as_str()),
+        SendAuth::Bearer(token) => req = req.bearer_auth(token),
+        SendAuth::None => {}
     }
     let resp = req.send().await?;
     let status = resp.status().as_u16();

@@ -36,17 +36,22 @@ enum Command {
     Serve,
     /// Check a configuration: exit 0, or print every error by its field path and exit 1.
     Validate,
-    /// Post the sender's sample payload to a running bridge, as the sender would.
+    /// Post a sample webhook to a running bridge, as the sender would: a callback (`--kind
+    /// status|analysis`, with the API key) or an agent event (`--kind call-started`, ...,
+    /// with a bearer token).
     SendTest {
         /// Webhook URL. Default: this config's listen port and path on 127.0.0.1.
         #[arg(long)]
         url: Option<String>,
-        /// API key to send. Default: the config's first key.
+        /// API key to send (callbacks). Default: the config's first key.
         #[arg(long)]
         api_key: Option<String>,
+        /// Bearer token to send (agent events). Default: the config's first bearer token.
+        #[arg(long)]
+        bearer: Option<String>,
         #[arg(long, value_enum, default_value_t = Kind::Status)]
         kind: Kind,
-        /// Call status to send.
+        /// Call status to send (status callbacks, `call-completed`, `all-processing-completed`).
         #[arg(long, default_value = "completed")]
         status: String,
         /// Call id. Default: a new `test-call-<millis>`, so each run publishes a new event.
@@ -65,8 +70,31 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Kind {
+    /// A status callback.
     Status,
+    /// An analysis callback.
     Analysis,
+    CallStarted,
+    CallCompleted,
+    RecordingCompleted,
+    PlatformAnalysisCompleted,
+    ClientAnalysisCompleted,
+    AllProcessingCompleted,
+}
+
+impl Kind {
+    /// The agent event's `event_type`, or `None` for the callback family.
+    fn event_type(self) -> Option<&'static str> {
+        match self {
+            Kind::Status | Kind::Analysis => None,
+            Kind::CallStarted => Some("call_started"),
+            Kind::CallCompleted => Some("call_completed"),
+            Kind::RecordingCompleted => Some("recording_completed"),
+            Kind::PlatformAnalysisCompleted => Some("platform_analysis_completed"),
+            Kind::ClientAnalysisCompleted => Some("client_analysis_completed"),
+            Kind::AllProcessingCompleted => Some("all_processing_completed"),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -115,6 +143,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::SendTest {
             url,
             api_key,
+            bearer,
             kind,
             status,
             call_id,
@@ -124,14 +153,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
                 format!("http://127.0.0.1:{port}{}", settings.server.path)
             });
-            let keys = settings.auth.api_keys.as_ref();
-            let header = keys
-                .map(|k| k.header.clone())
-                .unwrap_or_else(|| "X-API-Key".into());
-            let api_key = api_key.or_else(|| {
-                keys.and_then(|k| k.keys.first())
-                    .map(|k| k.expose_secret().to_string())
-            });
             let call_id = call_id.unwrap_or_else(|| {
                 let ms = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -139,17 +160,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .unwrap_or(0);
                 format!("test-call-{ms}")
             });
-            let kind = match kind {
-                Kind::Status => "status",
-                Kind::Analysis => "analysis",
+            let keys = settings.auth.api_keys.as_ref();
+            let api_key = || {
+                let header = keys
+                    .map(|k| k.header.clone())
+                    .unwrap_or_else(|| "X-API-Key".into());
+                api_key
+                    .clone()
+                    .or_else(|| {
+                        keys.and_then(|k| k.keys.first())
+                            .map(|k| k.expose_secret().to_string())
+                    })
+                    .map(|key| cli::SendAuth::ApiKey { header, key })
             };
-            let payload = cli::sample_payload(&call_id, kind, &status);
+            let bearer = || {
+                bearer
+                    .clone()
+                    .or_else(|| {
+                        let tokens = settings.auth.bearer.as_ref()?;
+                        tokens.tokens.first().map(|t| t.expose_secret().to_string())
+                    })
+                    .map(cli::SendAuth::Bearer)
+            };
+            // Each family with its own credential, falling back to the other's if the config
+            // only has that one (a bridge accepts any configured credential on either).
+            let (payload, auth) = match kind.event_type() {
+                None => {
+                    let kind = if matches!(kind, Kind::Analysis) {
+                        "analysis"
+                    } else {
+                        "status"
+                    };
+                    let auth = api_key().or_else(bearer);
+                    (cli::sample_payload(&call_id, kind, &status), auth)
+                }
+                Some(event_type) => {
+                    let auth = bearer().or_else(api_key);
+                    (cli::sample_agent_event(&call_id, event_type, &status), auth)
+                }
+            };
             let rt = tokio::runtime::Runtime::new()?;
             let res = rt
                 .block_on(cli::send_test(
                     &url,
-                    &header,
-                    api_key.as_deref(),
+                    &auth.unwrap_or(cli::SendAuth::None),
                     &payload,
                     Duration::from_secs(15),
                 ))

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub ledger_evicted: IntCounterVec,
     pub ledger_retention: Gauge,
     pub id_payload_mismatch: IntCounter,
+    /// Always 1; its labels say which build is running (dashboards join on it across a rollout).
+    pub build_info: IntGaugeVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -121,6 +123,17 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "callbridge_build_info",
+                "Always 1: the running version and the event schema version it emits",
+            ),
+            &["version", "schema"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::event::SCHEMA_VERSION])
+            .set(1);
         let ledger_entries = IntGauge::new(
             "callbridge_ledger_entries",
             "Event ids the idempotency ledger remembers",
@@ -147,6 +160,7 @@ impl Metrics {
         .expect("valid metric");
         for c in [
             Box::new(id_payload_mismatch.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(build_info.clone()),
             Box::new(ledger_entries.clone()),
             Box::new(ledger_evicted.clone()),
             Box::new(ledger_retention.clone()),
@@ -181,6 +195,7 @@ impl Metrics {
             ledger_evicted,
             ledger_retention,
             id_payload_mismatch,
+            build_info,
         }
     }
 

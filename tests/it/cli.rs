@@ -205,6 +205,57 @@ async fn send_test_posts_the_sample_payload_like_the_sender() {
     app.stop().await;
 }
 
+/// Every agent event kind, with a bearer token as subscriptions send it: each one normalised
+/// into the event kind the docs give it; a wrong token is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_test_sends_agent_events_with_a_bearer_token() {
+    let (app, path, _dir) = spawn_archive().await;
+    let url = format!("{}/callback", app.base);
+    let kinds = [
+        ("call-started", "started", None),
+        ("call-completed", "status", Some("failed")),
+        ("recording-completed", "recording", None),
+        ("platform-analysis-completed", "analysis", None),
+        ("client-analysis-completed", "analysis", None),
+        ("all-processing-completed", "processed", Some("failed")),
+    ];
+    for (i, (kind, _, _)) in kinds.iter().enumerate() {
+        let call_id = format!("st-agent-{i}");
+        let out = send_test(&[
+            "--url",
+            &url,
+            "--bearer",
+            "test-token",
+            "--kind",
+            kind,
+            "--status",
+            "failed",
+            "--call-id",
+            &call_id,
+        ])
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("200 "),
+            "{kind}: {stdout}"
+        );
+    }
+    let lines = read_lines(&path);
+    assert_eq!(lines.len(), kinds.len());
+    for (i, (kind, event_kind, status)) in kinds.iter().enumerate() {
+        let line = &lines[i];
+        assert_eq!(line["subject"], format!("st-agent-{i}"), "{kind}");
+        assert_eq!(line["data"]["kind"], *event_kind, "{kind}: {line}");
+        if let Some(status) = status {
+            assert_eq!(line["data"]["status"], *status, "{kind}: {line}");
+        }
+    }
+    let out = send_test(&["--url", &url, "--bearer", "wrong", "--kind", "call-started"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("401 "));
+    app.stop().await;
+}
+
 /// SIGTERM while requests are in flight: every one is answered 200, the events are on disk,
 /// and the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,6 +190,10 @@ async fn metrics_match_known_traffic() {
         r#"callbridge_sink_ready{sink="archive"} 1"#,
         "callbridge_unknown_status_total 1",
         "callbridge_http_requests_in_flight 1",
+        &format!(
+            r#"callbridge_build_info{{schema="v1",version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        ),
     ] {
         assert!(
             m.lines().any(|l| l == expected),
