@@ -284,6 +284,13 @@ struct Driver {
 impl Driver {
     async fn run(self) -> SinkOutcome {
         let id = self.outgoing.event.id.clone();
+        // First look without a notifier: most deliveries never wait, and the ledger creates an
+        // entry's notifier only for those that do.
+        match self.ledger.take(&id, &self.sink.name) {
+            Take::Acked(receipt) => return self.already_acked(receipt),
+            Take::Mine => return self.publish(id).await,
+            Take::Busy => {}
+        }
         let changes = self.ledger.changes(&id);
         loop {
             let notified = changes.notified();
@@ -291,10 +298,7 @@ impl Driver {
             // Registered before looking, so a settlement in between still wakes us.
             notified.as_mut().enable();
             match self.ledger.take(&id, &self.sink.name) {
-                Take::Acked(receipt) => {
-                    self.metrics.idempotency_hit(&self.sink.name);
-                    return SinkOutcome::AlreadyAcked { receipt };
-                }
+                Take::Acked(receipt) => return self.already_acked(receipt),
                 Take::Mine => return self.publish(id).await,
                 Take::Busy => {
                     if tokio::time::timeout_at(self.deadline, notified)
@@ -307,6 +311,11 @@ impl Driver {
                 }
             }
         }
+    }
+
+    fn already_acked(&self, receipt: Receipt) -> SinkOutcome {
+        self.metrics.idempotency_hit(&self.sink.name);
+        SinkOutcome::AlreadyAcked { receipt }
     }
 
     /// Publishes (the sink is in flight for us). The publish runs as its own task until its

@@ -16,7 +16,7 @@
 //! replica; across replicas the deterministic event id lets brokers (JetStream) and consumers
 //! drop the copies.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,7 +77,21 @@ struct Inner {
     /// redelivery that would now publish again. Non-zero means the cap cannot hold the window at
     /// this rate; the metric and `validate`'s rate check say so.
     evicted_early: u64,
+    /// Sink names by number: an entry refers to a sink by its index here (a byte and a bit)
+    /// instead of a copy of its name.
+    sinks: Vec<Box<str>>,
+    /// The names in receipts (topics, exchanges, routing keys, streams) shared between entries:
+    /// a few distinct values serve millions of receipts.
+    names: HashSet<Arc<str>>,
 }
+
+/// Sinks the ledger can tell apart: one bit each in an entry's in-flight mask.
+/// `config` refuses more (`sinks`: at most 64).
+pub const MAX_SINKS: usize = 64;
+
+/// Distinct receipt names shared; beyond it a name is stored per entry (a template with a
+/// per-call variable, e.g. a routing key with `{call_id}`, must not grow this set forever).
+const MAX_SHARED_NAMES: usize = 4096;
 
 /// What the ledger holds and has let go of, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,25 +110,165 @@ impl Inner {
         let order = &mut self.order;
         self.map.entry(key).or_insert_with(|| {
             order.push_back((now, key));
-            Entry {
-                acked: Vec::new(),
-                in_flight: Vec::new(),
-                changed: Arc::new(Notify::new()),
-                payload: None,
-            }
+            Entry::default()
         })
+    }
+
+    /// The number of `sink`, registered on first sight (the configured sinks: a handful).
+    /// `None` past [`MAX_SINKS`], which `config` refuses: such a sink is simply not
+    /// deduplicated (always published), never confused with another one.
+    fn sink(&mut self, sink: &str) -> Option<u8> {
+        if let Some(i) = self.sinks.iter().position(|s| &**s == sink) {
+            return Some(i as u8);
+        }
+        if self.sinks.len() < MAX_SINKS {
+            self.sinks.push(sink.into());
+            return Some((self.sinks.len() - 1) as u8);
+        }
+        None
+    }
+
+    fn name(&mut self, name: String) -> Arc<str> {
+        if let Some(shared) = self.names.get(name.as_str()) {
+            return shared.clone();
+        }
+        let name: Arc<str> = name.into();
+        if self.names.len() < MAX_SHARED_NAMES {
+            self.names.insert(name.clone());
+        }
+        name
+    }
+
+    fn store(&mut self, receipt: Receipt) -> Stored {
+        match receipt {
+            Receipt::File { path, offset } => Stored::File {
+                path: self.name(path),
+                offset,
+            },
+            Receipt::Null { stored } => Stored::Null { stored },
+            Receipt::Kafka {
+                topic,
+                partition,
+                offset,
+            } => Stored::Kafka {
+                topic: self.name(topic),
+                partition,
+                offset,
+            },
+            Receipt::Rabbitmq {
+                exchange,
+                routing_key,
+            } => Stored::Rabbitmq {
+                exchange: self.name(exchange),
+                routing_key: self.name(routing_key),
+            },
+            Receipt::JetStream {
+                stream,
+                sequence,
+                duplicate,
+            } => Stored::JetStream {
+                stream: self.name(stream),
+                sequence,
+                duplicate,
+            },
+            Receipt::NatsCore { subject, persisted } => Stored::NatsCore {
+                subject: self.name(subject),
+                persisted,
+            },
+        }
     }
 }
 
+/// Everything the ledger knows about one id, in as few bytes as it can: receipts by sink
+/// number with shared names, the in-flight sinks as bits, the notifier only once someone waits.
+/// (It was ~650 bytes an id with three receipts; the figure is in docs/benchmarks.md.)
+#[derive(Default)]
 struct Entry {
-    /// (sink name, receipt): a few sinks at most, so a vector beats a map.
-    acked: Vec<(Box<str>, Receipt)>,
-    /// Sinks with a publish of this id whose outcome is not known yet.
-    in_flight: Vec<Box<str>>,
-    /// Woken whenever a publish of this id settles.
-    changed: Arc<Notify>,
-    /// A digest of the first payload seen under this id.
-    payload: Option<u64>,
+    /// (sink number, receipt): a few sinks at most, so a slice beats a map.
+    acked: Box<[(u8, Stored)]>,
+    /// Sinks with a publish of this id whose outcome is not known yet, one bit per sink number.
+    in_flight: u64,
+    /// Woken whenever a publish of this id settles; created by the first delivery that waits.
+    changed: Option<Arc<Notify>>,
+    /// A digest of the first payload seen under this id (0: none yet).
+    payload: u64,
+}
+
+impl Entry {
+    fn receipt(&self, sink: u8) -> Option<&Stored> {
+        self.acked.iter().find(|(s, _)| *s == sink).map(|(_, r)| r)
+    }
+}
+
+/// A [`Receipt`] as the ledger keeps it: the same facts, names shared.
+#[derive(Debug, Clone, PartialEq)]
+enum Stored {
+    File {
+        path: Arc<str>,
+        offset: u64,
+    },
+    Null {
+        stored: bool,
+    },
+    Kafka {
+        topic: Arc<str>,
+        partition: i32,
+        offset: i64,
+    },
+    Rabbitmq {
+        exchange: Arc<str>,
+        routing_key: Arc<str>,
+    },
+    JetStream {
+        stream: Arc<str>,
+        sequence: u64,
+        duplicate: bool,
+    },
+    NatsCore {
+        subject: Arc<str>,
+        persisted: bool,
+    },
+}
+
+impl From<&Stored> for Receipt {
+    fn from(s: &Stored) -> Receipt {
+        match s {
+            Stored::File { path, offset } => Receipt::File {
+                path: path.to_string(),
+                offset: *offset,
+            },
+            Stored::Null { stored } => Receipt::Null { stored: *stored },
+            Stored::Kafka {
+                topic,
+                partition,
+                offset,
+            } => Receipt::Kafka {
+                topic: topic.to_string(),
+                partition: *partition,
+                offset: *offset,
+            },
+            Stored::Rabbitmq {
+                exchange,
+                routing_key,
+            } => Receipt::Rabbitmq {
+                exchange: exchange.to_string(),
+                routing_key: routing_key.to_string(),
+            },
+            Stored::JetStream {
+                stream,
+                sequence,
+                duplicate,
+            } => Receipt::JetStream {
+                stream: stream.to_string(),
+                sequence: *sequence,
+                duplicate: *duplicate,
+            },
+            Stored::NatsCore { subject, persisted } => Receipt::NatsCore {
+                subject: subject.to_string(),
+                persisted: *persisted,
+            },
+        }
+    }
 }
 
 /// What [`Ledger::take`] found for one sink of one event id.
@@ -150,14 +304,19 @@ impl Ledger {
         let k = key(id);
         let incoming = !inner.map.contains_key(&k);
         self.evict(&mut inner, now, incoming);
+        let entry_sink = inner.sink(sink);
         let entry = inner.entry(k, now);
-        if let Some((_, r)) = entry.acked.iter().find(|(s, _)| &**s == sink) {
-            return Take::Acked(r.clone());
+        let Some(n) = entry_sink else {
+            return Take::Mine;
+        };
+        if let Some(r) = entry.receipt(n) {
+            return Take::Acked(r.into());
         }
-        if entry.in_flight.iter().any(|s| &**s == sink) {
+        let bit = 1u64 << n;
+        if entry.in_flight & bit != 0 {
             return Take::Busy;
         }
-        entry.in_flight.push(sink.into());
+        entry.in_flight |= bit;
         Take::Mine
     }
 
@@ -168,38 +327,52 @@ impl Ledger {
     pub fn payload_differs(&self, id: &str, payload: &[u8]) -> bool {
         use std::hash::{BuildHasher, RandomState};
         static STATE: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-        let digest = STATE.get_or_init(RandomState::new).hash_one(payload);
+        // 0 marks "no digest yet"; a digest that happens to be 0 is counted as 1.
+        let digest = STATE.get_or_init(RandomState::new).hash_one(payload).max(1);
         let mut inner = self.lock();
         let entry = inner.entry(key(id), Instant::now());
         match entry.payload {
-            Some(seen) => seen != digest,
-            None => {
-                entry.payload = Some(digest);
+            0 => {
+                entry.payload = digest;
                 false
             }
+            seen => seen != digest,
         }
     }
 
     /// The notifier woken when any publish of `id` settles. Register interest (`enable` the
-    /// `notified()` future) before calling [`Ledger::take`], so no settlement is missed.
+    /// `notified()` future) and then call [`Ledger::take`] again, so no settlement is missed.
+    /// Only a delivery that found the sink busy needs it, so entries get one only then.
     pub fn changes(&self, id: &str) -> Arc<Notify> {
         let mut inner = self.lock();
-        inner.entry(key(id), Instant::now()).changed.clone()
+        inner
+            .entry(key(id), Instant::now())
+            .changed
+            .get_or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
     }
 
     /// Ends the publish that [`Ledger::take`] granted: with its receipt, or `None` when it
     /// failed (a later delivery may publish again). Wakes the deliveries waiting on `id`.
     pub fn settle(&self, id: &str, sink: &str, receipt: Option<Receipt>) {
         let mut inner = self.lock();
+        let n = inner.sink(sink);
+        let stored = receipt.filter(|_| n.is_some()).map(|r| inner.store(r));
         let entry = inner.entry(key(id), Instant::now());
-        entry.in_flight.retain(|s| &**s != sink);
-        if let Some(receipt) = receipt {
-            match entry.acked.iter_mut().find(|(s, _)| &**s == sink) {
-                Some((_, r)) => *r = receipt,
-                None => entry.acked.push((sink.into(), receipt)),
-            }
+        if let Some(n) = n {
+            entry.in_flight &= !(1u64 << n);
         }
-        entry.changed.notify_waiters();
+        if let (Some(n), Some(stored)) = (n, stored) {
+            let mut acked: Vec<(u8, Stored)> = std::mem::take(&mut entry.acked).into_vec();
+            match acked.iter_mut().find(|(s, _)| *s == n) {
+                Some((_, r)) => *r = stored,
+                None => acked.push((n, stored)),
+            }
+            entry.acked = acked.into_boxed_slice();
+        }
+        if let Some(changed) = &entry.changed {
+            changed.notify_waiters();
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -253,7 +426,7 @@ impl Ledger {
             // removed, pushed back when skipped), so the record in hand is this entry's.
             match inner.map.get(&k) {
                 None => continue,
-                Some(e) if !e.in_flight.is_empty() => {
+                Some(e) if e.in_flight != 0 => {
                     skipped.push((created, k));
                     if skipped.len() > 64 {
                         break;
@@ -446,6 +619,124 @@ mod tests {
                 "{busy} in flight: {st:?}"
             );
             assert_eq!(st.entries, busy + 2 - usize::from(expect_evicted));
+        }
+    }
+
+    /// Receipts of many ids share their names (one topic string, not one per id), and the set
+    /// of shared names is bounded, so a per-call name cannot grow it forever.
+    #[test]
+    fn receipt_names_are_shared_and_the_shared_set_is_bounded() {
+        let l = Ledger::new(Duration::from_secs(60), 10_000);
+        let kafka = |i: i64| Receipt::Kafka {
+            topic: "calls.status".into(),
+            partition: 0,
+            offset: i,
+        };
+        for id in ["a", "b"] {
+            assert_eq!(l.take(id, "bus"), Take::Mine);
+        }
+        l.settle("a", "bus", Some(kafka(1)));
+        l.settle("b", "bus", Some(kafka(2)));
+        let topic = |id: &str| {
+            let inner = l.lock();
+            match &inner.map[&key(id)].acked[0].1 {
+                Stored::Kafka { topic, .. } => topic.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(Arc::ptr_eq(&topic("a"), &topic("b")), "one shared string");
+        assert_eq!(l.take("b", "bus"), Take::Acked(kafka(2)), "facts kept");
+
+        for i in 0..MAX_SHARED_NAMES + 10 {
+            let id = format!("n{i}");
+            assert_eq!(l.take(&id, "amqp"), Take::Mine);
+            let r = Receipt::Rabbitmq {
+                exchange: "x".into(),
+                routing_key: format!("calls.status.{i}"),
+            };
+            l.settle(&id, "amqp", Some(r.clone()));
+            assert_eq!(l.take(&id, "amqp"), Take::Acked(r));
+        }
+        assert_eq!(l.lock().names.len(), MAX_SHARED_NAMES);
+    }
+
+    /// Every receipt kind comes back as it went in.
+    #[test]
+    fn every_receipt_kind_round_trips() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        let receipts = [
+            Receipt::File {
+                path: "/x".into(),
+                offset: 7,
+            },
+            Receipt::Null { stored: true },
+            Receipt::Kafka {
+                topic: "t".into(),
+                partition: 3,
+                offset: -1,
+            },
+            Receipt::Rabbitmq {
+                exchange: "e".into(),
+                routing_key: "k".into(),
+            },
+            Receipt::JetStream {
+                stream: "S".into(),
+                sequence: 9,
+                duplicate: true,
+            },
+            Receipt::NatsCore {
+                subject: "s".into(),
+                persisted: false,
+            },
+        ];
+        for (i, r) in receipts.iter().enumerate() {
+            let sink = format!("s{i}");
+            assert_eq!(l.take("id", &sink), Take::Mine);
+            l.settle("id", &sink, Some(r.clone()));
+        }
+        for (i, r) in receipts.iter().enumerate() {
+            assert_eq!(l.take("id", &format!("s{i}")), Take::Acked(r.clone()));
+        }
+        // A second receipt for a sink replaces its first.
+        assert_eq!(l.lock().map[&key("id")].acked.len(), receipts.len());
+        l.settle("id", "s1", Some(Receipt::Null { stored: false }));
+        assert_eq!(
+            l.take("id", "s1"),
+            Take::Acked(Receipt::Null { stored: false })
+        );
+        assert_eq!(l.lock().map[&key("id")].acked.len(), receipts.len());
+    }
+
+    /// Only an id a delivery waits on gets a notifier.
+    #[test]
+    fn an_entry_gets_a_notifier_only_when_someone_waits() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        assert_eq!(l.take("a", "s"), Take::Mine);
+        l.settle("a", "s", Some(receipt()));
+        assert!(l.lock().map[&key("a")].changed.is_none());
+        let n = l.changes("a");
+        assert!(Arc::ptr_eq(&n, &l.changes("a")), "one per entry");
+    }
+
+    /// Sinks are told apart by number, up to MAX_SINKS; one more (which config refuses) is
+    /// never deduplicated, and never confused with another sink.
+    #[test]
+    fn sinks_beyond_the_bit_mask_are_never_confused() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        for i in 0..MAX_SINKS {
+            let sink = format!("s{i}");
+            assert_eq!(l.take("a", &sink), Take::Mine, "{sink}");
+            assert_eq!(l.take("a", &sink), Take::Busy, "{sink}");
+        }
+        assert_eq!(l.take("a", "extra"), Take::Mine);
+        assert_eq!(l.take("a", "extra"), Take::Mine, "not marked in flight");
+        l.settle("a", "extra", Some(receipt()));
+        assert_eq!(l.take("a", "extra"), Take::Mine, "no receipt kept for it");
+        for i in 0..MAX_SINKS {
+            let sink = format!("s{i}");
+            assert_eq!(l.take("a", &sink), Take::Busy, "{sink} untouched");
+            l.settle("a", &sink, None);
+            assert_eq!(l.take("a", &sink), Take::Mine, "{sink}");
         }
     }
 

@@ -45,6 +45,15 @@ impl SinkSettings {
 pub(super) fn validate(sinks: &[SinkSettings], deadline_ms: u64, issues: &mut Issues) {
     if sinks.is_empty() {
         issues.error("sinks", "at least one sink is required");
+    } else if sinks.len() > crate::ledger::MAX_SINKS {
+        issues.error(
+            "sinks",
+            format!(
+                "at most {} sinks, got {}",
+                crate::ledger::MAX_SINKS,
+                sinks.len()
+            ),
+        );
     }
     let mut names = HashSet::new();
     for (i, sink) in sinks.iter().enumerate() {
