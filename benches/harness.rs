@@ -10,6 +10,9 @@
 //! 2. `bridge-null`: the bridge with a `null` sink (HTTP + auth + parse + normalise + ledger),
 //!    the ceiling of our own code path.
 //! 3. `bridge-<broker>` and `bridge-all`: the bridge with each sink alone, then all three.
+//! 4. `bare`: a bare actix-web handler that parses the same JSON (`harness/bare.rs`), the floor
+//!    under the bridge's own cost; `bare-wrk` and `bridge-null-wrk` measure both again with a
+//!    light load generator, wrk (`harness/wrk.rs`), when it is installed.
 //!
 //! Each scenario runs at fixed concurrency levels for a fixed duration, with unique call ids and
 //! the sender's ~1 KB payload, and records throughput and latency percentiles (HdrHistogram). For
@@ -26,6 +29,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde_json::Value;
+
+#[path = "harness/bare.rs"]
+mod bare;
+#[path = "harness/wrk.rs"]
+mod wrk;
+
+/// Concurrency levels of the wrk passes (a subset: each point costs a full duration).
+const WRK_CONCURRENCY: [usize; 2] = [16, 64];
 
 #[derive(Debug, Clone)]
 struct Opts {
@@ -697,6 +708,17 @@ async fn bridge_scenario(
         acked += p.ok;
         points.push(p);
     }
+    if name == "bridge-null" && wrk::available() {
+        for c in WRK_CONCURRENCY {
+            points.push(wrk::run(
+                "bridge-null-wrk",
+                bridge.port,
+                c,
+                o.duration,
+                &payload("__CALL_ID__"),
+            )?);
+        }
+    }
     let stats = bridge.stats();
     bridge.stop();
 
@@ -814,6 +836,19 @@ fn report(
             all.rate()
         ));
     }
+    for (bridge, bare, generator) in [
+        ("bridge-null", "bare", "the harness's generator"),
+        ("bridge-null-wrk", "bare-wrk", "wrk"),
+    ] {
+        if let (Some(b), Some(d)) = (best(points, bridge), best(points, bare)) {
+            md.push_str(&format!(
+                "- bridge with null sink / bare actix-web handler parsing the same JSON ({generator}): **{:.2}** ({:.0}/s vs {:.0}/s); target ≥ 0.5\n",
+                b.rate() / d.rate(),
+                b.rate(),
+                d.rate()
+            ));
+        }
+    }
     for s in ["kafka", "rabbitmq", "nats"] {
         if let (Some(b), Some(d)) = (
             best(points, &format!("bridge-{s}")),
@@ -907,8 +942,18 @@ fn plot(path: &Path, points: &[Point]) -> Result<()> {
     Ok(())
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
+    if std::env::args().any(|a| a == "--serve-bare") {
+        return bare::serve();
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     let o = opts()?;
     let want = |s: &str| o.only.as_ref().is_none_or(|l| l.iter().any(|x| x == s));
     let mut points = Vec::new();
@@ -946,6 +991,23 @@ async fn main() -> Result<()> {
             let n = Names::new("direct");
             points.push(direct::nats(&o, c, &n.stream, &n.subject).await?);
             let _ = nats_count(&o.nats, &n.stream).await;
+        }
+    }
+    if want("bare") {
+        let server = bare::Bare::start()?;
+        for &c in &o.concurrency {
+            points.push(load_bridge(server.port, "bare", c, o.duration, 0, Acked::default()).await);
+        }
+        if wrk::available() {
+            for c in WRK_CONCURRENCY {
+                points.push(wrk::run(
+                    "bare-wrk",
+                    server.port,
+                    c,
+                    o.duration,
+                    &payload("__CALL_ID__"),
+                )?);
+            }
         }
     }
     for (name, sinks) in [
