@@ -14,10 +14,10 @@
 //! discards message and return alike, so a rolled-back probe cannot tell routable from
 //! unroutable, and committing would enqueue the routable ones. So, in this order:
 //!
-//! 1. the **management HTTP API** on the broker's host (`http://host:15672`, or
-//!    `https://host:15671` for `amqps`, with the URL's credentials), when it answers: the
-//!    exchange's type and its bindings, matched here as the exchange would (topic wildcards,
-//!    direct equality, fanout);
+//! 1. the **management HTTP API** (`management_url`; by default the AMQP host's
+//!    `http://host:15672`, or `https://host:15671` for `amqps`, with the AMQP credentials), when
+//!    it answers: the exchange's type and its bindings, matched here as the exchange would (topic
+//!    wildcards, direct equality, fanout);
 //! 2. otherwise the **bindings this config declares** (`queues`, which the bridge binds at every
 //!    connect): a key they match is routable; any other key is reported as not verifiable,
 //!    because a binding made elsewhere cannot be seen — a warning, not a failure.
@@ -31,7 +31,7 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::settings::{parse_url, ExchangeType, RabbitmqSinkSettings};
+use super::settings::{parse_management_url, parse_url, ExchangeType, RabbitmqSinkSettings};
 use crate::sinks::preflight::{Check, Probe, ProbeError};
 
 /// The longest wait for the management API, which may well be absent or firewalled.
@@ -122,10 +122,10 @@ async fn check(
             "exchange {exchange} does not exist yet; the bridge declares it at connect (declare:)"
         ));
     }
-    let by_management = if exists {
-        management_bindings(uri, exchange, wait).await
-    } else {
-        Err("the exchange does not exist yet".into())
+    let by_management = match Management::locate(settings, uri) {
+        Ok(m) if exists => m.bindings(&uri.vhost, exchange, wait).await,
+        Ok(_) => Err("the exchange does not exist yet".into()),
+        Err(e) => Err(format!("management_url {e}")),
     };
     let checks = match by_management {
         Ok((kind, bindings)) => {
@@ -247,54 +247,133 @@ fn exchange_type_name(t: ExchangeType) -> &'static str {
     }
 }
 
-/// The exchange's type and the bindings whose source it is, from the management API on the
-/// broker's host. Err: why the API could not be used (absent, refused, not authorised).
-async fn management_bindings(
-    uri: &AMQPUri,
-    exchange: &str,
-    wait: Duration,
-) -> Result<(String, Vec<Binding>), String> {
-    let (scheme, port) = match uri.scheme {
-        AMQPScheme::AMQP => ("http", 15672),
-        AMQPScheme::AMQPS => ("https", 15671),
-    };
-    let host = if uri.authority.host.contains(':') {
-        format!("[{}]", uri.authority.host)
-    } else {
-        uri.authority.host.clone()
-    };
-    let base = format!(
-        "{scheme}://{host}:{port}/api/exchanges/{}/{}",
-        encode_segment(&uri.vhost),
-        encode_segment(exchange)
-    );
-    let client = reqwest::Client::builder()
-        .timeout(wait)
-        .connect_timeout(wait)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let user = &uri.authority.userinfo;
-    let get = |url: String| {
-        client
-            .get(url)
-            .basic_auth(&user.username, Some(&user.password))
-            .send()
-    };
-    let shown = format!("{scheme}://{host}:{port}");
-    let failed = |e: reqwest::Error| format!("{shown}: {}", e.without_url());
-    let info = get(base.clone()).await.map_err(failed)?;
-    if !info.status().is_success() {
-        return Err(format!("{shown} answered {}", info.status()));
+/// Where the management API is, and who to be there.
+struct Management {
+    /// Up to the API's root, without credentials and without a trailing `/`.
+    base: String,
+    /// `scheme://host:port`, for the report.
+    shown: String,
+    user: String,
+    password: String,
+}
+
+impl Management {
+    /// `management_url` when set (its credentials, else the AMQP URL's), else the AMQP URL's host
+    /// on the management plugin's default port.
+    fn locate(settings: &RabbitmqSinkSettings, uri: &AMQPUri) -> Result<Management, String> {
+        let amqp_user = &uri.authority.userinfo;
+        let Some(raw) = &settings.management_url else {
+            let (scheme, port) = match uri.scheme {
+                AMQPScheme::AMQP => ("http", 15672),
+                AMQPScheme::AMQPS => ("https", 15671),
+            };
+            let host = if uri.authority.host.contains(':') {
+                format!("[{}]", uri.authority.host)
+            } else {
+                uri.authority.host.clone()
+            };
+            let base = format!("{scheme}://{host}:{port}");
+            return Ok(Management {
+                shown: base.clone(),
+                base,
+                user: amqp_user.username.clone(),
+                password: amqp_user.password.clone(),
+            });
+        };
+        let mut url = parse_management_url(raw.expose_secret())?;
+        let (user, password) = if url.username().is_empty() {
+            (amqp_user.username.clone(), amqp_user.password.clone())
+        } else {
+            (
+                decode(url.username()),
+                decode(url.password().unwrap_or_default()),
+            )
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        let shown = url.origin().ascii_serialization();
+        Ok(Management {
+            base: url.as_str().trim_end_matches('/').to_string(),
+            shown,
+            user,
+            password,
+        })
     }
-    let info: ExchangeInfo = info.json().await.map_err(failed)?;
-    let bindings = get(format!("{base}/bindings/source"))
-        .await
-        .map_err(failed)?;
-    if !bindings.status().is_success() {
-        return Err(format!("{shown} answered {}", bindings.status()));
+
+    /// The exchange's type and the bindings whose source it is. Err: why the API could not be
+    /// used (absent, refused, not authorised).
+    async fn bindings(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        wait: Duration,
+    ) -> Result<(String, Vec<Binding>), String> {
+        let url = format!(
+            "{}/api/exchanges/{}/{}",
+            self.base,
+            encode_segment(vhost),
+            encode_segment(exchange)
+        );
+        let client = reqwest::Client::builder()
+            .timeout(wait)
+            .connect_timeout(wait)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let failed = |e: reqwest::Error| {
+            let e = e.without_url();
+            let mut why = format!("{}: {e}", self.shown);
+            let mut cur = std::error::Error::source(&e);
+            while let Some(inner) = cur {
+                why.push_str(&format!(": {inner}"));
+                cur = inner.source();
+            }
+            why
+        };
+        let get = |url: String| async {
+            let resp = client
+                .get(url)
+                .basic_auth(&self.user, Some(&self.password))
+                .send()
+                .await
+                .map_err(failed)?;
+            if resp.status().is_success() {
+                Ok(resp)
+            } else {
+                Err(format!("{} answered {}", self.shown, resp.status()))
+            }
+        };
+        let info: ExchangeInfo = get(url.clone()).await?.json().await.map_err(failed)?;
+        let bindings: Vec<Binding> = get(format!("{url}/bindings/source"))
+            .await?
+            .json()
+            .await
+            .map_err(failed)?;
+        Ok((info.kind, bindings))
     }
-    let bindings: Vec<Binding> = bindings.json().await.map_err(failed)?;
-    Ok((info.kind, bindings))
+}
+
+/// Percent-decodes URL userinfo.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A path segment with every byte but unreserved ones as `%XX` (the vhost `/` is `%2F`).
@@ -426,5 +505,7 @@ mod tests {
         ));
         assert_eq!(encode_segment("/"), "%2F");
         assert_eq!(encode_segment("calls.x:y"), "calls.x%3Ay");
+        assert_eq!(decode("p%40ss%3Aw"), "p@ss:w");
+        assert_eq!(decode("100%"), "100%");
     }
 }
