@@ -18,11 +18,11 @@ use crate::kafka::{broker as kafka_broker, create_topics};
 use async_nats::jetstream;
 use futures::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicConsumeOptions, BasicPublishOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const NATS_URL: &str = "nats://127.0.0.1:4222";
@@ -416,6 +416,96 @@ async fn rabbitmq_without_management_judges_by_the_configs_bindings() {
         .await
         .unwrap();
     assert_eq!(q.message_count(), 0, "nothing was published");
+    remove(&ch, &exchange, &queue).await;
+}
+
+/// Why the RabbitMQ check does not probe with a publish (docs/rabbitmq.md): in transaction mode
+/// RabbitMQ routes a `mandatory` publish at once but sends its `basic.return` only at
+/// `tx.commit`. Rolled back, an unroutable probe and a routable one look the same (no return),
+/// and committing would enqueue the routable one. Should a RabbitMQ version ever return at
+/// publish time, this test fails and the probe becomes possible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_returns_a_transactional_publish_only_at_commit() {
+    let exchange = unique("pf-tx");
+    let queue = format!("{exchange}.status");
+    let (conn, ch) = topology(AMQP_URL, &exchange, &queue, "calls.status.#").await;
+    let watch = conn.create_channel().await.unwrap();
+    let mut consumer = watch
+        .basic_consume(
+            &queue,
+            "tx-watch",
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Returns seen on a channel without publisher confirms: lapin keeps them until drained.
+    let publish = |key: &'static str, commit: bool| {
+        let conn = &conn;
+        let exchange = &exchange;
+        async move {
+            let tx = conn.create_channel().await.unwrap();
+            tx.tx_select().await.unwrap();
+            tx.basic_publish(
+                exchange,
+                key,
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                b"probe",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+            // Long enough for a return sent at publish time to arrive.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = tx.wait_for_confirms().await.unwrap().len();
+            if commit {
+                tx.tx_commit().await.unwrap();
+            } else {
+                tx.tx_rollback().await.unwrap();
+            }
+            let after = tx.wait_for_confirms().await.unwrap().len();
+            let _ = tx.close(200, "done").await;
+            (before, after)
+        }
+    };
+    assert_eq!(
+        publish("calls.started.unknown", false).await,
+        (0, 0),
+        "unroutable, rolled back: no return at all"
+    );
+    assert_eq!(
+        publish("calls.status.completed", false).await,
+        (0, 0),
+        "routable, rolled back: the same"
+    );
+    assert_eq!(
+        publish("calls.started.unknown", true).await,
+        (0, 1),
+        "unroutable, committed: returned at commit only"
+    );
+    let delivered = tokio::time::timeout(Duration::from_secs(1), consumer.next()).await;
+    assert!(
+        delivered.is_err(),
+        "a rolled-back probe was delivered: {delivered:?}"
+    );
+    let q = ch
+        .queue_declare(
+            &queue,
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(q.message_count(), 0);
     remove(&ch, &exchange, &queue).await;
 }
 
