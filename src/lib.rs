@@ -34,7 +34,9 @@
 //! `config/sinks.rs` the sinks list, `config/validate.rs` the issue list every check reports
 //! to), [`template`] (routing templates shared by every sink, and how each kind of destination
 //! name escapes and caps the sender's values), [`metrics`] (Prometheus),
-//! [`telemetry`] (logs, traces), [`app`] (the server: `Application::build(settings)` binds,
+//! [`telemetry`] (logs, traces), [`preflight`] (`validate --connect`: asks each broker whether
+//! every event the config can produce would be stored; the probes are in each sink's folder),
+//! [`app`] (the server: `Application::build(settings)` binds,
 //! `port()` tells tests where).
 //!
 //! Dependencies point one way: `config` → each sink's settings → `config::validate`; no sink
@@ -48,6 +50,7 @@ pub mod fanout;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;
+pub mod preflight;
 pub mod sinks;
 pub mod telemetry;
 pub mod template;

@@ -35,7 +35,13 @@ enum Command {
     /// Run the bridge (the default).
     Serve,
     /// Check a configuration: exit 0, or print every error by its field path and exit 1.
-    Validate,
+    Validate {
+        /// Then connect to each broker and check that every event the config can produce would
+        /// be stored (topics, exchange and bindings, streams, the file's directory); exit 1 when
+        /// a required sink would not store some.
+        #[arg(long)]
+        connect: bool,
+    },
     /// Post a sample webhook to a running bridge, as the sender would: a callback (`--kind
     /// status|analysis`, with the API key) or an agent event (`--kind call-started`, ...,
     /// with a bearer token).
@@ -122,12 +128,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate => match Settings::load(cli.config.as_deref()) {
-            Ok((_, warnings, source)) => {
+        Command::Validate { connect } => match Settings::load(cli.config.as_deref()) {
+            Ok((settings, warnings, source)) => {
                 for w in &warnings {
                     eprintln!("warning: {w}");
                 }
                 println!("{source}: ok");
+                if connect {
+                    let report = callbridge::preflight::check(&settings)?;
+                    print!("{report}");
+                    return Ok(if report.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    });
+                }
                 Ok(ExitCode::SUCCESS)
             }
             Err(ConfigError::Invalid(issues)) => {

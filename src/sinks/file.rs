@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::preflight::Check;
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError, SinkSpec};
 use crate::config::validate::Issues;
 
@@ -42,6 +43,60 @@ impl SinkSpec for FileSinkSettings {
             source,
         })?;
         Ok(Arc::new(sink))
+    }
+}
+
+impl FileSinkSettings {
+    /// `validate --connect`: would the sink be able to append here? The file exists and opens
+    /// for appending (opened without writing), or the nearest existing directory on its path
+    /// takes a new file: a uniquely named probe file is created there and removed at once,
+    /// because permission bits alone do not tell (ACLs, read-only mounts). Nothing else is
+    /// created: startup creates the missing directories.
+    pub fn preflight(&self) -> Check {
+        let path = &self.path;
+        if path.exists() {
+            return match OpenOptions::new().append(true).open(path) {
+                Ok(f) => match f.metadata() {
+                    Ok(m) if m.is_dir() => Check::missing("is a directory"),
+                    Ok(m) => Check::ok(format!("appends to the existing file ({} bytes)", m.len())),
+                    Err(e) => Check::missing(format!("cannot read its metadata: {e}")),
+                },
+                Err(e) => Check::missing(format!("cannot open it for appending: {e}")),
+            };
+        }
+        let mut dir = path.parent().map(PathBuf::from).unwrap_or_default();
+        if dir.as_os_str().is_empty() {
+            dir = PathBuf::from(".");
+        }
+        let mut to_create = Vec::new();
+        while !dir.exists() {
+            to_create.push(dir.clone());
+            match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => dir = p.to_path_buf(),
+                _ => dir = PathBuf::from("."),
+            }
+        }
+        if !dir.is_dir() {
+            return Check::missing(format!("{} is not a directory", dir.display()));
+        }
+        let probe = dir.join(format!(".callbridge-preflight-{}", std::process::id()));
+        match OpenOptions::new().write(true).create_new(true).open(&probe) {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                Check::ok(match to_create.last() {
+                    None => format!(
+                        "{} is writable; the file is created at startup",
+                        dir.display()
+                    ),
+                    Some(top) => format!(
+                        "{} is writable; startup creates {} and the file",
+                        dir.display(),
+                        top.display()
+                    ),
+                })
+            }
+            Err(e) => Check::missing(format!("cannot create a file in {}: {e}", dir.display())),
+        }
     }
 }
 

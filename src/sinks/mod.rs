@@ -63,6 +63,7 @@ pub mod file;
 pub mod kafka;
 pub mod nats;
 pub mod null;
+pub mod preflight;
 pub mod rabbitmq;
 pub mod throttle;
 

@@ -196,7 +196,7 @@ async fn metadata(bootstrap: &str) -> Option<Metadata> {
 }
 
 /// The shared node for the happy-path tests.
-async fn broker() -> &'static str {
+pub(crate) async fn broker() -> &'static str {
     static BROKER: OnceLock<(String, Option<Cluster>)> = OnceLock::new();
     if let Some((addr, _)) = BROKER.get() {
         return addr;
@@ -242,7 +242,7 @@ async fn create_topics_on(brokers: &str, names: &[&str], partitions: i32, replic
     }
 }
 
-async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
+pub(crate) async fn create_topics(brokers: &str, names: &[&str], partitions: i32) {
     create_topics_on(brokers, names, partitions, &[]).await
 }
 

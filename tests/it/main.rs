@@ -15,5 +15,6 @@ mod golden;
 mod http;
 mod kafka;
 mod nats;
+mod preflight;
 mod rabbitmq;
 mod telemetry;

@@ -24,6 +24,7 @@
 
 mod diagnose;
 mod health;
+pub mod preflight;
 mod producer;
 mod settings;
 

@@ -70,7 +70,7 @@ fn connect_error(settings: &NatsSinkSettings, e: async_nats::ConnectError) -> Bu
     }
 }
 
-async fn connect_options(
+pub(super) async fn connect_options(
     settings: &NatsSinkSettings,
     recheck: &Arc<Notify>,
 ) -> Result<ConnectOptions, BuildError> {

@@ -29,6 +29,7 @@
 //! connection every other publish shares.
 
 mod client;
+pub mod preflight;
 mod settings;
 mod stream;
 mod subject;

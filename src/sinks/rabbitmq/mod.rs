@@ -28,6 +28,7 @@
 
 mod message;
 mod pool;
+pub mod preflight;
 mod settings;
 mod supervisor;
 

@@ -57,6 +57,13 @@ sink_settings! {
         /// module documentation). More requests wait for a free channel within their timeout.
         #[serde(default = "default_channels")]
         pub channels: usize,
+        /// The broker's management HTTP API, e.g. `http://rabbitmq:15672`: read only by
+        /// `callbridge validate --connect`, for the exchange's bindings (AMQP cannot list them).
+        /// Default: the AMQP URL's host on port 15672 (`https` on 15671 for `amqps://`), with the
+        /// AMQP URL's credentials unless this URL has its own. A secret: it may hold a password.
+        #[serde(default)]
+        #[schemars(with = "Option<String>")]
+        pub management_url: Option<SecretString>,
     }
 }
 
@@ -171,6 +178,11 @@ impl SinkSpec for RabbitmqSinkSettings {
                 );
             }
         }
+        if let Some(m) = &self.management_url {
+            if let Err(e) = parse_management_url(m.expose_secret()) {
+                issues.error(format!("{path}.management_url"), e);
+            }
+        }
         if self.channels == 0 || self.channels > 1024 {
             issues.error(
                 format!("{path}.channels"),
@@ -227,6 +239,18 @@ pub(super) fn parse_url(raw: &str) -> Result<AMQPUri, String> {
         uri.query.connection_timeout = Some(CONNECT_TIMEOUT.as_millis() as u64);
     }
     Ok(uri)
+}
+
+/// Parses the management API URL. Errors never repeat the URL (it may hold a password).
+pub(super) fn parse_management_url(raw: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must start with http:// or https://".into());
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(url)
 }
 
 /// The host of `scheme://[userinfo@]host[:port][/...]` when it is an IP literal.
@@ -292,13 +316,15 @@ mod tests {
         let errs = load(
             "{name: mq, url: \"http://u:hunter2@h\", exchange: \"bad name\", \
              routing_key: \"calls.{nope}\", declare: {exchange_type: topic}, channels: 0, \
-             queues: [{name: q, binding_key: \"#\"}, {name: q, binding_key: \"#\"}]}",
+             queues: [{name: q, binding_key: \"#\"}, {name: q, binding_key: \"#\"}], \
+             management_url: \"ftp://u:hunter2@h:15672\"}",
         )
         .unwrap_err();
         assert_paths(
             &errs,
             &[
                 "sinks[0].url",
+                "sinks[0].management_url",
                 "sinks[0].exchange",
                 "sinks[0].routing_key",
                 "sinks[0].channels",
