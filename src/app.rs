@@ -27,6 +27,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Sink(#[from] SinkStartError),
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
 }
 
 pub struct Application {
@@ -61,7 +63,13 @@ impl Application {
             Duration::from_secs(settings.idempotency.window_secs),
             settings.idempotency.max_entries,
         );
-        let fanout = Arc::new(Fanout::new(handles, ledger, metrics.clone()));
+        let mut fanout = Fanout::new(handles, ledger, metrics.clone());
+        if let Some(spool_settings) = &settings.spool {
+            let spool = crate::spool::Spool::open(spool_settings)?;
+            tracing::info!(path = %spool.path().display(), held_bytes = spool.bytes(), "spool open");
+            fanout = fanout.with_spool(spool);
+        }
+        let fanout = Arc::new(fanout);
         log_largest_event(&fanout, settings.server.max_body_bytes);
 
         let server_settings = &settings.server;

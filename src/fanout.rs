@@ -14,7 +14,8 @@ use tracing::Instrument;
 use crate::event::Event;
 use crate::ledger::{Ledger, Take};
 use crate::metrics::Metrics;
-use crate::sinks::{Outgoing, Receipt, SinkError, SinkHandle};
+use crate::sinks::{OnUnavailable, Outgoing, Receipt, SinkError, SinkHandle};
+use crate::spool::Spool;
 
 /// The reason code of [`SinkOutcome::InProgress`], in answers, logs and metrics.
 pub const IN_PROGRESS: &str = "in_progress";
@@ -34,7 +35,13 @@ pub struct Fanout {
     ledger: Arc<Ledger>,
     metrics: Arc<Metrics>,
     settle_limit: Duration,
+    /// Where sinks with `on_unavailable: spool` put what they cannot confirm now.
+    spool: Option<Arc<Spool>>,
 }
+
+/// Of a spooling sink's budget, what is kept back for writing the event to the spool (a
+/// commit with an fsync) should the publish fail, so the answer still comes before the deadline.
+pub const SPOOL_RESERVE: Duration = Duration::from_millis(1000);
 
 /// What happened at one sink for one delivery.
 #[derive(Debug)]
@@ -50,6 +57,11 @@ pub enum SinkOutcome {
     },
     /// The sink's `events` filter does not want this event.
     Skipped,
+    /// Not confirmed by the sink now, but written durably to the spool: the bridge delivers it
+    /// when the sink recovers. Counts as stored for the answer.
+    Spooled {
+        cause: Option<SinkError>,
+    },
     /// Another delivery's publish of the same event id to this sink was still in flight at
     /// this delivery's deadline: nothing was published, and the sender's retry will find its
     /// outcome (a receipt, or a failure it then publishes again).
@@ -126,7 +138,30 @@ impl Fanout {
             ledger: Arc::new(ledger),
             metrics,
             settle_limit: SETTLE_LIMIT,
+            spool: None,
         }
+    }
+
+    /// Gives the sinks with `on_unavailable: spool` the spool, and starts their replayers.
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> Fanout {
+        for s in self
+            .sinks
+            .iter()
+            .filter(|s| s.on_unavailable == OnUnavailable::Spool)
+        {
+            crate::spool::replay::spawn(
+                spool.clone(),
+                s.clone(),
+                self.ledger.clone(),
+                self.metrics.clone(),
+            );
+        }
+        self.spool = Some(spool);
+        self
+    }
+
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
     }
 
     /// Another [`SETTLE_LIMIT`] (tests).
@@ -216,6 +251,10 @@ impl Fanout {
                 outgoing: outgoing.clone(),
                 deadline,
                 settle_limit: self.settle_limit,
+                spool: self
+                    .spool
+                    .clone()
+                    .filter(|_| s.on_unavailable == OnUnavailable::Spool),
             };
             // Its own task, in the request's span: an optional sink outlives the answer.
             let task = tokio::spawn(driver.run().instrument(tracing::Span::current()));
@@ -279,6 +318,8 @@ struct Driver {
     outgoing: Arc<Outgoing>,
     deadline: tokio::time::Instant,
     settle_limit: Duration,
+    /// Set for a sink with `on_unavailable: spool`.
+    spool: Option<Arc<Spool>>,
 }
 
 impl Driver {
@@ -288,7 +329,7 @@ impl Driver {
         // entry's notifier only for those that do.
         match self.ledger.take(&id, &self.sink.name) {
             Take::Acked(receipt) => return self.already_acked(receipt),
-            Take::Mine => return self.publish(id).await,
+            Take::Mine => return self.publish_or_spool(id).await,
             Take::Busy => {}
         }
         let changes = self.ledger.changes(&id);
@@ -299,7 +340,7 @@ impl Driver {
             notified.as_mut().enable();
             match self.ledger.take(&id, &self.sink.name) {
                 Take::Acked(receipt) => return self.already_acked(receipt),
-                Take::Mine => return self.publish(id).await,
+                Take::Mine => return self.publish_or_spool(id).await,
                 Take::Busy => {
                     if tokio::time::timeout_at(self.deadline, notified)
                         .await
@@ -310,6 +351,31 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// [`Driver::publish`], with the spool behind it for a spooling sink: a call with events
+    /// already waiting there queues behind them (order per call), and a transient failure is
+    /// spooled instead of failing the webhook.
+    async fn publish_or_spool(self, id: String) -> SinkOutcome {
+        let Some(spool) = self.spool.clone() else {
+            return self.publish(id).await;
+        };
+        let (name, outgoing, metrics) = (
+            self.sink.name.clone(),
+            self.outgoing.clone(),
+            self.metrics.clone(),
+        );
+        if spool.has_waiting(&name, &outgoing.event.subject) {
+            // Not published here: the replayer publishes it after the call's earlier events.
+            self.ledger.settle(&id, &name, None);
+            return spool_it(&spool, &metrics, &name, &outgoing, None).await;
+        }
+        match self.publish(id).await {
+            SinkOutcome::Failed { error } if error.is_transient() => {
+                spool_it(&spool, &metrics, &name, &outgoing, Some(error)).await
+            }
+            other => other,
         }
     }
 
@@ -382,10 +448,13 @@ impl Driver {
             .instrument(span)
         };
         tokio::spawn(settle);
-        let budget = s.timeout.min(
-            self.deadline
-                .saturating_duration_since(tokio::time::Instant::now()),
-        );
+        let mut left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        if self.spool.is_some() {
+            left = left.saturating_sub(SPOOL_RESERVE);
+        }
+        let budget = s.timeout.min(left);
         match tokio::time::timeout(budget, rx).await {
             Ok(Ok((Ok(receipt), latency))) => SinkOutcome::Acked { receipt, latency },
             Ok(Ok((Err(error), _))) => SinkOutcome::Failed { error },
@@ -402,6 +471,38 @@ impl Driver {
                 SinkOutcome::Failed {
                     error: SinkError::Timeout(budget.as_millis() as u64),
                 }
+            }
+        }
+    }
+}
+
+/// Writes the event to the spool for `sink`: `Spooled` once it is durable, else the failure
+/// (with the publish's own error, when there was one, first).
+async fn spool_it(
+    spool: &Spool,
+    metrics: &Metrics,
+    sink: &str,
+    outgoing: &Outgoing,
+    cause: Option<SinkError>,
+) -> SinkOutcome {
+    match spool.append(sink, outgoing).await {
+        Ok(seq) => {
+            metrics.sink_outcome(sink, "spooled");
+            tracing::info!(sink, seq, event_id = %outgoing.event.id, cause = cause.as_ref().map(|c| c.code()).unwrap_or("queued_behind_call"), "event spooled");
+            SinkOutcome::Spooled { cause }
+        }
+        Err(e) => {
+            let why = match &cause {
+                Some(c) => format!("{}; not spooled either", c.detail()),
+                None => "waiting behind this call's spooled events, but not spooled".into(),
+            };
+            metrics.sink_outcome(sink, "spool_failed");
+            tracing::warn!(sink, error = %crate::sinks::error_chain(&e), "cannot spool the event");
+            SinkOutcome::Failed {
+                error: SinkError::Broker {
+                    message: why,
+                    source: Some(Box::new(e)),
+                },
             }
         }
     }

@@ -52,6 +52,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod preflight;
 pub mod sinks;
+pub mod spool;
 pub mod telemetry;
 pub mod template;
 

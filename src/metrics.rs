@@ -31,6 +31,9 @@ pub struct Metrics {
     pub ledger_evicted: IntCounterVec,
     pub ledger_retention: Gauge,
     pub id_payload_mismatch: IntCounter,
+    /// Events waiting in the spool, by sink, and the bytes they hold (all sinks).
+    pub spool_depth: IntGaugeVec,
+    pub spool_bytes: IntGauge,
     /// Always 1; its labels say which build is running (dashboards join on it across a rollout).
     pub build_info: IntGaugeVec,
 }
@@ -123,6 +126,19 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        let spool_depth = IntGaugeVec::new(
+            Opts::new(
+                "callbridge_spool_depth",
+                "Events waiting in the spool for a sink (on_unavailable: spool)",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let spool_bytes = IntGauge::new(
+            "callbridge_spool_bytes",
+            "Bytes of events held in the spool, all sinks (bounded by spool.max_bytes)",
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "callbridge_build_info",
@@ -161,6 +177,8 @@ impl Metrics {
         for c in [
             Box::new(id_payload_mismatch.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(build_info.clone()),
+            Box::new(spool_depth.clone()),
+            Box::new(spool_bytes.clone()),
             Box::new(ledger_entries.clone()),
             Box::new(ledger_evicted.clone()),
             Box::new(ledger_retention.clone()),
@@ -196,6 +214,8 @@ impl Metrics {
             ledger_retention,
             id_payload_mismatch,
             build_info,
+            spool_depth,
+            spool_bytes,
         }
     }
 

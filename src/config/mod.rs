@@ -90,9 +90,30 @@ pub struct Settings {
     /// OpenTelemetry traces (off by default).
     #[serde(default)]
     pub traces: TraceSettings,
+    /// The durable spool for sinks with `on_unavailable: spool` (absent: no spool).
+    #[serde(default)]
+    pub spool: Option<SpoolSettings>,
     /// Where events go. Every event is published to every sink whose `events` filter it matches,
     /// concurrently; the answer is 200 only when every required sink confirmed.
     pub sinks: Vec<SinkSettings>,
+}
+
+/// Where events wait while a sink with `on_unavailable: spool` cannot take them: an embedded,
+/// crash-safe database file (redb), written and fsynced before the webhook is answered.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSettings {
+    /// The spool's database file (its directory is created). On Kubernetes, a persistent volume:
+    /// a spool on an `emptyDir` is lost with the pod.
+    pub path: PathBuf,
+    /// Most bytes of events held (all sinks together); when full, a spooling sink fails
+    /// (503) like `on_unavailable: fail`. Never unbounded disk, never a silent drop.
+    #[serde(default = "default_spool_max_bytes")]
+    pub max_bytes: u64,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    1 << 30
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -541,6 +562,7 @@ impl Settings {
         }
 
         sinks::validate(&self.sinks, s.deadline_ms, issues);
+        self.validate_spool(issues);
         let worst_case = crate::event::worst_case_event_bytes(s.max_body_bytes);
         for (i, sink) in self.sinks.iter().enumerate() {
             let spec = sink.spec();
@@ -554,6 +576,26 @@ impl Settings {
                          is kept twice); larger events are answered 413",
                         s.max_body_bytes
                     ),
+                );
+            }
+        }
+    }
+
+    fn validate_spool(&self, issues: &mut Issues) {
+        if let Some(spool) = &self.spool {
+            if spool.path.as_os_str().is_empty() {
+                issues.error("spool.path", "must not be empty");
+            }
+            if spool.max_bytes == 0 {
+                issues.error("spool.max_bytes", "must be greater than 0");
+            }
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let c = sink.spec().common();
+            if c.on_unavailable == crate::sinks::OnUnavailable::Spool && self.spool.is_none() {
+                issues.error(
+                    format!("sinks[{i}].on_unavailable"),
+                    "spool needs a top-level `spool: {path: ...}` section",
                 );
             }
         }

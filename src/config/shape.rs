@@ -16,13 +16,14 @@ use super::{
 use crate::event::EventSettings;
 
 /// Top-level sections, and whether the file must have them.
-const SECTIONS: [(&str, bool); 7] = [
+const SECTIONS: [(&str, bool); 8] = [
     ("server", false),
     ("auth", true),
     ("event", false),
     ("idempotency", false),
     ("log", false),
     ("traces", false),
+    ("spool", false),
     ("sinks", true),
 ];
 
@@ -60,6 +61,7 @@ pub(super) fn errors(raw: &Value, first: ConfigIssue) -> Vec<ConfigIssue> {
                 "idempotency" => check::<IdempotencySettings>(key, value, &mut out),
                 "log" => check::<LogSettings>(key, value, &mut out),
                 "traces" => check::<TraceSettings>(key, value, &mut out),
+                "spool" => check::<Option<super::SpoolSettings>>(key, value, &mut out),
                 _ => match value.as_array() {
                     Some(sinks) => {
                         for (i, sink) in sinks.iter().enumerate() {

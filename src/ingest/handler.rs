@@ -185,6 +185,7 @@ fn sink_summary(d: &crate::fanout::Delivery) -> String {
             SinkOutcome::AlreadyAcked { .. } => write!(s, "{}=already_acked ", r.name),
             SinkOutcome::Skipped => write!(s, "{}=skipped ", r.name),
             SinkOutcome::Pending => write!(s, "{}=pending ", r.name),
+            SinkOutcome::Spooled { .. } => write!(s, "{}=spooled ", r.name),
             SinkOutcome::InProgress => write!(s, "{}={IN_PROGRESS} ", r.name),
             SinkOutcome::Failed { error } => write!(s, "{}={} ", r.name, error.code()),
         };
@@ -302,6 +303,21 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     refresh_readiness(&state);
     state.metrics.observe_ledger(state.fanout.ledger_stats());
+    if let Some(spool) = state.fanout.spool() {
+        state.metrics.spool_bytes.set(spool.bytes() as i64);
+        for sink in state.fanout.sinks() {
+            let depth = spool
+                .depths()
+                .into_iter()
+                .find(|(s, _)| *s == sink.name)
+                .map_or(0, |(_, d)| d);
+            state
+                .metrics
+                .spool_depth
+                .with_label_values(&[&sink.name])
+                .set(depth as i64);
+        }
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

@@ -24,6 +24,9 @@ pub struct SinkStatus<'a> {
     /// background.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub pending: bool,
+    /// Not confirmed by the sink yet, but durably in the spool: the bridge delivers it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub spooled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +49,7 @@ impl<'a> SinkStatus<'a> {
             duplicate: false,
             skipped: false,
             pending: false,
+            spooled: false,
             latency_ms: None,
             error: None,
         };
@@ -60,6 +64,14 @@ impl<'a> SinkStatus<'a> {
             }
             SinkOutcome::Skipped => s.skipped = true,
             SinkOutcome::Pending => s.pending = true,
+            SinkOutcome::Spooled { cause } => {
+                s.spooled = true;
+                // Why it was not published now (none: queued behind the call's earlier events).
+                s.error = cause.as_ref().map(|e| SinkErrorBody {
+                    code: e.code(),
+                    message: e.detail(),
+                });
+            }
             SinkOutcome::InProgress => {
                 s.error = Some(SinkErrorBody {
                     code: IN_PROGRESS,

@@ -39,6 +39,12 @@ macro_rules! sink_settings {
             /// every event when absent.
             #[serde(default)]
             pub events: Option<Vec<String>>,
+            /// What a publish that cannot be confirmed within `timeout_ms` does: `fail` (the
+            /// webhook is answered 503 and the sender retries) or `spool` (the event is written
+            /// to the durable spool, the answer is 200 with `"spooled": true`, and it is
+            /// replayed to this sink, in order per call, once it recovers; needs `spool`).
+            #[serde(default)]
+            pub on_unavailable: $crate::sinks::OnUnavailable,
             $($fields)*
         }
 
@@ -53,6 +59,7 @@ macro_rules! sink_settings {
                     required: self.required,
                     timeout_ms: self.timeout_ms,
                     events: self.events.as_deref(),
+                    on_unavailable: self.on_unavailable,
                 }
             }
         }
@@ -224,6 +231,8 @@ pub struct SinkHandle {
     pub timeout: Duration,
     /// `None` = every event.
     pub filters: Option<Vec<EventFilter>>,
+    /// Whether a transient failure spools the event instead of failing the webhook.
+    pub on_unavailable: OnUnavailable,
     pub sink: Arc<dyn Sink>,
 }
 
@@ -243,6 +252,28 @@ pub struct SinkCommon<'a> {
     pub required: bool,
     pub timeout_ms: u64,
     pub events: Option<&'a [String]>,
+    pub on_unavailable: OnUnavailable,
+}
+
+/// A sink's `on_unavailable`.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnUnavailable {
+    /// Answer 503 (the sender retries, for minutes).
+    #[default]
+    Fail,
+    /// Keep the event in the durable spool and replay it when the sink recovers.
+    Spool,
 }
 
 /// The fields every sink kind has, and its `type` (implemented by `sink_settings!`).
@@ -337,6 +368,7 @@ pub async fn build_all<'a>(
             required: c.required,
             timeout: Duration::from_millis(c.timeout_ms),
             filters,
+            on_unavailable: c.on_unavailable,
             sink,
         });
     }
@@ -344,6 +376,18 @@ pub async fn build_all<'a>(
 }
 
 /// Helpers for the sinks' unit tests.
+/// An error with its whole `source` chain, for logs.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use serde::de::DeserializeOwned;

@@ -178,6 +178,7 @@ fn handle(name: &str, sink: Arc<dyn Sink>) -> SinkHandle {
         required: true,
         timeout: Duration::from_secs(2),
         filters: None,
+        on_unavailable: Default::default(),
         sink,
     }
 }
@@ -531,4 +532,148 @@ async fn the_same_id_with_different_content_is_counted() {
     );
     assert_eq!(read_lines(&path).len(), 1);
     app.stop().await;
+}
+
+/// An event for `call_id` with `status`.
+fn status_event(call_id: &str, status: &str) -> Event {
+    normalize(
+        &status_payload(call_id, status),
+        Default::default(),
+        &Default::default(),
+        "2026-01-01T00:00:00Z".into(),
+    )
+    .unwrap()
+}
+
+/// A spooling sink whose first publish is in doubt (no confirmation in time): the event is
+/// spooled; the call's next event queues behind it instead of overtaking it, even though it
+/// could be published; when the in-doubt publish lands after all, the replayer finds its receipt
+/// in the ledger and does not publish it twice; then it publishes the queued one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_events_queue_behind_its_spooled_ones_and_nothing_is_published_twice() {
+    use callbridge::sinks::OnUnavailable;
+    let dir = tempfile::tempdir().unwrap();
+    let spool = callbridge::spool::Spool::open(&callbridge::config::SpoolSettings {
+        path: dir.path().join("spool.redb"),
+        max_bytes: 1 << 20,
+    })
+    .unwrap();
+    let gate = Gate::new();
+    let sink = SinkHandle {
+        on_unavailable: OnUnavailable::Spool,
+        ..gated("g", &gate, true, 200)
+    };
+    let fanout = fanout(vec![sink]).with_spool(spool.clone());
+
+    let first = fanout
+        .deliver(status_event("q-1", "ongoing"), deadline())
+        .await;
+    assert!(first.accepted(), "{:?}", first.reports);
+    assert!(
+        matches!(
+            &first.reports[0].outcome,
+            SinkOutcome::Spooled { cause: Some(e) } if e.code() == "timeout"
+        ),
+        "{:?}",
+        first.reports
+    );
+
+    let second = fanout
+        .deliver(status_event("q-1", "completed"), deadline())
+        .await;
+    assert!(second.accepted());
+    assert!(
+        matches!(
+            &second.reports[0].outcome,
+            SinkOutcome::Spooled { cause: None }
+        ),
+        "queued behind the call's spooled event: {:?}",
+        second.reports
+    );
+    assert_eq!(
+        gate.calls(),
+        1,
+        "the second event was not published ahead of the first"
+    );
+    assert_eq!(spool.depths(), vec![("g".to_string(), 2)]);
+
+    // The in-doubt publish lands: the replayer drops the first entry (already acked) and then
+    // publishes the second, once.
+    gate.release(true);
+    eventually(
+        Duration::from_secs(10),
+        "the replayer to publish the queued event",
+        || async { (gate.calls() == 2).then_some(()) },
+    )
+    .await;
+    gate.release(true);
+    eventually(Duration::from_secs(10), "the spool to drain", || async {
+        (spool.bytes() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(gate.calls(), 2, "each event published once");
+    let status = spool.status().unwrap();
+    assert!(
+        status.iter().all(|q| q.depth == 0 && q.dead_letters == 0),
+        "{status:?}"
+    );
+}
+
+/// A replayed event the broker refuses for good (here: rejected) goes to the dead-letter store
+/// with its reason, and does not block the events behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_refused_spooled_event_is_dead_lettered_and_the_queue_moves_on() {
+    use callbridge::sinks::OnUnavailable;
+    struct Refuses {
+        calls: AtomicUsize,
+    }
+    #[async_trait]
+    impl Sink for Refuses {
+        async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            match (n, event.event.data.status.as_deref()) {
+                (0, _) => Err(SinkError::NotConnected("down".into())),
+                (_, Some("registered")) => Err(SinkError::Rejected("unroutable".into())),
+                _ => Ok(Receipt::Null { stored: true }),
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool = callbridge::spool::Spool::open(&callbridge::config::SpoolSettings {
+        path: dir.path().join("spool.redb"),
+        max_bytes: 1 << 20,
+    })
+    .unwrap();
+    let sink = Arc::new(Refuses {
+        calls: AtomicUsize::new(0),
+    });
+    let handle = SinkHandle {
+        on_unavailable: OnUnavailable::Spool,
+        ..handle("r", sink.clone())
+    };
+    let fanout = fanout(vec![handle]).with_spool(spool.clone());
+    // The first publish fails (down): spooled. The call's next one queues behind it.
+    let a = fanout
+        .deliver(status_event("dl-1", "registered"), deadline())
+        .await;
+    let b = fanout
+        .deliver(status_event("dl-1", "completed"), deadline())
+        .await;
+    assert!(a.accepted() && b.accepted());
+    eventually(Duration::from_secs(10), "the spool to drain", || async {
+        (spool.bytes() == 0).then_some(())
+    })
+    .await;
+    let status = spool.status().unwrap();
+    assert_eq!(status.len(), 1, "{status:?}");
+    assert_eq!(
+        (status[0].depth, status[0].dead_letters),
+        (0, 1),
+        "{status:?}"
+    );
+    assert_eq!(
+        sink.calls.load(Ordering::SeqCst),
+        3,
+        "down, rejected, then the next one"
+    );
 }

@@ -17,4 +17,5 @@ mod kafka;
 mod nats;
 mod preflight;
 mod rabbitmq;
+mod spool;
 mod telemetry;

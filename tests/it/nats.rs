@@ -15,7 +15,7 @@ use serde_json::Value;
 const NATS_URL: &str = "nats://127.0.0.1:4222";
 const NATS_ADDR: &str = "127.0.0.1:4222";
 
-async fn js() -> jetstream::Context {
+pub(crate) async fn js() -> jetstream::Context {
     let client = async_nats::connect(NATS_URL)
         .await
         .expect("the machine's NATS runs on 127.0.0.1:4222 (scripts/test starts it)");
@@ -23,14 +23,14 @@ async fn js() -> jetstream::Context {
 }
 
 /// A stream name and a subject prefix no other test (or run) uses.
-fn names(tag: &str) -> (String, String) {
+pub(crate) fn names(tag: &str) -> (String, String) {
     let u = unique(tag).replace('-', "_");
     (format!("CB_{u}"), format!("cbtest.{u}"))
 }
 
 /// A `nats` sink entry of a config's `sinks` list; `extra` holds more keys, one per line
 /// (`"    timeout_ms: 500\n"`).
-fn nats_sink(name: &str, url: &str, subject: &str, extra: &str) -> String {
+pub(crate) fn nats_sink(name: &str, url: &str, subject: &str, extra: &str) -> String {
     format!(
         "  - name: {name}\n    type: nats\n    url: \"{url}\"\n    subject: \"{subject}\"\n{extra}"
     )
@@ -49,7 +49,7 @@ fn jetstream_sink(name: &str, prefix: &str, stream: &str, extra: &str) -> String
 }
 
 /// A JetStream sink named `bus` publishing through `url` into an existing `stream`.
-fn bus_via(url: &str, subject: &str, stream: &str, extra: &str) -> String {
+pub(crate) fn bus_via(url: &str, subject: &str, stream: &str, extra: &str) -> String {
     nats_sink(
         "bus",
         url,
@@ -69,7 +69,10 @@ async fn spawn_bus(prefix: &str, stream: &str, extra: &str) -> TestApp {
 /// A stream of this test's own (created here, not by the sink), and a TCP proxy in front of
 /// the server: the sink reaches NATS only through the proxy. Returns the stream's name, the
 /// subject prefix and the proxy's URL.
-async fn proxied_stream(js: &jetstream::Context, tag: &str) -> (String, String, TcpProxy, String) {
+pub(crate) async fn proxied_stream(
+    js: &jetstream::Context,
+    tag: &str,
+) -> (String, String, TcpProxy, String) {
     let (stream, prefix) = names(tag);
     stream_for(js, &stream, &format!("{prefix}.>")).await;
     let proxy = TcpProxy::start(NATS_ADDR.parse().expect("address")).await;
@@ -78,14 +81,14 @@ async fn proxied_stream(js: &jetstream::Context, tag: &str) -> (String, String, 
 }
 
 /// How many messages the stream holds.
-async fn stored(js: &jetstream::Context, stream: &str) -> u64 {
+pub(crate) async fn stored(js: &jetstream::Context, stream: &str) -> u64 {
     let mut s = js.get_stream(stream).await.expect("stream exists");
     s.info().await.expect("stream info").state.messages
 }
 
 /// Every message in the stream, read with an ephemeral pull consumer; `expected` bounds the
 /// fetch, and the stream's message count is checked against it first.
-async fn read_stream(
+pub(crate) async fn read_stream(
     js: &jetstream::Context,
     stream: &str,
     expected: usize,
@@ -122,7 +125,7 @@ async fn read_stream(
     out
 }
 
-fn hdr(h: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn hdr(h: &HeaderMap, name: &str) -> Option<String> {
     h.iter()
         .find(|(k, _)| k.to_string().eq_ignore_ascii_case(name))
         .and_then(|(_, v)| v.first())
@@ -455,7 +458,7 @@ async fn an_existing_stream_that_misses_the_subjects_fails_startup() {
 }
 
 /// Creates a memory stream capturing `subjects` (a filter), as an operator would.
-async fn stream_for(js: &jetstream::Context, stream: &str, subjects: &str) {
+pub(crate) async fn stream_for(js: &jetstream::Context, stream: &str, subjects: &str) {
     js.create_stream(jetstream::stream::Config {
         name: stream.to_string(),
         subjects: vec![subjects.to_string()],

@@ -1,0 +1,464 @@
+//! The durable spool: where an event waits for a sink with `on_unavailable: spool` that cannot
+//! confirm it now, so a broker outage longer than the sender's retries loses nothing.
+//!
+//! **Taking responsibility.** When such a sink fails transiently (not connected, timeout, ...),
+//! the fan-out writes the event here and answers 200 with `"spooled": true` only after the write
+//! is committed and fsynced: from then on the event is ours to deliver. [`replay`] drains each
+//! sink's queue as soon as the sink takes events again, oldest first, with the same event ids,
+//! and removes an entry only after the broker confirmed it (or the ledger shows another delivery
+//! already did). A rejection no retry can fix (unroutable, too large) moves the entry to the
+//! dead-letter table with its reason instead of blocking the queue forever.
+//!
+//! **Order per call.** Entries of one sink are replayed strictly in the order they were written,
+//! and while a call has entries waiting for a sink, that call's new events for the sink are
+//! spooled behind them instead of published directly ([`Spool::has_waiting`]), so a call's
+//! statuses never overtake each other through the spool.
+//!
+//! **Why redb.** An embedded, pure-Rust key-value store with ACID transactions: a commit is
+//! durable (fsynced) when it returns, and a crash or SIGKILL mid-write leaves the last committed
+//! state (copy-on-write pages with checksums), so a torn tail is never read back as an event.
+//! That is the write-ahead log we would otherwise have to write, test and fuzz ourselves
+//! (docs/dependencies.md compares it with the alternatives).
+//!
+//! **Bounded.** `max_bytes` caps the events held (all sinks together); a full spool makes a
+//! spooling sink fail like `on_unavailable: fail` (503), never drop silently.
+
+pub mod replay;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::config::SpoolSettings;
+use crate::sinks::Outgoing;
+
+/// (sink name, sequence) → entry. The sequence is global and only grows, so a sink's entries
+/// come back in the order they were written.
+const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
+/// (sink name, sequence) → dead-letter record: the entry and why it can never be delivered.
+const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the spool is full ({held} of {max} bytes held); the event is not spooled")]
+    Full { held: u64, max: u64 },
+    #[error("cannot open the spool at {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("spool {what} failed")]
+    Storage {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl SpoolError {
+    fn storage(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SpoolError::Storage {
+            what,
+            source: Box::new(e),
+        }
+    }
+}
+
+/// One spooled event, as the replayer gets it back.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    /// When it was spooled (ms since the Unix epoch).
+    pub spooled_at_ms: u64,
+    pub call_id: String,
+    /// The whole event as JSON (CloudEvents structured mode), as it was answered.
+    pub event: Vec<u8>,
+}
+
+/// Depth and age of one sink's queue, for `callbridge spool status`, `/spool` and metrics.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SinkQueue {
+    pub sink: String,
+    pub depth: u64,
+    pub bytes: u64,
+    /// Age of the oldest waiting event, in seconds (0 when none waits).
+    pub oldest_age_secs: f64,
+    pub dead_letters: u64,
+}
+
+pub struct Spool {
+    db: Arc<Database>,
+    path: PathBuf,
+    max_bytes: u64,
+    next_seq: AtomicU64,
+    state: Mutex<State>,
+    /// Woken when an entry is appended for a sink (its replayer sleeps on it).
+    appended: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Bytes held in waiting entries, all sinks.
+    bytes: u64,
+    /// Per sink: calls with entries waiting, and how many each.
+    waiting: HashMap<String, HashMap<String, u32>>,
+}
+
+/// The stored form: spooled-at (8 bytes, LE), call id length (2 bytes, LE), call id, event JSON.
+fn encode(spooled_at_ms: u64, call_id: &str, event: &[u8]) -> Vec<u8> {
+    let id = &call_id.as_bytes()[..call_id.len().min(u16::MAX as usize)];
+    let mut v = Vec::with_capacity(10 + id.len() + event.len());
+    v.extend_from_slice(&spooled_at_ms.to_le_bytes());
+    v.extend_from_slice(&(id.len() as u16).to_le_bytes());
+    v.extend_from_slice(id);
+    v.extend_from_slice(event);
+    v
+}
+
+fn decode(seq: u64, raw: &[u8]) -> Option<Entry> {
+    let at = u64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
+    let len = u16::from_le_bytes(raw.get(8..10)?.try_into().ok()?) as usize;
+    let call_id = std::str::from_utf8(raw.get(10..10 + len)?)
+        .ok()?
+        .to_string();
+    Some(Entry {
+        seq,
+        spooled_at_ms: at,
+        call_id,
+        event: raw.get(10 + len..)?.to_vec(),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Spool {
+    /// Opens (or creates) the spool and rebuilds its bookkeeping from what it holds: after a
+    /// restart or a crash, every committed entry is found and replayed.
+    pub fn open(settings: &SpoolSettings) -> Result<Arc<Spool>, SpoolError> {
+        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| SpoolError::Open {
+            path: settings.path.clone(),
+            source,
+        };
+        if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
+        }
+        let db = Database::create(&settings.path).map_err(|e| open_err(Box::new(e)))?;
+        let txn = db.begin_write().map_err(|e| open_err(Box::new(e)))?;
+        let mut state = State::default();
+        let mut last_seq = 0;
+        {
+            // Created on first use, so readers can always open them.
+            let entries = txn.open_table(ENTRIES).map_err(|e| open_err(Box::new(e)))?;
+            txn.open_table(DEAD).map_err(|e| open_err(Box::new(e)))?;
+            for row in entries.iter().map_err(|e| open_err(Box::new(e)))? {
+                let (k, v) = row.map_err(|e| open_err(Box::new(e)))?;
+                let (sink, seq) = k.value();
+                last_seq = last_seq.max(seq);
+                let raw = v.value();
+                state.bytes += raw.len() as u64;
+                let call_id = decode(seq, raw).map(|e| e.call_id).unwrap_or_default();
+                *state
+                    .waiting
+                    .entry(sink.to_string())
+                    .or_default()
+                    .entry(call_id)
+                    .or_default() += 1;
+            }
+            let dead = txn.open_table(DEAD).map_err(|e| open_err(Box::new(e)))?;
+            let last_dead = dead
+                .last()
+                .map_err(|e| open_err(Box::new(e)))?
+                .map(|row| row.0.value().1);
+            last_seq = last_seq.max(last_dead.unwrap_or(0));
+        }
+        txn.commit().map_err(|e| open_err(Box::new(e)))?;
+        Ok(Arc::new(Spool {
+            db: Arc::new(db),
+            path: settings.path.clone(),
+            max_bytes: settings.max_bytes,
+            next_seq: AtomicU64::new(last_seq + 1),
+            state: Mutex::new(state),
+            appended: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The notifier a sink's replayer sleeps on.
+    pub fn appended(&self, sink: &str) -> Arc<Notify> {
+        let mut map = self.appended.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(sink.to_string()).or_default().clone()
+    }
+
+    /// Whether `call_id` has events waiting for `sink`: its new events must queue behind them.
+    pub fn has_waiting(&self, sink: &str, call_id: &str) -> bool {
+        self.state()
+            .waiting
+            .get(sink)
+            .is_some_and(|calls| calls.contains_key(call_id))
+    }
+
+    /// Writes the event for `sink` and returns once it is durable (committed and fsynced).
+    pub async fn append(&self, sink: &str, out: &Outgoing) -> Result<u64, SpoolError> {
+        let call_id = out.event.subject.clone();
+        let raw = encode(now_ms(), &call_id, &out.structured);
+        let size = raw.len() as u64;
+        {
+            // Reserve the room first, so concurrent appends cannot overshoot `max_bytes`.
+            let mut st = self.state();
+            if st.bytes + size > self.max_bytes {
+                return Err(SpoolError::Full {
+                    held: st.bytes,
+                    max: self.max_bytes,
+                });
+            }
+            st.bytes += size;
+            // Counted as waiting at once: a later event of the call queues behind this one
+            // even while this write is still being committed.
+            *st.waiting
+                .entry(sink.to_string())
+                .or_default()
+                .entry(call_id.clone())
+                .or_default() += 1;
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let db = self.db.clone();
+        let key_sink = sink.to_string();
+        let written = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let txn = db
+                .begin_write()
+                .map_err(|e| SpoolError::storage("write", e))?;
+            {
+                let mut t = txn
+                    .open_table(ENTRIES)
+                    .map_err(|e| SpoolError::storage("write", e))?;
+                t.insert((key_sink.as_str(), seq), raw.as_slice())
+                    .map_err(|e| SpoolError::storage("write", e))?;
+            }
+            txn.commit().map_err(|e| SpoolError::storage("commit", e))
+        })
+        .await
+        .map_err(|e| SpoolError::storage("write task", e))
+        .and_then(|r| r);
+        if let Err(e) = written {
+            self.forget(sink, &call_id, size);
+            return Err(e);
+        }
+        self.appended(sink).notify_one();
+        Ok(seq)
+    }
+
+    fn forget(&self, sink: &str, call_id: &str, size: u64) {
+        let mut st = self.state();
+        st.bytes = st.bytes.saturating_sub(size);
+        if let Some(calls) = st.waiting.get_mut(sink) {
+            if let Some(n) = calls.get_mut(call_id) {
+                *n -= 1;
+                if *n == 0 {
+                    calls.remove(call_id);
+                }
+            }
+        }
+    }
+
+    /// The oldest entry waiting for `sink`.
+    pub async fn oldest(&self, sink: &str) -> Result<Option<Entry>, SpoolError> {
+        let db = self.db.clone();
+        let sink = sink.to_string();
+        tokio::task::spawn_blocking(move || -> Result<Option<Entry>, SpoolError> {
+            let txn = db
+                .begin_read()
+                .map_err(|e| SpoolError::storage("read", e))?;
+            let t = txn
+                .open_table(ENTRIES)
+                .map_err(|e| SpoolError::storage("read", e))?;
+            let mut range = t
+                .range((sink.as_str(), 0)..=(sink.as_str(), u64::MAX))
+                .map_err(|e| SpoolError::storage("read", e))?;
+            match range.next() {
+                None => Ok(None),
+                Some(row) => {
+                    let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
+                    let seq = k.value().1;
+                    // An entry that does not decode is handed over with no call id and its raw
+                    // bytes, for the replayer to dead-letter.
+                    Ok(Some(decode(seq, v.value()).unwrap_or(Entry {
+                        seq,
+                        spooled_at_ms: 0,
+                        call_id: String::new(),
+                        event: v.value().to_vec(),
+                    })))
+                }
+            }
+        })
+        .await
+        .map_err(|e| SpoolError::storage("read task", e))?
+    }
+
+    /// Removes a delivered entry (durably: a restart must not replay it again).
+    pub async fn remove(&self, sink: &str, entry: &Entry) -> Result<(), SpoolError> {
+        self.take_out(sink, entry, None).await
+    }
+
+    /// Moves an entry no retry can deliver to the dead-letter table, with the reason.
+    pub async fn dead_letter(
+        &self,
+        sink: &str,
+        entry: &Entry,
+        reason: &str,
+    ) -> Result<(), SpoolError> {
+        self.take_out(sink, entry, Some(reason.to_string())).await
+    }
+
+    async fn take_out(
+        &self,
+        sink: &str,
+        entry: &Entry,
+        dead_reason: Option<String>,
+    ) -> Result<(), SpoolError> {
+        let db = self.db.clone();
+        let key_sink = sink.to_string();
+        let seq = entry.seq;
+        let size = tokio::task::spawn_blocking(move || -> Result<u64, SpoolError> {
+            let txn = db
+                .begin_write()
+                .map_err(|e| SpoolError::storage("remove", e))?;
+            let size;
+            {
+                let mut t = txn
+                    .open_table(ENTRIES)
+                    .map_err(|e| SpoolError::storage("remove", e))?;
+                let removed = t
+                    .remove((key_sink.as_str(), seq))
+                    .map_err(|e| SpoolError::storage("remove", e))?;
+                let raw = removed.map(|v| v.value().to_vec()).unwrap_or_default();
+                size = raw.len() as u64;
+                if let Some(reason) = dead_reason {
+                    let record = serde_json::to_vec(&serde_json::json!({
+                        "reason": reason,
+                        "dead_at_ms": now_ms(),
+                        "entry": hex::encode(&raw),
+                    }))
+                    .unwrap_or_default();
+                    let mut d = txn
+                        .open_table(DEAD)
+                        .map_err(|e| SpoolError::storage("dead-letter", e))?;
+                    d.insert((key_sink.as_str(), seq), record.as_slice())
+                        .map_err(|e| SpoolError::storage("dead-letter", e))?;
+                }
+            }
+            txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
+            Ok(size)
+        })
+        .await
+        .map_err(|e| SpoolError::storage("remove task", e))??;
+        self.forget(sink, &entry.call_id, size);
+        Ok(())
+    }
+
+    /// Depth, bytes, oldest age and dead letters of every sink with anything spooled.
+    pub fn status(&self) -> Result<Vec<SinkQueue>, SpoolError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| SpoolError::storage("read", e))?;
+        let entries = txn
+            .open_table(ENTRIES)
+            .map_err(|e| SpoolError::storage("read", e))?;
+        let dead = txn
+            .open_table(DEAD)
+            .map_err(|e| SpoolError::storage("read", e))?;
+        let now = now_ms();
+        let mut out: Vec<SinkQueue> = Vec::new();
+        fn slot(out: &mut Vec<SinkQueue>, sink: &str) -> usize {
+            match out.iter().position(|q| q.sink == sink) {
+                Some(i) => i,
+                None => {
+                    out.push(SinkQueue {
+                        sink: sink.to_string(),
+                        depth: 0,
+                        bytes: 0,
+                        oldest_age_secs: 0.0,
+                        dead_letters: 0,
+                    });
+                    out.len() - 1
+                }
+            }
+        }
+        for row in entries.iter().map_err(|e| SpoolError::storage("read", e))? {
+            let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
+            let (sink, seq) = k.value();
+            let i = slot(&mut out, sink);
+            if out[i].depth == 0 {
+                // The first entry of a sink (lowest sequence) is its oldest.
+                let at = decode(seq, v.value()).map_or(now, |e| e.spooled_at_ms);
+                out[i].oldest_age_secs =
+                    Duration::from_millis(now.saturating_sub(at)).as_secs_f64();
+            }
+            out[i].depth += 1;
+            out[i].bytes += v.value().len() as u64;
+        }
+        for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
+            let (k, _) = row.map_err(|e| SpoolError::storage("read", e))?;
+            let i = slot(&mut out, k.value().0);
+            out[i].dead_letters += 1;
+        }
+        Ok(out)
+    }
+
+    /// Events waiting per sink (from memory: no storage read), for the metrics.
+    pub fn depths(&self) -> Vec<(String, u64)> {
+        self.state()
+            .waiting
+            .iter()
+            .map(|(sink, calls)| (sink.clone(), calls.values().map(|n| u64::from(*n)).sum()))
+            .collect()
+    }
+
+    /// Bytes held in waiting entries (all sinks).
+    pub fn bytes(&self) -> u64 {
+        self.state().bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_round_trips_and_garbage_does_not_decode() {
+        let raw = encode(42, "call-1", b"{\"id\":1}");
+        let e = decode(7, &raw).unwrap();
+        assert_eq!(
+            (
+                e.seq,
+                e.spooled_at_ms,
+                e.call_id.as_str(),
+                e.event.as_slice()
+            ),
+            (7, 42, "call-1", b"{\"id\":1}".as_slice())
+        );
+        assert!(decode(1, b"short").is_none());
+        let mut bad = encode(1, "call", b"x");
+        bad[8] = 200; // a call id length past the end
+        assert!(decode(1, &bad).is_none());
+    }
+}

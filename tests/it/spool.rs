@@ -1,0 +1,228 @@
+//! The durable spool (`on_unavailable: spool`) against the machine's NATS JetStream, reached
+//! through a cuttable proxy: an outage is answered 200 `spooled`, and every spooled event reaches
+//! the stream once the sink recovers, in order per call, with the event ids the answers gave —
+//! also after the bridge was SIGKILLed while holding them.
+
+use std::time::Duration;
+
+use crate::common::*;
+use crate::nats::{bus_via, hdr, js, proxied_stream, read_stream, stored};
+
+/// A config with one JetStream sink `bus` through `url` that spools, and the spool at `spool`.
+fn spooling_config(
+    url: &str,
+    prefix: &str,
+    stream: &str,
+    spool: &std::path::Path,
+    extra: &str,
+) -> String {
+    let sink = bus_via(
+        url,
+        &format!("{prefix}.{{kind}}.{{call_id}}"),
+        stream,
+        &format!("    timeout_ms: 1500\n    on_unavailable: spool\n{extra}"),
+    );
+    format!(
+        "spool: {{path: \"{}\", max_bytes: 200000}}\n{}",
+        spool.display(),
+        config_with_sinks(&sink)
+    )
+}
+
+/// The Nats-Msg-Id (= event id) of every message in the stream, in stream order.
+async fn ids_in_stream(stream: &str, n: usize) -> Vec<String> {
+    read_stream(&js().await, stream, n)
+        .await
+        .iter()
+        .map(|m| hdr(m.headers.as_ref().expect("headers"), "Nats-Msg-Id").expect("msg id"))
+        .collect()
+}
+
+async fn spool_bytes(app: &TestApp) -> Option<u64> {
+    app.metrics().await.lines().find_map(|l| {
+        l.strip_prefix("callbridge_spool_bytes ")
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_answered_200_spooled_and_replayed_in_order_per_call() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "spool").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(&spooling_config(
+        &url,
+        &prefix,
+        &stream,
+        &dir.path().join("spool.redb"),
+        "",
+    ))
+    .await;
+    assert!(app.is_ready().await);
+
+    proxy.cut();
+    app.await_ready(false).await;
+    let (a, b) = (unique("spool-a"), unique("spool-b"));
+    let mut ids = Vec::new();
+    for (call, status) in [
+        (&a, "registered"),
+        (&b, "registered"),
+        (&a, "ongoing"),
+        (&a, "completed"),
+        (&b, "failed"),
+    ] {
+        let (r, took) = app.post_timed(&status_payload(call, status)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let bus = &r.body["sinks"]["bus"];
+        assert_eq!(
+            (bus["ok"].as_bool(), bus["spooled"].as_bool()),
+            (Some(true), Some(true)),
+            "{}",
+            r.body
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "answered within the deadline: {took:?}"
+        );
+        ids.push(r.event_id().to_string());
+    }
+    assert_eq!(
+        stored(&js, &stream).await,
+        0,
+        "nothing reached the broker during the outage"
+    );
+    assert!(spool_bytes(&app).await.unwrap_or(0) > 0);
+    let m = app.metrics().await;
+    assert!(
+        m.contains(r#"callbridge_sink_publish_total{outcome="spooled",sink="bus"} 5"#),
+        "{m}"
+    );
+    assert!(m.contains(r#"callbridge_spool_depth{sink="bus"} 5"#), "{m}");
+
+    proxy.restore();
+    let app_ref = &app;
+    eventually(
+        Duration::from_secs(20),
+        "the spool to drain",
+        || async move { (spool_bytes(app_ref).await == Some(0)).then_some(()) },
+    )
+    .await;
+    // Replayed oldest first: every call's statuses in the order they were answered.
+    assert_eq!(ids_in_stream(&stream, 5).await, ids);
+
+    // Drained: the next event is published directly, with a receipt.
+    let r = app.post(&status_payload(&a, "completed")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body["sinks"]["bus"].get("spooled").is_none(),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        r.body["sinks"]["bus"]["duplicate"], true,
+        "the spooled copy's receipt: {}",
+        r.body
+    );
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+/// `max_bytes` bounds the spool: once full, a spooling sink fails like `on_unavailable: fail`
+/// (503, saying why), and what was spooled before is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_is_a_503_never_a_silent_drop() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "spoolfull").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = spooling_config(&url, &prefix, &stream, &dir.path().join("spool.redb"), "")
+        .replace("max_bytes: 200000", "max_bytes: 6000");
+    let app = spawn(&yaml).await;
+    proxy.cut();
+    app.await_ready(false).await;
+    let mut spooled = 0;
+    let mut refused = None;
+    for i in 0..20 {
+        let r = app
+            .post(&status_payload(&unique(&format!("full{i}")), "completed"))
+            .await;
+        if r.status == 200 {
+            assert_eq!(r.body["sinks"]["bus"]["spooled"], true, "{}", r.body);
+            spooled += 1;
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the spool fills up");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let msg = r.body["sinks"]["bus"]["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("not spooled") && msg.contains("full"), "{msg}");
+    assert!(spooled >= 1, "some fit before it was full");
+    proxy.restore();
+    let js_ref = &js;
+    let stream_ref = &stream;
+    eventually(
+        Duration::from_secs(20),
+        "every spooled event in the stream",
+        || async move { (stored(js_ref, stream_ref).await == spooled).then_some(()) },
+    )
+    .await;
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+/// SIGKILL while events wait in the spool: the next start finds them and delivers them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_events_survive_sigkill_and_are_delivered_after_restart() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "spoolkill").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "log: {{format: json}}\n{}",
+        spooling_config(&url, &prefix, &stream, &dir.path().join("spool.redb"), "")
+    );
+    proxy.cut();
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let client = reqwest::Client::new();
+    let call = unique("kill");
+    let mut ids = Vec::new();
+    for status in ["registered", "ongoing", "completed"] {
+        let r = client
+            .post(format!("{}/callback", bridge.base()))
+            .header("X-API-Key", KEY)
+            .body(status_payload(&call, status).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["sinks"]["bus"]["spooled"], true, "{body}");
+        ids.push(body["event_id"].as_str().unwrap().to_string());
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bridge.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let (status, _) = bridge.wait().await;
+    assert!(!status.success(), "killed");
+    assert_eq!(stored(&js, &stream).await, 0);
+
+    proxy.restore();
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let js_ref = &js;
+    let stream_ref = &stream;
+    eventually(
+        Duration::from_secs(20),
+        "the spooled events after the restart",
+        || async move { (stored(js_ref, stream_ref).await == 3).then_some(()) },
+    )
+    .await;
+    assert_eq!(ids_in_stream(&stream, 3).await, ids, "in order, same ids");
+    let (_, logs) = bridge.stop().await;
+    assert!(logs.contains("spool open"), "{logs}");
+    js.delete_stream(&stream).await.unwrap();
+}
