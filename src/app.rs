@@ -134,7 +134,8 @@ impl Application {
                 })
                 .route("/healthz", web::get().to(handler::healthz))
                 .route("/readyz", web::get().to(handler::readyz))
-                .route("/metrics", web::get().to(handler::metrics));
+                .route("/metrics", web::get().to(handler::metrics))
+                .route("/spool", web::get().to(handler::spool_status));
             for p in &route_paths {
                 app = app.service(
                     web::resource(p.as_str())

@@ -64,6 +64,13 @@ enum Command {
         #[arg(long)]
         call_id: Option<String>,
     },
+    /// The durable spool: `status` prints, per sink, the events waiting, their bytes, the oldest
+    /// one's age and the dead letters (from the running bridge's `/spool`, or from the file
+    /// when no bridge runs).
+    Spool {
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
     /// Print the JSON Schema of the canonical event.
     Schema,
     /// Print the configuration reference (docs/configuration.md), generated from the code.
@@ -71,6 +78,15 @@ enum Command {
         /// Print the configuration's JSON Schema (docs/schema/config.json) instead.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolAction {
+    Status {
+        /// The bridge's base URL. Default: this config's listen port on 127.0.0.1.
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -155,6 +171,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         },
         Command::Serve => serve(cli.config),
+        Command::Spool {
+            action: SpoolAction::Status { url },
+        } => spool_status(cli.config, url),
         Command::SendTest {
             url,
             api_key,
@@ -231,6 +250,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn spool_status(config: Option<PathBuf>, url: Option<String>) -> anyhow::Result<ExitCode> {
+    let (settings, _, _) = Settings::load(config.as_deref())?;
+    let Some(spool_settings) = settings.spool.clone() else {
+        anyhow::bail!("this configuration has no `spool` section");
+    };
+    let base = url.unwrap_or_else(|| {
+        let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
+        format!("http://127.0.0.1:{port}")
+    });
+    let rt = tokio::runtime::Runtime::new()?;
+    // A running bridge holds the spool's file; it answers for it.
+    let from_bridge = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let resp = client.get(format!("{base}/spool")).send().await?;
+        resp.error_for_status()?.json::<serde_json::Value>().await
+    });
+    let queues: Vec<serde_json::Value> = match from_bridge {
+        Ok(v) => v["sinks"].as_array().cloned().unwrap_or_default(),
+        Err(e) if e.is_connect() => {
+            let spooling: Vec<String> = settings
+                .sinks
+                .iter()
+                .map(|s| s.spec().common())
+                .filter(|c| c.on_unavailable == callbridge::sinks::OnUnavailable::Spool)
+                .map(|c| c.name.to_string())
+                .collect();
+            let spool = callbridge::spool::Spool::open(&spool_settings)?;
+            spool
+                .status_of(&spooling)?
+                .into_iter()
+                .map(|q| serde_json::to_value(q).unwrap_or_default())
+                .collect()
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("asking {base}/spool"))),
+    };
+    println!(
+        "{:<24} {:>8} {:>12} {:>12} {:>8}",
+        "sink", "depth", "bytes", "oldest_s", "dead"
+    );
+    for q in &queues {
+        println!(
+            "{:<24} {:>8} {:>12} {:>12.1} {:>8}",
+            q["sink"].as_str().unwrap_or("?"),
+            q["depth"].as_u64().unwrap_or(0),
+            q["bytes"].as_u64().unwrap_or(0),
+            q["oldest_age_secs"].as_f64().unwrap_or(0.0),
+            q["dead_letters"].as_u64().unwrap_or(0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {

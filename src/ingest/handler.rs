@@ -283,6 +283,29 @@ fn refresh_readiness(state: &AppState) -> Vec<(&str, bool, bool)> {
     readiness
 }
 
+/// `GET /spool`: what waits in the spool per sink (depth, bytes, oldest age, dead letters), as
+/// `callbridge spool status` prints it; 404 when no spool is configured.
+pub async fn spool_status(state: web::Data<AppState>) -> HttpResponse {
+    let Some(spool) = state.fanout.spool().cloned() else {
+        return HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}));
+    };
+    let spooling: Vec<String> = state
+        .fanout
+        .sinks()
+        .iter()
+        .filter(|s| s.on_unavailable == crate::sinks::OnUnavailable::Spool)
+        .map(|s| s.name.clone())
+        .collect();
+    match tokio::task::spawn_blocking(move || spool.status_of(&spooling)).await {
+        Ok(Ok(queues)) => HttpResponse::Ok().json(serde_json::json!({ "sinks": queues })),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"error": crate::sinks::error_chain(&e)})),
+        Err(e) => {
+            HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
+        }
+    }
+}
+
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut sinks = serde_json::Map::new();
     for (name, required, ready) in refresh_readiness(&state) {

@@ -374,6 +374,27 @@ impl Spool {
         Ok(())
     }
 
+    /// Depth, bytes, oldest age and dead letters of each of `sinks` (zeros when nothing is
+    /// spooled for it), then of any other sink the spool holds entries for.
+    pub fn status_of(&self, sinks: &[String]) -> Result<Vec<SinkQueue>, SpoolError> {
+        let mut rest = self.status()?;
+        let mut out = Vec::with_capacity(sinks.len() + rest.len());
+        for sink in sinks {
+            out.push(match rest.iter().position(|q| &q.sink == sink) {
+                Some(j) => rest.remove(j),
+                None => SinkQueue {
+                    sink: sink.clone(),
+                    depth: 0,
+                    bytes: 0,
+                    oldest_age_secs: 0.0,
+                    dead_letters: 0,
+                },
+            });
+        }
+        out.extend(rest);
+        Ok(out)
+    }
+
     /// Depth, bytes, oldest age and dead letters of every sink with anything spooled.
     pub fn status(&self) -> Result<Vec<SinkQueue>, SpoolError> {
         let txn = self

@@ -210,6 +210,30 @@ async fn spooled_events_survive_sigkill_and_are_delivered_after_restart() {
     let (status, _) = bridge.wait().await;
     assert!(!status.success(), "killed");
     assert_eq!(stored(&js, &stream).await, 0);
+    // With no bridge running, `spool status` reads the file itself.
+    let cfg = dir.path().join("callbridge.yaml");
+    let out = bin()
+        .args(["spool", "status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("bus "))
+        .unwrap_or_else(|| panic!("no row for bus: {text}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row[1], row[4]),
+        ("3", "0"),
+        "3 waiting, no dead letter: {text}"
+    );
 
     proxy.restore();
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
@@ -222,6 +246,30 @@ async fn spooled_events_survive_sigkill_and_are_delivered_after_restart() {
     )
     .await;
     assert_eq!(ids_in_stream(&stream, 3).await, ids, "in order, same ids");
+    // While the bridge runs, `spool status` asks it (the file is the bridge's).
+    let base = bridge.base();
+    let cfg2 = cfg.clone();
+    eventually(Duration::from_secs(10), "the spool to report empty", || {
+        let (base, cfg) = (base.clone(), cfg2.clone());
+        async move {
+            let out = tokio::task::spawn_blocking(move || {
+                bin()
+                    .args(["spool", "status", "--url", &base, "--config"])
+                    .arg(&cfg)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            (out.status.success()
+                && text
+                    .lines()
+                    .any(|l| l.split_whitespace().take(2).eq(["bus", "0"])))
+            .then_some(())
+        }
+    })
+    .await;
     let (_, logs) = bridge.stop().await;
     assert!(logs.contains("spool open"), "{logs}");
     js.delete_stream(&stream).await.unwrap();

@@ -26,10 +26,22 @@ pub fn bin() -> Command {
 
 /// A running bridge and everything it has logged.
 pub struct Bridge {
-    child: Child,
+    /// `None` once waited for.
+    child: Option<Child>,
     pub port: u16,
     /// Reads stderr to the end (so the child never blocks on a full pipe) and returns it.
-    logs: JoinHandle<String>,
+    logs: Option<JoinHandle<String>>,
+}
+
+/// A test that panics before stopping its bridge must not leave the process behind (it would
+/// hold the test run's output pipe open and hang whatever reads it).
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Bridge {
@@ -57,7 +69,11 @@ impl Bridge {
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {addr:?}"));
-        Bridge { child, port, logs }
+        Bridge {
+            child: Some(child),
+            port,
+            logs: Some(logs),
+        }
     }
 
     pub fn base(&self) -> String {
@@ -67,19 +83,18 @@ impl Bridge {
     /// Sends SIGTERM, as an orchestrator stopping the pod does.
     /// The child's process id (to read its memory from /proc).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, |c| c.id())
     }
 
     pub fn terminate(&self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM sent");
     }
 
     /// Waits for the process to exit; its exit status and everything it logged.
-    pub async fn wait(self) -> (ExitStatus, String) {
-        let Bridge {
-            mut child, logs, ..
-        } = self;
+    pub async fn wait(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("not waited for yet");
+        let logs = self.logs.take().expect("not waited for yet");
         tokio::task::spawn_blocking(move || {
             let status = child.wait().expect("the bridge exits");
             (status, logs.join().expect("log reader"))
