@@ -469,6 +469,39 @@ mod tests {
         assert_ne!(key("not-an-id"), key("not-an-id2"));
     }
 
+    /// The map's hasher folds a key's 8-byte words with rotate-and-xor: keys that differ in
+    /// either half hash apart (a constant or lossy hash would turn the map into a list).
+    #[test]
+    fn key_hashes_fold_both_halves_of_the_key() {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = |k: Key| BuildHasherDefault::<KeyHasher>::default().hash_one(k);
+        let mut a = [0u8; 16];
+        a[0] = 0b1010;
+        a[8] = 0b0110;
+        // [u8; 16] hashes as its length (one word), then its bytes (two words); by hand:
+        let w1 = u64::from_le_bytes(a[..8].try_into().unwrap());
+        let w2 = u64::from_le_bytes(a[8..].try_into().unwrap());
+        let fold = |h: u64, w: u64| h.rotate_left(5) ^ w;
+        assert_eq!(hash(a), fold(fold(fold(0, 16), w1), w2));
+        let mut b = a;
+        b[15] = 1;
+        let mut c = a;
+        c[3] = 1;
+        assert_ne!(hash(a), hash(b), "second half");
+        assert_ne!(hash(a), hash(c), "first half");
+    }
+
+    #[test]
+    fn len_and_is_empty_count_entries() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        assert!(l.is_empty());
+        assert_eq!(l.len(), 0);
+        assert_eq!(l.take("a", "s"), Take::Mine);
+        assert_eq!(l.take("b", "s"), Take::Mine);
+        assert!(!l.is_empty());
+        assert_eq!(l.len(), 2);
+    }
+
     #[test]
     fn a_receipt_survives_for_the_next_delivery() {
         let l = Ledger::new(Duration::from_secs(60), 10);
