@@ -475,9 +475,12 @@ mod tests {
     fn key_hashes_fold_both_halves_of_the_key() {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let hash = |k: Key| BuildHasherDefault::<KeyHasher>::default().hash_one(k);
+        // Bits that overlap the rotated state, so xor and or (or and) fold differently.
         let mut a = [0u8; 16];
         a[0] = 0b1010;
+        a[1] = 0b10;
         a[8] = 0b0110;
+        a[9] = 0b1000_0000;
         // [u8; 16] hashes as its length (one word), then its bytes (two words); by hand:
         let w1 = u64::from_le_bytes(a[..8].try_into().unwrap());
         let w2 = u64::from_le_bytes(a[8..].try_into().unwrap());
