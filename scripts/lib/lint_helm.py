@@ -79,6 +79,19 @@ REFUSALS = [
         {"configOverride": {"auth": {"mode": "none"}, "sinks": [{"name": "a", "type": "file", "path": "data/e.jsonl", "required": True}]}},
         "vanish with the pod",
     ),
+    (
+        "a spool on the emptyDir",
+        {"configOverride": {"auth": {"mode": "none"}, "spool": {"path": "/var/lib/callbridge/spool.redb"},
+                            "sinks": [{"name": "bus", "type": "null", "on_unavailable": "spool"}]}},
+        "would vanish with the pod",
+    ),
+    (
+        "a spool on one claim shared by two pods",
+        {"replicaCount": 2, "data": {"existingClaim": "shared"},
+         "configOverride": {"auth": {"mode": "none"}, "spool": {"path": "/var/lib/callbridge/spool.redb"},
+                            "sinks": [{"name": "bus", "type": "null", "on_unavailable": "spool"}]}},
+        "would share one spool file",
+    ),
 ]
 
 # helm's support.Severity: UnknownSev, InfoSev, WarningSev, ErrorSev.
@@ -206,7 +219,7 @@ CORE = [
     ("namespaces", "Namespace", False),
 ]
 GROUPS = {
-    "apps/v1": [("deployments", "Deployment", True)],
+    "apps/v1": [("deployments", "Deployment", True), ("statefulsets", "StatefulSet", True)],
     "autoscaling/v2": [("horizontalpodautoscalers", "HorizontalPodAutoscaler", True)],
     "policy/v1": [("poddisruptionbudgets", "PodDisruptionBudget", True)],
     "networking.k8s.io/v1": [
@@ -335,9 +348,19 @@ def check_manifest(docs: list[dict], values: dict, label: str, everything_on: bo
     by_kind: dict[str, list[dict]] = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
-    for kind in ("Deployment", "Service"):
+    # The workload: a Deployment, or a StatefulSet when each pod needs its own volume (a spool).
+    workload_kind = "StatefulSet" if (values.get("data") or {}).get("persistentVolume", {}).get("enabled") else "Deployment"
+    for kind in (workload_kind, "Service"):
         if len(by_kind.get(kind, [])) != 1:
             problems.append(f"expected one {kind}, got {len(by_kind.get(kind, []))}")
+    if workload_kind == "StatefulSet" and by_kind.get("StatefulSet"):
+        sts = by_kind["StatefulSet"][0]["spec"]
+        claims = [t["metadata"]["name"] for t in sts.get("volumeClaimTemplates", [])]
+        if claims != ["data"]:
+            problems.append(f"StatefulSet without one 'data' volumeClaimTemplate: {claims}")
+        if any(v["name"] == "data" for v in sts["template"]["spec"].get("volumes", [])):
+            problems.append("StatefulSet also declares a 'data' pod volume (it must come from the claim)")
+        by_kind["Deployment"] = by_kind["StatefulSet"]
     configs = [d for d in by_kind.get("ConfigMap", []) if "config.yaml" in (d.get("data") or {})]
     if len(configs) != 1:
         problems.append(f"expected one ConfigMap with config.yaml, got {len(configs)}")

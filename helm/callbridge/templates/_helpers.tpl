@@ -112,7 +112,16 @@ Refuses configurations that would answer 200 for events that are not kept:
 {{- if not $sinks }}
 {{- fail "config has no sinks: callbridge must be told where events go. Set config.sinks (or configOverride) to your Kafka, RabbitMQ or NATS sinks; ready-made values files: examples/helm/*-values.yaml, see docs/kubernetes.md" }}
 {{- end }}
-{{- if not (or .Values.data.existingClaim .Values.data.allowEphemeralFileSinks) }}
+{{- $spool := $cfg.spool | default dict }}
+{{- if $spool.path }}
+{{- if and .Values.data.existingClaim (not .Values.data.persistentVolume.enabled) (or (gt (int .Values.replicaCount) 1) .Values.autoscaling.enabled) }}
+{{- fail "spool on data.existingClaim with more than one pod: the pods would share one spool file (it is locked by one process; a replaced pod's events would wait for nobody). Set data.persistentVolume.enabled: true (a StatefulSet: one volume per pod)" }}
+{{- end }}
+{{- if not (or .Values.data.existingClaim .Values.data.persistentVolume.enabled .Values.data.allowEphemeralSpool) }}
+{{- fail (printf "spool at %s is on the pod's emptyDir: events answered 200 as spooled would vanish with the pod. Set data.persistentVolume.enabled: true (one volume per pod), or data.allowEphemeralSpool: true for a drill" (toString $spool.path)) }}
+{{- end }}
+{{- end }}
+{{- if not (or .Values.data.existingClaim .Values.data.persistentVolume.enabled .Values.data.allowEphemeralFileSinks) }}
 {{- range $sinks }}
 {{- if and (eq (toString .type) "file") (ne (toString .required) "false") }}
 {{- $path := toString .path }}
