@@ -29,6 +29,7 @@
 mod message;
 mod pool;
 mod settings;
+mod settle;
 mod supervisor;
 
 use std::fmt;
