@@ -167,6 +167,7 @@ impl<R, E> Settler<R, E> {
     }
 
     /// Publishes registered and not yet decided.
+    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.entries.len()
     }

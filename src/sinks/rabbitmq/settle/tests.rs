@@ -148,8 +148,10 @@ fn schedule(seed: u64, driver: Driver, tally: &mut Tally) {
 
     let mut fates = Vec::with_capacity(n);
     let mut lapin = Lapin::default();
-    let mut settler: Settler<Seq, ()> = Settler::default();
-    settler.no_wait = driver == Driver::NoWait;
+    let mut settler: Settler<Seq, ()> = Settler {
+        no_wait: driver == Driver::NoWait,
+        ..Settler::default()
+    };
     let mut verdicts: HashMap<usize, Verdict<Seq, ()>> = HashMap::new();
     // Broker side: published, return sent, confirm sent.
     let mut published = 0usize;
