@@ -8,9 +8,10 @@
 //! interleave those two steps, giving each the other's tag: one's nack reported as the other's.
 //! So a publish polls its `basic_publish` future once under the channel's lock: tags are
 //! assigned and frames queued in one order, and the lock is released before the frames are
-//! even written. (This leans on lapin's code as read in 3.7; the integration tests with nacks
-//! and returns interleaved across hundreds of concurrent publishes on one channel would show a
-//! change.)
+//! even written. This leans on lapin's code as read in 3.7 (hence `lapin = "~3.7"` in
+//! Cargo.toml): the race is a few hundred nanoseconds wide and no test can force it (moving
+//! the poll out of the lock passed the integration tests twice), so re-read `basic_publish`
+//! before upgrading lapin.
 //!
 //! **Why one task owns every confirm.** lapin hands a `basic.return` to whatever confirm it
 //! resolves next, so deciding one publish needs what the channel's *other* confirms carried
