@@ -313,6 +313,65 @@ mod direct {
         Ok(point)
     }
 
+    /// The RabbitMQ sink itself, driven in-process without HTTP (opt-in: `--only
+    /// sink-rabbitmq`): what the sink costs against `direct-rabbitmq`, apart from the HTTP
+    /// path and the load generator. Each publish normalises a fresh webhook, as the bridge does.
+    pub async fn sink_rabbitmq(
+        o: &Opts,
+        conc: usize,
+        exchange: &str,
+        queue: &str,
+    ) -> Result<Point> {
+        use callbridge::sinks::rabbitmq::RabbitmqSinkSettings;
+        use callbridge::sinks::{Outgoing, SinkSpec};
+        let conn =
+            lapin::Connection::connect(&o.amqp, lapin::ConnectionProperties::default()).await?;
+        super::declare_rabbit(&conn.create_channel().await?, exchange, queue).await?;
+        let _ = conn.close(200, "bye").await;
+        let yaml = super::sink_yaml("rabbitmq", o, &super::Names::with_exchange(exchange));
+        let entry = yaml
+            .trim()
+            .trim_start_matches("- ")
+            .replace("type: rabbitmq, ", "");
+        let settings: RabbitmqSinkSettings = serde_yaml::from_str(&entry)?;
+        let sink = settings.build().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let started = Instant::now();
+        while !sink.is_ready() {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the rabbitmq sink did not connect");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sink: Arc<dyn callbridge::sinks::Sink> = sink;
+        let run = std::process::id();
+        let point = drive("sink-rabbitmq", conc, o.duration, {
+            let sink = sink.clone();
+            move |w, seq| {
+                let sink = sink.clone();
+                async move {
+                    let body: Value = match serde_json::from_str(&payload(&format!(
+                        "sink-{run}-{conc}-{w}-{seq}"
+                    ))) {
+                        Ok(b) => b,
+                        Err(_) => return false,
+                    };
+                    let Ok(event) = callbridge::event::normalize(
+                        &body,
+                        Default::default(),
+                        &Default::default(),
+                        "2026-01-01T00:00:00Z".into(),
+                    ) else {
+                        return false;
+                    };
+                    sink.publish(&Outgoing::new(event)).await.is_ok()
+                }
+            }
+        })
+        .await;
+        sink.close().await;
+        Ok(point)
+    }
+
     pub async fn nats(o: &Opts, conc: usize, stream: &str, subject: &str) -> Result<Point> {
         let client = async_nats::connect(&o.nats).await?;
         let js = async_nats::jetstream::new(client);
@@ -647,6 +706,13 @@ struct Names {
 }
 
 impl Names {
+    /// Names around an existing exchange (only `exchange` is meant to be used).
+    fn with_exchange(exchange: &str) -> Names {
+        let mut n = Names::new("sink");
+        n.exchange = exchange.to_string();
+        n
+    }
+
     fn new(tag: &str) -> Names {
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -984,6 +1050,17 @@ async fn main() -> Result<()> {
         for &c in &o.concurrency {
             let n = Names::new("direct");
             points.push(direct::rabbitmq(&o, c, &n.exchange, &n.queue).await?);
+            let _ = rabbit_count(&o.amqp, &n.queue).await;
+        }
+    }
+    // Opt-in only: a diagnostic, not part of the published table.
+    if o.only
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|x| x == "sink-rabbitmq"))
+    {
+        for &c in &o.concurrency {
+            let n = Names::new("sink");
+            points.push(direct::sink_rabbitmq(&o, c, &n.exchange, &n.queue).await?);
             let _ = rabbit_count(&o.amqp, &n.queue).await;
         }
     }
