@@ -304,7 +304,7 @@ impl Pipe {
             // Only a publish that failed can see its return after being decided; should a
             // delivered one ever, the argument in settle.rs is wrong: say so loudly.
             *late_returns = settler.late_returns();
-            tracing::warn!(sink = %self.sink, channel = self.channel.id(), late_returns = *late_returns, "rabbitmq return for a publish already decided");
+            tracing::error!(sink = %self.sink, channel = self.channel.id(), late_returns = *late_returns, "rabbitmq return for a publish already decided");
         }
         if closing.is_none() {
             if let Some(why) = settler.broken() {
