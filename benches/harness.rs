@@ -5,8 +5,9 @@
 //! Apache Kafka, RabbitMQ and NATS). Scenarios:
 //! 1. `direct-*`: each broker alone, published to directly with the client library and the
 //!    acknowledgement the sink uses (rdkafka delivery report with acks=all + idempotence, lapin
-//!    publisher confirm with mandatory + persistent, async-nats JetStream PubAck with
-//!    Nats-Msg-Id): the broker's acknowledged limit here.
+//!    publisher confirm with mandatory + persistent, pipelined: many unconfirmed publishes per
+//!    channel; async-nats JetStream PubAck with Nats-Msg-Id): the broker's acknowledged limit
+//!    here.
 //! 2. `bridge-null`: the bridge with a `null` sink (HTTP + auth + parse + normalise + ledger),
 //!    the ceiling of our own code path.
 //! 3. `bridge-<broker>` and `bridge-all`: the bridge with each sink alone, then all three.
@@ -52,8 +53,16 @@ struct Opts {
     /// `--kafka-no-idempotence`: a diagnostic for the direct baseline only (the sink always
     /// uses the idempotent producer).
     kafka_idempotence: bool,
-    /// `--rabbit-channels N`: the RabbitMQ sink's channel pool (and the direct baseline's).
-    rabbit_channels: usize,
+    /// `--rabbit-channels N`: the RabbitMQ sink's `channels` (default: the sink's default).
+    rabbit_channels: Option<usize>,
+    /// `--rabbit-in-flight N`: the sink's `max_in_flight_per_channel` (default: the sink's).
+    rabbit_in_flight: Option<usize>,
+    /// `--rabbit-direct-channels N`: channels of the direct baseline, every worker publishing
+    /// on them concurrently (pipelined confirms).
+    rabbit_direct_channels: usize,
+    /// `--compare-bridge PATH`: run every bridge scenario with this binary as well, as
+    /// `<scenario>@baseline`, in the same run (e.g. the build before a change).
+    compare_bridge: Option<PathBuf>,
 }
 
 fn opts() -> Result<Opts> {
@@ -69,7 +78,10 @@ fn opts() -> Result<Opts> {
         nats: "nats://127.0.0.1:4222".into(),
         only: None,
         kafka_idempotence: true,
-        rabbit_channels: 32,
+        rabbit_channels: None,
+        rabbit_in_flight: None,
+        rabbit_direct_channels: 4,
+        compare_bridge: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -87,7 +99,10 @@ fn opts() -> Result<Opts> {
             "--bridge" => o.bridge_bin = val()?.into(),
             "--only" => o.only = Some(val()?.split(',').map(String::from).collect()),
             "--kafka-no-idempotence" => o.kafka_idempotence = false,
-            "--rabbit-channels" => o.rabbit_channels = val()?.parse()?,
+            "--rabbit-channels" => o.rabbit_channels = Some(val()?.parse()?),
+            "--rabbit-in-flight" => o.rabbit_in_flight = Some(val()?.parse()?),
+            "--rabbit-direct-channels" => o.rabbit_direct_channels = val()?.parse()?,
+            "--compare-bridge" => o.compare_bridge = Some(val()?.into()),
             "--bench" => {} // passed by `cargo bench`
             other => bail!("unknown argument {other}"),
         }
@@ -256,19 +271,21 @@ mod direct {
         .await)
     }
 
-    /// Mirrors the sink: a pool of confirm-mode channels (the sink's default, 32), one publish
-    /// in flight per channel, mandatory + persistent, an `Ack` without a return counts.
+    /// The broker's best acknowledged rate: `rabbit_direct_channels` confirm-mode channels,
+    /// every worker publishing on them at once (many unconfirmed publishes per channel, as
+    /// pipelining clients do), mandatory + persistent; an `Ack` without a return counts. No
+    /// return attribution is needed here: everything is routable.
     pub async fn rabbitmq(o: &Opts, conc: usize, exchange: &str, queue: &str) -> Result<Point> {
         use lapin::options::*;
         use lapin::{BasicProperties, Connection, ConnectionProperties};
         let conn = Connection::connect(&o.amqp, ConnectionProperties::default()).await?;
         let mut pool = Vec::new();
-        for _ in 0..conc.min(o.rabbit_channels) {
+        for _ in 0..conc.min(o.rabbit_direct_channels.max(1)) {
             let ch = conn.create_channel().await?;
             ch.confirm_select(ConfirmSelectOptions::default()).await?;
-            pool.push(tokio::sync::Mutex::new(ch));
+            pool.push(ch);
         }
-        super::declare_rabbit(&*pool[0].lock().await, exchange, queue).await?;
+        super::declare_rabbit(&pool[0], exchange, queue).await?;
         let pool = Arc::new(pool);
         let body = Arc::new(payload("direct-rabbitmq"));
         let exchange = exchange.to_string();
@@ -277,7 +294,7 @@ mod direct {
             let body = body.clone();
             let exchange = exchange.clone();
             async move {
-                let ch = pool[w % pool.len()].lock().await;
+                let ch = &pool[w % pool.len()];
                 let props = BasicProperties::default()
                     .with_delivery_mode(2)
                     .with_message_id(format!("d-{w}-{seq}").into());
@@ -304,6 +321,65 @@ mod direct {
         })
         .await;
         let _ = conn.close(200, "bye").await;
+        Ok(point)
+    }
+
+    /// The RabbitMQ sink itself, driven in-process without HTTP (opt-in: `--only
+    /// sink-rabbitmq`): what the sink costs against `direct-rabbitmq`, apart from the HTTP
+    /// path and the load generator. Each publish normalises a fresh webhook, as the bridge does.
+    pub async fn sink_rabbitmq(
+        o: &Opts,
+        conc: usize,
+        exchange: &str,
+        queue: &str,
+    ) -> Result<Point> {
+        use callbridge::sinks::rabbitmq::RabbitmqSinkSettings;
+        use callbridge::sinks::{Outgoing, SinkSpec};
+        let conn =
+            lapin::Connection::connect(&o.amqp, lapin::ConnectionProperties::default()).await?;
+        super::declare_rabbit(&conn.create_channel().await?, exchange, queue).await?;
+        let _ = conn.close(200, "bye").await;
+        let yaml = super::sink_yaml("rabbitmq", o, &super::Names::with_exchange(exchange));
+        let entry = yaml
+            .trim()
+            .trim_start_matches("- ")
+            .replace("type: rabbitmq, ", "");
+        let settings: RabbitmqSinkSettings = serde_yaml::from_str(&entry)?;
+        let sink = settings.build().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let started = Instant::now();
+        while !sink.is_ready() {
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the rabbitmq sink did not connect");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let sink: Arc<dyn callbridge::sinks::Sink> = sink;
+        let run = std::process::id();
+        let point = drive("sink-rabbitmq", conc, o.duration, {
+            let sink = sink.clone();
+            move |w, seq| {
+                let sink = sink.clone();
+                async move {
+                    let body: Value = match serde_json::from_str(&payload(&format!(
+                        "sink-{run}-{conc}-{w}-{seq}"
+                    ))) {
+                        Ok(b) => b,
+                        Err(_) => return false,
+                    };
+                    let Ok(event) = callbridge::event::normalize(
+                        &body,
+                        Default::default(),
+                        &Default::default(),
+                        "2026-01-01T00:00:00Z".into(),
+                    ) else {
+                        return false;
+                    };
+                    sink.publish(&Outgoing::new(event)).await.is_ok()
+                }
+            }
+        })
+        .await;
+        sink.close().await;
         Ok(point)
     }
 
@@ -641,6 +717,13 @@ struct Names {
 }
 
 impl Names {
+    /// Names around an existing exchange (only `exchange` is meant to be used).
+    fn with_exchange(exchange: &str) -> Names {
+        let mut n = Names::new("sink");
+        n.exchange = exchange.to_string();
+        n
+    }
+
     fn new(tag: &str) -> Names {
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -663,10 +746,20 @@ fn sink_yaml(kind: &str, o: &Opts, n: &Names) -> String {
             "  - {{name: kafka, type: kafka, brokers: \"{}\", topic: {}}}\n",
             o.kafka, n.kafka_topic
         ),
-        "rabbitmq" => format!(
-            "  - {{name: rabbitmq, type: rabbitmq, url: \"{}\", exchange: {}, routing_key: \"calls.{{kind}}.{{status}}\", channels: {}}}\n",
-            o.amqp, n.exchange, o.rabbit_channels
-        ),
+        "rabbitmq" => {
+            // Only what was asked for: a build before `max_in_flight_per_channel` refuses it.
+            let mut extra = String::new();
+            if let Some(c) = o.rabbit_channels {
+                extra.push_str(&format!(", channels: {c}"));
+            }
+            if let Some(m) = o.rabbit_in_flight {
+                extra.push_str(&format!(", max_in_flight_per_channel: {m}"));
+            }
+            format!(
+                "  - {{name: rabbitmq, type: rabbitmq, url: \"{}\", exchange: {}, routing_key: \"calls.{{kind}}.{{status}}\"{extra}}}\n",
+                o.amqp, n.exchange
+            )
+        }
         "nats" => format!(
             "  - {{name: nats, type: nats, url: \"{}\", subject: \"{}.{{kind}}\", jetstream: {{enabled: true, stream: {}}}}}\n",
             o.nats, n.subject, n.stream
@@ -677,11 +770,12 @@ fn sink_yaml(kind: &str, o: &Opts, n: &Names) -> String {
 
 async fn bridge_scenario(
     o: &Opts,
+    bin: &Path,
     name: &str,
     sinks: &[&str],
     points: &mut Vec<Point>,
 ) -> Result<(ProcStats, Vec<String>)> {
-    let n = Names::new(name);
+    let n = Names::new(&name.replace('@', "-"));
     if sinks.contains(&"kafka") {
         direct::kafka_topic(&o.kafka, &n.kafka_topic).await?;
     }
@@ -700,7 +794,7 @@ async fn bridge_scenario(
         .await?;
     }
     let yaml: String = sinks.iter().map(|k| sink_yaml(k, o, &n)).collect();
-    let bridge = Bridge::start(&o.bridge_bin, &yaml)?;
+    let bridge = Bridge::start(bin, &yaml)?;
     let mut acked = 0;
     let acked_events: Acked = Arc::default();
     for (run, &c) in o.concurrency.iter().enumerate() {
@@ -862,6 +956,24 @@ fn report(
             ));
         }
     }
+    let mut baselines: Vec<&str> = points
+        .iter()
+        .filter_map(|p| p.scenario.strip_suffix("@baseline"))
+        .collect();
+    baselines.dedup();
+    for s in baselines {
+        if let (Some(now), Some(before)) = (best(points, s), best(points, &format!("{s}@baseline")))
+        {
+            md.push_str(&format!(
+                "- {s} / {s}@baseline (`--compare-bridge`): **{:.2}** ({:.0}/s at c={} vs {:.0}/s at c={})\n",
+                now.rate() / before.rate(),
+                now.rate(),
+                now.concurrency,
+                before.rate(),
+                before.concurrency
+            ));
+        }
+    }
     if let Some(all) = best(points, "bridge-all") {
         let half = all.rate() / 2.0;
         if let Some(p) = points
@@ -986,6 +1098,17 @@ async fn run() -> Result<()> {
             let _ = rabbit_count(&o.amqp, &n.queue).await;
         }
     }
+    // Opt-in only: a diagnostic, not part of the published table.
+    if o.only
+        .as_ref()
+        .is_some_and(|l| l.iter().any(|x| x == "sink-rabbitmq"))
+    {
+        for &c in &o.concurrency {
+            let n = Names::new("sink");
+            points.push(direct::sink_rabbitmq(&o, c, &n.exchange, &n.queue).await?);
+            let _ = rabbit_count(&o.amqp, &n.queue).await;
+        }
+    }
     if direct("nats") {
         for &c in &o.concurrency {
             let n = Names::new("direct");
@@ -1020,9 +1143,15 @@ async fn run() -> Result<()> {
         if !want(name) && !want("bridge") {
             continue;
         }
-        let (s, v) = bridge_scenario(&o, name, &sinks, &mut points).await?;
+        let (s, v) = bridge_scenario(&o, &o.bridge_bin, name, &sinks, &mut points).await?;
         stats.insert(name.to_string(), s);
         verdicts.extend(v);
+        if let Some(before) = &o.compare_bridge {
+            let name = format!("{name}@baseline");
+            let (s, v) = bridge_scenario(&o, before, &name, &sinks, &mut points).await?;
+            stats.insert(name, s);
+            verdicts.extend(v);
+        }
     }
     report(&o, &points, &stats, &verdicts)?;
     let lost: Vec<&String> = verdicts.iter().filter(|v| v.contains("LOST")).collect();

@@ -25,7 +25,8 @@
 //! sinks/         one trait, `publish(&Outgoing) -> Result<Receipt, SinkError>`, Ok = confirmed;
 //!                one way to build a sink (`SinkSpec::build`, one `BuildError`)
 //!   file.rs, null.rs              settings and sink in one file each
-//!   rabbitmq/  mod.rs (ack contract, publish) settings.rs pool.rs supervisor.rs message.rs
+//!   rabbitmq/  mod.rs (ack contract, publish) settings.rs pool.rs channel.rs settle.rs
+//!              supervisor.rs message.rs
 //!   nats/      mod.rs (ack contract, publish) settings.rs subject.rs stream.rs client.rs
 //!   kafka/     mod.rs (ack contract, publish) settings.rs producer.rs health.rs
 //! ```

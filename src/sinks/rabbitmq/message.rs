@@ -10,9 +10,20 @@ use crate::sinks::Outgoing;
 /// `app_id` of every message.
 pub const APP_ID: &str = "callbridge";
 
+/// The header that carries each publish's sequence number (internal). AMQP gives a returned
+/// message no delivery tag and lapin may hand it to another publish's confirm; the returned
+/// message brings its headers back, and this number names the publish it belongs to (see
+/// `settle.rs`). Not the event id: two deliveries of one event may be in flight at once.
+pub const SEQ_HEADER: &str = "x-callbridge-seq";
+
 /// Builds the message: properties shared by both modes, then the CloudEvents AMQP binding's
-/// content type, body and `cloudEvents_*` headers.
-pub(super) fn build_message(format: Format, out: &Outgoing) -> (bytes::Bytes, BasicProperties) {
+/// content type, body and `cloudEvents_*` headers, and the publish's sequence number
+/// ([`SEQ_HEADER`]; its size does not depend on its value, so a size check may pass 0).
+pub(super) fn build_message(
+    format: Format,
+    out: &Outgoing,
+    seq: u64,
+) -> (bytes::Bytes, BasicProperties) {
     let ev = &out.event;
     let timestamp =
         time::OffsetDateTime::parse(&ev.time, &time::format_description::well_known::Rfc3339)
@@ -41,11 +52,20 @@ pub(super) fn build_message(format: Format, out: &Outgoing) -> (bytes::Bytes, Ba
             AMQPValue::LongString(LongString::from(value)),
         );
     }
-    // A structured message without a trace context has no headers at all.
-    if !headers.inner().is_empty() {
-        props = props.with_headers(headers);
-    }
+    headers.insert(
+        ShortString::from(SEQ_HEADER),
+        AMQPValue::LongLongInt(seq as i64),
+    );
+    props = props.with_headers(headers);
     (message.payload, props)
+}
+
+/// The sequence number a (returned) message carries, if it carries a readable one.
+pub(super) fn seq_of(props: &BasicProperties) -> Option<u64> {
+    match props.headers().as_ref()?.inner().get(SEQ_HEADER)? {
+        AMQPValue::LongLongInt(n) => Some(*n as u64),
+        _ => None,
+    }
 }
 
 /// The bytes of the content header frame that carries `props`: AMQP sends it as one frame, so
@@ -64,6 +84,7 @@ pub(super) fn header_frame_size(props: &BasicProperties) -> usize {
                     + match v {
                         AMQPValue::LongString(s) => 4 + s.as_bytes().len(),
                         AMQPValue::ShortString(s) => 1 + s.as_str().len(),
+                        AMQPValue::LongLongInt(_) => 8,
                         // Only strings are written; anything else is bounded by a few bytes.
                         _ => 16,
                     }
@@ -109,8 +130,9 @@ mod tests {
         let (_, small) = build_message(
             Format::Binary,
             &Outgoing::new(crate::event::test_support::sample_event()),
+            0,
         );
-        let (_, large) = build_message(Format::Binary, &out);
+        let (_, large) = build_message(Format::Binary, &out, u64::MAX);
         let size = header_frame_size(&large);
         assert!(size > header_frame_size(&small) + 2 * 240, "{size}");
         assert!(size < 4096, "{size}");
@@ -121,7 +143,8 @@ mod tests {
         let ev = crate::event::test_support::sample_event();
         let out = Outgoing::new(ev.clone());
 
-        let (body, p) = build_message(Format::Binary, &out);
+        let (body, p) = build_message(Format::Binary, &out, 7);
+        assert_eq!(seq_of(&p), Some(7));
         assert_eq!(body, out.data);
         assert_eq!(p.delivery_mode(), &Some(2));
         assert_eq!(
@@ -146,13 +169,16 @@ mod tests {
         assert_eq!(h("type").as_deref(), Some(ev.ty.as_str()));
         assert!(h("datacontenttype").is_none(), "travels as content_type");
 
-        let (body, p) = build_message(Format::Structured, &out);
+        let (body, p) = build_message(Format::Structured, &out, u64::MAX - 1);
         assert_eq!(body, out.structured);
         assert_eq!(
             p.content_type().as_ref().map(|s| s.as_str()),
             Some(crate::event::binding::STRUCTURED_CONTENT_TYPE)
         );
-        assert!(p.headers().is_none());
+        // Only the sequence number: no CloudEvents headers in structured mode.
+        let headers = p.headers().clone().unwrap_or_default();
+        assert_eq!(headers.inner().len(), 1, "{headers:?}");
+        assert_eq!(seq_of(&p), Some(u64::MAX - 1));
         assert_eq!(
             p.message_id().as_ref().map(|s| s.as_str()),
             Some(ev.id.as_str())

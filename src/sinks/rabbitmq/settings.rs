@@ -24,8 +24,16 @@ pub(super) const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 pub(super) const SHORTSTR_MAX: usize = 255;
 
 fn default_channels() -> usize {
-    32
+    8
 }
+
+fn default_max_in_flight_per_channel() -> usize {
+    128
+}
+
+/// Upper bounds checked by validation.
+const MAX_CHANNELS: usize = 1024;
+const MAX_IN_FLIGHT_PER_CHANNEL: usize = 4096;
 
 sink_settings! {
     "rabbitmq",
@@ -53,8 +61,8 @@ sink_settings! {
         /// the topology. Consumers may equally declare their own.
         #[serde(default)]
         pub queues: Vec<QueueBinding>,
-        /// Channels on the connection, i.e. publishes in flight at once (one per channel, see the
-        /// module documentation). More requests wait for a free channel within their timeout.
+        /// Confirm-mode channels on the connection. Each is one process on the broker, so a few
+        /// carry the load; more spread it over the broker's cores.
         #[serde(default = "default_channels")]
         pub channels: usize,
         /// The broker's management HTTP API, e.g. `http://rabbitmq:15672`: read only by
@@ -64,6 +72,10 @@ sink_settings! {
         #[serde(default)]
         #[schemars(with = "Option<String>")]
         pub management_url: Option<SecretString>,
+        /// Unconfirmed publishes at once on each channel; more wait for room within their
+        /// timeout. Bounds what one stalled channel can hold and what the channel's task polls.
+        #[serde(default = "default_max_in_flight_per_channel")]
+        pub max_in_flight_per_channel: usize,
     }
 }
 
@@ -183,10 +195,24 @@ impl SinkSpec for RabbitmqSinkSettings {
                 issues.error(format!("{path}.management_url"), e);
             }
         }
-        if self.channels == 0 || self.channels > 1024 {
+        if self.channels == 0 || self.channels > MAX_CHANNELS {
             issues.error(
                 format!("{path}.channels"),
-                format!("must be between 1 and 1024, got {}", self.channels),
+                format!(
+                    "must be between 1 and {MAX_CHANNELS}, got {}",
+                    self.channels
+                ),
+            );
+        }
+        if self.max_in_flight_per_channel == 0
+            || self.max_in_flight_per_channel > MAX_IN_FLIGHT_PER_CHANNEL
+        {
+            issues.error(
+                format!("{path}.max_in_flight_per_channel"),
+                format!(
+                    "must be between 1 and {MAX_IN_FLIGHT_PER_CHANNEL}, got {}",
+                    self.max_in_flight_per_channel
+                ),
             );
         }
     }
@@ -307,7 +333,8 @@ mod tests {
         assert_eq!(r.format, Format::Binary);
         assert!(r.required);
         assert_eq!(r.timeout_ms, 5000);
-        assert_eq!(r.channels, 32);
+        assert_eq!(r.channels, 8);
+        assert_eq!(r.max_in_flight_per_channel, 128);
         assert!(r.declare.is_none() && r.queues.is_empty());
     }
 
@@ -316,7 +343,7 @@ mod tests {
         let errs = load(
             "{name: mq, url: \"http://u:hunter2@h\", exchange: \"bad name\", \
              routing_key: \"calls.{nope}\", declare: {exchange_type: topic}, channels: 0, \
-             queues: [{name: q, binding_key: \"#\"}, {name: q, binding_key: \"#\"}], \
+             max_in_flight_per_channel: 5000, queues: [{name: q, binding_key: \"#\"}, {name: q, binding_key: \"#\"}], \
              management_url: \"ftp://u:hunter2@h:15672\"}",
         )
         .unwrap_err();
@@ -328,6 +355,7 @@ mod tests {
                 "sinks[0].exchange",
                 "sinks[0].routing_key",
                 "sinks[0].channels",
+                "sinks[0].max_in_flight_per_channel",
                 "sinks[0].queues[1].name",
             ],
         );

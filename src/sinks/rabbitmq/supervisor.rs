@@ -2,7 +2,7 @@
 //! pool), watches the connection, and on loss fails waiting publishers at once and reconnects
 //! with capped exponential backoff, until shutdown.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{watch, Notify};
 
-use super::pool::Link;
+use super::pool::{Link, PipeSettings};
 use super::settings::{redacted, ExchangeDeclare, QueueBinding};
 use super::CONNECT_TIMEOUT;
 use crate::sinks::SinkError;
@@ -60,7 +60,7 @@ pub(super) struct Topology {
     pub(super) exchange: String,
     pub(super) declare: Option<ExchangeDeclare>,
     pub(super) queues: Vec<QueueBinding>,
-    pub(super) channels: usize,
+    pub(super) pipes: PipeSettings,
 }
 
 /// A duplicate of a connection's socket, so the supervisor can shut it down. lapin runs one I/O
@@ -111,6 +111,9 @@ pub(super) struct Shared {
     stop: Notify,
     /// Connection attempts so far (successful or not): `start` waits for the first.
     attempts: watch::Sender<u64>,
+    /// The next publish's sequence number (`x-callbridge-seq`): unique for the sink's life,
+    /// across channels and reconnects.
+    seq: AtomicU64,
 }
 
 /// Starts the supervisor of a new connection to `uri` and waits for its first attempt only (at
@@ -126,6 +129,7 @@ pub(super) async fn start(sink: &str, uri: AMQPUri, topology: Topology) -> Arc<S
         shutdown: AtomicBool::new(false),
         stop: Notify::new(),
         attempts: watch::channel(0).0,
+        seq: AtomicU64::new(1),
     });
     let mut attempts = shared.attempts.subscribe();
     tokio::spawn(supervise(shared.clone(), uri, topology));
@@ -134,6 +138,11 @@ pub(super) async fn start(sink: &str, uri: AMQPUri, topology: Topology) -> Arc<S
 }
 
 impl Shared {
+    /// A sequence number no other publish of this sink has.
+    pub(super) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// The live connection, if any.
     pub(super) fn current(&self) -> Option<Arc<Link>> {
         self.link.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -168,7 +177,7 @@ impl Shared {
         self.stop.notify_one();
         if let Some(link) = self.current() {
             self.install(None);
-            link.permits.close();
+            link.close("the sink is shutting down");
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
                 link.connection.close(200, "callbridge shutting down"),
@@ -207,18 +216,18 @@ async fn supervise(shared: Arc<Shared>, uri: AMQPUri, topology: Topology) {
                 backoff = BACKOFF_FIRST;
                 // The next outage's first failure is news again.
                 throttle.reset();
-                let link = Arc::new(link);
                 shared.set_error(String::new());
                 if shared.shutdown.load(Ordering::Acquire) {
+                    link.close("the sink is shutting down");
                     link.socket.kill();
                     return;
                 }
                 shared.install(Some(link.clone()));
                 shared.attempts.send_modify(|n| *n += 1);
-                tracing::info!(sink = %shared.sink, endpoint = %shared.endpoint, channels = topology.channels, "rabbitmq connected");
+                tracing::info!(sink = %shared.sink, endpoint = %shared.endpoint, channels = topology.pipes.channels, max_in_flight_per_channel = topology.pipes.max_in_flight, "rabbitmq connected");
                 let reason = watch(&shared, &link).await;
                 shared.install(None);
-                link.permits.close();
+                link.close(&format!("rabbitmq {}: {reason}", shared.endpoint));
                 shared.set_error(reason.clone());
                 if shared.shutdown.load(Ordering::Acquire) {
                     return;
@@ -274,7 +283,7 @@ async fn watch(shared: &Shared, link: &Link) -> String {
             _ = tick.tick() => {}
         }
         if link.broken.load(Ordering::Acquire) {
-            return "connection stalled: the channel pool could not be refilled".into();
+            return "connection stalled: a retired channel could not be replaced".into();
         }
         if !link.connection.status().connected() {
             return format!(
@@ -288,11 +297,11 @@ async fn watch(shared: &Shared, link: &Link) -> String {
 // The connector's signature (and its large `HandshakeError`) is lapin's.
 #[allow(clippy::result_large_err)]
 async fn connect(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     uri: &AMQPUri,
     t: &Topology,
     socket: SocketSlot,
-) -> Result<Link, ConnectError> {
+) -> Result<Arc<Link>, ConnectError> {
     let props = ConnectionProperties::default()
         .with_connection_name(LongString::from(format!("callbridge {}", shared.sink)));
     let slot = socket.clone();
@@ -380,7 +389,10 @@ async fn connect(
     }
     let _ = setup.close(200, "topology declared").await;
 
-    let link = Link::new(connection, socket, t.channels);
-    link.fill(t.channels).await?;
+    let link = Link::new(connection, socket, shared, t.pipes);
+    if let Err(e) = link.fill().await {
+        link.close("connecting failed");
+        return Err(e);
+    }
     Ok(link)
 }
