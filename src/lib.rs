@@ -21,6 +21,8 @@
 //! fanout.rs      per sink a task: take the sink in the ledger → publish → settle on the real
 //!                outcome; the answer waits for the required sinks only
 //! ledger.rs      per event id and sink: a receipt or a publish in flight (bounded, windowed)
+//! spool/         for `on_unavailable: spool`: what a sink could not confirm, durably (redb),
+//!                and replay.rs, the task per sink that drains it in order through the ledger
 //!   ↓
 //! sinks/         one trait, `publish(&Outgoing) -> Result<Receipt, SinkError>`, Ok = confirmed;
 //!                one way to build a sink (`SinkSpec::build`, one `BuildError`)
@@ -29,11 +31,13 @@
 //!              supervisor.rs message.rs
 //!   nats/      mod.rs (ack contract, publish) settings.rs subject.rs stream.rs client.rs
 //!   kafka/     mod.rs (ack contract, publish) settings.rs producer.rs health.rs
+//!   throttle.rs                   repeated client complaints summarised (no log storm)
 //! ```
 //!
 //! Around it: [`config`] (typed YAML; `config/env.rs` `${VAR}` and `CALLBRIDGE__` overrides,
 //! `config/sinks.rs` the sinks list, `config/validate.rs` the issue list every check reports
-//! to), [`template`] (routing templates shared by every sink, and how each kind of destination
+//! to, `config/shape.rs` every shape error at once with "did you mean", `config/reference.rs`
+//! the generated reference, docs/configuration.md), [`template`] (routing templates shared by every sink, and how each kind of destination
 //! name escapes and caps the sender's values), [`metrics`] (Prometheus),
 //! [`telemetry`] (logs, traces), [`preflight`] (`validate --connect`: asks each broker whether
 //! every event the config can produce would be stored; the probes are in each sink's folder),
