@@ -135,7 +135,9 @@ impl Application {
                 .route("/healthz", web::get().to(handler::healthz))
                 .route("/readyz", web::get().to(handler::readyz))
                 .route("/metrics", web::get().to(handler::metrics))
-                .route("/spool", web::get().to(handler::spool_status));
+                .route("/spool", web::get().to(handler::spool_status))
+                .route("/spool/dead", web::get().to(handler::dead_letters))
+                .route("/spool/redrive", web::post().to(handler::redrive));
             for p in &route_paths {
                 app = app.service(
                     web::resource(p.as_str())

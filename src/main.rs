@@ -71,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         action: SpoolAction,
     },
+    /// The spool's dead letters (events a sink refused for good): `list`, and `redrive` them
+    /// once the cause is fixed (through the running bridge, or the file when none runs).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Print the JSON Schema of the canonical event.
     Schema,
     /// Print the configuration reference (docs/configuration.md), generated from the code.
@@ -85,6 +91,25 @@ enum Command {
 enum SpoolAction {
     Status {
         /// The bridge's base URL. Default: this config's listen port on 127.0.0.1.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    List {
+        /// The bridge's base URL. Default: this config's listen port on 127.0.0.1.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    Redrive {
+        /// Only this sink's dead letters.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only this one (its `seq` in `dlq list`).
+        #[arg(long)]
+        seq: Option<u64>,
         #[arg(long)]
         url: Option<String>,
     },
@@ -174,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Spool {
             action: SpoolAction::Status { url },
         } => spool_status(cli.config, url),
+        Command::Dlq { action } => dlq(cli.config, action),
         Command::SendTest {
             url,
             api_key,
@@ -302,6 +328,96 @@ fn spool_status(config: Option<PathBuf>, url: Option<String>) -> anyhow::Result<
             q["oldest_age_secs"].as_f64().unwrap_or(0.0),
             q["dead_letters"].as_u64().unwrap_or(0)
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dlq list|redrive`: asks the running bridge (authenticated with the config's first
+/// credential), or works on the spool's file when no bridge answers.
+fn dlq(config: Option<PathBuf>, action: DlqAction) -> anyhow::Result<ExitCode> {
+    let (settings, _, _) = Settings::load(config.as_deref())?;
+    let Some(spool_settings) = settings.spool.clone() else {
+        anyhow::bail!("this configuration has no `spool` section");
+    };
+    let url = match &action {
+        DlqAction::List { url } | DlqAction::Redrive { url, .. } => url.clone(),
+    };
+    let base = url.unwrap_or_else(|| {
+        let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
+        format!("http://127.0.0.1:{port}")
+    });
+    let auth = |req: reqwest::RequestBuilder| match (&settings.auth.api_keys, &settings.auth.bearer)
+    {
+        (Some(k), _) if !k.keys.is_empty() => {
+            req.header(k.header.as_str(), k.keys[0].expose_secret())
+        }
+        (_, Some(b)) if !b.tokens.is_empty() => req.bearer_auth(b.tokens[0].expose_secret()),
+        _ => req,
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let from_bridge = rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?;
+        let req = match &action {
+            DlqAction::List { .. } => client.get(format!("{base}/spool/dead")),
+            DlqAction::Redrive { sink, seq, .. } => {
+                let mut q: Vec<(&str, String)> = Vec::new();
+                if let Some(s) = sink {
+                    q.push(("sink", s.clone()));
+                }
+                if let Some(n) = seq {
+                    q.push(("seq", n.to_string()));
+                }
+                client.post(format!("{base}/spool/redrive")).query(&q)
+            }
+        };
+        auth(req)
+            .send()
+            .await?
+            .error_for_status()?
+            .json::<serde_json::Value>()
+            .await
+    });
+    let answer = match from_bridge {
+        Ok(v) => v,
+        Err(e) if e.is_connect() => {
+            let spool = callbridge::spool::Spool::open(&spool_settings)?;
+            match &action {
+                DlqAction::List { .. } => {
+                    serde_json::json!({ "dead_letters": spool.dead_letters()? })
+                }
+                DlqAction::Redrive { sink, seq, .. } => {
+                    serde_json::json!({ "redriven": spool.redrive(sink.as_deref(), *seq)? })
+                }
+            }
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("asking {base}"))),
+    };
+    match action {
+        DlqAction::List { .. } => {
+            println!(
+                "{:<20} {:>8} {:<38} {:<24} reason",
+                "sink", "seq", "event_id", "call_id"
+            );
+            for d in answer["dead_letters"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                println!(
+                    "{:<20} {:>8} {:<38} {:<24} {}",
+                    d["sink"].as_str().unwrap_or("?"),
+                    d["seq"].as_u64().unwrap_or(0),
+                    d["event_id"].as_str().unwrap_or(""),
+                    d["call_id"].as_str().unwrap_or(""),
+                    d["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+        DlqAction::Redrive { .. } => {
+            println!("redriven: {}", answer["redriven"].as_u64().unwrap_or(0));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

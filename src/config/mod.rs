@@ -480,7 +480,10 @@ impl Settings {
             };
             if !p.starts_with('/') {
                 issues.error(field, format!("must start with '/', got {p:?}"));
-            } else if ["/healthz", "/readyz", "/metrics", "/spool"].contains(&p.as_str()) {
+            } else if ["/healthz", "/readyz", "/metrics"].contains(&p.as_str())
+                || p == "/spool"
+                || p.starts_with("/spool/")
+            {
                 issues.error(field, format!("{p} is reserved"));
             }
         }

@@ -306,6 +306,61 @@ pub async fn spool_status(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// `GET /spool/dead`: the dead letters (sink, seq, reason, call and event ids). Authenticated
+/// like a webhook: the reasons name destinations.
+pub async fn dead_letters(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.check(req.headers())?;
+    let Some(spool) = state.fanout.spool().cloned() else {
+        return Ok(
+            HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))
+        );
+    };
+    Ok(
+        match tokio::task::spawn_blocking(move || spool.dead_letters()).await {
+            Ok(Ok(dead)) => HttpResponse::Ok().json(serde_json::json!({ "dead_letters": dead })),
+            Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"error": crate::sinks::error_chain(&e)})),
+            Err(e) => {
+                HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
+            }
+        },
+    )
+}
+
+#[derive(serde::Deserialize)]
+pub struct RedriveQuery {
+    sink: Option<String>,
+    seq: Option<u64>,
+}
+
+/// `POST /spool/redrive?sink=S&seq=N`: dead letters back into their queues (authenticated).
+pub async fn redrive(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<RedriveQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.check(req.headers())?;
+    let Some(spool) = state.fanout.spool().cloned() else {
+        return Ok(
+            HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))
+        );
+    };
+    let RedriveQuery { sink, seq } = query.into_inner();
+    Ok(
+        match tokio::task::spawn_blocking(move || spool.redrive(sink.as_deref(), seq)).await {
+            Ok(Ok(n)) => HttpResponse::Ok().json(serde_json::json!({ "redriven": n })),
+            Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+                .json(serde_json::json!({"error": crate::sinks::error_chain(&e)})),
+            Err(e) => {
+                HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
+            }
+        },
+    )
+}
+
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let mut sinks = serde_json::Map::new();
     for (name, required, ready) in refresh_readiness(&state) {

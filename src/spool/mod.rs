@@ -82,6 +82,17 @@ pub struct Entry {
     pub event: Vec<u8>,
 }
 
+/// An event the spool gave up on, and why (`callbridge dlq list`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetter {
+    pub sink: String,
+    pub seq: u64,
+    pub reason: String,
+    pub dead_at_ms: u64,
+    pub call_id: String,
+    pub event_id: String,
+}
+
 /// Depth and age of one sink's queue, for `callbridge spool status`, `/spool` and metrics.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct SinkQueue {
@@ -134,6 +145,18 @@ fn decode(seq: u64, raw: &[u8]) -> Option<Entry> {
         call_id,
         event: raw.get(10 + len..)?.to_vec(),
     })
+}
+
+/// A dead-letter record: (reason, dead at, the entry when it still decodes).
+fn dead_record(seq: u64, record: &[u8]) -> (String, u64, Option<Entry>) {
+    let v: serde_json::Value = serde_json::from_slice(record).unwrap_or_default();
+    let reason = v["reason"].as_str().unwrap_or_default().to_string();
+    let at = v["dead_at_ms"].as_u64().unwrap_or(0);
+    let entry = v["entry"]
+        .as_str()
+        .and_then(|h| hex::decode(h).ok())
+        .and_then(|raw| decode(seq, &raw));
+    (reason, at, entry)
 }
 
 fn now_ms() -> u64 {
@@ -452,6 +475,106 @@ impl Spool {
             .iter()
             .map(|(sink, calls)| (sink.clone(), calls.values().map(|n| u64::from(*n)).sum()))
             .collect()
+    }
+
+    /// Every dead letter, oldest first per sink.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| SpoolError::storage("read", e))?;
+        let dead = txn
+            .open_table(DEAD)
+            .map_err(|e| SpoolError::storage("read", e))?;
+        let mut out = Vec::new();
+        for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
+            let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
+            let (sink, seq) = k.value();
+            let (reason, at, entry) = dead_record(seq, v.value());
+            let event_id = entry
+                .as_ref()
+                .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.event).ok())
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            out.push(DeadLetter {
+                sink: sink.to_string(),
+                seq,
+                reason,
+                dead_at_ms: at,
+                call_id: entry.map(|e| e.call_id).unwrap_or_default(),
+                event_id,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Moves dead letters (of `sink`, or all; one `seq`, or all) back into their sinks' queues,
+    /// behind what waits there, once the cause is fixed. Returns how many; stops early, with
+    /// [`SpoolError::Full`], when the spool has no room for the next one.
+    pub fn redrive(&self, sink: Option<&str>, seq: Option<u64>) -> Result<u64, SpoolError> {
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(|e| SpoolError::storage("redrive", e))?;
+        let mut moved: Vec<(String, String, u64)> = Vec::new();
+        let mut full = None;
+        {
+            let mut dead = txn
+                .open_table(DEAD)
+                .map_err(|e| SpoolError::storage("redrive", e))?;
+            let mut entries = txn
+                .open_table(ENTRIES)
+                .map_err(|e| SpoolError::storage("redrive", e))?;
+            let mut picked: Vec<(String, u64, Vec<u8>)> = Vec::new();
+            for row in dead.iter().map_err(|e| SpoolError::storage("redrive", e))? {
+                let (k, v) = row.map_err(|e| SpoolError::storage("redrive", e))?;
+                let (s, q) = k.value();
+                if sink.is_some_and(|want| want != s) || seq.is_some_and(|want| want != q) {
+                    continue;
+                }
+                picked.push((s.to_string(), q, v.value().to_vec()));
+            }
+            let mut held = self.state().bytes;
+            for (s, q, record) in picked {
+                let (_, _, entry) = dead_record(q, &record);
+                let Some(entry) = entry else { continue };
+                let raw = encode(now_ms(), &entry.call_id, &entry.event);
+                if held + raw.len() as u64 > self.max_bytes {
+                    full = Some(SpoolError::Full {
+                        held,
+                        max: self.max_bytes,
+                    });
+                    break;
+                }
+                held += raw.len() as u64;
+                let new_seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                entries
+                    .insert((s.as_str(), new_seq), raw.as_slice())
+                    .map_err(|e| SpoolError::storage("redrive", e))?;
+                dead.remove((s.as_str(), q))
+                    .map_err(|e| SpoolError::storage("redrive", e))?;
+                moved.push((s, entry.call_id, raw.len() as u64));
+            }
+        }
+        txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
+        {
+            let mut st = self.state();
+            for (s, call_id, size) in &moved {
+                st.bytes += size;
+                *st.waiting
+                    .entry(s.clone())
+                    .or_default()
+                    .entry(call_id.clone())
+                    .or_default() += 1;
+            }
+        }
+        for (s, _, _) in &moved {
+            self.appended(s).notify_one();
+        }
+        match full {
+            Some(e) if moved.is_empty() => Err(e),
+            _ => Ok(moved.len() as u64),
+        }
     }
 
     /// Bytes held in waiting entries (all sinks).

@@ -626,14 +626,17 @@ async fn a_permanently_refused_spooled_event_is_dead_lettered_and_the_queue_move
     use callbridge::sinks::OnUnavailable;
     struct Refuses {
         calls: AtomicUsize,
+        /// Set when the operator fixed the topology: `registered` is routable again.
+        fixed: std::sync::atomic::AtomicBool,
     }
     #[async_trait]
     impl Sink for Refuses {
         async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
+            let fixed = self.fixed.load(Ordering::SeqCst);
             match (n, event.event.data.status.as_deref()) {
                 (0, _) => Err(SinkError::NotConnected("down".into())),
-                (_, Some("registered")) => Err(SinkError::Rejected("unroutable".into())),
+                (_, Some("registered")) if !fixed => Err(SinkError::Rejected("unroutable".into())),
                 _ => Ok(Receipt::Null { stored: true }),
             }
         }
@@ -646,6 +649,7 @@ async fn a_permanently_refused_spooled_event_is_dead_lettered_and_the_queue_move
     .unwrap();
     let sink = Arc::new(Refuses {
         calls: AtomicUsize::new(0),
+        fixed: Default::default(),
     });
     let handle = SinkHandle {
         on_unavailable: OnUnavailable::Spool,
@@ -675,5 +679,30 @@ async fn a_permanently_refused_spooled_event_is_dead_lettered_and_the_queue_move
         sink.calls.load(Ordering::SeqCst),
         3,
         "down, rejected, then the next one"
+    );
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0].sink.as_str(), dead[0].call_id.as_str()),
+        ("r", "dl-1")
+    );
+    assert!(dead[0].reason.contains("unroutable"), "{dead:?}");
+    assert_eq!(dead[0].event_id, a.event_id);
+
+    // The operator fixes the cause and redrives: delivered, the dead-letter store is empty.
+    assert_eq!(spool.redrive(Some("other"), None).unwrap(), 0, "per sink");
+    sink.fixed.store(true, Ordering::SeqCst);
+    assert_eq!(spool.redrive(Some("r"), None).unwrap(), 1);
+    eventually(
+        Duration::from_secs(10),
+        "the redriven event delivered",
+        || async { (spool.bytes() == 0 && sink.calls.load(Ordering::SeqCst) == 4).then_some(()) },
+    )
+    .await;
+    assert!(spool.dead_letters().unwrap().is_empty());
+    assert_eq!(
+        spool.redrive(None, None).unwrap(),
+        0,
+        "nothing left to redrive"
     );
 }

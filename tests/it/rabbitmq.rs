@@ -1119,3 +1119,84 @@ async fn connection_reset_under_pipelined_load_loses_nothing_reported_delivered(
     sink.close().await;
     b.cleanup().await;
 }
+
+/// Runs `callbridge dlq ARGS --url BASE --config CFG` off the runtime; its stdout.
+async fn dlq_cli(args: &[&str], base: &str, cfg: &std::path::Path) -> String {
+    let mut cmd = crate::common::bin();
+    cmd.arg("dlq")
+        .args(args)
+        .args(["--url", base, "--config"])
+        .arg(cfg);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A spooled event the broker refuses for good when it is replayed (no queue bound for its
+/// key) lands in the dead-letter store instead of blocking the queue; `callbridge dlq list`
+/// shows it through the running bridge with the reason, and once the operator binds a queue,
+/// `dlq redrive` delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unroutable_spooled_event_is_dead_lettered_listed_and_redriven() {
+    let (mut b, _) = Broker::with_queue("dlq", "other.#", FieldTable::default()).await;
+    let (proxy, url) = proxied().await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "spool: {{path: \"{}\"}}\n{}",
+        dir.path().join("spool.redb").display(),
+        config_with_sinks(&sink_yaml(&url, &b.exchange, ", on_unavailable: spool"))
+    );
+    let cfg = dir.path().join("callbridge.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let app = spawn(&yaml).await;
+    app.await_ready(true).await;
+
+    proxy.cut();
+    app.await_ready(false).await;
+    let r = app.post(&status_payload(&unique("dlq"), "completed")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["sinks"][SINK]["spooled"], true, "{}", r.body);
+    let id = r.event_id().to_string();
+
+    proxy.restore();
+    let (base, cfg_ref, id_ref) = (app.base.clone(), &cfg, &id);
+    let line = eventually(Duration::from_secs(20), "the dead letter", || {
+        let base = base.clone();
+        async move {
+            let out = dlq_cli(&["list"], &base, cfg_ref).await;
+            out.lines()
+                .find(|l| l.contains(id_ref.as_str()))
+                .map(str::to_string)
+        }
+    })
+    .await;
+    assert!(
+        line.starts_with(SINK) && line.contains("unroutable"),
+        "{line}"
+    );
+
+    // The operator binds a queue for the routing key, then redrives.
+    let fixed = b.queue_name("dlq-fixed");
+    b.declare_queue(&fixed, "calls.#", FieldTable::default())
+        .await;
+    let out = dlq_cli(&["redrive", "--sink", SINK], &base, &cfg).await;
+    assert_eq!(out.trim(), "redriven: 1", "{out}");
+    let b_ref = &b;
+    let fixed_ref = &fixed;
+    eventually(
+        Duration::from_secs(20),
+        "the redriven event in the queue",
+        || async move { (b_ref.message_count(fixed_ref).await == 1).then_some(()) },
+    )
+    .await;
+    let out = dlq_cli(&["list"], &base, &cfg).await;
+    assert!(!out.contains(&id), "{out}");
+    app.stop().await;
+    b.cleanup().await;
+}
