@@ -142,13 +142,11 @@ impl Fanout {
         }
     }
 
-    /// Gives the sinks with `on_unavailable: spool` the spool, and starts their replayers.
+    /// Gives the sinks with `on_unavailable: spool` the spool, and starts a replayer for every
+    /// sink: the spooling ones drain what they spooled, and any sink may get redriven dead
+    /// letters (e.g. an event once too large for it).
     pub fn with_spool(mut self, spool: Arc<Spool>) -> Fanout {
-        for s in self
-            .sinks
-            .iter()
-            .filter(|s| s.on_unavailable == OnUnavailable::Spool)
-        {
+        for s in &self.sinks {
             crate::spool::replay::spawn(
                 spool.clone(),
                 s.clone(),
@@ -236,6 +234,12 @@ impl Fanout {
                 };
                 self.metrics.sink_outcome(&s.name, error.code());
                 tracing::warn!(sink = %s.name, reason = error.code(), error = %error.detail(), "event too large, published nowhere");
+                // Kept for the operator, who may raise the limit and redrive it.
+                if let Some(spool) = &self.spool {
+                    if let Err(e) = spool.bury(&s.name, &outgoing, &error.detail()).await {
+                        tracing::warn!(sink = %s.name, error = %crate::sinks::error_chain(&e), "cannot keep the refused event in the dead-letter store");
+                    }
+                }
                 reports.push(report(s, SinkOutcome::Failed { error }));
             }
             reports.sort_by_key(|r| self.sinks.iter().position(|s| s.name == r.name));

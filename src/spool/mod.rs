@@ -477,6 +477,36 @@ impl Spool {
             .collect()
     }
 
+    /// Keeps an event no sink was given straight in the dead-letter store (an event too large
+    /// for a required sink, answered 413): an operator can raise the limit and redrive it.
+    pub async fn bury(&self, sink: &str, out: &Outgoing, reason: &str) -> Result<(), SpoolError> {
+        let raw = encode(now_ms(), &out.event.subject, &out.structured);
+        let record = serde_json::to_vec(&serde_json::json!({
+            "reason": reason,
+            "dead_at_ms": now_ms(),
+            "entry": hex::encode(&raw),
+        }))
+        .unwrap_or_default();
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let db = self.db.clone();
+        let sink = sink.to_string();
+        tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
+            let txn = db
+                .begin_write()
+                .map_err(|e| SpoolError::storage("dead-letter", e))?;
+            {
+                let mut d = txn
+                    .open_table(DEAD)
+                    .map_err(|e| SpoolError::storage("dead-letter", e))?;
+                d.insert((sink.as_str(), seq), record.as_slice())
+                    .map_err(|e| SpoolError::storage("dead-letter", e))?;
+            }
+            txn.commit().map_err(|e| SpoolError::storage("commit", e))
+        })
+        .await
+        .map_err(|e| SpoolError::storage("dead-letter task", e))?
+    }
+
     /// Every dead letter, oldest first per sink.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
         let txn = self

@@ -706,3 +706,81 @@ async fn a_permanently_refused_spooled_event_is_dead_lettered_and_the_queue_move
         "nothing left to redrive"
     );
 }
+
+/// With a spool configured, an event a required sink can never take (413, published nowhere)
+/// is kept in the dead-letter store for every sink that wanted it; once the limit is raised, a
+/// redrive delivers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_is_kept_as_a_dead_letter_and_can_be_redriven() {
+    struct Limited {
+        max: std::sync::atomic::AtomicUsize,
+        stored: AtomicUsize,
+    }
+    #[async_trait]
+    impl Sink for Limited {
+        async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
+            self.check_size(event)?;
+            self.stored.fetch_add(1, Ordering::SeqCst);
+            Ok(Receipt::Null { stored: true })
+        }
+        fn check_size(&self, event: &Outgoing) -> Result<(), SinkError> {
+            let max = self.max.load(Ordering::SeqCst);
+            if event.structured.len() > max {
+                return Err(SinkError::TooLarge(format!("over {max} bytes")));
+            }
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool = callbridge::spool::Spool::open(&callbridge::config::SpoolSettings {
+        path: dir.path().join("spool.redb"),
+        max_bytes: 1 << 20,
+    })
+    .unwrap();
+    let small = Arc::new(Limited {
+        max: std::sync::atomic::AtomicUsize::new(100),
+        stored: AtomicUsize::new(0),
+    });
+    let roomy = Arc::new(Limited {
+        max: std::sync::atomic::AtomicUsize::new(1 << 20),
+        stored: AtomicUsize::new(0),
+    });
+    let fanout = fanout(vec![
+        handle("small", small.clone()),
+        handle("roomy", roomy.clone()),
+    ])
+    .with_spool(spool.clone());
+    let d = fanout
+        .deliver(status_event("big-1", "completed"), deadline())
+        .await;
+    assert!(d.too_large(), "{:?}", d.reports);
+    assert_eq!(roomy.stored.load(Ordering::SeqCst), 0, "published nowhere");
+    let dead = spool.dead_letters().unwrap();
+    let sinks: Vec<&str> = dead.iter().map(|x| x.sink.as_str()).collect();
+    assert_eq!(sinks, vec!["roomy", "small"], "{dead:?}");
+    assert!(dead
+        .iter()
+        .all(|x| x.event_id == d.event_id && x.call_id == "big-1"));
+    assert!(
+        dead.iter().any(|x| x.reason.contains("over 100 bytes")),
+        "{dead:?}"
+    );
+
+    // The operator raises the limit and redrives: each sink gets it once.
+    small.max.store(1 << 20, Ordering::SeqCst);
+    assert_eq!(spool.redrive(None, None).unwrap(), 2);
+    eventually(
+        Duration::from_secs(10),
+        "both sinks to store it",
+        || async {
+            (small.stored.load(Ordering::SeqCst) == 1 && roomy.stored.load(Ordering::SeqCst) == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "the spool to drain", || async {
+        (spool.bytes() == 0).then_some(())
+    })
+    .await;
+    assert!(spool.dead_letters().unwrap().is_empty());
+}
