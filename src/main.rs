@@ -77,6 +77,16 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Backfill one sink from a file sink's JSONL archive (e.g. a broker that lost data, or a
+    /// new sink): every event in file order, with its own id; exit 1 if any was not confirmed.
+    Replay {
+        /// The JSONL file (a `type: file` sink's output).
+        #[arg(long)]
+        from: PathBuf,
+        /// The configured sink to publish to, by name.
+        #[arg(long)]
+        to: String,
+    },
     /// Print the JSON Schema of the canonical event.
     Schema,
     /// Print the configuration reference (docs/configuration.md), generated from the code.
@@ -200,6 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: SpoolAction::Status { url },
         } => spool_status(cli.config, url),
         Command::Dlq { action } => dlq(cli.config, action),
+        Command::Replay { from, to } => replay(cli.config, &from, &to),
         Command::SendTest {
             url,
             api_key,
@@ -420,6 +431,56 @@ fn dlq(config: Option<PathBuf>, action: DlqAction) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn replay(config: Option<PathBuf>, from: &std::path::Path, to: &str) -> anyhow::Result<ExitCode> {
+    let (settings, _, _) = Settings::load(config.as_deref())?;
+    let Some(spec) = settings
+        .sinks
+        .iter()
+        .map(|s| s.spec())
+        .find(|s| s.common().name == to)
+    else {
+        let names: Vec<&str> = settings
+            .sinks
+            .iter()
+            .map(|s| s.spec().common().name)
+            .collect();
+        anyhow::bail!(
+            "no sink named {to:?} in this configuration (sinks: {})",
+            names.join(", ")
+        );
+    };
+    let rt = tokio::runtime::Runtime::new()?;
+    let report = rt.block_on(async {
+        let sinks = callbridge::sinks::build_all(std::iter::once(spec)).await?;
+        let sink = &sinks[0];
+        // A broker sink connects in the background: give it a moment to become ready.
+        let ready_by = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !sink.sink.is_ready() && tokio::time::Instant::now() < ready_by {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let report = cli::replay_file(from, sink)
+            .await
+            .with_context(|| format!("reading {}", from.display()))?;
+        sink.sink.close().await;
+        anyhow::Ok(report)
+    })?;
+    for (line, why) in &report.failed {
+        eprintln!("line {line}: {why}");
+    }
+    println!(
+        "read {}, published {}, skipped {} (events filter), failed {}",
+        report.read,
+        report.published,
+        report.skipped,
+        report.failed.len()
+    );
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {

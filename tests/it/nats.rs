@@ -12,7 +12,7 @@ use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, consumer:
 use futures::StreamExt;
 use serde_json::Value;
 
-const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub(crate) const NATS_URL: &str = "nats://127.0.0.1:4222";
 const NATS_ADDR: &str = "127.0.0.1:4222";
 
 pub(crate) async fn js() -> jetstream::Context {

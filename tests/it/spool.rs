@@ -274,3 +274,72 @@ async fn spooled_events_survive_sigkill_and_are_delivered_after_restart() {
     assert!(logs.contains("spool open"), "{logs}");
     js.delete_stream(&stream).await.unwrap();
 }
+
+/// `callbridge replay --from FILE --to SINK` backfills a broker from the file sink's archive:
+/// every event in file order with its own id; replaying again stores nothing twice (JetStream
+/// drops the ids it holds); an unknown sink name is refused with the known ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_backfills_a_sink_from_the_file_archive_in_order() {
+    let js = js().await;
+    let (stream, prefix) = crate::nats::names("replay");
+    crate::nats::stream_for(&js, &stream, &format!("{prefix}.>")).await;
+    let (app, archive, dir) = spawn_archive().await;
+    let mut ids = Vec::new();
+    let (a, b) = (unique("replay-a"), unique("replay-b"));
+    for (call, status) in [(&a, "registered"), (&b, "ongoing"), (&a, "completed")] {
+        let r = app.post(&status_payload(call, status)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        ids.push(r.event_id().to_string());
+    }
+    app.stop().await;
+
+    let cfg = dir.path().join("replay.yaml");
+    std::fs::write(
+        &cfg,
+        config_with_sinks(&bus_via(
+            crate::nats::NATS_URL,
+            &format!("{prefix}.{{kind}}.{{call_id}}"),
+            &stream,
+            "",
+        )),
+    )
+    .unwrap();
+    let run = |to: &str| {
+        let mut cmd = bin();
+        cmd.args(["replay", "--from"])
+            .arg(&archive)
+            .args(["--to", to, "--config"])
+            .arg(&cfg);
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    for round in 0..2 {
+        let out = run("bus").await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("read 3, published 3, skipped 0 (events filter), failed 0"),
+            "round {round}: {stdout}"
+        );
+        assert_eq!(
+            ids_in_stream(&stream, 3).await,
+            ids,
+            "round {round}: once each, in file order"
+        );
+    }
+    let out = run("nosuch").await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no sink named") && stderr.contains("bus"),
+        "{stderr}"
+    );
+    js.delete_stream(&stream).await.unwrap();
+}
