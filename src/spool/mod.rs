@@ -177,7 +177,21 @@ impl Spool {
         if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
         }
-        let db = Database::create(&settings.path).map_err(|e| open_err(Box::new(e)))?;
+        // A torn write from a crash is recovered by redb itself (the last commit stands); a file
+        // damaged otherwise is refused with an error — redb may panic on some damage, which is
+        // turned into that error too — so the bridge never starts over a spool it cannot read
+        // (move the file aside to start empty; nothing is silently dropped).
+        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Database::create(&settings.path)
+        }));
+        let db = match created {
+            Ok(r) => r.map_err(|e| open_err(Box::new(e)))?,
+            Err(_) => {
+                return Err(open_err(
+                    "the file is damaged (redb could not read it); move it aside to start with an empty spool".into(),
+                ))
+            }
+        };
         let txn = db.begin_write().map_err(|e| open_err(Box::new(e)))?;
         let mut state = State::default();
         let mut last_seq = 0;

@@ -343,3 +343,93 @@ async fn replay_backfills_a_sink_from_the_file_archive_in_order() {
     );
     js.delete_stream(&stream).await.unwrap();
 }
+
+/// SIGKILL in the middle of a burst of concurrent webhooks being spooled: after the restart,
+/// every event that was answered 200 reaches the stream (a request cut off by the kill was
+/// never answered, so the sender retries it; whether it is there does not matter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_burst_loses_no_event_that_was_answered_200() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "spoolburst").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "log: {{format: json}}\n{}",
+        spooling_config(&url, &prefix, &stream, &dir.path().join("spool.redb"), "")
+            .replace("max_bytes: 200000", "max_bytes: 50000000")
+    );
+    proxy.cut();
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let client = reqwest::Client::new();
+    let url_post = format!("{}/callback", bridge.base());
+    let workers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, url_post, answered) = (client.clone(), url_post.clone(), answered.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let body = status_payload(&format!("burst-{w}-{i}"), "completed").to_string();
+                    let Ok(r) = client
+                        .post(&url_post)
+                        .header("X-API-Key", KEY)
+                        .body(body)
+                        .send()
+                        .await
+                    else {
+                        return;
+                    };
+                    if r.status().as_u16() != 200 {
+                        continue;
+                    }
+                    let Ok(v) = r.json::<serde_json::Value>().await else {
+                        return;
+                    };
+                    if v["sinks"]["bus"]["spooled"] == true {
+                        if let Some(id) = v["event_id"].as_str() {
+                            answered.lock().unwrap().push(id.to_string());
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Kill once a good number were answered, with the others in flight.
+    let a = answered.clone();
+    eventually(Duration::from_secs(30), "200 answers", || {
+        let a = a.clone();
+        async move { (a.lock().unwrap().len() >= 200).then_some(()) }
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(bridge.pid() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let _ = bridge.wait().await;
+    for w in workers {
+        let _ = w.await;
+    }
+    let answered: std::collections::HashSet<String> =
+        answered.lock().unwrap().iter().cloned().collect();
+
+    proxy.restore();
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let (js_ref, stream_ref, n) = (&js, &stream, answered.len() as u64);
+    eventually(
+        Duration::from_secs(60),
+        "every answered event replayed",
+        || async move { (stored(js_ref, stream_ref).await >= n).then_some(()) },
+    )
+    .await;
+    let total = stored(&js, &stream).await as usize;
+    let in_stream: std::collections::HashSet<String> =
+        ids_in_stream(&stream, total).await.into_iter().collect();
+    let missing: Vec<&String> = answered.difference(&in_stream).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered 200 are missing: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+    bridge.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
