@@ -18,7 +18,7 @@
 //! durable (fsynced) when it returns, and a crash or SIGKILL mid-write leaves the last committed
 //! state (copy-on-write pages with checksums), so a torn tail is never read back as an event.
 //! That is the write-ahead log we would otherwise have to write, test and fuzz ourselves
-//! (docs/dependencies.md compares it with the alternatives).
+//! (docs/spool.md compares it with the alternatives).
 //!
 //! **Bounded.** `max_bytes` caps the events held (all sinks together); a full spool makes a
 //! spooling sink fail like `on_unavailable: fail` (503), never drop silently.
