@@ -413,14 +413,32 @@ async fn sigkill_mid_burst_loses_no_event_that_was_answered_200() {
 
     proxy.restore();
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
-    let (js_ref, stream_ref, n) = (&js, &stream, answered.len() as u64);
-    eventually(
-        Duration::from_secs(60),
-        "every answered event replayed",
-        || async move { (stored(js_ref, stream_ref).await >= n).then_some(()) },
-    )
+    // Drained: every committed entry (answered, or cut off by the kill before its answer) is in
+    // the stream, so its count is final before the stream is read.
+    let spool_url = format!("{}/spool", bridge.base());
+    let client_ref = &client;
+    eventually(Duration::from_secs(60), "the spool to drain", || {
+        let spool_url = spool_url.clone();
+        async move {
+            let v: serde_json::Value = client_ref
+                .get(&spool_url)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let sinks = v["sinks"].as_array()?;
+            (!sinks.is_empty() && sinks.iter().all(|q| q["depth"] == 0)).then_some(())
+        }
+    })
     .await;
     let total = stored(&js, &stream).await as usize;
+    assert!(
+        total >= answered.len(),
+        "{total} stored for {} answered",
+        answered.len()
+    );
     let in_stream: std::collections::HashSet<String> =
         ids_in_stream(&stream, total).await.into_iter().collect();
     let missing: Vec<&String> = answered.difference(&in_stream).collect();
