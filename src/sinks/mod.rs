@@ -163,14 +163,7 @@ impl SinkError {
 
     /// The message with its whole `source` chain, for answers and logs.
     pub fn detail(&self) -> String {
-        let mut s = self.to_string();
-        let mut cur = std::error::Error::source(self);
-        while let Some(e) = cur {
-            s.push_str(": ");
-            s.push_str(&e.to_string());
-            cur = e.source();
-        }
-        s
+        error_chain(self)
     }
 
     pub fn broker(

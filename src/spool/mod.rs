@@ -147,6 +147,16 @@ fn decode(seq: u64, raw: &[u8]) -> Option<Entry> {
     })
 }
 
+/// A dead-letter record as stored: the reason, when, and the entry's stored bytes.
+fn dead_record_bytes(reason: &str, raw: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "reason": reason,
+        "dead_at_ms": now_ms(),
+        "entry": hex::encode(raw),
+    }))
+    .unwrap_or_default()
+}
+
 /// A dead-letter record: (reason, dead at, the entry when it still decodes).
 fn dead_record(seq: u64, record: &[u8]) -> (String, u64, Option<Entry>) {
     let v: serde_json::Value = serde_json::from_slice(record).unwrap_or_default();
@@ -277,24 +287,7 @@ impl Spool {
                 .or_default() += 1;
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let db = self.db.clone();
-        let key_sink = sink.to_string();
-        let written = tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            let txn = db
-                .begin_write()
-                .map_err(|e| SpoolError::storage("write", e))?;
-            {
-                let mut t = txn
-                    .open_table(ENTRIES)
-                    .map_err(|e| SpoolError::storage("write", e))?;
-                t.insert((key_sink.as_str(), seq), raw.as_slice())
-                    .map_err(|e| SpoolError::storage("write", e))?;
-            }
-            txn.commit().map_err(|e| SpoolError::storage("commit", e))
-        })
-        .await
-        .map_err(|e| SpoolError::storage("write task", e))
-        .and_then(|r| r);
+        let written = self.insert_one(ENTRIES, sink, seq, raw, "write").await;
         if let Err(e) = written {
             self.forget(sink, &call_id, size);
             return Err(e);
@@ -389,12 +382,7 @@ impl Spool {
                 let raw = removed.map(|v| v.value().to_vec()).unwrap_or_default();
                 size = raw.len() as u64;
                 if let Some(reason) = dead_reason {
-                    let record = serde_json::to_vec(&serde_json::json!({
-                        "reason": reason,
-                        "dead_at_ms": now_ms(),
-                        "entry": hex::encode(&raw),
-                    }))
-                    .unwrap_or_default();
+                    let record = dead_record_bytes(&reason, &raw);
                     let mut d = txn
                         .open_table(DEAD)
                         .map_err(|e| SpoolError::storage("dead-letter", e))?;
@@ -495,30 +483,41 @@ impl Spool {
     /// for a required sink, answered 413): an operator can raise the limit and redrive it.
     pub async fn bury(&self, sink: &str, out: &Outgoing, reason: &str) -> Result<(), SpoolError> {
         let raw = encode(now_ms(), &out.event.subject, &out.structured);
-        let record = serde_json::to_vec(&serde_json::json!({
-            "reason": reason,
-            "dead_at_ms": now_ms(),
-            "entry": hex::encode(&raw),
-        }))
-        .unwrap_or_default();
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.insert_one(
+            DEAD,
+            sink,
+            seq,
+            dead_record_bytes(reason, &raw),
+            "dead-letter",
+        )
+        .await
+    }
+
+    /// Inserts one row and commits (durably), off the async runtime.
+    async fn insert_one(
+        &self,
+        table: TableDefinition<'static, (&'static str, u64), &'static [u8]>,
+        sink: &str,
+        seq: u64,
+        value: Vec<u8>,
+        what: &'static str,
+    ) -> Result<(), SpoolError> {
         let db = self.db.clone();
         let sink = sink.to_string();
         tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            let txn = db
-                .begin_write()
-                .map_err(|e| SpoolError::storage("dead-letter", e))?;
+            let txn = db.begin_write().map_err(|e| SpoolError::storage(what, e))?;
             {
-                let mut d = txn
-                    .open_table(DEAD)
-                    .map_err(|e| SpoolError::storage("dead-letter", e))?;
-                d.insert((sink.as_str(), seq), record.as_slice())
-                    .map_err(|e| SpoolError::storage("dead-letter", e))?;
+                let mut t = txn
+                    .open_table(table)
+                    .map_err(|e| SpoolError::storage(what, e))?;
+                t.insert((sink.as_str(), seq), value.as_slice())
+                    .map_err(|e| SpoolError::storage(what, e))?;
             }
             txn.commit().map_err(|e| SpoolError::storage("commit", e))
         })
         .await
-        .map_err(|e| SpoolError::storage("dead-letter task", e))?
+        .map_err(|e| SpoolError::storage("spool task", e))?
     }
 
     /// Every dead letter, oldest first per sink.
