@@ -26,6 +26,7 @@
 mod entry;
 pub mod redb_store;
 pub mod replay;
+pub mod salvage;
 pub mod store;
 
 use std::collections::HashMap;

@@ -24,9 +24,9 @@ use super::SpoolError;
 
 /// (sink name, sequence) → entry. Sequences only grow, so a sink's entries come back in the
 /// order they were written.
-const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
+pub(super) const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
 /// (sink name, sequence) → dead-letter record: the entry and why it can never be delivered.
-const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+pub(super) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
 
 /// Writes committed together at most: bounds one transaction's size and the wait of the last.
 pub const MAX_BATCH: usize = 256;
@@ -70,9 +70,11 @@ fn storage(what: &'static str, e: impl std::error::Error + Send + Sync + 'static
 
 impl RedbStore {
     /// Opens (or creates) the file. A torn write from a crash is recovered by redb itself (the
-    /// last commit stands); a file damaged otherwise is refused with an error — redb may panic
-    /// on some damage, which is turned into that error too — so the bridge never starts over a
-    /// spool it cannot read (move the file aside to start empty; nothing is silently dropped).
+    /// last commit stands). A file damaged otherwise has its damaged tail cut (`salvage.rs`:
+    /// what is before it is kept, the damaged file is kept beside it); when no cut helps, the
+    /// file is refused with an error — redb may panic on some damage, which is turned into
+    /// that error too — so the bridge never starts over a spool it cannot read and nothing is
+    /// silently dropped.
     pub fn open(path: &Path) -> Result<RedbStore, SpoolError> {
         let open_err = |source: Box<dyn std::error::Error + Send + Sync>| SpoolError::Open {
             path: path.to_path_buf(),
@@ -80,6 +82,35 @@ impl RedbStore {
         };
         let created =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)));
+        let damaged = match &created {
+            Ok(Err(e)) => super::salvage::is_damage(e),
+            Ok(Ok(_)) => false,
+            Err(_) => true,
+        };
+        let created = if damaged {
+            drop(created);
+            match super::salvage::cut_damaged_tail(path) {
+                Ok(Some(s)) => {
+                    tracing::error!(
+                        path = %path.display(),
+                        kept_at = %s.kept_at.display(),
+                        cut_bytes = s.cut_bytes,
+                        entries = s.entries,
+                        dead_letters = s.dead_letters,
+                        "the spool file was damaged: its damaged tail was cut and the rest kept"
+                    );
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        Database::create(path)
+                    }))
+                }
+                Ok(None) => return Err(open_err(
+                    "the file is damaged and no cut of its tail can be read; move it aside to start with an empty spool".into(),
+                )),
+                Err(e) => return Err(open_err(Box::new(e))),
+            }
+        } else {
+            created
+        };
         let db = match created {
             Ok(r) => r.map_err(|e| open_err(Box::new(e)))?,
             Err(_) => {
