@@ -31,6 +31,16 @@ pub(super) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::ne
 /// Writes committed together at most: bounds one transaction's size and the wait of the last.
 pub const MAX_BATCH: usize = 256;
 
+/// redb's page cache. Its default (1 GiB) let a bridge holding 64 000 spooled events reach
+/// 400 MiB of RSS; a spool is written once and read once, oldest first, so a small cache costs
+/// little speed.
+pub const CACHE_BYTES: usize = 16 << 20;
+
+/// Opens (or creates) a redb file with the spool's cache size.
+pub(super) fn create(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 enum Op {
     Put {
         table: Table,
@@ -80,8 +90,7 @@ impl RedbStore {
             path: path.to_path_buf(),
             source,
         };
-        let created =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)));
+        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| create(path)));
         let damaged = match &created {
             Ok(Err(e)) => super::salvage::is_damage(e),
             Ok(Ok(_)) => false,
@@ -99,9 +108,7 @@ impl RedbStore {
                         dead_letters = s.dead_letters,
                         "the spool file was damaged: its damaged tail was cut and the rest kept"
                     );
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        Database::create(path)
-                    }))
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| create(path)))
                 }
                 Ok(None) => return Err(open_err(
                     "the file is damaged and no cut of its tail can be read; move it aside to start with an empty spool".into(),
