@@ -17,5 +17,6 @@ mod kafka;
 mod nats;
 mod preflight;
 mod rabbitmq;
+mod shared_ledger;
 mod spool;
 mod telemetry;

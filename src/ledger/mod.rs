@@ -12,9 +12,11 @@
 //! failure that it may publish itself.
 //!
 //! Memory is bounded twice: entries expire after `window`, and beyond `max_entries` the oldest
-//! idle entries are evicted (an entry with a publish in flight never is). The ledger is per
-//! replica; across replicas the deterministic event id lets brokers (JetStream) and consumers
-//! drop the copies.
+//! idle entries are evicted (an entry with a publish in flight never is). This ledger is per
+//! replica; with `idempotency.store: nats-kv`, [`shared`] adds the ledger every replica shares
+//! (claims and receipts in a NATS key-value bucket), asked after this one grants a publish.
+
+pub mod shared;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
