@@ -17,6 +17,8 @@
 //! 5. `bridge-spool`: a JetStream sink with `on_unavailable: spool` whose broker is down, so
 //!    every event is spooled (fsynced, group commit) and answered 200; then the broker comes up
 //!    and the drain is timed (`harness/spool.rs`).
+//! 6. `bridge-null-kv`: `bridge-null` with the shared ledger on a NATS key-value bucket
+//!    (`harness/kv.rs`): its cost per event and the bucket's bytes per event.
 //!
 //! Each scenario runs at fixed concurrency levels for a fixed duration, with unique call ids and
 //! the sender's ~1 KB payload, and records throughput and latency percentiles (HdrHistogram). For
@@ -36,6 +38,8 @@ use serde_json::Value;
 
 #[path = "harness/bare.rs"]
 mod bare;
+#[path = "harness/kv.rs"]
+mod kv;
 #[path = "harness/spool.rs"]
 mod spool;
 #[path = "harness/wrk.rs"]
@@ -1162,6 +1166,11 @@ async fn run() -> Result<()> {
             stats.insert(name, s);
             verdicts.extend(v);
         }
+    }
+    if want("bridge-null-kv") || want("bridge") {
+        let (s, v) = kv::scenario(&o, &o.bridge_bin, &mut points).await?;
+        stats.insert("bridge-null-kv".to_string(), s);
+        verdicts.extend(v);
     }
     if want("bridge-spool") || want("bridge") {
         let (s, v) = spool::scenario(&o, &o.bridge_bin, &mut points).await?;
