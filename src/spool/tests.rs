@@ -236,3 +236,28 @@ async fn concurrent_appends_all_land_each_under_its_own_sequence() {
     let spool = open(&dir, 1 << 24);
     assert_eq!(spool.depths(), vec![("s".to_string(), 200)]);
 }
+
+#[tokio::test]
+async fn an_append_and_a_redrive_wake_the_sinks_replayer() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir, 1 << 20);
+    let woken = |spool: &Arc<Spool>| {
+        let notify = spool.appended("s");
+        async move {
+            tokio::time::timeout(std::time::Duration::from_secs(5), notify.notified())
+                .await
+                .is_ok()
+        }
+    };
+    // Notify::notify_one stores a permit: a replayer that looks after the append still wakes.
+    spool.append("s", &event("e-a", "call-a")).await.unwrap();
+    assert!(woken(&spool).await, "append wakes the replayer");
+    let head = spool.oldest("s").await.unwrap().unwrap();
+    spool.dead_letter("s", &head, "refused").await.unwrap();
+    assert_eq!(spool.redrive(None, None).unwrap(), 1);
+    assert!(woken(&spool).await, "redrive wakes the replayer");
+    assert!(
+        Arc::ptr_eq(&spool.appended("s"), &spool.appended("s")),
+        "one notifier per sink"
+    );
+}
