@@ -536,8 +536,15 @@ mod tests {
         assert!(!l.confirmed("a", "s").await.unwrap());
         assert!(l.is_empty(), "asking creates no entry");
         assert_eq!(l.take("a", "s"), Take::Mine);
-        assert!(!l.confirmed("a", "s").await.unwrap(), "in flight is not confirmed");
-        assert_eq!(l.take("a", "s"), Take::Busy, "asking did not free the claim");
+        assert!(
+            !l.confirmed("a", "s").await.unwrap(),
+            "in flight is not confirmed"
+        );
+        assert_eq!(
+            l.take("a", "s"),
+            Take::Busy,
+            "asking did not free the claim"
+        );
         l.settle("a", "s", Some(receipt()));
         assert!(l.confirmed("a", "s").await.unwrap());
         assert!(!l.confirmed("a", "other").await.unwrap(), "per sink");
@@ -545,7 +552,10 @@ mod tests {
         let l = Ledger::new(Duration::from_millis(0), 10);
         assert_eq!(l.take("x", "s"), Take::Mine);
         l.settle("x", "s", Some(receipt()));
-        assert!(!l.confirmed("x", "s").await.unwrap(), "past the window: forgotten");
+        assert!(
+            !l.confirmed("x", "s").await.unwrap(),
+            "past the window: forgotten"
+        );
     }
 
     #[test]

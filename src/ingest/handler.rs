@@ -387,7 +387,10 @@ pub async fn reconcile(
             .json(json!({"error": "no `reconcile` section in this configuration"})));
     };
     let opts = crate::reconcile::PassOptions {
-        lookback: query.since_secs.map(Duration::from_secs).unwrap_or(lookback),
+        lookback: query
+            .since_secs
+            .map(Duration::from_secs)
+            .unwrap_or(lookback),
         dry_run: query.dry_run,
     };
     // On the publishing runtime, as its own task: a client that hangs up cannot cancel a pass

@@ -49,7 +49,9 @@ impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {
             ApiError::Status { status: 429, .. } => "rate_limited",
-            ApiError::Status { status: 401 | 403, .. } => "unauthorized",
+            ApiError::Status {
+                status: 401 | 403, ..
+            } => "unauthorized",
             ApiError::Status { status, .. } if *status >= 500 => "server_error",
             ApiError::Status { .. } => "client_error",
             ApiError::Timeout(_) => "timeout",
@@ -203,7 +205,13 @@ impl PlatformClient {
                 } => (*after).min(MAX_RETRY_AFTER),
                 _ => BACKOFF_BASE.saturating_mul(1 << (attempt - 1).min(6)),
             };
-            tracing::info!(path, attempt, reason = error.reason(), backoff_ms = backoff.as_millis() as u64, "platform api request failed; trying again");
+            tracing::info!(
+                path,
+                attempt,
+                reason = error.reason(),
+                backoff_ms = backoff.as_millis() as u64,
+                "platform api request failed; trying again"
+            );
             tokio::time::sleep(backoff).await;
         }
     }
@@ -260,7 +268,9 @@ impl CallSource for PlatformClient {
         let body = self.get("/calling/call-details", &query).await?;
         match body.get("data") {
             Some(Value::Object(d)) => Ok(d.clone()),
-            _ => Err(ApiError::Decode("call details without a `data` object".into())),
+            _ => Err(ApiError::Decode(
+                "call details without a `data` object".into(),
+            )),
         }
     }
 
@@ -275,9 +285,15 @@ pub fn parse_history(body: &Value) -> Result<HistoryPage, ApiError> {
     let rows = match body.get("calls") {
         Some(Value::Array(rows)) => rows,
         Some(Value::Null) | None => {
-            return Err(ApiError::Decode("call history without a `calls` array".into()))
+            return Err(ApiError::Decode(
+                "call history without a `calls` array".into(),
+            ))
         }
-        Some(_) => return Err(ApiError::Decode("call history: `calls` is not an array".into())),
+        Some(_) => {
+            return Err(ApiError::Decode(
+                "call history: `calls` is not an array".into(),
+            ))
+        }
     };
     let mut calls = Vec::with_capacity(rows.len());
     let mut unusable = 0;
@@ -302,7 +318,10 @@ pub fn parse_history(body: &Value) -> Result<HistoryPage, ApiError> {
             .map(str::to_string);
         calls.push(CallSummary {
             id: id.to_string(),
-            status: row.get("status").and_then(Value::as_str).map(str::to_string),
+            status: row
+                .get("status")
+                .and_then(Value::as_str)
+                .map(str::to_string),
             agent_id,
             row: row.clone(),
         });

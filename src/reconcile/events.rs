@@ -37,7 +37,10 @@ impl CallFacts<'_> {
                 .iter()
                 .find_map(|k| m.get(*k).and_then(Value::as_u64))
         };
-        self.details.and_then(from).or_else(|| from(self.row)).unwrap_or(0)
+        self.details
+            .and_then(from)
+            .or_else(|| from(self.row))
+            .unwrap_or(0)
     }
 
     fn str(&self, details_key: &str, row_key: &str) -> Option<String> {
@@ -254,7 +257,11 @@ pub fn analysis_events(
         Family::AgentEvent => {
             let mut out = Vec::new();
             for (analysis, source, event_type) in [
-                (platform, AnalysisSource::Platform, "platform_analysis_completed"),
+                (
+                    platform,
+                    AnalysisSource::Platform,
+                    "platform_analysis_completed",
+                ),
                 (client, AnalysisSource::Client, "client_analysis_completed"),
             ] {
                 let Some(analysis) = analysis else { continue };
@@ -320,8 +327,7 @@ mod tests {
             details: Some(&d),
         };
         let cb = crate::cli::sample_payload("c-1", "status", "completed");
-        let webhook =
-            crate::event::normalize(&cb, BTreeMap::new(), &s, "t".into()).unwrap();
+        let webhook = crate::event::normalize(&cb, BTreeMap::new(), &s, "t".into()).unwrap();
         let ours = status_event(&facts, Family::Callback, &s, "t");
         assert_eq!(ours.event.id, webhook.id);
         assert_eq!(ours.event.ty, webhook.ty);
@@ -333,15 +339,23 @@ mod tests {
         let webhook = crate::event::normalize(&ae, BTreeMap::new(), &s, "t".into()).unwrap();
         let ours = status_event(&facts, Family::AgentEvent, &s, "t");
         assert_eq!(ours.event.id, webhook.id);
-        assert_eq!(ours.event.data.event_type.as_deref(), Some("call_completed"));
-        assert!(ours.delivered_as.contains(&status_event(&facts, Family::Callback, &s, "t").event.id));
+        assert_eq!(
+            ours.event.data.event_type.as_deref(),
+            Some("call_completed")
+        );
+        assert!(ours
+            .delivered_as
+            .contains(&status_event(&facts, Family::Callback, &s, "t").event.id));
 
         let ca = crate::cli::sample_payload("c-1", "analysis", "completed");
         let webhook = crate::event::normalize(&ca, BTreeMap::new(), &s, "t".into()).unwrap();
         let ours = analysis_events(&facts, Family::Callback, &s, "t");
         assert_eq!(ours.len(), 1);
         assert_eq!(ours[0].event.id, webhook.id);
-        assert_eq!(ours[0].event.data.analysis.as_ref().unwrap()["summary"], "ok");
+        assert_eq!(
+            ours[0].event.data.analysis.as_ref().unwrap()["summary"],
+            "ok"
+        );
         assert_eq!(ours[0].event.data.extra["client_analysis"]["lead"], "hot");
 
         let pa = crate::cli::sample_agent_event("c-1", "platform_analysis_completed", "");
@@ -349,19 +363,30 @@ mod tests {
         let ours = analysis_events(&facts, Family::AgentEvent, &s, "t");
         assert_eq!(ours.len(), 2);
         assert_eq!(ours[0].event.id, webhook.id);
-        assert_eq!(ours[0].event.data.analysis_source, Some(AnalysisSource::Platform));
-        assert_eq!(ours[1].event.data.analysis_source, Some(AnalysisSource::Client));
+        assert_eq!(
+            ours[0].event.data.analysis_source,
+            Some(AnalysisSource::Platform)
+        );
+        assert_eq!(
+            ours[1].event.data.analysis_source,
+            Some(AnalysisSource::Client)
+        );
         assert_ne!(ours[0].event.id, ours[1].event.id);
         // A callback analysis delivered counts for both.
-        let cb_analysis = analysis_events(&facts, Family::Callback, &s, "t")[0].event.id.clone();
+        let cb_analysis = analysis_events(&facts, Family::Callback, &s, "t")[0]
+            .event
+            .id
+            .clone();
         assert!(ours.iter().all(|e| e.delivered_as.contains(&cb_analysis)));
     }
 
     #[test]
     fn the_record_is_filled_from_details_then_the_row() {
         let s = EventSettings::default();
-        let row = obj(json!({"id": "c-1", "status": "failed", "call_duration": 12.5,
-            "call_cost": 3, "agent": {"id": "a-9", "agent_name": "Ava"}, "transcript": "Hi"}));
+        let row = obj(
+            json!({"id": "c-1", "status": "failed", "call_duration": 12.5,
+            "call_cost": 3, "agent": {"id": "a-9", "agent_name": "Ava"}, "transcript": "Hi"}),
+        );
         let facts = CallFacts {
             call_id: "c-1",
             status: "failed",
@@ -402,6 +427,8 @@ mod tests {
         let ev = status_event(&facts, Family::Callback, &EventSettings::default(), "t").event;
         assert_eq!(ev.id, status_ids("c-1", "completed", 2)[0]);
         assert_ne!(ev.id, status_ids("c-1", "completed", 0)[0]);
-        assert!(analysis_events(&facts, Family::Callback, &EventSettings::default(), "t").is_empty());
+        assert!(
+            analysis_events(&facts, Family::Callback, &EventSettings::default(), "t").is_empty()
+        );
     }
 }

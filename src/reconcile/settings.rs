@@ -139,7 +139,9 @@ impl ReconcileSettings {
                 ),
             );
         }
-        if self.interval_secs > 0 && self.interval_secs > self.lookback_secs - self.settle_secs.min(self.lookback_secs) {
+        if self.interval_secs > 0
+            && self.interval_secs > self.lookback_secs - self.settle_secs.min(self.lookback_secs)
+        {
             issues.warn(
                 p("interval_secs"),
                 format!(
@@ -152,7 +154,10 @@ impl ReconcileSettings {
         if self.page_size == 0 || self.page_size > MAX_PAGE_SIZE {
             issues.error(
                 p("page_size"),
-                format!("must be between 1 and {MAX_PAGE_SIZE}, got {}", self.page_size),
+                format!(
+                    "must be between 1 and {MAX_PAGE_SIZE}, got {}",
+                    self.page_size
+                ),
             );
         }
         if self.requests_per_sec == 0 {
