@@ -176,3 +176,109 @@ impl ReconcileSettings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::validate::assert_paths;
+    use crate::config::{ConfigError, Env, Settings};
+    use secrecy::ExposeSecret;
+
+    fn yaml(reconcile: &str, window: u64) -> String {
+        format!(
+            "auth: {{mode: none}}\nidempotency: {{window_secs: {window}}}\n\
+             sinks: [{{name: a, type: file, path: /tmp/x}}]\nreconcile: {reconcile}\n"
+        )
+    }
+
+    fn errors(reconcile: &str, window: u64) -> Vec<String> {
+        match Settings::from_yaml(&yaml(reconcile, window), "test", &Env::empty()) {
+            Err(ConfigError::Invalid(v)) => v.iter().map(|i| i.to_string()).collect(),
+            Err(e) => vec![e.to_string()],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn defaults_and_the_key_from_the_environment() {
+        let env = Env::vars([("RINGG_API_KEY", "sk-from-env")]);
+        let (s, warnings) = Settings::from_yaml(
+            &yaml(
+                "{api_base: \"https://api.example/v0\", api_key: \"${RINGG_API_KEY}\"}",
+                3600,
+            ),
+            "test",
+            &env,
+        )
+        .unwrap();
+        let r = s.reconcile.unwrap();
+        assert_eq!(r.api_key.expose_secret(), "sk-from-env");
+        assert_eq!(
+            (r.interval_secs, r.lookback_secs, r.settle_secs, r.page_size),
+            (300, 3600, 1500, 50)
+        );
+        assert_eq!(r.family, crate::event::Family::Callback);
+        assert!(r.analysis);
+        assert!(
+            !warnings.iter().any(|w| w.path.starts_with("reconcile")),
+            "{warnings:?}"
+        );
+        assert!(
+            !format!("{r:?}").contains("sk-from-env"),
+            "the key is never printed"
+        );
+    }
+
+    #[test]
+    fn every_mistake_is_named_by_its_path() {
+        let errs = errors(
+            "{api_base: \"ftp:/x\", api_key: \"\", lookback_secs: 7200, settle_secs: 7200, \
+             page_size: 0, requests_per_sec: 0, timeout_ms: 0, max_attempts: 0, agent_ids: [\"\"]}",
+            3600,
+        );
+        assert_paths(
+            &errs,
+            &[
+                "reconcile.api_base",
+                "reconcile.api_key",
+                "reconcile.lookback_secs",
+                "reconcile.settle_secs",
+                "reconcile.page_size",
+                "reconcile.requests_per_sec",
+                "reconcile.timeout_ms",
+                "reconcile.max_attempts",
+                "reconcile.agent_ids[0]",
+            ],
+        );
+        let lookback = errs
+            .iter()
+            .find(|e| e.starts_with("reconcile.lookback_secs"))
+            .unwrap();
+        assert!(
+            lookback.contains("idempotency.window_secs (3600 s)"),
+            "{lookback}"
+        );
+        let errs = errors(
+            "{api_base: \"https://x\", api_key: k, intervl_secs: 5}",
+            3600,
+        );
+        assert!(errs.iter().any(|e| e.contains("intervl_secs")), "{errs:?}");
+        let errs = errors("{api_key: k}", 3600);
+        assert!(errs.iter().any(|e| e.contains("api_base")), "{errs:?}");
+    }
+
+    #[test]
+    fn racing_the_sender_and_gaps_between_passes_are_warned() {
+        let (_, warnings) = Settings::from_yaml(
+            &yaml(
+                "{api_base: \"https://x\", api_key: k, settle_secs: 60, lookback_secs: 600, interval_secs: 900}",
+                3600,
+            ),
+            "test",
+            &Env::empty(),
+        )
+        .unwrap();
+        let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+        assert!(paths.contains(&"reconcile.settle_secs"), "{paths:?}");
+        assert!(paths.contains(&"reconcile.interval_secs"), "{paths:?}");
+    }
+}
