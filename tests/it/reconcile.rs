@@ -614,3 +614,106 @@ async fn the_bridge_reconciles_by_itself() {
     app.stop().await;
     platform.handle.stop(true).await;
 }
+
+/// `callbridge reconcile` asks the running bridge (the real binary) for a pass; the platform
+/// key is in no log line even at debug level, through retries and failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_a_pass_on_the_running_bridge_and_never_logs_the_key() {
+    let platform = FakePlatform::start().await;
+    let (lost, broken) = (unique("rc-cli"), unique("rc-cli-broken"));
+    platform.add(call(&lost, "completed", 40, Some(json!({"summary": "ok"}))));
+    platform.add(call(&broken, "failed", 40, None));
+    platform
+        .state
+        .lock()
+        .unwrap()
+        .failing
+        .insert(broken.clone(), 503);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let yaml = format!(
+        "log: {{format: json, level: debug}}\nidempotency: {{window_secs: 7200}}\n{}\
+         reconcile: {{api_base: \"{}\", api_key: \"${{PLATFORM_KEY}}\", interval_secs: 0, \
+         requests_per_sec: 50, max_attempts: 2}}\n",
+        config_with_sinks(&file_sink("archive", &path, "")),
+        platform.base
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[("PLATFORM_KEY", PLATFORM_KEY)]);
+    let cfg = dir.path().join("callbridge.yaml");
+    let run = |args: Vec<String>| {
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            bin()
+                .arg("reconcile")
+                .args(args)
+                .arg("--config")
+                .arg(cfg)
+                .env("PLATFORM_KEY", PLATFORM_KEY)
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |extra: &[&str]| {
+        let mut a: Vec<String> = ["--since", "1h", "--url", &bridge.base()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+
+    let out = run(args(&["--dry-run"])).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "an API error: exit 1\n{stdout}");
+    for kind in ["status", "analysis"] {
+        let line = format!("would publish {}", webhook_id(&lost, kind, "completed"));
+        assert!(stdout.contains(&line), "{line}\n{stdout}");
+    }
+    assert!(
+        stdout.contains(&format!("api error: call {broken}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(dry run: nothing published)"), "{stdout}");
+    assert!(read_lines(&path).is_empty());
+
+    platform.state.lock().unwrap().failing.clear();
+    let out = run(args(&[])).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "published {}",
+            webhook_id(&broken, "status", "failed")
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("published 3, 0 not confirmed, 0 api errors"),
+        "{stdout}"
+    );
+    assert_eq!(read_lines(&path).len(), 3);
+    let out = run(args(&[])).await.unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("published 0,"));
+
+    // No bridge at that address: refused, with the way out named.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://127.0.0.1:{}", closed.local_addr().unwrap().port());
+    drop(closed);
+    let out = run(vec!["--url".into(), nowhere]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--standalone"));
+
+    let (_, logs) = bridge.stop().await;
+    assert!(logs.contains("platform api request failed"), "{logs}");
+    assert!(logs.contains("reconcile pass done"));
+    assert!(!logs.contains(PLATFORM_KEY), "the platform key is logged");
+
+    // Standalone, the ledger is empty: the whole window would be published again.
+    let out = run(vec!["--standalone".into(), "--dry-run".into()])
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("would publish 3,"), "{stdout}");
+    platform.handle.stop(true).await;
+}
