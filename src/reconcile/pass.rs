@@ -478,10 +478,13 @@ mod tests {
         }
     }
 
+    /// A call as the fake platform holds it: its history row and its details.
+    type FakeCall = (Map<String, Value>, Map<String, Value>);
+
     /// The platform: calls by id (row, details), and which calls' details fail.
     #[derive(Default)]
     struct Fake {
-        calls: Mutex<Vec<(Map<String, Value>, Map<String, Value>)>>,
+        calls: Mutex<Vec<FakeCall>>,
         failing: Mutex<HashSet<String>>,
         listing_fails: Mutex<bool>,
         /// (call id, send_analysis) of every details request.
