@@ -717,3 +717,28 @@ async fn the_cli_runs_a_pass_on_the_running_bridge_and_never_logs_the_key() {
     assert!(stdout.contains("would publish 3,"), "{stdout}");
     platform.handle.stop(true).await;
 }
+
+/// The configuration in docs/reconcile.md is valid (with a sink and auth around it), and so is
+/// the README's.
+#[test]
+fn the_documented_examples_validate() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for (file, heading) in [
+        ("docs/reconcile.md", "## Configuration"),
+        ("README.md", "## Reconciliation"),
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let section = &text[text.find(heading).expect("section")..];
+        let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
+        let yaml = &section[start..start + section[start..].find("```").unwrap()];
+        let whole =
+            format!("auth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]\n{yaml}");
+        let (s, warnings) = Settings::from_yaml(&whole, file, &Env::vars([("RINGG_API_KEY", "k")]))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(s.reconcile.is_some(), "{file}");
+        assert!(
+            !warnings.iter().any(|w| w.path.starts_with("reconcile")),
+            "{file}: {warnings:?}"
+        );
+    }
+}
