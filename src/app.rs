@@ -198,9 +198,17 @@ impl Application {
     /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]; in-flight requests are answered,
     /// then sinks are flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let Application {
+            server,
+            fanout,
+            _reconcile: reconcile,
+            ..
+        } = self;
+        let result = server.await;
+        // No reconciliation pass starts publishing into sinks being closed.
+        drop(reconcile);
         tracing::info!("server stopped; flushing sinks");
-        self.fanout.close().await;
+        fanout.close().await;
         tracing::info!("shutdown complete");
         result
     }

@@ -348,17 +348,27 @@ impl Reconciler {
         self.fanout.ready()
     }
 
-    /// Whether some id of `e` is confirmed by every sink that counts for it.
+    /// Whether some id of `e` is confirmed by every sink that counts for it. A spooling sink
+    /// that still holds events of this call in the spool counts as confirmed for now: the spool
+    /// delivers them, and publishing again would only queue another copy each pass; the first
+    /// pass after the spool drained looks again.
     async fn delivered(&self, e: &Expected) -> Result<bool, LedgerError> {
         let sinks = self.counting_sinks(&e.event);
         if sinks.is_empty() {
             // No sink wants it: there is nothing to deliver.
             return Ok(true);
         }
+        let spooled = |sink: &str| {
+            self.fanout.spool().is_some_and(|spool| {
+                self.fanout.sinks().iter().any(|s| {
+                    s.name == sink && s.on_unavailable == crate::sinks::OnUnavailable::Spool
+                }) && spool.has_waiting(sink, &e.event.subject)
+            })
+        };
         for id in &e.delivered_as {
             let mut all = true;
             for sink in &sinks {
-                if !self.record.confirmed(id, sink).await? {
+                if !spooled(sink) && !self.record.confirmed(id, sink).await? {
                     all = false;
                     break;
                 }
@@ -466,15 +476,29 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Mutex;
 
-    /// A sink that keeps what it was given.
+    /// A sink that keeps what it was given, or fails while `down`.
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<Event>>);
+    struct Recorder(Mutex<Vec<Event>>, std::sync::atomic::AtomicBool);
 
     #[async_trait::async_trait]
     impl Sink for Recorder {
         async fn publish(&self, event: &Outgoing) -> Result<Receipt, SinkError> {
+            if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(SinkError::Broker {
+                    message: "down".into(),
+                    source: None,
+                });
+            }
             self.0.lock().unwrap().push(event.event.clone());
             Ok(Receipt::Null { stored: true })
+        }
+    }
+
+    impl Setup {
+        fn down(&self, down: bool) {
+            self.recorder
+                .1
+                .store(down, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -584,6 +608,10 @@ mod tests {
     }
 
     fn setup(family: Family) -> Setup {
+        setup_with(family, None)
+    }
+
+    fn setup_with(family: Family, spool: Option<Arc<crate::spool::Spool>>) -> Setup {
         let fake = Arc::new(Fake::default());
         let recorder = Arc::new(Recorder::default());
         let metrics = Arc::new(Metrics::new());
@@ -593,14 +621,22 @@ mod tests {
             required: true,
             timeout: Duration::from_secs(5),
             filters: None,
-            on_unavailable: OnUnavailable::Fail,
+            on_unavailable: if spool.is_some() {
+                OnUnavailable::Spool
+            } else {
+                OnUnavailable::Fail
+            },
             sink: recorder.clone(),
         };
-        let fanout = Arc::new(Fanout::new(
+        let mut fanout = Fanout::new(
             vec![handle],
             Ledger::new(Duration::from_secs(7200), 1000),
             metrics.clone(),
-        ));
+        );
+        if let Some(spool) = spool {
+            fanout = fanout.with_spool(spool);
+        }
+        let fanout = Arc::new(fanout);
         let reconciler = Reconciler::new(
             fake.clone(),
             fanout.clone(),
@@ -846,6 +882,56 @@ mod tests {
         assert_eq!(r.already_delivered, 1, "{r:?}");
         assert!(r.published.is_empty());
         assert_eq!(s.fake.asked_for("c"), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_backfill_is_counted_and_published_by_the_next_pass() {
+        let s = setup(Family::Callback);
+        s.fake.add("c", "failed", 40, None);
+        s.down(true);
+        let r = s.reconciler.pass(opts(false)).await;
+        assert_eq!(r.failed.len(), 1, "{r:?}");
+        assert!(
+            r.failed[0].error.as_deref().unwrap().contains("rec"),
+            "{r:?}"
+        );
+        assert!(r.published.is_empty());
+        assert_eq!(s.metrics.reconcile_publish_failed.get(), 1);
+        s.down(false);
+        let r = s.reconciler.pass(opts(false)).await;
+        assert_eq!(r.published.len(), 1, "{r:?}");
+        assert_eq!(s.recorder.0.lock().unwrap().len(), 1);
+    }
+
+    /// A spooling sink that is down: the backfill is spooled once, not once per pass.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spooled_backfill_is_not_spooled_again_by_the_next_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = crate::spool::Spool::open(&crate::config::SpoolSettings {
+            path: dir.path().join("spool.redb"),
+            max_bytes: 1 << 20,
+        })
+        .unwrap();
+        let s = setup_with(Family::Callback, Some(spool.clone()));
+        s.fake.add("c", "failed", 40, None);
+        s.down(true);
+        let r = s.reconciler.pass(opts(false)).await;
+        assert_eq!(r.published.len(), 1, "spooled counts as stored: {r:?}");
+        let depth = || spool.status_of(&["rec".to_string()]).unwrap()[0].depth;
+        assert_eq!(depth(), 1);
+        let r = s.reconciler.pass(opts(false)).await;
+        assert!(r.published.is_empty(), "{r:?}");
+        assert_eq!(r.already_delivered, 1);
+        assert_eq!(depth(), 1, "not spooled a second time");
+        s.down(false);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while s.recorder.0.lock().unwrap().is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "the spool drains");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = s.reconciler.pass(opts(false)).await;
+        assert!(r.published.is_empty(), "{r:?}");
+        assert_eq!(s.recorder.0.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]
