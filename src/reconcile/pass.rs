@@ -513,27 +513,38 @@ mod tests {
         listing_fails: Mutex<bool>,
         /// (call id, send_analysis) of every details request.
         asked: Mutex<Vec<(String, bool)>>,
+        /// The agent filter of every history request.
+        agents_asked: Mutex<Vec<Option<String>>>,
     }
 
     #[async_trait::async_trait]
     impl CallSource for Fake {
-        async fn history(&self, _: &Window, offset: u64) -> Result<HistoryPage, ApiError> {
+        async fn history(&self, window: &Window, offset: u64) -> Result<HistoryPage, ApiError> {
+            self.agents_asked
+                .lock()
+                .unwrap()
+                .push(window.agent_id.clone());
             if *self.listing_fails.lock().unwrap() {
                 return Err(ApiError::Status {
                     status: 503,
                     retry_after: None,
                 });
             }
-            let rows: Vec<Value> = self
+            let matching: Vec<Value> = self
                 .calls
                 .lock()
                 .unwrap()
                 .iter()
-                .skip(offset as usize)
-                .take(2)
+                .filter(|(r, _)| {
+                    window
+                        .agent_id
+                        .as_ref()
+                        .is_none_or(|a| r["agent"]["id"] == a.as_str())
+                })
                 .map(|(r, _)| Value::Object(r.clone()))
                 .collect();
-            let total = self.calls.lock().unwrap().len();
+            let total = matching.len();
+            let rows: Vec<Value> = matching.into_iter().skip(offset as usize).take(2).collect();
             super::super::client::parse_history(&json!({"calls": rows, "total": total}))
         }
         async fn details(&self, id: &str, analysis: bool) -> Result<Map<String, Value>, ApiError> {
@@ -932,6 +943,32 @@ mod tests {
         let r = s.reconciler.pass(opts(false)).await;
         assert!(r.published.is_empty(), "{r:?}");
         assert_eq!(s.recorder.0.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn agent_ids_list_each_agent_and_nothing_else() {
+        let mut s = setup(Family::Callback);
+        s.reconciler.settings.agent_ids = vec!["ag-1".into(), "ag-2".into()];
+        s.fake.add("mine", "failed", 40, None);
+        s.fake.add("also-mine", "failed", 40, None);
+        s.fake.add("other", "failed", 40, None);
+        for (r, _) in s.fake.calls.lock().unwrap().iter_mut() {
+            let agent = match r["id"].as_str().unwrap() {
+                "mine" => "ag-1",
+                "also-mine" => "ag-2",
+                _ => "ag-3",
+            };
+            r.insert("agent".into(), json!({"id": agent}));
+        }
+        let r = s.reconciler.pass(opts(false)).await;
+        assert_eq!(r.calls_checked, 2, "{r:?}");
+        let mut calls: Vec<String> = r.published.iter().map(|b| b.call_id.clone()).collect();
+        calls.sort();
+        assert_eq!(calls, ["also-mine", "mine"]);
+        assert_eq!(
+            *s.fake.agents_asked.lock().unwrap(),
+            [Some("ag-1".to_string()), Some("ag-2".to_string())]
+        );
     }
 
     #[tokio::test]

@@ -152,6 +152,12 @@ async fn details(req: HttpRequest, state: web::Data<Mutex<PlatformState>>) -> Ht
     let q: BTreeMap<String, String> = serde_urlencoded::from_str(req.query_string()).unwrap();
     let s = state.lock().unwrap();
     let id = q.get("id").cloned().unwrap_or_default();
+    if s.failing.get(&id) == Some(&0) {
+        // 0: never answer in time.
+        drop(s);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        return HttpResponse::Ok().json(json!({"status": "success", "data": {}}));
+    }
     if let Some(code) = s.failing.get(&id) {
         return HttpResponse::build(actix_web::http::StatusCode::from_u16(*code).unwrap())
             .json(json!({"detail": "boom"}));
@@ -741,4 +747,62 @@ fn the_documented_examples_validate() {
             "{file}: {warnings:?}"
         );
     }
+}
+
+/// A request that takes longer than `timeout_ms` is a `timeout`, tried `max_attempts` times,
+/// each counted; the key travels in `X-API-KEY`, a wrong one is `unauthorized` and not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_a_wrong_key_are_counted_by_reason() {
+    use callbridge::reconcile::client::{ApiError, CallSource, PlatformClient};
+    let platform = FakePlatform::start().await;
+    let slow = unique("rc-slow");
+    platform.add(call(&slow, "completed", 40, None));
+    platform
+        .state
+        .lock()
+        .unwrap()
+        .failing
+        .insert(slow.clone(), 0);
+    let settings = |key: &str| {
+        let yaml = format!(
+            "auth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]\n\
+             idempotency: {{window_secs: 3600}}\n\
+             reconcile: {{api_base: \"{}\", api_key: {key}, timeout_ms: 300, max_attempts: 2, \
+             requests_per_sec: 50}}\n",
+            platform.base
+        );
+        Settings::from_yaml(&yaml, "test", &Env::empty())
+            .unwrap()
+            .0
+            .reconcile
+            .unwrap()
+    };
+    let metrics = Arc::new(callbridge::metrics::Metrics::new());
+    let client = PlatformClient::new(&settings(PLATFORM_KEY), metrics.clone()).unwrap();
+    let started = Instant::now();
+    let err = client.details(&slow, true).await.unwrap_err();
+    assert!(matches!(err, ApiError::Timeout(300)), "{err}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(600 + 500),
+        "two attempts and a backoff"
+    );
+    assert_eq!(platform.details_asked(&slow).len(), 2);
+    assert_eq!(
+        metrics
+            .reconcile_api_errors
+            .with_label_values(&["timeout"])
+            .get(),
+        2
+    );
+
+    let client = PlatformClient::new(&settings("wrong-key"), metrics.clone()).unwrap();
+    let err = client.details(&slow, false).await.unwrap_err();
+    assert_eq!(err.reason(), "unauthorized");
+    assert_eq!(
+        platform.state.lock().unwrap().unauthorized,
+        1,
+        "not retried"
+    );
+    assert!(!err.to_string().contains("wrong-key"));
+    platform.handle.stop(true).await;
 }
