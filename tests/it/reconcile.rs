@@ -150,14 +150,14 @@ async fn details(req: HttpRequest, state: web::Data<Mutex<PlatformState>>) -> Ht
         return r;
     }
     let q: BTreeMap<String, String> = serde_urlencoded::from_str(req.query_string()).unwrap();
-    let s = state.lock().unwrap();
     let id = q.get("id").cloned().unwrap_or_default();
-    if s.failing.get(&id) == Some(&0) {
+    let stalls = state.lock().unwrap().failing.get(&id) == Some(&0);
+    if stalls {
         // 0: never answer in time.
-        drop(s);
         tokio::time::sleep(Duration::from_secs(5)).await;
         return HttpResponse::Ok().json(json!({"status": "success", "data": {}}));
     }
+    let s = state.lock().unwrap();
     if let Some(code) = s.failing.get(&id) {
         return HttpResponse::build(actix_web::http::StatusCode::from_u16(*code).unwrap())
             .json(json!({"detail": "boom"}));
