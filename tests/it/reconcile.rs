@@ -806,3 +806,34 @@ async fn timeouts_and_a_wrong_key_are_counted_by_reason() {
     assert!(!err.to_string().contains("wrong-key"));
     platform.handle.stop(true).await;
 }
+
+/// `requests_per_sec` paces every request, whatever answers them: 6 requests at 5 a second take
+/// at least a second (the first goes at once, no burst).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_paced_by_the_rate_limit() {
+    use callbridge::reconcile::client::{CallSource, PlatformClient};
+    let platform = FakePlatform::start().await;
+    let c = unique("rc-paced");
+    platform.add(call(&c, "failed", 40, None));
+    let yaml = format!(
+        "auth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]\n\
+         idempotency: {{window_secs: 3600}}\n\
+         reconcile: {{api_base: \"{}\", api_key: {PLATFORM_KEY}, requests_per_sec: 5}}\n",
+        platform.base
+    );
+    let settings = Settings::from_yaml(&yaml, "test", &Env::empty())
+        .unwrap()
+        .0
+        .reconcile
+        .unwrap();
+    let client =
+        PlatformClient::new(&settings, Arc::new(callbridge::metrics::Metrics::new())).unwrap();
+    let started = Instant::now();
+    for _ in 0..6 {
+        client.details(&c, false).await.unwrap();
+    }
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(990), "{took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    platform.handle.stop(true).await;
+}
