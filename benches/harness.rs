@@ -14,6 +14,9 @@
 //! 4. `bare`: a bare actix-web handler that parses the same JSON (`harness/bare.rs`), the floor
 //!    under the bridge's own cost; `bare-wrk` and `bridge-null-wrk` measure both again with a
 //!    light load generator, wrk (`harness/wrk.rs`), when it is installed.
+//! 5. `bridge-spool`: a JetStream sink with `on_unavailable: spool` whose broker is down, so
+//!    every event is spooled (fsynced, group commit) and answered 200; then the broker comes up
+//!    and the drain is timed (`harness/spool.rs`).
 //!
 //! Each scenario runs at fixed concurrency levels for a fixed duration, with unique call ids and
 //! the sender's ~1 KB payload, and records throughput and latency percentiles (HdrHistogram). For
@@ -33,6 +36,8 @@ use serde_json::Value;
 
 #[path = "harness/bare.rs"]
 mod bare;
+#[path = "harness/spool.rs"]
+mod spool;
 #[path = "harness/wrk.rs"]
 mod wrk;
 
@@ -581,13 +586,18 @@ struct Bridge {
 
 impl Bridge {
     fn start(bin: &Path, sinks_yaml: &str) -> Result<Bridge> {
+        Bridge::start_with(bin, "", sinks_yaml)
+    }
+
+    /// Like [`Bridge::start`], with more top-level sections (`top_yaml`, e.g. the spool).
+    fn start_with(bin: &Path, top_yaml: &str, sinks_yaml: &str) -> Result<Bridge> {
         let dir = tempfile::tempdir()?;
         let cfg = dir.path().join("bench.yaml");
         std::fs::write(
             &cfg,
             format!(
                 "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json, level: warn}}\n\
-                 auth: {{api_keys: {{keys: [bench-key]}}}}\n\
+                 auth: {{api_keys: {{keys: [bench-key]}}}}\n{top_yaml}\
                  sinks:\n{sinks_yaml}"
             ),
         )?;
@@ -1152,6 +1162,11 @@ async fn run() -> Result<()> {
             stats.insert(name, s);
             verdicts.extend(v);
         }
+    }
+    if want("bridge-spool") || want("bridge") {
+        let (s, v) = spool::scenario(&o, &o.bridge_bin, &mut points).await?;
+        stats.insert("bridge-spool".to_string(), s);
+        verdicts.extend(v);
     }
     report(&o, &points, &stats, &verdicts)?;
     let lost: Vec<&String> = verdicts.iter().filter(|v| v.contains("LOST")).collect();

@@ -31,6 +31,8 @@ pub enum StartError {
     Spool(#[from] crate::spool::SpoolError),
     #[error("reconcile: {0}")]
     Reconcile(#[from] crate::reconcile::client::ApiError),
+    #[error(transparent)]
+    SharedLedger(#[from] crate::ledger::shared::SharedLedgerError),
 }
 
 pub struct Application {
@@ -68,6 +70,15 @@ impl Application {
             settings.idempotency.max_entries,
         );
         let mut fanout = Fanout::new(handles, ledger, metrics.clone());
+        if settings.idempotency.store == crate::config::LedgerStore::NatsKv {
+            let shared = crate::ledger::shared::SharedLedger::connect(
+                &settings.idempotency,
+                metrics.clone(),
+            )
+            .await?;
+            tracing::info!(bucket = %settings.idempotency.bucket, "shared ledger (nats-kv)");
+            fanout = fanout.with_shared_ledger(Arc::new(shared));
+        }
         if let Some(spool_settings) = &settings.spool {
             let spool = crate::spool::Spool::open(spool_settings)?;
             tracing::info!(path = %spool.path().display(), held_bytes = spool.bytes(), "spool open");

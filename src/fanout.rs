@@ -12,6 +12,7 @@ use futures::future::join_all;
 use tracing::Instrument;
 
 use crate::event::Event;
+use crate::ledger::shared::{Claim, SharedLedger};
 use crate::ledger::{Ledger, Take};
 use crate::metrics::Metrics;
 use crate::sinks::{OnUnavailable, Outgoing, Receipt, SinkError, SinkHandle};
@@ -37,6 +38,8 @@ pub struct Fanout {
     settle_limit: Duration,
     /// Where sinks with `on_unavailable: spool` put what they cannot confirm now.
     spool: Option<Arc<Spool>>,
+    /// The ledger every replica shares (`idempotency.store: nats-kv`), when configured.
+    shared: Option<Arc<SharedLedger>>,
 }
 
 /// Of a spooling sink's budget, what is kept back for writing the event to the spool (a
@@ -139,7 +142,15 @@ impl Fanout {
             metrics,
             settle_limit: SETTLE_LIMIT,
             spool: None,
+            shared: None,
         }
+    }
+
+    /// Claims every publish in the ledger all replicas share as well (see
+    /// [`crate::ledger::shared`]). Before [`Fanout::with_spool`], whose replayers claim too.
+    pub fn with_shared_ledger(mut self, shared: Arc<SharedLedger>) -> Fanout {
+        self.shared = Some(shared);
+        self
     }
 
     /// Gives the sinks with `on_unavailable: spool` the spool, and starts a replayer for every
@@ -151,6 +162,7 @@ impl Fanout {
                 spool.clone(),
                 s.clone(),
                 self.ledger.clone(),
+                self.shared.clone(),
                 self.metrics.clone(),
             );
         }
@@ -175,6 +187,15 @@ impl Fanout {
     /// The idempotency ledger, for reconciliation's "was this delivered" question.
     pub fn ledger(&self) -> Arc<Ledger> {
         self.ledger.clone()
+    }
+
+    /// Who answers "was this delivered": this process's ledger, then the shared one when
+    /// configured (every replica's receipts, across restarts).
+    pub fn delivery_record(&self) -> Arc<dyn crate::ledger::DeliveryRecord> {
+        Arc::new(crate::ledger::Layered {
+            local: self.ledger.clone(),
+            shared: self.shared.clone(),
+        })
     }
 
     /// The idempotency ledger's figures, for the metrics.
@@ -268,6 +289,7 @@ impl Fanout {
                     .spool
                     .clone()
                     .filter(|_| s.on_unavailable == OnUnavailable::Spool),
+                shared: self.shared.clone(),
             };
             // Its own task, in the request's span: an optional sink outlives the answer.
             let task = tokio::spawn(driver.run().instrument(tracing::Span::current()));
@@ -333,7 +355,14 @@ struct Driver {
     settle_limit: Duration,
     /// Set for a sink with `on_unavailable: spool`.
     spool: Option<Arc<Spool>>,
+    shared: Option<Arc<SharedLedger>>,
 }
+
+/// A claim in the shared ledger, to record the publish's outcome at.
+type SharedClaim = Option<(Arc<SharedLedger>, u64)>;
+
+/// While another replica holds the claim, how often it is looked at again.
+const SHARED_BUSY_POLL: Duration = Duration::from_millis(100);
 
 impl Driver {
     async fn run(self) -> SinkOutcome {
@@ -342,7 +371,7 @@ impl Driver {
         // entry's notifier only for those that do.
         match self.ledger.take(&id, &self.sink.name) {
             Take::Acked(receipt) => return self.already_acked(receipt),
-            Take::Mine => return self.publish_or_spool(id).await,
+            Take::Mine => return self.claimed(id).await,
             Take::Busy => {}
         }
         let changes = self.ledger.changes(&id);
@@ -353,7 +382,7 @@ impl Driver {
             notified.as_mut().enable();
             match self.ledger.take(&id, &self.sink.name) {
                 Take::Acked(receipt) => return self.already_acked(receipt),
-                Take::Mine => return self.publish_or_spool(id).await,
+                Take::Mine => return self.claimed(id).await,
                 Take::Busy => {
                     if tokio::time::timeout_at(self.deadline, notified)
                         .await
@@ -367,12 +396,62 @@ impl Driver {
         }
     }
 
+    /// The local ledger granted the publish; with the shared ledger, the pair is claimed there
+    /// too: another replica's receipt makes this a duplicate, its live claim is waited for
+    /// (until the deadline), and an unreachable bucket fails closed (503, or the spool).
+    async fn claimed(self, id: String) -> SinkOutcome {
+        let Some(shared) = self.shared.clone() else {
+            return self.publish_or_spool(id, None).await;
+        };
+        let name = self.sink.name.clone();
+        if let Some(spool) = &self.spool {
+            if spool.has_waiting(&name, &self.outgoing.event.subject) {
+                // Queued behind the call's spooled events, unpublished: the replay claims it.
+                return self.publish_or_spool(id, None).await;
+            }
+        }
+        loop {
+            match shared.claim(&id, &name).await {
+                Ok(Claim::Mine { revision }) => {
+                    return self.publish_or_spool(id, Some((shared, revision))).await
+                }
+                Ok(Claim::Acked(receipt)) => {
+                    self.ledger.settle(&id, &name, Some(receipt.clone()));
+                    return self.already_acked(receipt);
+                }
+                Ok(Claim::Busy) => {
+                    if tokio::time::Instant::now() + SHARED_BUSY_POLL >= self.deadline {
+                        self.ledger.settle(&id, &name, None);
+                        self.metrics.sink_outcome(&name, IN_PROGRESS);
+                        return SinkOutcome::InProgress;
+                    }
+                    tokio::time::sleep(SHARED_BUSY_POLL).await;
+                }
+                Err(e) => {
+                    self.ledger.settle(&id, &name, None);
+                    tracing::warn!(sink = %name, error = %crate::sinks::error_chain(&e), "shared ledger unavailable; not publishing");
+                    let error = SinkError::NotConnected(format!(
+                        "the shared idempotency ledger: {}",
+                        crate::sinks::error_chain(&e)
+                    ));
+                    self.metrics.sink_outcome(&name, "ledger_unavailable");
+                    return match &self.spool {
+                        Some(spool) => {
+                            spool_it(spool, &self.metrics, &name, &self.outgoing, Some(error)).await
+                        }
+                        None => SinkOutcome::Failed { error },
+                    };
+                }
+            }
+        }
+    }
+
     /// [`Driver::publish`], with the spool behind it for a spooling sink: a call with events
     /// already waiting there queues behind them (order per call), and a transient failure is
     /// spooled instead of failing the webhook.
-    async fn publish_or_spool(self, id: String) -> SinkOutcome {
+    async fn publish_or_spool(self, id: String, claim: SharedClaim) -> SinkOutcome {
         let Some(spool) = self.spool.clone() else {
-            return self.publish(id).await;
+            return self.publish(id, claim).await;
         };
         let (name, outgoing, metrics) = (
             self.sink.name.clone(),
@@ -384,7 +463,7 @@ impl Driver {
             self.ledger.settle(&id, &name, None);
             return spool_it(&spool, &metrics, &name, &outgoing, None).await;
         }
-        match self.publish(id).await {
+        match self.publish(id, claim).await {
             SinkOutcome::Failed { error } if error.is_transient() => {
                 spool_it(&spool, &metrics, &name, &outgoing, Some(error)).await
             }
@@ -400,7 +479,7 @@ impl Driver {
     /// Publishes (the sink is in flight for us). The publish runs as its own task until its
     /// real outcome is known (at most [`SETTLE_LIMIT`]) and settles the ledger then; we wait
     /// for it only until the sink's timeout or the deadline.
-    async fn publish(self, id: String) -> SinkOutcome {
+    async fn publish(self, id: String, claim: SharedClaim) -> SinkOutcome {
         let s = &self.sink;
         let destination = match s.sink.destination(&self.outgoing.event) {
             d if d.is_empty() => s.name.clone(),
@@ -441,6 +520,15 @@ impl Driver {
                 metrics.publish_latency(&sink.name, latency);
                 let receipt = result.as_ref().ok().cloned();
                 let in_doubt = matches!(result, Err(SinkError::Timeout(_)));
+                if let Some((shared, revision)) = &claim {
+                    // Before the answer, so a retry on another replica finds the receipt. In
+                    // doubt, the claim is left to expire: the broker may still store it.
+                    if !in_doubt {
+                        if let Err(e) = shared.record(&outgoing.event.id, &sink.name, *revision, receipt.as_ref()).await {
+                            tracing::warn!(sink = %sink.name, error = %crate::sinks::error_chain(&e), "cannot record the outcome in the shared ledger; its claim expires instead");
+                        }
+                    }
+                }
                 match &result {
                     Ok(_) => metrics.sink_outcome(&sink.name, "acked"),
                     Err(error) => {

@@ -42,6 +42,13 @@ pub struct Metrics {
     pub reconcile_publish_failed: IntCounter,
     pub reconcile_api_errors: IntCounterVec,
     pub reconcile_last_pass: Gauge,
+    /// The shared ledger (`idempotency.store: nats-kv`): claims by outcome (`mine`, `acked`,
+    /// `busy`, `error`), lost compare-and-set races, expired claims taken over, and the time
+    /// of each bucket round (`claim`, `record`).
+    pub ledger_kv_claims: IntCounterVec,
+    pub ledger_kv_conflicts: IntCounter,
+    pub ledger_kv_takeovers: IntCounter,
+    pub ledger_kv_seconds: HistogramVec,
     /// Always 1; its labels say which build is running (dashboards join on it across a rollout).
     pub build_info: IntGaugeVec,
 }
@@ -147,6 +154,33 @@ impl Metrics {
             "Bytes of events held in the spool, all sinks (bounded by spool.max_bytes)",
         )
         .expect("valid metric");
+        let ledger_kv_claims = IntCounterVec::new(
+            Opts::new(
+                "callbridge_ledger_kv_claims_total",
+                "Claims on the shared ledger (nats-kv) by outcome: mine, acked, busy, error",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let ledger_kv_conflicts = IntCounter::new(
+            "callbridge_ledger_kv_conflicts_total",
+            "Compare-and-set races on the shared ledger lost to another delivery",
+        )
+        .expect("valid metric");
+        let ledger_kv_takeovers = IntCounter::new(
+            "callbridge_ledger_kv_takeovers_total",
+            "Expired claims of another replica taken over on the shared ledger",
+        )
+        .expect("valid metric");
+        let ledger_kv_seconds = HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "callbridge_ledger_kv_seconds",
+                "Time of a shared-ledger round (claim, record)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        )
+        .expect("valid metric");
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "callbridge_build_info",
@@ -224,6 +258,10 @@ impl Metrics {
             Box::new(reconcile_last_pass.clone()),
             Box::new(id_payload_mismatch.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(build_info.clone()),
+            Box::new(ledger_kv_claims.clone()),
+            Box::new(ledger_kv_conflicts.clone()),
+            Box::new(ledger_kv_takeovers.clone()),
+            Box::new(ledger_kv_seconds.clone()),
             Box::new(spool_depth.clone()),
             Box::new(spool_bytes.clone()),
             Box::new(ledger_entries.clone()),
@@ -268,6 +306,10 @@ impl Metrics {
             build_info,
             spool_depth,
             spool_bytes,
+            ledger_kv_claims,
+            ledger_kv_conflicts,
+            ledger_kv_takeovers,
+            ledger_kv_seconds,
         }
     }
 

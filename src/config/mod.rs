@@ -265,6 +265,69 @@ pub struct IdempotencySettings {
     /// `validate`: it warns when `max_entries` cannot hold `window_secs` at this rate.
     #[serde(default)]
     pub expected_rate_per_sec: Option<u64>,
+    /// Where the ledger lives: `memory` (this replica's own, the default) or `nats-kv` (a NATS
+    /// JetStream key-value bucket every replica shares: a retry that lands on another replica
+    /// publishes only to the sinks without a receipt, and two replicas never publish one event
+    /// to one sink at once). With `nats-kv` the local ledger still answers first; the bucket
+    /// is asked before each publish. docs/shared-ledger.md.
+    #[serde(default)]
+    pub store: LedgerStore,
+    /// `nats-kv`: the NATS server(s) holding the bucket (`nats://host:4222`, comma-separated for a
+    /// cluster), as the NATS sink's `url`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `nats-kv`: the bucket; created when absent, with `replicas` and a max age of
+    /// `window_secs` (the bucket's retention is the window, at any rate).
+    #[serde(default = "default_ledger_bucket")]
+    pub bucket: String,
+    /// `nats-kv`: replicas of the bucket when the bridge creates it (3 on a three-node cluster).
+    #[serde(default = "default_ledger_replicas")]
+    pub replicas: usize,
+    /// `nats-kv`: how long a replica's claim on (event id, sink) holds while it publishes. A
+    /// replica that dies mid-publish blocks that sink for this long; the default outlasts the
+    /// longest a publish stays in doubt (50 s), so a takeover never races a publish that may
+    /// still land.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
+    /// `nats-kv`: username/password authentication (both or neither).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `nats-kv`: the password for `user`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub password: Option<SecretString>,
+    /// `nats-kv`: token authentication.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub token: Option<SecretString>,
+    /// `nats-kv`: NKey seed (`SU...`) authentication.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub nkey: Option<SecretString>,
+    /// `nats-kv`: a `.creds` file (JWT + NKey seed).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// Where the idempotency ledger lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LedgerStore {
+    /// In this replica's memory (bounded by `max_entries`).
+    #[default]
+    Memory,
+    /// In a NATS JetStream key-value bucket shared by every replica.
+    NatsKv,
+}
+
+fn default_ledger_bucket() -> String {
+    "callbridge-ledger".into()
+}
+fn default_ledger_replicas() -> usize {
+    1
+}
+fn default_lease_secs() -> u64 {
+    52
 }
 
 /// Measured ledger memory per remembered id with three broker sinks' receipts
@@ -278,6 +341,16 @@ impl Default for IdempotencySettings {
             window_secs: default_window_secs(),
             max_entries: default_max_entries(),
             expected_rate_per_sec: None,
+            store: LedgerStore::Memory,
+            url: None,
+            bucket: default_ledger_bucket(),
+            replicas: default_ledger_replicas(),
+            lease_secs: default_lease_secs(),
+            user: None,
+            password: None,
+            token: None,
+            nkey: None,
+            credentials_file: None,
         }
     }
 }
@@ -538,6 +611,7 @@ impl Settings {
                 "shorter than the sender's 21-minute retry horizon: late retries may publish again",
             );
         }
+        self.validate_shared_ledger(issues);
         if self.idempotency.max_entries == 0 {
             issues.error("idempotency.max_entries", "must be greater than 0");
         }
@@ -589,6 +663,39 @@ impl Settings {
                     ),
                 );
             }
+        }
+    }
+
+    fn validate_shared_ledger(&self, issues: &mut Issues) {
+        let l = &self.idempotency;
+        if l.store != LedgerStore::NatsKv {
+            return;
+        }
+        if l.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+            issues.error("idempotency.url", "is required with `store: nats-kv`");
+        }
+        if l.bucket.is_empty()
+            || !l
+                .bucket
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            issues.error(
+                "idempotency.bucket",
+                format!("`{}`: letters, digits, `-` and `_` only", l.bucket),
+            );
+        }
+        if !(1..=5).contains(&l.replicas) {
+            issues.error("idempotency.replicas", "must be between 1 and 5");
+        }
+        if l.lease_secs == 0 {
+            issues.error("idempotency.lease_secs", "must be greater than 0");
+        }
+        if l.user.is_some() != l.password.is_some() {
+            issues.error(
+                "idempotency.user",
+                "`user` and `password` go together (both or neither)",
+            );
         }
     }
 
@@ -765,6 +872,40 @@ sinks:
             !warnings.iter().any(|w| w.path == "idempotency.max_entries"),
             "no rate given: nothing to judge"
         );
+    }
+
+    #[test]
+    fn the_shared_ledger_needs_its_server_and_sane_settings() {
+        let (s, _) = load(MINIMAL).unwrap();
+        assert_eq!(s.idempotency.store, LedgerStore::Memory);
+        let (s, _) = load(&format!(
+            "idempotency: {{store: nats-kv, url: \"nats://n:4222\"}}\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(s.idempotency.store, LedgerStore::NatsKv);
+        assert_eq!(
+            (
+                s.idempotency.bucket.as_str(),
+                s.idempotency.replicas,
+                s.idempotency.lease_secs
+            ),
+            ("callbridge-ledger", 1, 52)
+        );
+        let errs = errors(&format!(
+            "idempotency: {{store: nats-kv, bucket: \"a.b\", replicas: 6, lease_secs: 0, user: u}}\n{MINIMAL}"
+        ));
+        for path in [
+            "idempotency.url",
+            "idempotency.bucket",
+            "idempotency.replicas",
+            "idempotency.lease_secs",
+            "idempotency.user",
+        ] {
+            assert!(errs.iter().any(|e| e.contains(path)), "{path}: {errs:?}");
+        }
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        // The memory store ignores the nats-kv keys.
+        assert!(errors(&format!("idempotency: {{replicas: 9}}\n{MINIMAL}")).is_empty());
     }
 
     #[test]

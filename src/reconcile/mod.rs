@@ -32,8 +32,8 @@ use crate::event::EventSettings;
 use crate::fanout::Fanout;
 use crate::metrics::Metrics;
 
-/// Builds the reconciler of `settings` over the bridge's fan-out, with the fan-out's ledger as
-/// the delivery record.
+/// Builds the reconciler of `settings` over the bridge's fan-out, with the fan-out's ledgers
+/// (this process's, then the shared one when configured) as the delivery record.
 pub fn build(
     settings: &ReconcileSettings,
     fanout: Arc<Fanout>,
@@ -43,7 +43,7 @@ pub fn build(
     publish_timeout: Duration,
 ) -> Result<Reconciler, client::ApiError> {
     let client = client::PlatformClient::new(settings, metrics.clone())?;
-    let record = fanout.ledger();
+    let record = fanout.delivery_record();
     Ok(Reconciler::new(
         Arc::new(client),
         fanout,

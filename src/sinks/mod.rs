@@ -85,7 +85,7 @@ pub use crate::event::binding::Outgoing;
 use crate::event::{Event, EventFilter};
 
 /// Proof that a destination stored the event, echoed in the HTTP answer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 #[serde(untagged)]
 pub enum Receipt {
     /// Byte offset of the line in the file.

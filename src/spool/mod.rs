@@ -14,35 +14,36 @@
 //! spooled behind them instead of published directly ([`Spool::has_waiting`]), so a call's
 //! statuses never overtake each other through the spool.
 //!
-//! **Why redb.** An embedded, pure-Rust key-value store with ACID transactions: a commit is
-//! durable (fsynced) when it returns, and a crash or SIGKILL mid-write leaves the last committed
-//! state (copy-on-write pages with checksums), so a torn tail is never read back as an event.
-//! That is the write-ahead log we would otherwise have to write, test and fuzz ourselves
-//! (docs/spool.md compares it with the alternatives).
+//! **Storage.** The spool keeps its bookkeeping here (the byte bound, the calls waiting per
+//! sink, sequence numbers, waking the replayer) and leaves storing to a backend behind
+//! [`store::SpoolStore`]: today a local redb file with group commit (`redb_store.rs`;
+//! docs/spool.md says why redb), later perhaps a replicated JetStream stream, without touching
+//! this file's logic or the replayer's. The stored forms are in `entry.rs`.
 //!
 //! **Bounded.** `max_bytes` caps the events held (all sinks together); a full spool makes a
 //! spooling sink fail like `on_unavailable: fail` (503), never drop silently.
 
+mod entry;
+pub mod redb_store;
 pub mod replay;
+pub mod salvage;
+pub mod store;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::config::SpoolSettings;
 use crate::sinks::Outgoing;
 
-/// (sink name, sequence) → entry. The sequence is global and only grows, so a sink's entries
-/// come back in the order they were written.
-const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
-/// (sink name, sequence) → dead-letter record: the entry and why it can never be delivered.
-const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+pub use entry::Entry;
+use entry::{dead_record, dead_record_bytes, decode, encode, now_ms};
+use store::{Redrive, SpoolStore, Table};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -60,26 +61,6 @@ pub enum SpoolError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-}
-
-impl SpoolError {
-    fn storage(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
-        SpoolError::Storage {
-            what,
-            source: Box::new(e),
-        }
-    }
-}
-
-/// One spooled event, as the replayer gets it back.
-#[derive(Debug, Clone)]
-pub struct Entry {
-    pub seq: u64,
-    /// When it was spooled (ms since the Unix epoch).
-    pub spooled_at_ms: u64,
-    pub call_id: String,
-    /// The whole event as JSON (CloudEvents structured mode), as it was answered.
-    pub event: Vec<u8>,
 }
 
 /// An event the spool gave up on, and why (`callbridge dlq list`).
@@ -104,8 +85,20 @@ pub struct SinkQueue {
     pub dead_letters: u64,
 }
 
+impl SinkQueue {
+    fn empty(sink: &str) -> SinkQueue {
+        SinkQueue {
+            sink: sink.to_string(),
+            depth: 0,
+            bytes: 0,
+            oldest_age_secs: 0.0,
+            dead_letters: 0,
+        }
+    }
+}
+
 pub struct Spool {
-    db: Arc<Database>,
+    store: Arc<dyn SpoolStore>,
     path: PathBuf,
     max_bytes: u64,
     next_seq: AtomicU64,
@@ -122,119 +115,54 @@ struct State {
     waiting: HashMap<String, HashMap<String, u32>>,
 }
 
-/// The stored form: spooled-at (8 bytes, LE), call id length (2 bytes, LE), call id, event JSON.
-fn encode(spooled_at_ms: u64, call_id: &str, event: &[u8]) -> Vec<u8> {
-    let id = &call_id.as_bytes()[..call_id.len().min(u16::MAX as usize)];
-    let mut v = Vec::with_capacity(10 + id.len() + event.len());
-    v.extend_from_slice(&spooled_at_ms.to_le_bytes());
-    v.extend_from_slice(&(id.len() as u16).to_le_bytes());
-    v.extend_from_slice(id);
-    v.extend_from_slice(event);
-    v
+impl State {
+    fn add(&mut self, sink: &str, call_id: &str, size: u64) {
+        self.bytes += size;
+        *self
+            .waiting
+            .entry(sink.to_string())
+            .or_default()
+            .entry(call_id.to_string())
+            .or_default() += 1;
+    }
 }
 
-fn decode(seq: u64, raw: &[u8]) -> Option<Entry> {
-    let at = u64::from_le_bytes(raw.get(..8)?.try_into().ok()?);
-    let len = u16::from_le_bytes(raw.get(8..10)?.try_into().ok()?) as usize;
-    let call_id = std::str::from_utf8(raw.get(10..10 + len)?)
-        .ok()?
-        .to_string();
-    Some(Entry {
-        seq,
-        spooled_at_ms: at,
-        call_id,
-        event: raw.get(10 + len..)?.to_vec(),
-    })
-}
-
-/// A dead-letter record as stored: the reason, when, and the entry's stored bytes.
-fn dead_record_bytes(reason: &str, raw: &[u8]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "reason": reason,
-        "dead_at_ms": now_ms(),
-        "entry": hex::encode(raw),
-    }))
-    .unwrap_or_default()
-}
-
-/// A dead-letter record: (reason, dead at, the entry when it still decodes).
-fn dead_record(seq: u64, record: &[u8]) -> (String, u64, Option<Entry>) {
-    let v: serde_json::Value = serde_json::from_slice(record).unwrap_or_default();
-    let reason = v["reason"].as_str().unwrap_or_default().to_string();
-    let at = v["dead_at_ms"].as_u64().unwrap_or(0);
-    let entry = v["entry"]
-        .as_str()
-        .and_then(|h| hex::decode(h).ok())
-        .and_then(|raw| decode(seq, &raw));
-    (reason, at, entry)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+fn task_failed(e: tokio::task::JoinError) -> SpoolError {
+    SpoolError::Storage {
+        what: "spool task",
+        source: Box::new(e),
+    }
 }
 
 impl Spool {
-    /// Opens (or creates) the spool and rebuilds its bookkeeping from what it holds: after a
-    /// restart or a crash, every committed entry is found and replayed.
+    /// Opens (or creates) the spool file and rebuilds the bookkeeping from what it holds:
+    /// after a restart or a crash, every committed entry is found and replayed.
     pub fn open(settings: &SpoolSettings) -> Result<Arc<Spool>, SpoolError> {
-        let open_err = |source: Box<dyn std::error::Error + Send + Sync>| SpoolError::Open {
-            path: settings.path.clone(),
-            source,
-        };
         if let Some(dir) = settings.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| open_err(Box::new(e)))?;
+            std::fs::create_dir_all(dir).map_err(|e| SpoolError::Open {
+                path: settings.path.clone(),
+                source: Box::new(e),
+            })?;
         }
-        // A torn write from a crash is recovered by redb itself (the last commit stands); a file
-        // damaged otherwise is refused with an error — redb may panic on some damage, which is
-        // turned into that error too — so the bridge never starts over a spool it cannot read
-        // (move the file aside to start empty; nothing is silently dropped).
-        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Database::create(&settings.path)
-        }));
-        let db = match created {
-            Ok(r) => r.map_err(|e| open_err(Box::new(e)))?,
-            Err(_) => {
-                return Err(open_err(
-                    "the file is damaged (redb could not read it); move it aside to start with an empty spool".into(),
-                ))
-            }
-        };
-        let txn = db.begin_write().map_err(|e| open_err(Box::new(e)))?;
+        let store = redb_store::RedbStore::open(&settings.path)?;
+        Spool::with_store(Arc::new(store), settings.path.clone(), settings.max_bytes)
+    }
+
+    /// The spool over any backend (`path` only names it in logs and errors).
+    pub fn with_store(
+        store: Arc<dyn SpoolStore>,
+        path: PathBuf,
+        max_bytes: u64,
+    ) -> Result<Arc<Spool>, SpoolError> {
         let mut state = State::default();
-        let mut last_seq = 0;
-        {
-            // Created on first use, so readers can always open them.
-            let entries = txn.open_table(ENTRIES).map_err(|e| open_err(Box::new(e)))?;
-            txn.open_table(DEAD).map_err(|e| open_err(Box::new(e)))?;
-            for row in entries.iter().map_err(|e| open_err(Box::new(e)))? {
-                let (k, v) = row.map_err(|e| open_err(Box::new(e)))?;
-                let (sink, seq) = k.value();
-                last_seq = last_seq.max(seq);
-                let raw = v.value();
-                state.bytes += raw.len() as u64;
-                let call_id = decode(seq, raw).map(|e| e.call_id).unwrap_or_default();
-                *state
-                    .waiting
-                    .entry(sink.to_string())
-                    .or_default()
-                    .entry(call_id)
-                    .or_default() += 1;
-            }
-            let dead = txn.open_table(DEAD).map_err(|e| open_err(Box::new(e)))?;
-            let last_dead = dead
-                .last()
-                .map_err(|e| open_err(Box::new(e)))?
-                .map(|row| row.0.value().1);
-            last_seq = last_seq.max(last_dead.unwrap_or(0));
-        }
-        txn.commit().map_err(|e| open_err(Box::new(e)))?;
+        let last_seq = store.recover(&mut |sink, seq, raw| {
+            let call_id = decode(seq, raw).map(|e| e.call_id).unwrap_or_default();
+            state.add(sink, &call_id, raw.len() as u64);
+        })?;
         Ok(Arc::new(Spool {
-            db: Arc::new(db),
-            path: settings.path.clone(),
-            max_bytes: settings.max_bytes,
+            store,
+            path,
+            max_bytes,
             next_seq: AtomicU64::new(last_seq + 1),
             state: Mutex::new(state),
             appended: Mutex::new(HashMap::new()),
@@ -265,11 +193,15 @@ impl Spool {
 
     /// Writes the event for `sink` and returns once it is durable (committed and fsynced).
     pub async fn append(&self, sink: &str, out: &Outgoing) -> Result<u64, SpoolError> {
-        let call_id = out.event.subject.clone();
-        let raw = encode(now_ms(), &call_id, &out.structured);
+        let call_id = out.event.subject.as_str();
+        let raw = encode(now_ms(), call_id, &out.structured);
         let size = raw.len() as u64;
-        {
-            // Reserve the room first, so concurrent appends cannot overshoot `max_bytes`.
+        let (seq, written) = {
+            // Under one lock: the room is reserved (concurrent appends cannot overshoot
+            // `max_bytes`), the call counts as waiting at once (a later event of the call
+            // queues behind this one even while this write is being committed), and the
+            // sequence and the write's place in the backend's queue are taken together (so
+            // the later event can never be stored under a lower sequence).
             let mut st = self.state();
             if st.bytes + size > self.max_bytes {
                 return Err(SpoolError::Full {
@@ -277,19 +209,12 @@ impl Spool {
                     max: self.max_bytes,
                 });
             }
-            st.bytes += size;
-            // Counted as waiting at once: a later event of the call queues behind this one
-            // even while this write is still being committed.
-            *st.waiting
-                .entry(sink.to_string())
-                .or_default()
-                .entry(call_id.clone())
-                .or_default() += 1;
-        }
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let written = self.insert_one(ENTRIES, sink, seq, raw, "write").await;
-        if let Err(e) = written {
-            self.forget(sink, &call_id, size);
+            st.add(sink, call_id, size);
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            (seq, self.store.write(Table::Entries, sink, seq, raw))
+        };
+        if let Err(e) = written.await {
+            self.forget(sink, call_id, size);
             return Err(e);
         }
         self.appended(sink).notify_one();
@@ -311,41 +236,19 @@ impl Spool {
 
     /// The oldest entry waiting for `sink`.
     pub async fn oldest(&self, sink: &str) -> Result<Option<Entry>, SpoolError> {
-        let db = self.db.clone();
+        let store = self.store.clone();
         let sink = sink.to_string();
-        tokio::task::spawn_blocking(move || -> Result<Option<Entry>, SpoolError> {
-            let txn = db
-                .begin_read()
-                .map_err(|e| SpoolError::storage("read", e))?;
-            let t = txn
-                .open_table(ENTRIES)
-                .map_err(|e| SpoolError::storage("read", e))?;
-            let mut range = t
-                .range((sink.as_str(), 0)..=(sink.as_str(), u64::MAX))
-                .map_err(|e| SpoolError::storage("read", e))?;
-            match range.next() {
-                None => Ok(None),
-                Some(row) => {
-                    let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
-                    let seq = k.value().1;
-                    // An entry that does not decode is handed over with no call id and its raw
-                    // bytes, for the replayer to dead-letter.
-                    Ok(Some(decode(seq, v.value()).unwrap_or(Entry {
-                        seq,
-                        spooled_at_ms: 0,
-                        call_id: String::new(),
-                        event: v.value().to_vec(),
-                    })))
-                }
-            }
-        })
-        .await
-        .map_err(|e| SpoolError::storage("read task", e))?
+        let found = tokio::task::spawn_blocking(move || store.oldest(&sink))
+            .await
+            .map_err(task_failed)??;
+        Ok(found.map(|(seq, raw)| Entry::from_stored(seq, &raw)))
     }
 
     /// Removes a delivered entry (durably: a restart must not replay it again).
     pub async fn remove(&self, sink: &str, entry: &Entry) -> Result<(), SpoolError> {
-        self.take_out(sink, entry, None).await
+        let size = self.store.take_out(sink, entry.seq, None).await?;
+        self.forget(sink, &entry.call_id, size);
+        Ok(())
     }
 
     /// Moves an entry no retry can deliver to the dead-letter table, with the reason.
@@ -355,119 +258,50 @@ impl Spool {
         entry: &Entry,
         reason: &str,
     ) -> Result<(), SpoolError> {
-        self.take_out(sink, entry, Some(reason.to_string())).await
-    }
-
-    async fn take_out(
-        &self,
-        sink: &str,
-        entry: &Entry,
-        dead_reason: Option<String>,
-    ) -> Result<(), SpoolError> {
-        let db = self.db.clone();
-        let key_sink = sink.to_string();
-        let seq = entry.seq;
-        let size = tokio::task::spawn_blocking(move || -> Result<u64, SpoolError> {
-            let txn = db
-                .begin_write()
-                .map_err(|e| SpoolError::storage("remove", e))?;
-            let size;
-            {
-                let mut t = txn
-                    .open_table(ENTRIES)
-                    .map_err(|e| SpoolError::storage("remove", e))?;
-                let removed = t
-                    .remove((key_sink.as_str(), seq))
-                    .map_err(|e| SpoolError::storage("remove", e))?;
-                let raw = removed.map(|v| v.value().to_vec()).unwrap_or_default();
-                size = raw.len() as u64;
-                if let Some(reason) = dead_reason {
-                    let record = dead_record_bytes(&reason, &raw);
-                    let mut d = txn
-                        .open_table(DEAD)
-                        .map_err(|e| SpoolError::storage("dead-letter", e))?;
-                    d.insert((key_sink.as_str(), seq), record.as_slice())
-                        .map_err(|e| SpoolError::storage("dead-letter", e))?;
-                }
-            }
-            txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
-            Ok(size)
-        })
-        .await
-        .map_err(|e| SpoolError::storage("remove task", e))??;
+        let reason = reason.to_string();
+        let record = Box::new(move |raw: &[u8]| dead_record_bytes(&reason, raw));
+        let size = self.store.take_out(sink, entry.seq, Some(record)).await?;
         self.forget(sink, &entry.call_id, size);
         Ok(())
     }
 
     /// Depth, bytes, oldest age and dead letters of each of `sinks` (zeros when nothing is
-    /// spooled for it), then of any other sink the spool holds entries for.
+    /// spooled for it), then of any other sink the spool holds entries for. Blocking.
     pub fn status_of(&self, sinks: &[String]) -> Result<Vec<SinkQueue>, SpoolError> {
         let mut rest = self.status()?;
         let mut out = Vec::with_capacity(sinks.len() + rest.len());
         for sink in sinks {
             out.push(match rest.iter().position(|q| &q.sink == sink) {
                 Some(j) => rest.remove(j),
-                None => SinkQueue {
-                    sink: sink.clone(),
-                    depth: 0,
-                    bytes: 0,
-                    oldest_age_secs: 0.0,
-                    dead_letters: 0,
-                },
+                None => SinkQueue::empty(sink),
             });
         }
         out.extend(rest);
         Ok(out)
     }
 
-    /// Depth, bytes, oldest age and dead letters of every sink with anything spooled.
+    /// Depth, bytes, oldest age and dead letters of every sink with anything spooled. Blocking.
     pub fn status(&self) -> Result<Vec<SinkQueue>, SpoolError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let entries = txn
-            .open_table(ENTRIES)
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let dead = txn
-            .open_table(DEAD)
-            .map_err(|e| SpoolError::storage("read", e))?;
         let now = now_ms();
-        let mut out: Vec<SinkQueue> = Vec::new();
-        fn slot(out: &mut Vec<SinkQueue>, sink: &str) -> usize {
-            match out.iter().position(|q| q.sink == sink) {
-                Some(i) => i,
-                None => {
-                    out.push(SinkQueue {
-                        sink: sink.to_string(),
-                        depth: 0,
-                        bytes: 0,
-                        oldest_age_secs: 0.0,
-                        dead_letters: 0,
-                    });
-                    out.len() - 1
+        Ok(self
+            .store
+            .tally()?
+            .into_iter()
+            .map(|(sink, t)| {
+                let at = t
+                    .oldest
+                    .as_deref()
+                    .and_then(|raw| decode(0, raw))
+                    .map_or(now, |e| e.spooled_at_ms);
+                SinkQueue {
+                    oldest_age_secs: Duration::from_millis(now.saturating_sub(at)).as_secs_f64(),
+                    depth: t.depth,
+                    bytes: t.bytes,
+                    dead_letters: t.dead,
+                    sink,
                 }
-            }
-        }
-        for row in entries.iter().map_err(|e| SpoolError::storage("read", e))? {
-            let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
-            let (sink, seq) = k.value();
-            let i = slot(&mut out, sink);
-            if out[i].depth == 0 {
-                // The first entry of a sink (lowest sequence) is its oldest.
-                let at = decode(seq, v.value()).map_or(now, |e| e.spooled_at_ms);
-                out[i].oldest_age_secs =
-                    Duration::from_millis(now.saturating_sub(at)).as_secs_f64();
-            }
-            out[i].depth += 1;
-            out[i].bytes += v.value().len() as u64;
-        }
-        for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
-            let (k, _) = row.map_err(|e| SpoolError::storage("read", e))?;
-            let i = slot(&mut out, k.value().0);
-            out[i].dead_letters += 1;
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// Events waiting per sink (from memory: no storage read), for the metrics.
@@ -483,57 +317,20 @@ impl Spool {
     /// for a required sink, answered 413): an operator can raise the limit and redrive it.
     pub async fn bury(&self, sink: &str, out: &Outgoing, reason: &str) -> Result<(), SpoolError> {
         let raw = encode(now_ms(), &out.event.subject, &out.structured);
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        self.insert_one(
-            DEAD,
-            sink,
-            seq,
-            dead_record_bytes(reason, &raw),
-            "dead-letter",
-        )
-        .await
+        let written = {
+            let _order = self.state();
+            let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+            self.store
+                .write(Table::Dead, sink, seq, dead_record_bytes(reason, &raw))
+        };
+        written.await
     }
 
-    /// Inserts one row and commits (durably), off the async runtime.
-    async fn insert_one(
-        &self,
-        table: TableDefinition<'static, (&'static str, u64), &'static [u8]>,
-        sink: &str,
-        seq: u64,
-        value: Vec<u8>,
-        what: &'static str,
-    ) -> Result<(), SpoolError> {
-        let db = self.db.clone();
-        let sink = sink.to_string();
-        tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            let txn = db.begin_write().map_err(|e| SpoolError::storage(what, e))?;
-            {
-                let mut t = txn
-                    .open_table(table)
-                    .map_err(|e| SpoolError::storage(what, e))?;
-                t.insert((sink.as_str(), seq), value.as_slice())
-                    .map_err(|e| SpoolError::storage(what, e))?;
-            }
-            txn.commit().map_err(|e| SpoolError::storage("commit", e))
-        })
-        .await
-        .map_err(|e| SpoolError::storage("spool task", e))?
-    }
-
-    /// Every dead letter, oldest first per sink.
+    /// Every dead letter, oldest first per sink. Blocking.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let dead = txn
-            .open_table(DEAD)
-            .map_err(|e| SpoolError::storage("read", e))?;
         let mut out = Vec::new();
-        for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
-            let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
-            let (sink, seq) = k.value();
-            let (reason, at, entry) = dead_record(seq, v.value());
+        self.store.dead(&mut |sink, seq, record| {
+            let (reason, at, entry) = dead_record(seq, record);
             let event_id = entry
                 .as_ref()
                 .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.event).ok())
@@ -547,68 +344,44 @@ impl Spool {
                 call_id: entry.map(|e| e.call_id).unwrap_or_default(),
                 event_id,
             });
-        }
+        })?;
         Ok(out)
     }
 
     /// Moves dead letters (of `sink`, or all; one `seq`, or all) back into their sinks' queues,
     /// behind what waits there, once the cause is fixed. Returns how many; stops early, with
-    /// [`SpoolError::Full`], when the spool has no room for the next one.
+    /// [`SpoolError::Full`], when the spool has no room for the next one. Blocking.
     pub fn redrive(&self, sink: Option<&str>, seq: Option<u64>) -> Result<u64, SpoolError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| SpoolError::storage("redrive", e))?;
         let mut moved: Vec<(String, String, u64)> = Vec::new();
         let mut full = None;
-        {
-            let mut dead = txn
-                .open_table(DEAD)
-                .map_err(|e| SpoolError::storage("redrive", e))?;
-            let mut entries = txn
-                .open_table(ENTRIES)
-                .map_err(|e| SpoolError::storage("redrive", e))?;
-            let mut picked: Vec<(String, u64, Vec<u8>)> = Vec::new();
-            for row in dead.iter().map_err(|e| SpoolError::storage("redrive", e))? {
-                let (k, v) = row.map_err(|e| SpoolError::storage("redrive", e))?;
-                let (s, q) = k.value();
-                if sink.is_some_and(|want| want != s) || seq.is_some_and(|want| want != q) {
-                    continue;
-                }
-                picked.push((s.to_string(), q, v.value().to_vec()));
+        let mut held = self.state().bytes;
+        self.store.redrive(&mut |s, q, record| {
+            if sink.is_some_and(|want| want != s) || seq.is_some_and(|want| want != q) {
+                return Redrive::Skip;
             }
-            let mut held = self.state().bytes;
-            for (s, q, record) in picked {
-                let (_, _, entry) = dead_record(q, &record);
-                let Some(entry) = entry else { continue };
-                let raw = encode(now_ms(), &entry.call_id, &entry.event);
-                if held + raw.len() as u64 > self.max_bytes {
-                    full = Some(SpoolError::Full {
-                        held,
-                        max: self.max_bytes,
-                    });
-                    break;
-                }
-                held += raw.len() as u64;
-                let new_seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                entries
-                    .insert((s.as_str(), new_seq), raw.as_slice())
-                    .map_err(|e| SpoolError::storage("redrive", e))?;
-                dead.remove((s.as_str(), q))
-                    .map_err(|e| SpoolError::storage("redrive", e))?;
-                moved.push((s, entry.call_id, raw.len() as u64));
+            let (_, _, entry) = dead_record(q, record);
+            let Some(entry) = entry else {
+                return Redrive::Skip;
+            };
+            let raw = encode(now_ms(), &entry.call_id, &entry.event);
+            if held + raw.len() as u64 > self.max_bytes {
+                full = Some(SpoolError::Full {
+                    held,
+                    max: self.max_bytes,
+                });
+                return Redrive::Stop;
             }
-        }
-        txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
+            held += raw.len() as u64;
+            moved.push((s.to_string(), entry.call_id, raw.len() as u64));
+            Redrive::Move {
+                seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
+                entry: raw,
+            }
+        })?;
         {
             let mut st = self.state();
             for (s, call_id, size) in &moved {
-                st.bytes += size;
-                *st.waiting
-                    .entry(s.clone())
-                    .or_default()
-                    .entry(call_id.clone())
-                    .or_default() += 1;
+                st.add(s, call_id, *size);
             }
         }
         for (s, _, _) in &moved {
@@ -627,25 +400,4 @@ impl Spool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_entry_round_trips_and_garbage_does_not_decode() {
-        let raw = encode(42, "call-1", b"{\"id\":1}");
-        let e = decode(7, &raw).unwrap();
-        assert_eq!(
-            (
-                e.seq,
-                e.spooled_at_ms,
-                e.call_id.as_str(),
-                e.event.as_slice()
-            ),
-            (7, 42, "call-1", b"{\"id\":1}".as_slice())
-        );
-        assert!(decode(1, b"short").is_none());
-        let mut bad = encode(1, "call", b"x");
-        bad[8] = 200; // a call id length past the end
-        assert!(decode(1, &bad).is_none());
-    }
-}
+mod tests;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::event::Event;
+use crate::ledger::shared::{Claim, SharedLedger};
 use crate::ledger::{Ledger, Take};
 use crate::metrics::Metrics;
 use crate::sinks::throttle::Throttle;
@@ -28,9 +29,10 @@ pub fn spawn(
     spool: Arc<Spool>,
     sink: SinkHandle,
     ledger: Arc<Ledger>,
+    shared: Option<Arc<SharedLedger>>,
     metrics: Arc<Metrics>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(spool, sink, ledger, metrics))
+    tokio::spawn(run(spool, sink, ledger, shared, metrics))
 }
 
 /// What became of the queue's head.
@@ -43,7 +45,14 @@ enum Step {
     Later,
 }
 
-async fn run(spool: Arc<Spool>, sink: SinkHandle, ledger: Arc<Ledger>, metrics: Arc<Metrics>) {
+async fn run(
+    spool: Arc<Spool>,
+    sink: SinkHandle,
+    ledger: Arc<Ledger>,
+    shared: Option<Arc<SharedLedger>>,
+    metrics: Arc<Metrics>,
+) {
+    let shared = shared.as_deref();
     let appended = spool.appended(&sink.name);
     let throttle = Throttle::default();
     let mut backoff = BACKOFF_FIRST;
@@ -52,7 +61,7 @@ async fn run(spool: Arc<Spool>, sink: SinkHandle, ledger: Arc<Ledger>, metrics: 
         let notified = appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match step(&spool, &sink, &ledger, &metrics, &throttle).await {
+        match step(&spool, &sink, &ledger, shared, &metrics, &throttle).await {
             Step::Done => backoff = BACKOFF_FIRST,
             Step::Empty => {
                 backoff = BACKOFF_FIRST;
@@ -70,6 +79,7 @@ async fn step(
     spool: &Spool,
     sink: &SinkHandle,
     ledger: &Ledger,
+    shared: Option<&SharedLedger>,
     metrics: &Metrics,
     throttle: &Throttle,
 ) -> Step {
@@ -101,10 +111,41 @@ async fn step(
         Take::Busy => return Step::Later,
         Take::Mine => {}
     }
+    // With the shared ledger, the replica claims the pair there too (as a webhook delivery).
+    let claim = match shared {
+        None => None,
+        Some(s) => match s.claim(&id, name).await {
+            Ok(Claim::Mine { revision }) => Some((s, revision)),
+            Ok(Claim::Acked(receipt)) => {
+                ledger.settle(&id, name, Some(receipt));
+                metrics.sink_outcome(name, "spool_already_acked");
+                return removed(spool, sink, &entry).await;
+            }
+            Ok(Claim::Busy) => {
+                ledger.settle(&id, name, None);
+                return Step::Later;
+            }
+            Err(e) => {
+                ledger.settle(&id, name, None);
+                if let Some(repeats) = throttle.admit("shared_ledger") {
+                    tracing::warn!(sink = name, error = %crate::sinks::error_chain(&e), repeats, "spool replay waits for the shared ledger");
+                }
+                return Step::Later;
+            }
+        },
+    };
     let result = match tokio::time::timeout(sink.timeout, sink.sink.publish(&out)).await {
         Ok(r) => r,
         Err(_) => Err(SinkError::Timeout(sink.timeout.as_millis() as u64)),
     };
+    if let Some((s, revision)) = claim {
+        // In doubt (a timeout), the claim is left to expire: the broker may still store it.
+        if !matches!(result, Err(SinkError::Timeout(_))) {
+            if let Err(e) = s.record(&id, name, revision, result.as_ref().ok()).await {
+                tracing::warn!(sink = name, error = %crate::sinks::error_chain(&e), "cannot record the outcome in the shared ledger; its claim expires instead");
+            }
+        }
+    }
     match result {
         Ok(receipt) => {
             ledger.settle(&id, name, Some(receipt));

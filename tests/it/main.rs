@@ -18,5 +18,6 @@ mod nats;
 mod preflight;
 mod rabbitmq;
 mod reconcile;
+mod shared_ledger;
 mod spool;
 mod telemetry;

@@ -23,20 +23,20 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
 
-const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-const BROKER: &str = "127.0.0.1:5672";
+pub(crate) const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub(crate) const BROKER: &str = "127.0.0.1:5672";
 const SINK: &str = "mq";
 
 /// The test's own client and the names it must clean up.
-struct Broker {
+pub(crate) struct Broker {
     _conn: Connection,
     ch: Channel,
-    exchange: String,
+    pub(crate) exchange: String,
     queues: Vec<String>,
 }
 
 impl Broker {
-    async fn new(prefix: &str) -> Broker {
+    pub(crate) async fn new(prefix: &str) -> Broker {
         let conn = Connection::connect(AMQP_URL, ConnectionProperties::default())
             .await
             .expect("test client connects to RabbitMQ");
@@ -51,7 +51,11 @@ impl Broker {
 
     /// A broker client with its own topic exchange and one queue bound to it with
     /// `binding_key`: the topology most tests publish into.
-    async fn with_queue(tag: &str, binding_key: &str, args: FieldTable) -> (Broker, String) {
+    pub(crate) async fn with_queue(
+        tag: &str,
+        binding_key: &str,
+        args: FieldTable,
+    ) -> (Broker, String) {
         let mut b = Broker::new(tag).await;
         let queue = b.queue_name(tag);
         b.declare_exchange().await;
@@ -59,13 +63,13 @@ impl Broker {
         (b, queue)
     }
 
-    fn queue_name(&mut self, what: &str) -> String {
+    pub(crate) fn queue_name(&mut self, what: &str) -> String {
         let q = unique(&format!("cb-test-{what}"));
         self.queues.push(q.clone());
         q
     }
 
-    async fn declare_exchange(&self) {
+    pub(crate) async fn declare_exchange(&self) {
         self.ch
             .exchange_declare(
                 &self.exchange,
@@ -77,7 +81,7 @@ impl Broker {
             .expect("exchange declared");
     }
 
-    async fn declare_queue(&self, queue: &str, binding_key: &str, args: FieldTable) {
+    pub(crate) async fn declare_queue(&self, queue: &str, binding_key: &str, args: FieldTable) {
         self.ch
             .queue_declare(queue, QueueDeclareOptions::default(), args)
             .await
@@ -111,7 +115,7 @@ impl Broker {
     }
 
     /// The `message_id` (event id) of every message currently in the queue.
-    async fn message_ids(&self, queue: &str) -> HashSet<String> {
+    pub(crate) async fn message_ids(&self, queue: &str) -> HashSet<String> {
         self.drain(queue)
             .await
             .iter()
@@ -123,7 +127,7 @@ impl Broker {
             .collect()
     }
 
-    async fn message_count(&self, queue: &str) -> u32 {
+    pub(crate) async fn message_count(&self, queue: &str) -> u32 {
         self.ch
             .queue_declare(
                 queue,
@@ -138,7 +142,7 @@ impl Broker {
             .message_count()
     }
 
-    async fn cleanup(self) {
+    pub(crate) async fn cleanup(self) {
         for q in &self.queues {
             let _ = self.ch.queue_delete(q, QueueDeleteOptions::default()).await;
         }

@@ -837,3 +837,49 @@ async fn requests_are_paced_by_the_rate_limit() {
     assert!(took < Duration::from_secs(3), "{took:?}");
     platform.handle.stop(true).await;
 }
+
+/// With the shared ledger (`idempotency.store: nats-kv`), a pass on one replica sees what
+/// another replica (or an earlier process) delivered: nothing is published again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_shared_ledger_a_pass_sees_what_another_replica_delivered() {
+    let platform = FakePlatform::start().await;
+    let (elsewhere, lost) = (unique("rc-elsewhere"), unique("rc-lost-shared"));
+    platform.add(call(&elsewhere, "failed", 40, None));
+    platform.add(call(&lost, "failed", 40, None));
+    let bucket = unique("rcledger").replace('-', "_");
+    let dir = tempfile::tempdir().unwrap();
+    let replica = |n: &str, reconcile: bool| {
+        let path = dir.path().join(format!("{n}.jsonl"));
+        let mut yaml = format!(
+            "{}idempotency: {{store: nats-kv, url: \"{NATS_URL}\", bucket: {bucket}, window_secs: 7200}}\n",
+            config_with_sinks(&file_sink("archive", &path, ""))
+        );
+        if reconcile {
+            yaml.push_str(&format!(
+                "reconcile: {{api_base: \"{}\", api_key: {PLATFORM_KEY}, interval_secs: 0, requests_per_sec: 50}}\n",
+                platform.base
+            ));
+        }
+        (yaml, path)
+    };
+    let (yaml_a, _path_a) = replica("a", false);
+    let (yaml_b, path_b) = replica("b", true);
+    let a = spawn(&yaml_a).await;
+    let b = spawn(&yaml_b).await;
+    let hook = callbridge::cli::sample_payload(&elsewhere, "status", "failed");
+    assert_eq!(a.post(&hook).await.status, 200);
+
+    let r = pass(&b, false).await;
+    assert_eq!(
+        published(&r),
+        [(lost.clone(), webhook_id(&lost, "status", "failed"))].into(),
+        "{r}"
+    );
+    assert_eq!(r["already_delivered"], 1, "{r}");
+    let lines = read_lines(&path_b);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["subject"], lost.as_str());
+    a.stop().await;
+    b.stop().await;
+    platform.handle.stop(true).await;
+}

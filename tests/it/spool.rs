@@ -176,7 +176,7 @@ async fn a_full_spool_is_a_503_never_a_silent_drop() {
 
 /// SIGKILL while events wait in the spool: the next start finds them and delivers them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn spooled_events_survive_sigkill_and_are_delivered_after_restart() {
+async fn spooled_events_survive_sigkill_and_a_damaged_tail_and_are_delivered_after_restart() {
     let js = js().await;
     let (stream, prefix, proxy, url) = proxied_stream(&js, "spoolkill").await;
     let dir = tempfile::tempdir().unwrap();
@@ -235,6 +235,16 @@ async fn spooled_events_survive_sigkill_and_are_delivered_after_restart() {
         "3 waiting, no dead letter: {text}"
     );
 
+    // The file then grows by bytes that are no pages (as a filesystem that extended it but
+    // never wrote the data leaves it): the restart cuts that tail and keeps every entry.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("spool.redb"))
+            .unwrap();
+        f.write_all(&[0xAB; 5000]).unwrap();
+    }
     proxy.restore();
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
     let js_ref = &js;
@@ -272,6 +282,17 @@ async fn spooled_events_survive_sigkill_and_are_delivered_after_restart() {
     .await;
     let (_, logs) = bridge.stop().await;
     assert!(logs.contains("spool open"), "{logs}");
+    assert!(logs.contains("damaged tail was cut"), "{logs}");
+    let kept = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("spool.redb.damaged-")
+        })
+        .count();
+    assert_eq!(kept, 1, "the damaged file is kept for the operator");
     js.delete_stream(&stream).await.unwrap();
 }
 

@@ -12,9 +12,11 @@
 //! failure that it may publish itself.
 //!
 //! Memory is bounded twice: entries expire after `window`, and beyond `max_entries` the oldest
-//! idle entries are evicted (an entry with a publish in flight never is). The ledger is per
-//! replica; across replicas the deterministic event id lets brokers (JetStream) and consumers
-//! drop the copies.
+//! idle entries are evicted (an entry with a publish in flight never is). This ledger is per
+//! replica; with `idempotency.store: nats-kv`, [`shared`] adds the ledger every replica shares
+//! (claims and receipts in a NATS key-value bucket), asked after this one grants a publish.
+
+pub mod shared;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -295,6 +297,26 @@ pub trait DeliveryRecord: Send + Sync {
 impl DeliveryRecord for Ledger {
     async fn confirmed(&self, id: &str, sink: &str) -> Result<bool, LedgerError> {
         Ok(self.receipt(id, sink).is_some())
+    }
+}
+
+/// This process's ledger first (no round trip, and it knows what it just published), then the
+/// ledger every replica shares, when configured.
+pub struct Layered {
+    pub local: Arc<Ledger>,
+    pub shared: Option<Arc<shared::SharedLedger>>,
+}
+
+#[async_trait::async_trait]
+impl DeliveryRecord for Layered {
+    async fn confirmed(&self, id: &str, sink: &str) -> Result<bool, LedgerError> {
+        if self.local.confirmed(id, sink).await? {
+            return Ok(true);
+        }
+        match &self.shared {
+            Some(shared) => shared.confirmed(id, sink).await,
+            None => Ok(false),
+        }
     }
 }
 

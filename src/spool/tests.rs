@@ -1,0 +1,238 @@
+//! The spool's bookkeeping against the redb backend in a temporary directory: bytes, waiting
+//! calls, the bound, sequences across a restart, dead letters and redrive.
+
+use super::*;
+use crate::event::test_support::sample_event;
+
+fn event(id: &str, call: &str) -> Outgoing {
+    let mut ev = sample_event();
+    ev.id = id.into();
+    ev.subject = call.into();
+    Outgoing::new(ev)
+}
+
+fn settings(dir: &tempfile::TempDir, max_bytes: u64) -> SpoolSettings {
+    SpoolSettings {
+        path: dir.path().join("spool.redb"),
+        max_bytes,
+    }
+}
+
+fn open(dir: &tempfile::TempDir, max_bytes: u64) -> Arc<Spool> {
+    Spool::open(&settings(dir, max_bytes)).expect("spool opens")
+}
+
+/// What one event takes in the spool.
+fn size_of(out: &Outgoing) -> u64 {
+    encode(0, &out.event.subject, &out.structured).len() as u64
+}
+
+#[tokio::test]
+async fn an_entry_is_counted_until_removed_and_its_call_waits_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir, 1 << 20);
+    let (a, b) = (event("e-a", "call-x"), event("e-b", "call-x"));
+    let seq_a = spool.append("s", &a).await.unwrap();
+    assert_eq!(spool.bytes(), size_of(&a));
+    assert!(spool.has_waiting("s", "call-x"));
+    assert!(!spool.has_waiting("s", "call-y"));
+    assert!(!spool.has_waiting("other", "call-x"));
+    let seq_b = spool.append("s", &b).await.unwrap();
+    assert!(seq_b > seq_a);
+    assert_eq!(spool.depths(), vec![("s".to_string(), 2)]);
+    assert_eq!(spool.bytes(), size_of(&a) + size_of(&b));
+
+    let head = spool.oldest("s").await.unwrap().expect("an entry waits");
+    assert_eq!((head.seq, head.call_id.as_str()), (seq_a, "call-x"));
+    assert_eq!(head.event, a.structured.to_vec());
+    assert!(spool.oldest("other").await.unwrap().is_none());
+
+    spool.remove("s", &head).await.unwrap();
+    assert_eq!(spool.bytes(), size_of(&b));
+    assert!(
+        spool.has_waiting("s", "call-x"),
+        "one of the call's events still waits"
+    );
+    let next = spool.oldest("s").await.unwrap().unwrap();
+    assert_eq!(next.seq, seq_b);
+    spool.remove("s", &next).await.unwrap();
+    assert_eq!(spool.bytes(), 0);
+    assert!(!spool.has_waiting("s", "call-x"));
+    assert!(spool.oldest("s").await.unwrap().is_none());
+    assert_eq!(spool.depths(), vec![("s".to_string(), 0)]);
+}
+
+#[tokio::test]
+async fn the_bound_is_exact_and_a_refused_event_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = event("e-a", "call-a");
+    let spool = open(&dir, size_of(&a));
+    spool.append("s", &a).await.expect("exactly max_bytes fits");
+    let b = event("e-b", "call-b");
+    match spool.append("s", &b).await {
+        Err(SpoolError::Full { held, max }) => assert_eq!((held, max), (size_of(&a), size_of(&a))),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    assert_eq!(spool.bytes(), size_of(&a));
+    assert!(!spool.has_waiting("s", "call-b"));
+    assert_eq!(spool.status().unwrap()[0].depth, 1);
+}
+
+#[tokio::test]
+async fn a_reopened_spool_finds_its_entries_and_numbers_past_its_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        event("e-a", "call-1"),
+        event("e-b", "call-2"),
+        event("e-c", "call-3"),
+    );
+    let mut seqs = Vec::new();
+    {
+        let spool = open(&dir, 1 << 20);
+        seqs.push(spool.append("s1", &a).await.unwrap());
+        seqs.push(spool.append("s1", &b).await.unwrap());
+        seqs.push(spool.append("s2", &c).await.unwrap());
+        let head = spool.oldest("s1").await.unwrap().unwrap();
+        spool.dead_letter("s1", &head, "refused").await.unwrap();
+        spool.bury("s3", &c, "too large").await.unwrap();
+    }
+    let spool = open(&dir, 1 << 20);
+    assert_eq!(spool.bytes(), size_of(&b) + size_of(&c));
+    assert!(
+        !spool.has_waiting("s1", "call-1"),
+        "dead-lettered, not waiting"
+    );
+    assert!(spool.has_waiting("s1", "call-2"));
+    assert!(spool.has_waiting("s2", "call-3"));
+    assert_eq!(spool.oldest("s1").await.unwrap().unwrap().seq, seqs[1]);
+    let buried = spool
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.sink == "s3")
+        .unwrap()
+        .seq;
+    assert!(buried > seqs[2]);
+    let next = spool.append("s1", &a).await.unwrap();
+    assert!(next > buried, "{next} must follow the buried {buried}");
+}
+
+#[tokio::test]
+async fn dead_letters_keep_their_reason_and_redrive_puts_them_behind_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir, 1 << 20);
+    let (a, b, c) = (
+        event("e-a", "call-x"),
+        event("e-b", "call-y"),
+        event("e-c", "call-z"),
+    );
+    spool.append("s", &a).await.unwrap();
+    let seq_b = spool.append("s", &b).await.unwrap();
+    let head = spool.oldest("s").await.unwrap().unwrap();
+    spool.dead_letter("s", &head, "unroutable").await.unwrap();
+    spool.bury("t", &c, "too large").await.unwrap();
+    assert_eq!(spool.bytes(), size_of(&b));
+    assert!(!spool.has_waiting("s", "call-x"));
+
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(
+        (
+            dead[0].sink.as_str(),
+            dead[0].seq,
+            dead[0].reason.as_str(),
+            dead[0].call_id.as_str(),
+            dead[0].event_id.as_str()
+        ),
+        ("s", head.seq, "unroutable", "call-x", "e-a")
+    );
+    assert_eq!(
+        (
+            dead[1].sink.as_str(),
+            dead[1].reason.as_str(),
+            dead[1].event_id.as_str()
+        ),
+        ("t", "too large", "e-c")
+    );
+    assert!(dead[0].dead_at_ms > 0);
+
+    let status = spool
+        .status_of(&["s".to_string(), "u".to_string()])
+        .unwrap();
+    let view: Vec<_> = status
+        .iter()
+        .map(|q| (q.sink.as_str(), q.depth, q.bytes, q.dead_letters))
+        .collect();
+    assert_eq!(
+        view,
+        vec![("s", 1, size_of(&b), 1), ("u", 0, 0, 0), ("t", 0, 0, 1)]
+    );
+    assert!(status[0].oldest_age_secs >= 0.0 && status[0].oldest_age_secs < 60.0);
+    assert_eq!(status[1].oldest_age_secs, 0.0);
+
+    // Only the chosen sink's dead letter moves, behind what waits there.
+    assert_eq!(spool.redrive(Some("s"), None).unwrap(), 1);
+    assert!(spool.has_waiting("s", "call-x"));
+    assert_eq!(spool.bytes(), size_of(&b) + size_of(&a));
+    let first = spool.oldest("s").await.unwrap().unwrap();
+    assert_eq!(first.seq, seq_b, "the redriven event queues behind");
+    spool.remove("s", &first).await.unwrap();
+    let redriven = spool.oldest("s").await.unwrap().unwrap();
+    assert_eq!(
+        (redriven.call_id.as_str(), redriven.event.as_slice()),
+        ("call-x", a.structured.as_ref())
+    );
+    assert_eq!(spool.dead_letters().unwrap().len(), 1);
+
+    // A seq that is not there moves nothing; the right one does.
+    assert_eq!(spool.redrive(None, Some(dead[1].seq + 1000)).unwrap(), 0);
+    assert_eq!(spool.redrive(None, Some(dead[1].seq)).unwrap(), 1);
+    assert!(spool.dead_letters().unwrap().is_empty());
+    assert!(spool.has_waiting("t", "call-z"));
+}
+
+#[tokio::test]
+async fn redrive_stops_when_the_spool_is_full_and_moves_nothing_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (event("e-a", "call-a"), event("e-b", "call-b"));
+    let spool = open(&dir, size_of(&a).max(size_of(&b)));
+    spool.append("s", &a).await.unwrap();
+    let head = spool.oldest("s").await.unwrap().unwrap();
+    spool.dead_letter("s", &head, "refused").await.unwrap();
+    assert_eq!(spool.bytes(), 0);
+    spool.append("s", &b).await.unwrap();
+    assert!(matches!(
+        spool.redrive(None, None),
+        Err(SpoolError::Full { .. })
+    ));
+    assert_eq!(spool.dead_letters().unwrap().len(), 1);
+    assert!(!spool.has_waiting("s", "call-a"));
+    let waiting = spool.oldest("s").await.unwrap().unwrap();
+    spool.remove("s", &waiting).await.unwrap();
+    assert_eq!(spool.redrive(None, None).unwrap(), 1);
+    assert!(spool.has_waiting("s", "call-a"));
+}
+
+#[tokio::test]
+async fn concurrent_appends_all_land_each_under_its_own_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir, 1 << 24);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let spool = spool.clone();
+        tasks.push(tokio::spawn(async move {
+            let out = event(&format!("e-{i}"), &format!("call-{}", i % 7));
+            spool.append("s", &out).await.unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap());
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    assert_eq!(seqs.len(), 200, "every append got its own sequence");
+    drop(spool);
+    let spool = open(&dir, 1 << 24);
+    assert_eq!(spool.depths(), vec![("s".to_string(), 200)]);
+}
