@@ -281,8 +281,9 @@ pub enum LedgerError {
 }
 
 /// The one question reconciliation asks a ledger: did `sink` confirm the event `id`? Behind a
-/// trait so that a durable store (the NATS KV ledger of issue #19) can answer it as well as the
-/// memory [`Ledger`]. Asking never creates an entry and never claims a sink.
+/// trait so that the shared NATS KV ledger ([`shared::SharedLedger`]) answers it as well as the
+/// memory [`Ledger`] ([`Layered`] asks both). Asking never creates an entry and never claims a
+/// sink.
 ///
 /// What an answer of `false` means depends on the store: the memory ledger forgets an id after
 /// `idempotency.window_secs` (sooner when `max_entries` bites) and knows nothing from before
