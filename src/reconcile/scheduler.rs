@@ -20,7 +20,7 @@ impl Drop for Scheduler {
 /// still connecting would only count failures.
 const READY_WAIT: Duration = Duration::from_secs(60);
 
-/// Starts the passes: the first once the sinks are ready (or after [`READY_WAIT`]), so a
+/// Starts the passes: the first once the sinks are ready (or after 60 s), so a
 /// restart after an outage backfills at once; then one every `interval` from the end of the
 /// previous one (passes never pile up behind a slow API).
 pub fn spawn(reconciler: Arc<Reconciler>, interval: Duration, lookback: Duration) -> Scheduler {
