@@ -29,6 +29,8 @@ pub enum StartError {
     Sink(#[from] SinkStartError),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error("reconcile: {0}")]
+    Reconcile(#[from] crate::reconcile::client::ApiError),
     #[error(transparent)]
     SharedLedger(#[from] crate::ledger::shared::SharedLedgerError),
 }
@@ -37,6 +39,8 @@ pub struct Application {
     port: u16,
     server: Server,
     fanout: Arc<Fanout>,
+    /// The periodic reconciliation passes (stopped when the application is dropped).
+    _reconcile: Option<crate::reconcile::scheduler::Scheduler>,
 }
 
 impl Application {
@@ -82,6 +86,7 @@ impl Application {
         }
         let fanout = Arc::new(fanout);
         log_largest_event(&fanout, settings.server.max_body_bytes);
+        let (reconciler, scheduler) = start_reconcile(&settings, &fanout, &metrics)?;
 
         let server_settings = &settings.server;
         let listener =
@@ -110,6 +115,7 @@ impl Application {
             body_bytes: Arc::new(tokio::sync::Semaphore::new(
                 server_settings.max_in_flight_bytes,
             )),
+            reconciler,
             publisher: tokio::runtime::Handle::current(),
         });
         let paths: Vec<String> = std::iter::once(server_settings.path.clone())
@@ -148,7 +154,8 @@ impl Application {
                 .route("/metrics", web::get().to(handler::metrics))
                 .route("/spool", web::get().to(handler::spool_status))
                 .route("/spool/dead", web::get().to(handler::dead_letters))
-                .route("/spool/redrive", web::post().to(handler::redrive));
+                .route("/spool/redrive", web::post().to(handler::redrive))
+                .route("/reconcile", web::post().to(handler::reconcile));
             for p in &route_paths {
                 app = app.service(
                     web::resource(p.as_str())
@@ -186,6 +193,7 @@ impl Application {
             port,
             server,
             fanout,
+            _reconcile: scheduler,
         })
     }
 
@@ -201,12 +209,59 @@ impl Application {
     /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]; in-flight requests are answered,
     /// then sinks are flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let result = self.server.await;
+        let Application {
+            server,
+            fanout,
+            _reconcile: reconcile,
+            ..
+        } = self;
+        let result = server.await;
+        // No reconciliation pass starts publishing into sinks being closed.
+        drop(reconcile);
         tracing::info!("server stopped; flushing sinks");
-        self.fanout.close().await;
+        fanout.close().await;
         tracing::info!("shutdown complete");
         result
     }
+}
+
+type Reconcile = (
+    Option<Arc<crate::reconcile::Reconciler>>,
+    Option<crate::reconcile::scheduler::Scheduler>,
+);
+
+/// The reconciler when `reconcile` is configured, and its periodic passes unless
+/// `interval_secs` is 0.
+fn start_reconcile(
+    settings: &Settings,
+    fanout: &Arc<Fanout>,
+    metrics: &Arc<Metrics>,
+) -> Result<Reconcile, StartError> {
+    let Some(r) = &settings.reconcile else {
+        return Ok((None, None));
+    };
+    let reconciler = Arc::new(crate::reconcile::build(
+        r,
+        fanout.clone(),
+        metrics.clone(),
+        settings.event.clone(),
+        Duration::from_secs(settings.idempotency.window_secs),
+        Duration::from_millis(settings.server.deadline_ms),
+    )?);
+    tracing::info!(
+        interval_secs = r.interval_secs,
+        lookback_secs = r.lookback_secs,
+        settle_secs = r.settle_secs,
+        "reconciliation with the platform's call api on"
+    );
+    let scheduler = (r.interval_secs > 0).then(|| {
+        crate::reconcile::scheduler::spawn(
+            reconciler.clone(),
+            Duration::from_secs(r.interval_secs),
+            Duration::from_secs(r.lookback_secs),
+        )
+    });
+    Ok((Some(reconciler), scheduler))
 }
 
 /// Works out the largest event every required sink accepts and says how it relates to

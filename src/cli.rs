@@ -162,3 +162,66 @@ pub async fn replay_file(
     }
     Ok(report)
 }
+
+/// What `callbridge reconcile` prints for a pass: one line per event (published, or in a dry
+/// run what would be), the failures, then a summary line.
+pub fn render_reconcile(report: &crate::reconcile::PassReport) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "window {} .. {}{}",
+        report.window_start,
+        report.window_end,
+        if report.dry_run {
+            " (dry run: nothing published)"
+        } else {
+            ""
+        }
+    );
+    let verb = if report.dry_run {
+        "would publish"
+    } else {
+        "published"
+    };
+    for b in &report.published {
+        let _ = writeln!(
+            out,
+            "{verb} {} {} call {} status {}",
+            b.event_id,
+            b.ty,
+            b.call_id,
+            b.status.as_deref().unwrap_or("-")
+        );
+    }
+    for b in &report.failed {
+        let _ = writeln!(
+            out,
+            "not confirmed {} {} call {}: {}",
+            b.event_id,
+            b.ty,
+            b.call_id,
+            b.error.as_deref().unwrap_or("")
+        );
+    }
+    for e in &report.api_errors {
+        let _ = writeln!(out, "api error: {e}");
+    }
+    for w in &report.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    let _ = writeln!(
+        out,
+        "checked {} calls: {} already delivered, {} settling, {} not ended; {} {}, {} not confirmed, {} api errors{}",
+        report.calls_checked,
+        report.already_delivered,
+        report.settling,
+        report.not_ended,
+        verb,
+        report.published.len(),
+        report.failed.len(),
+        report.api_errors.len(),
+        if report.complete { "" } else { " (incomplete: a listing failed)" }
+    );
+    out
+}

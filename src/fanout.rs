@@ -184,6 +184,20 @@ impl Fanout {
         &self.sinks
     }
 
+    /// The idempotency ledger, for reconciliation's "was this delivered" question.
+    pub fn ledger(&self) -> Arc<Ledger> {
+        self.ledger.clone()
+    }
+
+    /// Who answers "was this delivered": this process's ledger, then the shared one when
+    /// configured (every replica's receipts, across restarts).
+    pub fn delivery_record(&self) -> Arc<dyn crate::ledger::DeliveryRecord> {
+        Arc::new(crate::ledger::Layered {
+            local: self.ledger.clone(),
+            shared: self.shared.clone(),
+        })
+    }
+
     /// The idempotency ledger's figures, for the metrics.
     pub fn ledger_stats(&self) -> crate::ledger::LedgerStats {
         self.ledger.stats()
@@ -211,7 +225,11 @@ impl Fanout {
             .collect();
         // One serialisation of the event, shared by every sink's task.
         let outgoing = Arc::new(Outgoing::new(event));
-        if self.ledger.payload_differs(&event_id, &outgoing.data) {
+        // A backfilled event is rebuilt from the call API, so its `data` never matches the
+        // webhook's byte for byte: it records no digest (a webhook arriving later records its
+        // own) and is not compared, or every late webhook would be reported as a mismatch.
+        let backfilled = outgoing.event.origin.is_some();
+        if !backfilled && self.ledger.payload_differs(&event_id, &outgoing.data) {
             self.metrics.id_payload_mismatch.inc();
             tracing::warn!(
                 event_id = %event_id,

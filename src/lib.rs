@@ -41,7 +41,8 @@
 //! name escapes and caps the sender's values), [`metrics`] (Prometheus),
 //! [`telemetry`] (logs, traces), [`preflight`] (`validate --connect`: asks each broker whether
 //! every event the config can produce would be stored; the probes are in each sink's folder),
-//! [`app`] (the server: `Application::build(settings)` binds,
+//! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
+//! through the fan-out: docs/reconcile.md), [`app`] (the server: `Application::build(settings)` binds,
 //! `port()` tells tests where).
 //!
 //! Dependencies point one way: `config` → each sink's settings → `config::validate`; no sink
@@ -56,6 +57,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod metrics;
 pub mod preflight;
+pub mod reconcile;
 pub mod sinks;
 pub mod spool;
 pub mod telemetry;

@@ -87,6 +87,26 @@ enum Command {
         #[arg(long)]
         to: String,
     },
+    /// Ask the platform's call API which calls ended in the last `--since` and publish the
+    /// events no webhook got confirmed (`reconcile` section). Runs on the running bridge, whose
+    /// ledger knows what was delivered; `--dry-run` prints what it would publish. Exit 1 if an
+    /// event was not confirmed or the API failed.
+    Reconcile {
+        /// How far back, e.g. `6h`, `90m`. Default: the configured `lookback_secs`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        since: Option<Duration>,
+        /// Print what would be published; publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The bridge's base URL. Default: this config's listen port on 127.0.0.1.
+        #[arg(long)]
+        url: Option<String>,
+        /// When no bridge runs: run the pass in this process. Its ledger starts empty, so every
+        /// terminal call of the window is published again (with the ids it had: consumers and
+        /// JetStream drop the copies).
+        #[arg(long)]
+        standalone: bool,
+    },
     /// Print the JSON Schema of the canonical event.
     Schema,
     /// Print the configuration reference (docs/configuration.md), generated from the code.
@@ -211,6 +231,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => spool_status(cli.config, url),
         Command::Dlq { action } => dlq(cli.config, action),
         Command::Replay { from, to } => replay(cli.config, &from, &to),
+        Command::Reconcile {
+            since,
+            dry_run,
+            url,
+            standalone,
+        } => reconcile(cli.config, since, dry_run, url, standalone),
         Command::SendTest {
             url,
             api_key,
@@ -481,6 +507,109 @@ fn replay(config: Option<PathBuf>, from: &std::path::Path, to: &str) -> anyhow::
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `reconcile`: a pass on the running bridge (`POST /reconcile`), or in this process with
+/// `--standalone`.
+fn reconcile(
+    config: Option<PathBuf>,
+    since: Option<Duration>,
+    dry_run: bool,
+    url: Option<String>,
+    standalone: bool,
+) -> anyhow::Result<ExitCode> {
+    let (settings, _, _) = Settings::load(config.as_deref())?;
+    let Some(r) = settings.reconcile.clone() else {
+        anyhow::bail!("this configuration has no `reconcile` section");
+    };
+    let lookback = since.unwrap_or(Duration::from_secs(r.lookback_secs));
+    let rt = tokio::runtime::Runtime::new()?;
+    let report = if standalone {
+        rt.block_on(reconcile_here(&settings, &r, lookback, dry_run))?
+    } else {
+        let base = url.unwrap_or_else(|| {
+            let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
+            format!("http://127.0.0.1:{port}")
+        });
+        let answer = rt.block_on(async {
+            // A pass is paced by the API's rate limit: it may take minutes.
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3600))
+                .build()?;
+            let mut req = client.post(format!("{base}/reconcile")).query(&[
+                ("since_secs", lookback.as_secs().to_string()),
+                ("dry_run", dry_run.to_string()),
+            ]);
+            req = match (&settings.auth.api_keys, &settings.auth.bearer) {
+                (Some(k), _) if !k.keys.is_empty() => {
+                    req.header(k.header.as_str(), k.keys[0].expose_secret())
+                }
+                (_, Some(b)) if !b.tokens.is_empty() => {
+                    req.bearer_auth(b.tokens[0].expose_secret())
+                }
+                _ => req,
+            };
+            req.send()
+                .await?
+                .error_for_status()?
+                .json::<callbridge::reconcile::PassReport>()
+                .await
+        });
+        match answer {
+            Ok(report) => report,
+            Err(e) if e.is_connect() => anyhow::bail!(
+                "no bridge answered at {base}: a pass needs the running bridge's ledger to know                  what was delivered; --standalone runs it here with an empty ledger (every                  terminal call of the window is published again, with its same ids)"
+            ),
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("asking {base}/reconcile"))),
+        }
+    };
+    print!("{}", cli::render_reconcile(&report));
+    Ok(
+        if report.failed.is_empty() && report.api_errors.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// One pass in this process, over the configured sinks, with a fresh (empty) ledger.
+async fn reconcile_here(
+    settings: &Settings,
+    r: &callbridge::reconcile::ReconcileSettings,
+    lookback: Duration,
+    dry_run: bool,
+) -> anyhow::Result<callbridge::reconcile::PassReport> {
+    use std::sync::Arc;
+    let metrics = Arc::new(callbridge::metrics::Metrics::new());
+    let handles = callbridge::sinks::build_all(settings.sinks.iter().map(|s| s.spec())).await?;
+    let ledger = callbridge::ledger::Ledger::new(
+        Duration::from_secs(settings.idempotency.window_secs),
+        settings.idempotency.max_entries,
+    );
+    let fanout = Arc::new(callbridge::fanout::Fanout::new(
+        handles,
+        ledger,
+        metrics.clone(),
+    ));
+    let reconciler = callbridge::reconcile::build(
+        r,
+        fanout.clone(),
+        metrics,
+        settings.event.clone(),
+        Duration::from_secs(settings.idempotency.window_secs),
+        Duration::from_millis(settings.server.deadline_ms),
+    )?;
+    // Broker sinks connect in the background: give them a moment to become ready.
+    let ready_by = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !fanout.ready() && tokio::time::Instant::now() < ready_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let report = reconciler
+        .pass(callbridge::reconcile::PassOptions { lookback, dry_run })
+        .await;
+    fanout.close().await;
+    Ok(report)
 }
 
 fn serve(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {

@@ -34,6 +34,14 @@ pub struct Metrics {
     /// Events waiting in the spool, by sink, and the bytes they hold (all sinks).
     pub spool_depth: IntGaugeVec,
     pub spool_bytes: IntGauge,
+    /// Reconciliation (docs/reconcile.md): calls listed and judged, events published because
+    /// their webhook never arrived (by kind), events it could not get confirmed, platform API
+    /// errors (by reason), and when the last pass completed (Unix seconds).
+    pub reconcile_calls_checked: IntCounter,
+    pub reconcile_backfilled: IntCounterVec,
+    pub reconcile_publish_failed: IntCounter,
+    pub reconcile_api_errors: IntCounterVec,
+    pub reconcile_last_pass: Gauge,
     /// The shared ledger (`idempotency.store: nats-kv`): claims by outcome (`mine`, `acked`,
     /// `busy`, `error`), lost compare-and-set races, expired claims taken over, and the time
     /// of each bucket round (`claim`, `record`).
@@ -208,7 +216,46 @@ impl Metrics {
             "Deliveries whose event id was seen before with different content",
         )
         .expect("valid metric");
+        let reconcile_calls_checked = IntCounter::new(
+            "callbridge_reconcile_calls_checked_total",
+            "Calls reconciliation listed from the platform's API and checked against the ledger",
+        )
+        .expect("valid metric");
+        let reconcile_backfilled = IntCounterVec::new(
+            Opts::new(
+                "callbridge_reconcile_events_backfilled_total",
+                "Events reconciliation published (confirmed by every required sink) because \
+                 their webhook never arrived, by kind",
+            ),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let reconcile_publish_failed = IntCounter::new(
+            "callbridge_reconcile_publish_failed_total",
+            "Backfilled events a required sink did not confirm (tried again next pass)",
+        )
+        .expect("valid metric");
+        let reconcile_api_errors = IntCounterVec::new(
+            Opts::new(
+                "callbridge_reconcile_api_errors_total",
+                "Failed requests to the platform's API, by reason (rate_limited, server_error, \
+                 client_error, unauthorized, timeout, connect, decode)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let reconcile_last_pass = Gauge::new(
+            "callbridge_reconcile_last_complete_pass_timestamp_seconds",
+            "When the last reconciliation pass that listed every call of its window ended \
+             (Unix time; 0: none yet)",
+        )
+        .expect("valid metric");
         for c in [
+            Box::new(reconcile_calls_checked.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(reconcile_backfilled.clone()),
+            Box::new(reconcile_publish_failed.clone()),
+            Box::new(reconcile_api_errors.clone()),
+            Box::new(reconcile_last_pass.clone()),
             Box::new(id_payload_mismatch.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(build_info.clone()),
             Box::new(ledger_kv_claims.clone()),
@@ -251,6 +298,11 @@ impl Metrics {
             ledger_evicted,
             ledger_retention,
             id_payload_mismatch,
+            reconcile_calls_checked,
+            reconcile_backfilled,
+            reconcile_publish_failed,
+            reconcile_api_errors,
+            reconcile_last_pass,
             build_info,
             spool_depth,
             spool_bytes,

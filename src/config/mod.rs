@@ -93,6 +93,10 @@ pub struct Settings {
     /// The durable spool for sinks with `on_unavailable: spool` (absent: no spool).
     #[serde(default)]
     pub spool: Option<SpoolSettings>,
+    /// Reconciliation with the platform's call API: backfill what no webhook delivered
+    /// (absent: off; docs/reconcile.md).
+    #[serde(default)]
+    pub reconcile: Option<crate::reconcile::ReconcileSettings>,
     /// Where events go. Every event is published to every sink whose `events` filter it matches,
     /// concurrently; the answer is 200 only when every required sink confirmed.
     pub sinks: Vec<SinkSettings>,
@@ -554,7 +558,7 @@ impl Settings {
             };
             if !p.starts_with('/') {
                 issues.error(field, format!("must start with '/', got {p:?}"));
-            } else if ["/healthz", "/readyz", "/metrics"].contains(&p.as_str())
+            } else if ["/healthz", "/readyz", "/metrics", "/reconcile"].contains(&p.as_str())
                 || p == "/spool"
                 || p.starts_with("/spool/")
             {
@@ -641,6 +645,9 @@ impl Settings {
 
         sinks::validate(&self.sinks, s.deadline_ms, issues);
         self.validate_spool(issues);
+        if let Some(r) = &self.reconcile {
+            r.validate(self.idempotency.window_secs, issues);
+        }
         let worst_case = crate::event::worst_case_event_bytes(s.max_body_bytes);
         for (i, sink) in self.sinks.iter().enumerate() {
             let spec = sink.spec();

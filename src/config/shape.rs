@@ -16,7 +16,7 @@ use super::{
 use crate::event::EventSettings;
 
 /// Top-level sections, and whether the file must have them.
-const SECTIONS: [(&str, bool); 8] = [
+const SECTIONS: [(&str, bool); 9] = [
     ("server", false),
     ("auth", true),
     ("event", false),
@@ -24,6 +24,7 @@ const SECTIONS: [(&str, bool); 8] = [
     ("log", false),
     ("traces", false),
     ("spool", false),
+    ("reconcile", false),
     ("sinks", true),
 ];
 
@@ -62,6 +63,9 @@ pub(super) fn errors(raw: &Value, first: ConfigIssue) -> Vec<ConfigIssue> {
                 "log" => check::<LogSettings>(key, value, &mut out),
                 "traces" => check::<TraceSettings>(key, value, &mut out),
                 "spool" => check::<Option<super::SpoolSettings>>(key, value, &mut out),
+                "reconcile" => {
+                    check::<Option<crate::reconcile::ReconcileSettings>>(key, value, &mut out)
+                }
                 _ => match value.as_array() {
                     Some(sinks) => {
                         for (i, sink) in sinks.iter().enumerate() {

@@ -37,7 +37,7 @@ pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 struct Attribute {
     name: &'static str,
     value: fn(&Event) -> Option<&str>,
-    /// Every event has it (the extensions `callstatus` and `traceparent` are optional).
+    /// Every event has it (the extensions `callstatus`, `origin` and `traceparent` are optional).
     always: bool,
 }
 
@@ -54,7 +54,7 @@ const fn attribute(
 }
 
 /// Every attribute but `data`, in the order of the structured form (the fields of [`Event`]).
-const ATTRIBUTES: [Attribute; 10] = [
+const ATTRIBUTES: [Attribute; 11] = [
     attribute("specversion", |e| Some(&e.specversion), true),
     attribute("id", |e| Some(&e.id), true),
     attribute("source", |e| Some(&e.source), true),
@@ -64,10 +64,15 @@ const ATTRIBUTES: [Attribute; 10] = [
     attribute(DATACONTENTTYPE, |e| Some(&e.datacontenttype), true),
     attribute("callstatus", |e| e.callstatus.as_deref(), false),
     attribute("partitionkey", |e| Some(&e.partitionkey), true),
+    attribute(ORIGIN, |e| e.origin.as_deref(), false),
     attribute("traceparent", |e| e.traceparent.as_deref(), false),
 ];
 
 const DATACONTENTTYPE: &str = "datacontenttype";
+/// The extension attribute that marks an event backfilled by reconciliation.
+pub const ORIGIN: &str = "origin";
+/// Its value on a backfilled event.
+pub const ORIGIN_RECONCILE: &str = "reconcile";
 
 /// Every attribute the event carries, by name, in the order of the structured form.
 pub fn attributes(event: &Event) -> impl Iterator<Item = (&'static str, &str)> {
@@ -319,6 +324,35 @@ mod tests {
             .attributes
             .iter()
             .any(|(n, v)| n == "ce-datacontenttype" && v == "application/json"));
+    }
+
+    #[test]
+    fn a_backfilled_event_carries_origin_in_every_binding_and_others_do_not() {
+        let mut ev = sample_event();
+        ev.origin = Some(ORIGIN_RECONCILE.into());
+        let out = Outgoing::new(ev.clone());
+        let structured: serde_json::Value = serde_json::from_slice(&out.structured).unwrap();
+        assert_eq!(structured["origin"], "reconcile");
+        assert_eq!(out.structured, serde_json::to_vec(&ev).unwrap());
+        let plain = Outgoing::new(sample_event());
+        for (headers, name) in [
+            (Headers::KAFKA, "ce_origin"),
+            (Headers::NATS, "ce-origin"),
+            (Headers::AMQP, "cloudEvents_origin"),
+        ] {
+            let m = headers.encode(Format::Binary, &out);
+            assert!(
+                m.attributes
+                    .iter()
+                    .any(|(n, v)| n == name && v == "reconcile"),
+                "{name}: {:?}",
+                m.attributes
+            );
+            let m = headers.encode(Format::Binary, &plain);
+            assert!(!m.attributes.iter().any(|(n, _)| n == name), "{name}");
+        }
+        let plain: serde_json::Value = serde_json::from_slice(&plain.structured).unwrap();
+        assert!(plain.get("origin").is_none());
     }
 
     #[test]

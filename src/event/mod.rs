@@ -52,6 +52,11 @@ pub struct Event {
     pub callstatus: Option<String>,
     /// Extension (CloudEvents partitioning): the call id, so one call's events stay in order.
     pub partitionkey: String,
+    /// Extension: `reconcile` on an event the bridge backfilled from the platform's call API
+    /// because its webhook never arrived (docs/reconcile.md); absent on events from webhooks.
+    /// Consumers that care where an event came from read it without parsing `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
     /// Extension (CloudEvents distributed tracing): W3C trace context of the publish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
@@ -330,6 +335,7 @@ pub(crate) fn envelope(
         datacontenttype: "application/json".into(),
         callstatus: data.status.clone(),
         partitionkey: data.call_id.clone(),
+        origin: None,
         traceparent: None,
         data,
     }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub requests: Arc<tokio::sync::Semaphore>,
     /// `server.max_in_flight_bytes`: one permit per body byte admitted.
     pub body_bytes: Arc<tokio::sync::Semaphore>,
+    /// `reconcile` when configured: `POST /reconcile` runs a pass (`callbridge reconcile`).
+    pub reconciler: Option<Arc<crate::reconcile::Reconciler>>,
     /// Publishing runs on this runtime (where the broker clients live), as its own task, so a
     /// sender that hangs up mid-request cannot cancel a publish half-way.
     pub publisher: tokio::runtime::Handle,
@@ -359,6 +361,46 @@ pub async fn redrive(
             }
         },
     )
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ReconcileQuery {
+    /// How far back to look; default: the configured `lookback_secs`.
+    since_secs: Option<u64>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /reconcile`: one pass now, answered with its report (what `callbridge reconcile`
+/// prints). Authenticated like the webhooks: it publishes.
+pub async fn reconcile(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ReconcileQuery>,
+) -> Result<HttpResponse, ApiError> {
+    state.auth.check(req.headers())?;
+    let Some((reconciler, lookback)) = state.reconciler.clone().map(|r| {
+        let lookback = r.lookback();
+        (r, lookback)
+    }) else {
+        return Ok(HttpResponse::NotFound()
+            .json(json!({"error": "no `reconcile` section in this configuration"})));
+    };
+    let opts = crate::reconcile::PassOptions {
+        lookback: query
+            .since_secs
+            .map(Duration::from_secs)
+            .unwrap_or(lookback),
+        dry_run: query.dry_run,
+    };
+    // On the publishing runtime, as its own task: a client that hangs up cannot cancel a pass
+    // half-way through a publish.
+    let report = state
+        .publisher
+        .spawn(async move { reconciler.pass(opts).await })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string(), state.retry_after_secs))?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {

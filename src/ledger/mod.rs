@@ -273,6 +273,54 @@ impl From<&Stored> for Receipt {
     }
 }
 
+/// Why a [`DeliveryRecord`] could not answer (a remote store; the memory ledger always answers).
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the delivery record is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The one question reconciliation asks a ledger: did `sink` confirm the event `id`? Behind a
+/// trait so that the shared NATS KV ledger ([`shared::SharedLedger`]) answers it as well as the
+/// memory [`Ledger`] ([`Layered`] asks both). Asking never creates an entry and never claims a
+/// sink.
+///
+/// What an answer of `false` means depends on the store: the memory ledger forgets an id after
+/// `idempotency.window_secs` (sooner when `max_entries` bites) and knows nothing from before
+/// the process started, so there "not confirmed" may be "confirmed, but not remembered" — a
+/// backfill then publishes it again with the same id (docs/reconcile.md).
+#[async_trait::async_trait]
+pub trait DeliveryRecord: Send + Sync {
+    async fn confirmed(&self, id: &str, sink: &str) -> Result<bool, LedgerError>;
+}
+
+#[async_trait::async_trait]
+impl DeliveryRecord for Ledger {
+    async fn confirmed(&self, id: &str, sink: &str) -> Result<bool, LedgerError> {
+        Ok(self.receipt(id, sink).is_some())
+    }
+}
+
+/// This process's ledger first (no round trip, and it knows what it just published), then the
+/// ledger every replica shares, when configured.
+pub struct Layered {
+    pub local: Arc<Ledger>,
+    pub shared: Option<Arc<shared::SharedLedger>>,
+}
+
+#[async_trait::async_trait]
+impl DeliveryRecord for Layered {
+    async fn confirmed(&self, id: &str, sink: &str) -> Result<bool, LedgerError> {
+        if self.local.confirmed(id, sink).await? {
+            return Ok(true);
+        }
+        match &self.shared {
+            Some(shared) => shared.confirmed(id, sink).await,
+            None => Ok(false),
+        }
+    }
+}
+
 /// What [`Ledger::take`] found for one sink of one event id.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Take {
@@ -320,6 +368,15 @@ impl Ledger {
         }
         entry.in_flight |= bit;
         Take::Mine
+    }
+
+    /// The receipt `sink` holds for `id`, if any, without creating an entry or claiming the sink
+    /// (expired entries are let go first, as [`Ledger::take`] does).
+    pub fn receipt(&self, id: &str, sink: &str) -> Option<Receipt> {
+        let mut inner = self.lock();
+        self.evict(&mut inner, Instant::now(), false);
+        let n = inner.sinks.iter().position(|s| &**s == sink)? as u8;
+        inner.map.get(&key(id))?.receipt(n).map(Receipt::from)
     }
 
     /// Remembers a digest of `id`'s payload the first time; true when a later delivery of the
@@ -494,6 +551,34 @@ mod tests {
         c[3] = 1;
         assert_ne!(hash(a), hash(b), "second half");
         assert_ne!(hash(a), hash(c), "first half");
+    }
+
+    #[tokio::test]
+    async fn confirmed_peeks_without_claiming_or_creating() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        assert!(!l.confirmed("a", "s").await.unwrap());
+        assert!(l.is_empty(), "asking creates no entry");
+        assert_eq!(l.take("a", "s"), Take::Mine);
+        assert!(
+            !l.confirmed("a", "s").await.unwrap(),
+            "in flight is not confirmed"
+        );
+        assert_eq!(
+            l.take("a", "s"),
+            Take::Busy,
+            "asking did not free the claim"
+        );
+        l.settle("a", "s", Some(receipt()));
+        assert!(l.confirmed("a", "s").await.unwrap());
+        assert!(!l.confirmed("a", "other").await.unwrap(), "per sink");
+        assert_eq!(l.receipt("a", "s"), Some(receipt()));
+        let l = Ledger::new(Duration::from_millis(0), 10);
+        assert_eq!(l.take("x", "s"), Take::Mine);
+        l.settle("x", "s", Some(receipt()));
+        assert!(
+            !l.confirmed("x", "s").await.unwrap(),
+            "past the window: forgotten"
+        );
     }
 
     #[test]

@@ -146,6 +146,30 @@ pub fn key(id: &str, sink: &str) -> String {
     format!("{}.{}", token(id), token(sink))
 }
 
+/// Reconciliation's question, answered from the bucket: every replica's receipts, across
+/// restarts, for the bucket's max age (`idempotency.window_secs`). A lease or a release is not
+/// a confirmation. An unreachable bucket is an error, never a "no": the pass then skips the call
+/// rather than publish what another replica may have delivered.
+#[async_trait::async_trait]
+impl super::DeliveryRecord for SharedLedger {
+    async fn confirmed(&self, id: &str, sink: &str) -> Result<bool, super::LedgerError> {
+        let unavailable =
+            |e: SharedLedgerError| super::LedgerError::Unavailable(crate::sinks::error_chain(&e));
+        let store = self.store().await.map_err(unavailable)?;
+        let found = tokio::time::timeout(KV_TIMEOUT, store.entry(key(id, sink)))
+            .await
+            .map_err(|e| unavailable(kv_err("read", e)))?
+            .map_err(|e| unavailable(kv_err("read", e)))?;
+        Ok(found.is_some_and(|e| {
+            e.operation == kv::Operation::Put
+                && matches!(
+                    serde_json::from_slice::<Record>(&e.value),
+                    Ok(Record::Acked { .. })
+                )
+        }))
+    }
+}
+
 impl SharedLedger {
     /// Connects to the NATS server(s) within a few seconds, or keeps connecting in the
     /// background (claims fail, closed, until it is connected). The bucket is opened or

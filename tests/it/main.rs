@@ -17,6 +17,7 @@ mod kafka;
 mod nats;
 mod preflight;
 mod rabbitmq;
+mod reconcile;
 mod shared_ledger;
 mod spool;
 mod telemetry;
