@@ -11,6 +11,7 @@
 
 pub mod env;
 pub mod reference;
+pub mod security;
 mod shape;
 pub mod sinks;
 pub mod validate;
@@ -212,6 +213,10 @@ pub struct AuthSettings {
     /// Bearer tokens, as agent event subscriptions send them.
     #[serde(default)]
     pub bearer: Option<BearerSettings>,
+    /// An HMAC signature over each body (and a timestamp), verified before the body is parsed.
+    /// Alone, it authenticates; beside `api_keys`/`bearer`, a request needs both.
+    #[serde(default)]
+    pub signature: Option<security::SignatureSettings>,
 }
 
 #[derive(
@@ -614,11 +619,24 @@ impl Settings {
                 .is_ok_and(|a| a.ip().is_loopback())
         }
         let a = &self.auth;
-        let has_creds = a.api_keys.is_some() || a.bearer.is_some();
+        let has_creds = a.api_keys.is_some() || a.bearer.is_some() || a.signature.is_some();
+        if let Some(sig) = &a.signature {
+            sig.validate(issues);
+            if self.idempotency.window_secs < sig.tolerance_secs {
+                issues.warn(
+                    "idempotency.window_secs",
+                    format!(
+                        "shorter than auth.signature.tolerance_secs ({}): a replayed signed \
+                         request could publish again",
+                        sig.tolerance_secs
+                    ),
+                );
+            }
+        }
         match a.mode {
             Some(AuthMode::None) if has_creds => issues.error(
                 "auth.mode",
-                "mode: none disables authentication; remove api_keys/bearer or remove mode",
+                "mode: none disables authentication; remove api_keys/bearer/signature or remove mode",
             ),
             Some(AuthMode::None) => issues.warn(
                 "auth.mode",
@@ -626,7 +644,7 @@ impl Settings {
             ),
             None if !has_creds => issues.error(
                 "auth",
-                "configure api_keys and/or bearer, or set mode: none explicitly",
+                "configure api_keys, bearer and/or signature, or set mode: none explicitly",
             ),
             None => {}
         }

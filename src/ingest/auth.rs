@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
+use super::signature::{SignatureFailure, Verifier};
 use crate::config::{AuthMode, AuthSettings};
 
 pub struct Authenticator {
@@ -18,6 +19,8 @@ pub struct Authenticator {
     api_key_header_display: String,
     api_keys: Vec<[u8; 32]>,
     bearer_tokens: Vec<[u8; 32]>,
+    /// `auth.signature`: checked on the raw body once it is read (signature.rs).
+    signature: Option<Verifier>,
 }
 
 /// Why a request was refused; the message is safe to return (it reveals no credential).
@@ -65,11 +68,40 @@ impl Authenticator {
                         .collect()
                 })
                 .unwrap_or_default(),
+            signature: settings.signature.as_ref().map(Verifier::new),
         }
     }
 
+    /// The signature check that needs no body (headers present, timestamp within the
+    /// tolerance); `Ok` when no signature is configured.
+    pub fn check_signature_headers(&self, headers: &HeaderMap) -> Result<(), SignatureFailure> {
+        match &self.signature {
+            Some(v) if !self.disabled => v.check_headers(headers, super::signature::unix_now()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The signature over the raw body bytes, before anything parses them; `Ok` when no
+    /// signature is configured.
+    pub fn verify_signature(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), SignatureFailure> {
+        match &self.signature {
+            Some(v) if !self.disabled => v.verify(headers, body, super::signature::unix_now()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The header credentials (API key, bearer token). With a signature and neither of them
+    /// configured, the signature alone authenticates: nothing to check here.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
-        if self.disabled {
+        if self.disabled
+            || (self.signature.is_some()
+                && self.api_key_header.is_none()
+                && self.bearer_tokens.is_empty())
+        {
             return Ok(());
         }
         let mut presented = false;

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::auth::AuthFailure;
 use super::response::delivery_body;
+use super::signature::SignatureFailure;
 use crate::event::InvalidPayload;
 use crate::fanout::Delivery;
 
@@ -21,6 +22,9 @@ pub enum ApiError {
     MissingCredentials(String),
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// `auth.signature`: missing, stale or not matching the body.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(#[from] SignatureFailure),
     #[error("body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("cannot read the body")]
@@ -75,6 +79,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => "unauthorized",
+            ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
@@ -119,9 +124,9 @@ impl From<AuthFailure> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::MissingCredentials(_)
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } | ApiError::EventTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }

@@ -69,6 +69,8 @@ async fn handle(
     let deadline = tokio::time::Instant::from_std(started + state.deadline);
 
     state.auth.check(req.headers())?;
+    // A stale or unsigned request is refused before its body is read.
+    state.auth.check_signature_headers(req.headers())?;
     let _admitted = admit(&req, &state)?;
     // The deadline covers the body too: a client that announces more than it sends is answered
     // (503 + Retry-After, connection closed) when the deadline passes, never held.
@@ -78,6 +80,8 @@ async fn handle(
             deadline_ms: state.deadline.as_millis() as u64,
             retry_after_secs: state.retry_after_secs,
         })??;
+    // On the raw bytes, before anything parses them.
+    state.auth.verify_signature(req.headers(), &body)?;
     let mut event = parse(&req, &body, &state.event)?;
     // The raw body is not needed once normalised: free it before the (long) fan-out wait.
     drop(body);
@@ -313,6 +317,8 @@ pub async fn dead_letters(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.check(req.headers())?;
+    // Signed like a webhook with an empty body.
+    state.auth.verify_signature(req.headers(), b"")?;
     let Some(spool) = state.fanout.spool().cloned() else {
         return Ok(
             HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))
@@ -343,6 +349,8 @@ pub async fn redrive(
     query: web::Query<RedriveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.check(req.headers())?;
+    // Signed like a webhook with an empty body (its body is not read).
+    state.auth.verify_signature(req.headers(), b"")?;
     let Some(spool) = state.fanout.spool().cloned() else {
         return Ok(
             HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))

@@ -17,5 +17,6 @@ mod kafka;
 mod nats;
 mod preflight;
 mod rabbitmq;
+mod security;
 mod spool;
 mod telemetry;

@@ -1,0 +1,226 @@
+//! Security controls through the real HTTP endpoint: signed bodies (`auth.signature`).
+
+use crate::common::*;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The Standard Webhooks spec's example secret (24 bytes) and one of our own (32 bytes).
+const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NEW_SECRET: &str = "whsec_bmV3LXNlY3JldC1uZXctc2VjcmV0LW5ldy1zZWNyZXQ=";
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+/// Signs like a Standard Webhooks sender: `v1,<base64 HMAC-SHA256 of "id.ts.body">`.
+fn sign(secret: &str, id: &str, ts: u64, body: &[u8]) -> String {
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    let tag = hmac_sha256(
+        &key,
+        &[id.as_bytes(), b".", ts.to_string().as_bytes(), b".", body],
+    );
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag)
+    )
+}
+
+fn signed_config(auth: &str, path: &std::path::Path) -> String {
+    format!(
+        "server: {{listen: \"127.0.0.1:0\", deadline_ms: 3000}}\nauth: {auth}\nsinks:\n{}",
+        file_sink("archive", path, "")
+    )
+}
+
+async fn post(app: &TestApp, body: &[u8], headers: &[(&str, String)]) -> Answer {
+    let mut req = app
+        .client
+        .post(format!("{}/callback", app.base))
+        .body(body.to_vec());
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    answer(req.send().await.unwrap()).await
+}
+
+fn standard_headers(id: &str, ts: u64, sig: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("webhook-id", id.to_string()),
+        ("webhook-timestamp", ts.to_string()),
+        ("webhook-signature", sig),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standard_webhooks_signed_bodies_pass_and_tampered_stale_or_unsigned_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&signed_config(
+        &format!(
+            "{{signature: {{scheme: standard-webhooks, secrets: [{NEW_SECRET}, {OLD_SECRET}]}}}}"
+        ),
+        &path,
+    ))
+    .await;
+    let body = status_payload(&unique("signed"), "ongoing").to_string();
+    let body = body.as_bytes();
+    let id = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+
+    // unsigned: refused before the body matters
+    let a = post(&app, body, &[]).await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(a.body["error"]["code"], "invalid_signature");
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhook-id"),
+        "{}",
+        a.body
+    );
+
+    // tampered: signed for other bytes (one space added)
+    let ts = now();
+    let mut tampered = body.to_vec();
+    tampered.insert(1, b' ');
+    let a = post(
+        &app,
+        &tampered,
+        &standard_headers(id, ts, sign(NEW_SECRET, id, ts, body)),
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert_eq!(a.body["error"]["code"], "invalid_signature");
+    assert!(a.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no signature"));
+
+    // stale: correctly signed, but 10 minutes old
+    let old = now() - 600;
+    let a = post(
+        &app,
+        body,
+        &standard_headers(id, old, sign(NEW_SECRET, id, old, body)),
+    )
+    .await;
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(
+        a.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the 300 s tolerance"),
+        "{}",
+        a.body
+    );
+    assert!(
+        read_lines(&path).is_empty(),
+        "nothing refused was published"
+    );
+
+    // valid, with the new secret
+    let ts = now();
+    let headers = standard_headers(id, ts, sign(NEW_SECRET, id, ts, body));
+    let first = post(&app, body, &headers).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(read_lines(&path).len(), 1);
+
+    // the same request replayed within the tolerance: a duplicate, not a new event
+    let replay = post(&app, body, &headers).await;
+    assert_eq!(replay.status, 200, "{}", replay.body);
+    assert_eq!(
+        replay.body["sinks"]["archive"]["duplicate"], true,
+        "{}",
+        replay.body
+    );
+    assert_eq!(replay.event_id(), first.event_id());
+    assert_eq!(read_lines(&path).len(), 1, "the replay published nothing");
+
+    // rotation: the old secret (second in the list) still verifies, alone or beside another
+    // signature in the same header
+    let other = status_payload(&unique("signed-old"), "ongoing").to_string();
+    let other = other.as_bytes();
+    let ts = now();
+    let sigs = format!(
+        "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc= {}",
+        sign(OLD_SECRET, "msg_2", ts, other)
+    );
+    let a = post(&app, other, &standard_headers("msg_2", ts, sigs)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(read_lines(&path).len(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_github_style_beside_an_api_key_needs_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let secret = "It's a Secret to Everybody";
+    let app = spawn(&signed_config(
+        &format!(
+            "{{api_keys: {{keys: [\"{KEY}\"]}}, signature: {{scheme: hmac, secrets: [\"{secret}\"], \
+             header: X-Hub-Signature-256, prefix: 'sha256='}}}}"
+        ),
+        &path,
+    ))
+    .await;
+    let body = status_payload(&unique("gh"), "ongoing").to_string();
+    let sig = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(secret.as_bytes(), &[body.as_bytes()]))
+    );
+
+    let signed_only = post(
+        &app,
+        body.as_bytes(),
+        &[("X-Hub-Signature-256", sig.clone())],
+    )
+    .await;
+    assert_eq!(signed_only.status, 401);
+    assert_eq!(signed_only.body["error"]["code"], "unauthorized");
+
+    let key_only = post(&app, body.as_bytes(), &[("X-API-Key", KEY.to_string())]).await;
+    assert_eq!(key_only.status, 401);
+    assert_eq!(key_only.body["error"]["code"], "invalid_signature");
+
+    let wrong = format!(
+        "sha256={}",
+        hex::encode(hmac_sha256(b"another secret", &[body.as_bytes()]))
+    );
+    let a = post(
+        &app,
+        body.as_bytes(),
+        &[
+            ("X-API-Key", KEY.to_string()),
+            ("X-Hub-Signature-256", wrong),
+        ],
+    )
+    .await;
+    assert_eq!(a.status, 401);
+    assert_eq!(a.body["error"]["code"], "invalid_signature");
+    assert!(read_lines(&path).is_empty());
+
+    let both = post(
+        &app,
+        body.as_bytes(),
+        &[("X-API-Key", KEY.to_string()), ("X-Hub-Signature-256", sig)],
+    )
+    .await;
+    assert_eq!(both.status, 200, "{}", both.body);
+    assert_eq!(read_lines(&path).len(), 1);
+    app.stop().await;
+}
