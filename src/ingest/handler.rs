@@ -261,12 +261,23 @@ async fn read_body(
 
 /// JSON whatever the Content-Type says (the sender sets none by default), then normalise.
 fn parse(req: &HttpRequest, body: &[u8], settings: &EventSettings) -> Result<Event, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(ApiError::InvalidJson)?;
-    let params: BTreeMap<String, String> =
-        serde_urlencoded::from_str(req.query_string()).map_err(ApiError::InvalidQuery)?;
     let now = time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
+    parse_body(req.query_string(), body, settings, now)
+}
+
+/// The parsing half of the request path, free of HTTP types: the query string and the raw body
+/// to a normalised event. Public for the fuzzer (fuzz/), which drives exactly this.
+pub fn parse_body(
+    query: &str,
+    body: &[u8],
+    settings: &EventSettings,
+    now: String,
+) -> Result<Event, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(ApiError::InvalidJson)?;
+    let params: BTreeMap<String, String> =
+        serde_urlencoded::from_str(query).map_err(ApiError::InvalidQuery)?;
     event::normalize(&value, params, settings, now).map_err(ApiError::InvalidPayload)
 }
 
