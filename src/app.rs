@@ -95,6 +95,10 @@ impl Application {
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
             redact_pii: settings.log.redact_pii,
+            rate_limit: server_settings
+                .rate_limit
+                .as_ref()
+                .map(crate::ingest::ratelimit::RateLimiter::new),
             requests: Arc::new(tokio::sync::Semaphore::new(server_settings.max_in_flight)),
             body_bytes: Arc::new(tokio::sync::Semaphore::new(
                 server_settings.max_in_flight_bytes,

@@ -25,7 +25,7 @@ pub struct Metrics {
     pub sink_ready: IntGaugeVec,
     pub unknown_status: IntCounter,
     pub unknown_event_type: IntCounter,
-    /// Requests answered 503 by the in-flight limits, by which limit (`requests`, `bytes`).
+    /// Requests shed, by which limit (`requests`, `bytes`: 503; `rate`: 429).
     pub shed: IntCounterVec,
     pub ledger_entries: IntGauge,
     pub ledger_evicted: IntCounterVec,
@@ -121,7 +121,7 @@ impl Metrics {
         let shed = IntCounterVec::new(
             Opts::new(
                 "callbridge_http_shed_total",
-                "Webhook requests answered 503 by the in-flight limits, by limit",
+                "Webhook requests shed by a limit: requests or bytes in flight (503), rate (server.rate_limit, 429)",
             ),
             &["limit"],
         )

@@ -153,6 +153,10 @@ pub struct ServerSettings {
     /// tens of MiB), so this is the knob that bounds memory. At least `max_body_bytes`.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
+    /// A request rate limit per client address or credential (429 + `Retry-After`); off when
+    /// absent.
+    #[serde(default)]
+    pub rate_limit: Option<security::RateLimitSettings>,
 }
 
 impl Default for ServerSettings {
@@ -167,6 +171,7 @@ impl Default for ServerSettings {
             workers: 0,
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            rate_limit: None,
         }
     }
 }
@@ -526,6 +531,9 @@ impl Settings {
         }
 
         self.validate_auth(issues);
+        if let Some(r) = &s.rate_limit {
+            r.validate(issues);
+        }
 
         if self.event.source.is_empty() {
             issues.error("event.source", "must not be empty");

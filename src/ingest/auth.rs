@@ -130,6 +130,25 @@ impl Authenticator {
         }
     }
 
+    /// The digest of the credential that authenticates this request (the first presented API
+    /// key or bearer token that is a configured one), to key a rate limit by; `None` when none
+    /// does (signature-only or disabled authentication).
+    pub fn matched_credential(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
+        let keys = self
+            .api_key_header
+            .iter()
+            .flat_map(|h| headers.get_all(h))
+            .map(|v| (v.as_bytes(), &self.api_keys));
+        let tokens = headers.get_all(AUTHORIZATION).filter_map(|v| {
+            let v = v.as_bytes();
+            (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+                .then(|| (v[7..].trim_ascii(), &self.bearer_tokens))
+        });
+        keys.chain(tokens)
+            .find(|(candidate, known)| any_matches(candidate, known))
+            .map(|(candidate, _)| digest(candidate))
+    }
+
     /// Names what the request should have carried.
     fn expected(&self) -> String {
         let mut what = Vec::new();
@@ -206,6 +225,23 @@ mod tests {
             a.check(&headers(&[("Authorization", "Basic eDp5")])),
             Err(AuthFailure::Missing(_))
         ));
+    }
+
+    #[test]
+    fn the_matched_credential_is_the_valid_one_not_any_presented_one() {
+        let a = auth("bearer: {tokens: [t1]}\napi_keys: {keys: [k1]}");
+        let random_key_beside_a_valid_token =
+            headers(&[("X-API-Key", "random"), ("Authorization", "Bearer t1")]);
+        assert_eq!(a.check(&random_key_beside_a_valid_token), Ok(()));
+        assert_eq!(
+            a.matched_credential(&random_key_beside_a_valid_token),
+            Some(digest(b"t1"))
+        );
+        assert_eq!(
+            a.matched_credential(&headers(&[("X-API-Key", "k1")])),
+            Some(digest(b"k1"))
+        );
+        assert_eq!(a.matched_credential(&headers(&[("X-API-Key", "t1")])), None);
     }
 
     #[test]

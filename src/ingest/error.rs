@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::auth::AuthFailure;
+use super::ratelimit::RateLimited;
 use super::response::delivery_body;
 use super::signature::SignatureFailure;
 use crate::event::InvalidPayload;
@@ -63,6 +64,10 @@ pub enum ApiError {
         limit: &'static str,
         retry_after_secs: u64,
     },
+    /// `server.rate_limit`: this client sent more than its budget; it may retry after
+    /// `Retry-After`.
+    #[error("{0}")]
+    RateLimited(#[from] RateLimited),
     #[error("internal error while publishing: {0}")]
     Internal(String, u64),
 }
@@ -91,6 +96,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotDelivered { .. } => "not_delivered",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Internal(..) => "internal",
         }
     }
@@ -107,6 +113,7 @@ impl ApiError {
                 retry_after_secs, ..
             }
             | ApiError::Internal(_, retry_after_secs) => Some(*retry_after_secs),
+            ApiError::RateLimited(r) => Some(r.retry_after_secs),
             _ => None,
         }
     }
@@ -135,6 +142,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidPayload(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotDelivered { .. }
             | ApiError::BodyTimeout { .. }

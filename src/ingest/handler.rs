@@ -15,7 +15,9 @@ use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::error::ApiError;
+use super::ratelimit::Client;
 use super::response::delivery_body;
+use crate::config::security::RateLimitKey;
 use crate::event::{self, Event, EventKind, EventSettings, KNOWN_STATUSES};
 use crate::fanout::{Fanout, SinkOutcome, IN_PROGRESS};
 use crate::metrics::Metrics;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// `log.redact_pii`: keep everything in `data` that is not an identifier out of logs.
     pub redact_pii: bool,
+    /// `server.rate_limit`: a request budget per client address or credential.
+    pub rate_limit: Option<super::ratelimit::RateLimiter>,
     /// `server.max_in_flight`: one permit per webhook request being handled.
     pub requests: Arc<tokio::sync::Semaphore>,
     /// `server.max_in_flight_bytes`: one permit per body byte admitted.
@@ -68,7 +72,9 @@ async fn handle(
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + state.deadline);
 
+    rate_limit(&req, &state, RateLimitKey::Address)?;
     state.auth.check(req.headers())?;
+    rate_limit(&req, &state, RateLimitKey::Credential)?;
     // A stale or unsigned request is refused before its body is read.
     state.auth.check_signature_headers(req.headers())?;
     let _admitted = admit(&req, &state)?;
@@ -195,6 +201,29 @@ fn sink_summary(d: &crate::fanout::Delivery) -> String {
         };
     }
     s.trim_end().to_string()
+}
+
+/// `server.rate_limit`, at the step of the request path its key belongs to: by address before
+/// authentication (also slows down guessing credentials), by credential after it (only a
+/// credential that authenticated counts; signature-only requests count by address).
+fn rate_limit(req: &HttpRequest, state: &AppState, step: RateLimitKey) -> Result<(), ApiError> {
+    let Some(limiter) = state.rate_limit.as_ref().filter(|l| l.by == step) else {
+        return Ok(());
+    };
+    let credential = match step {
+        RateLimitKey::Address => None,
+        RateLimitKey::Credential => state.auth.matched_credential(req.headers()),
+    };
+    let client = match (credential, req.peer_addr()) {
+        (Some(c), _) => Client::Credential(c),
+        (None, Some(addr)) => Client::Address(addr.ip()),
+        // No peer address (not over TCP): nothing to key by.
+        (None, None) => return Ok(()),
+    };
+    limiter.check(&client).map_err(|limited| {
+        state.metrics.shed.with_label_values(&["rate"]).inc();
+        ApiError::RateLimited(limited)
+    })
 }
 
 /// Takes this request's share of the in-flight limits, or sheds it (503 + `Retry-After`) at

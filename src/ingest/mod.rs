@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod handler;
+pub mod ratelimit;
 pub mod response;
 pub mod signature;
 

@@ -224,3 +224,79 @@ async fn hmac_github_style_beside_an_api_key_needs_both() {
     assert_eq!(read_lines(&path).len(), 1);
     app.stop().await;
 }
+
+async fn post_with(app: &TestApp, headers: &[(&str, &str)]) -> Answer {
+    let body = status_payload(&unique("rate"), "ongoing").to_string();
+    let mut req = app.client.post(format!("{}/callback", app.base)).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    answer(req.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_by_address_answers_429_with_retry_after_once_the_budget_is_spent() {
+    let (app, path, _dir) =
+        spawn_archive_with(", rate_limit: {requests: 2, period_secs: 60}").await;
+    for _ in 0..2 {
+        let a = post_with(&app, &[("X-API-Key", KEY)]).await;
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let limited = post_with(&app, &[("X-API-Key", KEY)]).await;
+    assert_eq!(limited.status, 429, "{}", limited.body);
+    assert_eq!(limited.body["error"]["code"], "rate_limited");
+    let retry: u64 = limited.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!(
+        (1..=30).contains(&retry),
+        "one request back every 30 s: {retry}"
+    );
+    // by address, before authentication: a wrong key from the same address is limited too
+    let guess = post_with(&app, &[("X-API-Key", "guess")]).await;
+    assert_eq!(guess.status, 429);
+    assert_eq!(
+        read_lines(&path).len(),
+        2,
+        "nothing past the budget was published"
+    );
+    assert!(app
+        .metrics()
+        .await
+        .contains("callbridge_http_shed_total{limit=\"rate\"} 2"));
+    // the probes are not rate limited
+    assert_eq!(app.get("/healthz").await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_by_credential_gives_each_key_its_own_budget() {
+    let (app, _path, _dir) =
+        spawn_archive_with(", rate_limit: {requests: 1, period_secs: 60, by: credential}").await;
+    assert_eq!(post_with(&app, &[("X-API-Key", KEY)]).await.status, 200);
+    let limited = post_with(&app, &[("X-API-Key", KEY)]).await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.retry_after.is_some());
+    // a random key beside the spent one does not buy a fresh budget
+    assert_eq!(
+        post_with(
+            &app,
+            &[("Authorization", "Bearer nope"), ("X-API-Key", KEY)]
+        )
+        .await
+        .status,
+        429
+    );
+    // another key, and a bearer token, each have their own
+    assert_eq!(
+        post_with(&app, &[("X-API-Key", "test-key-2")]).await.status,
+        200
+    );
+    assert_eq!(
+        post_with(&app, &[("Authorization", "Bearer test-token")])
+            .await
+            .status,
+        200
+    );
+    // an unauthenticated request is refused by authentication, not counted
+    assert_eq!(post_with(&app, &[("X-API-Key", "wrong")]).await.status, 401);
+    app.stop().await;
+}
