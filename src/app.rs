@@ -34,7 +34,29 @@ pub enum StartError {
 pub struct Application {
     port: u16,
     server: Server,
+    /// `server.admin_listen`: the operational endpoints' own server, and its port.
+    admin: Option<(u16, Server)>,
     fanout: Arc<Fanout>,
+}
+
+/// The operational endpoints: probes, metrics, the spool's status and admin.
+fn ops_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(handler::healthz))
+        .route("/readyz", web::get().to(handler::readyz))
+        .route("/metrics", web::get().to(handler::metrics))
+        .route("/spool", web::get().to(handler::spool_status))
+        .route("/spool/dead", web::get().to(handler::dead_letters))
+        .route("/spool/redrive", web::post().to(handler::redrive));
+}
+
+fn bind(addr: &str) -> Result<(TcpListener, u16), StartError> {
+    let err = |source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(err)?;
+    let port = listener.local_addr().map_err(err)?.port();
+    Ok((listener, port))
 }
 
 impl Application {
@@ -73,18 +95,12 @@ impl Application {
         log_largest_event(&fanout, settings.server.max_body_bytes);
 
         let server_settings = &settings.server;
-        let listener =
-            TcpListener::bind(&server_settings.listen).map_err(|source| StartError::Bind {
-                addr: server_settings.listen.clone(),
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: server_settings.listen.clone(),
-                source,
-            })?
-            .port();
+        let (listener, port) = bind(&server_settings.listen)?;
+        let admin_listener = server_settings
+            .admin_listen
+            .as_deref()
+            .map(bind)
+            .transpose()?;
 
         let state = web::Data::new(AppState {
             auth: Authenticator::new(&settings.auth),
@@ -110,6 +126,8 @@ impl Application {
             .collect();
 
         let route_paths = paths.clone();
+        let ops_on_main = admin_listener.is_none();
+        let admin_state = state.clone();
         let server = HttpServer::new(move || {
             let metrics = metrics.clone();
             let mut app = App::new()
@@ -136,12 +154,11 @@ impl Application {
                         res
                     })
                 })
-                .route("/healthz", web::get().to(handler::healthz))
-                .route("/readyz", web::get().to(handler::readyz))
-                .route("/metrics", web::get().to(handler::metrics))
-                .route("/spool", web::get().to(handler::spool_status))
-                .route("/spool/dead", web::get().to(handler::dead_letters))
-                .route("/spool/redrive", web::post().to(handler::redrive));
+                .configure(|cfg| {
+                    if ops_on_main {
+                        ops_routes(cfg);
+                    }
+                });
             for p in &route_paths {
                 app = app.service(
                     web::resource(p.as_str())
@@ -169,6 +186,29 @@ impl Application {
         })?
         .run();
 
+        let admin = match admin_listener {
+            Some((listener, admin_port)) => {
+                let addr = server_settings.admin_listen.clone().unwrap_or_default();
+                let admin = HttpServer::new(move || {
+                    App::new()
+                        .app_data(admin_state.clone())
+                        .configure(ops_routes)
+                        .default_service(web::to(handler::not_found))
+                })
+                .workers(1)
+                .shutdown_timeout(server_settings.deadline_ms / 1000 + 2)
+                .listen(listener)
+                .map_err(|source| StartError::Bind { addr, source })?
+                .run();
+                tracing::info!(
+                    port = admin_port,
+                    "admin listener: /metrics, /healthz, /readyz, /spool"
+                );
+                Some((admin_port, admin))
+            }
+            None => None,
+        };
+
         tracing::info!(
             addr = %format!("{}:{}", server_settings.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0"), port),
             paths = ?paths,
@@ -178,12 +218,18 @@ impl Application {
         Ok(Application {
             port,
             server,
+            admin,
             fanout,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's port, when `server.admin_listen` is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(port, _)| *port)
     }
 
     /// A handle to stop the server gracefully (what SIGTERM does).
@@ -194,7 +240,17 @@ impl Application {
     /// Serves until SIGTERM/SIGINT or [`ServerHandle::stop`]; in-flight requests are answered,
     /// then sinks are flushed.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let admin = self.admin.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = self.server.await;
+        // The admin listener lives as long as the webhook listener (readiness stays answerable
+        // while in-flight webhooks finish).
+        if let Some((handle, task)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         tracing::info!("server stopped; flushing sinks");
         self.fanout.close().await;
         tracing::info!("shutdown complete");

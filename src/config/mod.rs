@@ -124,6 +124,11 @@ pub struct ServerSettings {
     /// configuration listens on 127.0.0.1 unless `CALLBRIDGE_LISTEN` says otherwise.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A second listener (address and port) for `/metrics`, `/healthz`, `/readyz` and the
+    /// `/spool` endpoints; when set they are served there only, never through the webhook
+    /// listener (and so never through the ingress in front of it). Plain HTTP.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     /// The webhook path the sender is given.
     #[serde(default = "default_path")]
     pub path: String,
@@ -163,6 +168,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            admin_listen: None,
             path: default_path(),
             extra_paths: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
@@ -482,6 +488,16 @@ impl Settings {
                 "server.listen",
                 format!("expected host:port, got {:?}", s.listen),
             );
+        }
+        if let Some(admin) = &s.admin_listen {
+            if admin.parse::<std::net::SocketAddr>().is_err() {
+                issues.error(
+                    "server.admin_listen",
+                    format!("expected host:port, got {admin:?}"),
+                );
+            } else if *admin == s.listen && !admin.ends_with(":0") {
+                issues.error("server.admin_listen", "must differ from server.listen");
+            }
         }
         for (i, p) in std::iter::once(&s.path).chain(&s.extra_paths).enumerate() {
             let field = if i == 0 {

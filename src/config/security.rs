@@ -269,6 +269,38 @@ mod tests {
     }
 
     #[test]
+    fn admin_listen_and_rate_limit_are_checked() {
+        let errs = |server: &str| {
+            match Settings::from_yaml(
+            &format!("server: {server}\nauth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]"),
+            "test",
+            &Env::empty(),
+        ) {
+            Err(ConfigError::Invalid(v)) => v.iter().map(|i| i.to_string()).collect(),
+            Err(e) => vec![format!("{e:#}")],
+            Ok(_) => vec![],
+        }
+        };
+        assert_paths(&errs("{admin_listen: nope}"), &["server.admin_listen"]);
+        assert_paths(
+            &errs("{listen: '0.0.0.0:9000', admin_listen: '0.0.0.0:9000'}"),
+            &["server.admin_listen"],
+        );
+        assert!(errs("{admin_listen: '127.0.0.1:9090'}").is_empty());
+        assert_paths(
+            &errs("{rate_limit: {requests: 0, period_secs: 0, burst: 0}}"),
+            &[
+                "server.rate_limit.requests",
+                "server.rate_limit.period_secs",
+                "server.rate_limit.burst",
+            ],
+        );
+        assert!(errs("{rate_limit: {requests: 10, by: nobody}}")
+            .iter()
+            .any(|e| e.contains("nobody")));
+    }
+
+    #[test]
     fn a_short_secret_is_warned_and_a_window_shorter_than_the_tolerance_too() {
         let yaml = "idempotency: {window_secs: 60}\n\
                     auth: {signature: {scheme: hmac, header: X-Sig, secrets: [short]}}\n\

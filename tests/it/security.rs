@@ -300,3 +300,77 @@ async fn rate_limit_by_credential_gives_each_key_its_own_budget() {
     assert_eq!(post_with(&app, &[("X-API-Key", "wrong")]).await.status, 401);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listen_serves_metrics_and_probes_there_and_not_on_the_webhook_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let mut s = settings(&config_with_server(
+        ", admin_listen: \"127.0.0.1:0\"",
+        &file_sink("archive", &path, ""),
+    ));
+    s.server.workers = 2;
+    let app = callbridge::Application::build(s).await.unwrap();
+    let main = format!("http://127.0.0.1:{}", app.port());
+    let admin = format!("http://127.0.0.1:{}", app.admin_port().expect("admin port"));
+    let handle = app.handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let client = client.clone();
+        async move { answer(client.get(url).send().await.unwrap()).await }
+    };
+
+    for p in ["/metrics", "/healthz", "/readyz", "/spool"] {
+        assert_eq!(
+            get(format!("{main}{p}")).await.status,
+            404,
+            "{p} on the webhook listener"
+        );
+    }
+    assert_eq!(get(format!("{admin}/healthz")).await.status, 200);
+    assert_eq!(get(format!("{admin}/readyz")).await.status, 200);
+    assert_eq!(
+        get(format!("{admin}/spool")).await.status,
+        404,
+        "no spool configured"
+    );
+    let a = answer(
+        client
+            .post(format!("{main}/callback"))
+            .header("X-API-Key", KEY)
+            .body(status_payload(&unique("admin"), "ongoing").to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let metrics = client
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("callbridge_events_total"), "{metrics}");
+    // webhooks are not accepted on the admin listener
+    let on_admin = answer(
+        client
+            .post(format!("{admin}/callback"))
+            .header("X-API-Key", KEY)
+            .body(status_payload(&unique("admin"), "ongoing").to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(on_admin.status, 404);
+    assert_eq!(read_lines(&path).len(), 1);
+
+    // stopping the webhook listener stops the admin one too
+    handle.stop(true).await;
+    task.await.unwrap().unwrap();
+    assert!(client.get(format!("{admin}/healthz")).send().await.is_err());
+}
