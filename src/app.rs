@@ -29,6 +29,8 @@ pub enum StartError {
     Sink(#[from] SinkStartError),
     #[error(transparent)]
     Spool(#[from] crate::spool::SpoolError),
+    #[error("server.tls")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct Application {
@@ -36,6 +38,8 @@ pub struct Application {
     server: Server,
     /// `server.admin_listen`: the operational endpoints' own server, and its port.
     admin: Option<(u16, Server)>,
+    /// `server.tls`: the task reloading the certificate when its files change.
+    tls_watch: Option<tokio::task::JoinHandle<()>>,
     fanout: Arc<Fanout>,
 }
 
@@ -126,6 +130,7 @@ impl Application {
             .collect();
 
         let route_paths = paths.clone();
+        let tls_metrics = metrics.clone();
         let ops_on_main = admin_listener.is_none();
         let admin_state = state.clone();
         let server = HttpServer::new(move || {
@@ -178,12 +183,25 @@ impl Application {
                 .unwrap_or(2)
         } else {
             server_settings.workers
-        })
-        .listen(listener)
-        .map_err(|source| StartError::Bind {
+        });
+        let bind_err = |source| StartError::Bind {
             addr: server_settings.listen.clone(),
             source,
-        })?
+        };
+        let mut tls_watch = None;
+        let server = match &server_settings.tls {
+            Some(tls) => {
+                let (config, resolver) = crate::tls::server_config(tls)?;
+                tls_watch = Some(tokio::spawn(crate::tls::watch(
+                    tls.clone(),
+                    resolver,
+                    tls_metrics.clone(),
+                )));
+                server.listen_rustls_0_23(listener, config)
+            }
+            None => server.listen(listener),
+        }
+        .map_err(bind_err)?
         .run();
 
         let admin = match admin_listener {
@@ -219,6 +237,7 @@ impl Application {
             port,
             server,
             admin,
+            tls_watch,
             fanout,
         })
     }
@@ -245,6 +264,9 @@ impl Application {
             (handle, tokio::spawn(server))
         });
         let result = self.server.await;
+        if let Some(watch) = self.tls_watch {
+            watch.abort();
+        }
         // The admin listener lives as long as the webhook listener (readiness stays answerable
         // while in-flight webhooks finish).
         if let Some((handle, task)) = admin {

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub unknown_event_type: IntCounter,
     /// Requests shed, by which limit (`requests`, `bytes`: 503; `rate`: 429).
     pub shed: IntCounterVec,
+    /// `server.tls` certificate reloads after a file change, by outcome (`ok`, `failed`).
+    pub tls_reloads: IntCounterVec,
     pub ledger_entries: IntGauge,
     pub ledger_evicted: IntCounterVec,
     pub ledger_retention: Gauge,
@@ -126,6 +128,14 @@ impl Metrics {
             &["limit"],
         )
         .expect("valid metric");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "callbridge_tls_reloads_total",
+                "TLS certificate reloads after its files changed, by outcome (failed: the previous certificate stays)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         let spool_depth = IntGaugeVec::new(
             Opts::new(
                 "callbridge_spool_depth",
@@ -183,6 +193,7 @@ impl Metrics {
             Box::new(ledger_evicted.clone()),
             Box::new(ledger_retention.clone()),
             Box::new(shed.clone()),
+            Box::new(tls_reloads.clone()),
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
             Box::new(in_flight.clone()),
@@ -209,6 +220,7 @@ impl Metrics {
             unknown_status,
             unknown_event_type,
             shed,
+            tls_reloads,
             ledger_entries,
             ledger_evicted,
             ledger_retention,

@@ -162,6 +162,10 @@ pub struct ServerSettings {
     /// absent.
     #[serde(default)]
     pub rate_limit: Option<security::RateLimitSettings>,
+    /// TLS on the webhook listener; plain HTTP when absent (the usual setup behind an ingress
+    /// that terminates TLS).
+    #[serde(default)]
+    pub tls: Option<security::TlsSettings>,
 }
 
 impl Default for ServerSettings {
@@ -178,6 +182,7 @@ impl Default for ServerSettings {
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
             rate_limit: None,
+            tls: None,
         }
     }
 }
@@ -549,6 +554,9 @@ impl Settings {
         self.validate_auth(issues);
         if let Some(r) = &s.rate_limit {
             r.validate(issues);
+        }
+        if let Some(t) = &s.tls {
+            t.validate(issues);
         }
 
         if self.event.source.is_empty() {

@@ -4,6 +4,8 @@
 //! Kept apart from `config/mod.rs` so the security surface reads in one place (docs/security.md
 //! describes the threat model each control answers).
 
+use std::path::PathBuf;
+
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -208,6 +210,38 @@ impl RateLimitSettings {
             "the voice platform treats 429 as final (the event is not retried): keep the limit \
              above its peak rate",
         );
+    }
+}
+
+/// TLS on the webhook listener (rustls). The files are read again when they change, as
+/// cert-manager rotates them, without a restart; a change that does not load (a half-written
+/// pair, a key that does not fit) keeps the previous certificate and is logged.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// How often the files' modification times are checked, in seconds.
+    #[serde(default = "default_tls_reload_secs")]
+    pub reload_secs: u64,
+}
+
+fn default_tls_reload_secs() -> u64 {
+    30
+}
+
+impl TlsSettings {
+    pub fn validate(&self, issues: &mut Issues) {
+        for (name, path) in [("cert_file", &self.cert_file), ("key_file", &self.key_file)] {
+            if path.as_os_str().is_empty() {
+                issues.error(format!("server.tls.{name}"), "must not be empty");
+            }
+        }
+        if self.reload_secs == 0 {
+            issues.error("server.tls.reload_secs", "must be greater than 0");
+        }
     }
 }
 

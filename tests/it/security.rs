@@ -374,3 +374,132 @@ async fn admin_listen_serves_metrics_and_probes_there_and_not_on_the_webhook_lis
     task.await.unwrap().unwrap();
     assert!(client.get(format!("{admin}/healthz")).send().await.is_err());
 }
+
+/// A self-signed certificate for `localhost`: (certificate PEM, key PEM).
+fn self_signed() -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    (c.cert.pem(), c.signing_key.serialize_pem())
+}
+
+/// A client that trusts only `cert_pem` and reaches `localhost` at `port`; new for every call,
+/// so no pooled connection hides a new certificate.
+async fn https_get(cert_pem: &str, port: u16, path: &str) -> Result<u16, reqwest::Error> {
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    Ok(client
+        .get(format!("https://localhost:{port}{path}"))
+        .send()
+        .await?
+        .status()
+        .as_u16())
+}
+
+async fn https_metrics(cert_pem: &str, port: u16) -> String {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap()
+        .get(format!("https://localhost:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_serves_https_and_picks_up_a_rotated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (old_cert, old_key) = self_signed();
+    std::fs::write(&cert_file, &old_cert).unwrap();
+    std::fs::write(&key_file, &old_key).unwrap();
+    let path = dir.path().join("events.jsonl");
+    let app = spawn(&config_with_server(
+        &format!(
+            ", tls: {{cert_file: \"{}\", key_file: \"{}\", reload_secs: 1}}",
+            cert_file.display(),
+            key_file.display()
+        ),
+        &file_sink("archive", &path, ""),
+    ))
+    .await;
+    let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+
+    assert_eq!(https_get(&old_cert, port, "/healthz").await.unwrap(), 200);
+    // plain HTTP is not spoken on a TLS listener
+    assert!(app
+        .client
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .is_err());
+    // a webhook over TLS
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(old_cert.as_bytes()).unwrap())
+        .resolve("localhost", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let a = answer(
+        client
+            .post(format!("https://localhost:{port}/callback"))
+            .header("X-API-Key", KEY)
+            .body(status_payload(&unique("tls"), "ongoing").to_string())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // a half-written rotation (a key that does not fit) keeps the old certificate
+    let (new_cert, new_key) = self_signed();
+    std::fs::write(&cert_file, &new_cert).unwrap();
+    // (the old key stays for now: the pair does not load)
+    eventually(
+        std::time::Duration::from_secs(15),
+        "a failed reload",
+        || async {
+            let m = https_metrics(&old_cert, port).await;
+            m.contains("callbridge_tls_reloads_total{outcome=\"failed\"}")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        https_get(&old_cert, port, "/healthz").await.unwrap(),
+        200,
+        "a pair that does not load leaves the old certificate in place"
+    );
+
+    // the rotation completes: new handshakes get the new certificate
+    std::fs::write(&key_file, &new_key).unwrap();
+    eventually(
+        std::time::Duration::from_secs(15),
+        "the new certificate",
+        || async {
+            https_get(&new_cert, port, "/healthz")
+                .await
+                .ok()
+                .filter(|s| *s == 200)
+        },
+    )
+    .await;
+    assert!(
+        https_get(&old_cert, port, "/healthz").await.is_err(),
+        "the old certificate is no longer served"
+    );
+    assert!(https_metrics(&new_cert, port)
+        .await
+        .contains("callbridge_tls_reloads_total{outcome=\"ok\"} 1"));
+    app.stop().await;
+}
