@@ -33,14 +33,42 @@ pub enum StartError {
     Reconcile(#[from] crate::reconcile::client::ApiError),
     #[error(transparent)]
     SharedLedger(#[from] crate::ledger::shared::SharedLedgerError),
+    #[error("server.tls")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// `server.admin_listen`: the operational endpoints' own server, and its port.
+    admin: Option<(u16, Server)>,
+    /// `server.tls`: the task reloading the certificate when its files change.
+    tls_watch: Option<tokio::task::JoinHandle<()>>,
     fanout: Arc<Fanout>,
     /// The periodic reconciliation passes (stopped when the application is dropped).
     _reconcile: Option<crate::reconcile::scheduler::Scheduler>,
+}
+
+/// The operational endpoints: probes, metrics, the spool's status and admin, a reconciliation
+/// pass on demand.
+fn ops_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(handler::healthz))
+        .route("/readyz", web::get().to(handler::readyz))
+        .route("/metrics", web::get().to(handler::metrics))
+        .route("/spool", web::get().to(handler::spool_status))
+        .route("/spool/dead", web::get().to(handler::dead_letters))
+        .route("/spool/redrive", web::post().to(handler::redrive))
+        .route("/reconcile", web::post().to(handler::reconcile));
+}
+
+fn bind(addr: &str) -> Result<(TcpListener, u16), StartError> {
+    let err = |source| StartError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    let listener = TcpListener::bind(addr).map_err(err)?;
+    let port = listener.local_addr().map_err(err)?.port();
+    Ok((listener, port))
 }
 
 impl Application {
@@ -89,18 +117,12 @@ impl Application {
         let (reconciler, scheduler) = start_reconcile(&settings, &fanout, &metrics)?;
 
         let server_settings = &settings.server;
-        let listener =
-            TcpListener::bind(&server_settings.listen).map_err(|source| StartError::Bind {
-                addr: server_settings.listen.clone(),
-                source,
-            })?;
-        let port = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: server_settings.listen.clone(),
-                source,
-            })?
-            .port();
+        let (listener, port) = bind(&server_settings.listen)?;
+        let admin_listener = server_settings
+            .admin_listen
+            .as_deref()
+            .map(bind)
+            .transpose()?;
 
         let state = web::Data::new(AppState {
             auth: Authenticator::new(&settings.auth),
@@ -111,6 +133,10 @@ impl Application {
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
             redact_pii: settings.log.redact_pii,
+            rate_limit: server_settings
+                .rate_limit
+                .as_ref()
+                .map(crate::ingest::ratelimit::RateLimiter::new),
             requests: Arc::new(tokio::sync::Semaphore::new(server_settings.max_in_flight)),
             body_bytes: Arc::new(tokio::sync::Semaphore::new(
                 server_settings.max_in_flight_bytes,
@@ -123,6 +149,9 @@ impl Application {
             .collect();
 
         let route_paths = paths.clone();
+        let tls_metrics = metrics.clone();
+        let ops_on_main = admin_listener.is_none();
+        let admin_state = state.clone();
         let server = HttpServer::new(move || {
             let metrics = metrics.clone();
             let mut app = App::new()
@@ -149,13 +178,11 @@ impl Application {
                         res
                     })
                 })
-                .route("/healthz", web::get().to(handler::healthz))
-                .route("/readyz", web::get().to(handler::readyz))
-                .route("/metrics", web::get().to(handler::metrics))
-                .route("/spool", web::get().to(handler::spool_status))
-                .route("/spool/dead", web::get().to(handler::dead_letters))
-                .route("/spool/redrive", web::post().to(handler::redrive))
-                .route("/reconcile", web::post().to(handler::reconcile));
+                .configure(|cfg| {
+                    if ops_on_main {
+                        ops_routes(cfg);
+                    }
+                });
             for p in &route_paths {
                 app = app.service(
                     web::resource(p.as_str())
@@ -175,13 +202,49 @@ impl Application {
                 .unwrap_or(2)
         } else {
             server_settings.workers
-        })
-        .listen(listener)
-        .map_err(|source| StartError::Bind {
+        });
+        let bind_err = |source| StartError::Bind {
             addr: server_settings.listen.clone(),
             source,
-        })?
+        };
+        let mut tls_watch = None;
+        let server = match &server_settings.tls {
+            Some(tls) => {
+                let (config, resolver) = crate::tls::server_config(tls)?;
+                tls_watch = Some(tokio::spawn(crate::tls::watch(
+                    tls.clone(),
+                    resolver,
+                    tls_metrics.clone(),
+                )));
+                server.listen_rustls_0_23(listener, config)
+            }
+            None => server.listen(listener),
+        }
+        .map_err(bind_err)?
         .run();
+
+        let admin = match admin_listener {
+            Some((listener, admin_port)) => {
+                let addr = server_settings.admin_listen.clone().unwrap_or_default();
+                let admin = HttpServer::new(move || {
+                    App::new()
+                        .app_data(admin_state.clone())
+                        .configure(ops_routes)
+                        .default_service(web::to(handler::not_found))
+                })
+                .workers(1)
+                .shutdown_timeout(server_settings.deadline_ms / 1000 + 2)
+                .listen(listener)
+                .map_err(|source| StartError::Bind { addr, source })?
+                .run();
+                tracing::info!(
+                    port = admin_port,
+                    "admin listener: /metrics, /healthz, /readyz, /spool"
+                );
+                Some((admin_port, admin))
+            }
+            None => None,
+        };
 
         tracing::info!(
             addr = %format!("{}:{}", server_settings.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0"), port),
@@ -192,6 +255,8 @@ impl Application {
         Ok(Application {
             port,
             server,
+            admin,
+            tls_watch,
             fanout,
             _reconcile: scheduler,
         })
@@ -199,6 +264,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The admin listener's port, when `server.admin_listen` is set.
+    pub fn admin_port(&self) -> Option<u16> {
+        self.admin.as_ref().map(|(port, _)| *port)
     }
 
     /// A handle to stop the server gracefully (what SIGTERM does).
@@ -211,13 +281,28 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let Application {
             server,
+            admin,
+            tls_watch,
             fanout,
             _reconcile: reconcile,
             ..
         } = self;
+        let admin = admin.map(|(_, server)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let result = server.await;
         // No reconciliation pass starts publishing into sinks being closed.
         drop(reconcile);
+        if let Some(watch) = tls_watch {
+            watch.abort();
+        }
+        // The admin listener lives as long as the webhook listener (readiness stays answerable
+        // while in-flight webhooks finish).
+        if let Some((handle, task)) = admin {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         tracing::info!("server stopped; flushing sinks");
         fanout.close().await;
         tracing::info!("shutdown complete");

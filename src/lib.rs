@@ -62,6 +62,7 @@ pub mod sinks;
 pub mod spool;
 pub mod telemetry;
 pub mod template;
+pub mod tls;
 
 pub use app::Application;
 pub use config::Settings;

@@ -25,8 +25,10 @@ pub struct Metrics {
     pub sink_ready: IntGaugeVec,
     pub unknown_status: IntCounter,
     pub unknown_event_type: IntCounter,
-    /// Requests answered 503 by the in-flight limits, by which limit (`requests`, `bytes`).
+    /// Requests shed, by which limit (`requests`, `bytes`: 503; `rate`: 429).
     pub shed: IntCounterVec,
+    /// `server.tls` certificate reloads after a file change, by outcome (`ok`, `failed`).
+    pub tls_reloads: IntCounterVec,
     pub ledger_entries: IntGauge,
     pub ledger_evicted: IntCounterVec,
     pub ledger_retention: Gauge,
@@ -136,9 +138,17 @@ impl Metrics {
         let shed = IntCounterVec::new(
             Opts::new(
                 "callbridge_http_shed_total",
-                "Webhook requests answered 503 by the in-flight limits, by limit",
+                "Webhook requests shed by a limit: requests or bytes in flight (503), rate (server.rate_limit, 429)",
             ),
             &["limit"],
+        )
+        .expect("valid metric");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new(
+                "callbridge_tls_reloads_total",
+                "TLS certificate reloads after its files changed, by outcome (failed: the previous certificate stays)",
+            ),
+            &["outcome"],
         )
         .expect("valid metric");
         let spool_depth = IntGaugeVec::new(
@@ -268,6 +278,7 @@ impl Metrics {
             Box::new(ledger_evicted.clone()),
             Box::new(ledger_retention.clone()),
             Box::new(shed.clone()),
+            Box::new(tls_reloads.clone()),
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_seconds.clone()),
             Box::new(in_flight.clone()),
@@ -294,6 +305,7 @@ impl Metrics {
             unknown_status,
             unknown_event_type,
             shed,
+            tls_reloads,
             ledger_entries,
             ledger_evicted,
             ledger_retention,

@@ -11,6 +11,7 @@
 
 pub mod env;
 pub mod reference;
+pub mod security;
 mod shape;
 pub mod sinks;
 pub mod validate;
@@ -127,6 +128,11 @@ pub struct ServerSettings {
     /// configuration listens on 127.0.0.1 unless `CALLBRIDGE_LISTEN` says otherwise.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A second listener (address and port) for `/metrics`, `/healthz`, `/readyz` and the
+    /// `/spool` endpoints; when set they are served there only, never through the webhook
+    /// listener (and so never through the ingress in front of it). Plain HTTP.
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     /// The webhook path the sender is given.
     #[serde(default = "default_path")]
     pub path: String,
@@ -156,12 +162,21 @@ pub struct ServerSettings {
     /// tens of MiB), so this is the knob that bounds memory. At least `max_body_bytes`.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
+    /// A request rate limit per client address or credential (429 + `Retry-After`); off when
+    /// absent.
+    #[serde(default)]
+    pub rate_limit: Option<security::RateLimitSettings>,
+    /// TLS on the webhook listener; plain HTTP when absent (the usual setup behind an ingress
+    /// that terminates TLS).
+    #[serde(default)]
+    pub tls: Option<security::TlsSettings>,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            admin_listen: None,
             path: default_path(),
             extra_paths: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
@@ -170,6 +185,8 @@ impl Default for ServerSettings {
             workers: 0,
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            rate_limit: None,
+            tls: None,
         }
     }
 }
@@ -216,6 +233,10 @@ pub struct AuthSettings {
     /// Bearer tokens, as agent event subscriptions send them.
     #[serde(default)]
     pub bearer: Option<BearerSettings>,
+    /// An HMAC signature over each body (and a timestamp), verified before the body is parsed.
+    /// Alone, it authenticates; beside `api_keys`/`bearer`, a request needs both.
+    #[serde(default)]
+    pub signature: Option<security::SignatureSettings>,
 }
 
 #[derive(
@@ -550,6 +571,16 @@ impl Settings {
                 format!("expected host:port, got {:?}", s.listen),
             );
         }
+        if let Some(admin) = &s.admin_listen {
+            if admin.parse::<std::net::SocketAddr>().is_err() {
+                issues.error(
+                    "server.admin_listen",
+                    format!("expected host:port, got {admin:?}"),
+                );
+            } else if *admin == s.listen && !admin.ends_with(":0") {
+                issues.error("server.admin_listen", "must differ from server.listen");
+            }
+        }
         for (i, p) in std::iter::once(&s.path).chain(&s.extra_paths).enumerate() {
             let field = if i == 0 {
                 "server.path".to_string()
@@ -598,6 +629,12 @@ impl Settings {
         }
 
         self.validate_auth(issues);
+        if let Some(r) = &s.rate_limit {
+            r.validate(issues);
+        }
+        if let Some(t) = &s.tls {
+            t.validate(issues);
+        }
 
         if self.event.source.is_empty() {
             issues.error("event.source", "must not be empty");
@@ -728,11 +765,24 @@ impl Settings {
                 .is_ok_and(|a| a.ip().is_loopback())
         }
         let a = &self.auth;
-        let has_creds = a.api_keys.is_some() || a.bearer.is_some();
+        let has_creds = a.api_keys.is_some() || a.bearer.is_some() || a.signature.is_some();
+        if let Some(sig) = &a.signature {
+            sig.validate(issues);
+            if self.idempotency.window_secs < sig.tolerance_secs {
+                issues.warn(
+                    "idempotency.window_secs",
+                    format!(
+                        "shorter than auth.signature.tolerance_secs ({}): a replayed signed \
+                         request could publish again",
+                        sig.tolerance_secs
+                    ),
+                );
+            }
+        }
         match a.mode {
             Some(AuthMode::None) if has_creds => issues.error(
                 "auth.mode",
-                "mode: none disables authentication; remove api_keys/bearer or remove mode",
+                "mode: none disables authentication; remove api_keys/bearer/signature or remove mode",
             ),
             Some(AuthMode::None) => issues.warn(
                 "auth.mode",
@@ -740,7 +790,7 @@ impl Settings {
             ),
             None if !has_creds => issues.error(
                 "auth",
-                "configure api_keys and/or bearer, or set mode: none explicitly",
+                "configure api_keys, bearer and/or signature, or set mode: none explicitly",
             ),
             None => {}
         }

@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
+use super::signature::{SignatureFailure, Verifier};
 use crate::config::{AuthMode, AuthSettings};
 
 pub struct Authenticator {
@@ -18,6 +19,8 @@ pub struct Authenticator {
     api_key_header_display: String,
     api_keys: Vec<[u8; 32]>,
     bearer_tokens: Vec<[u8; 32]>,
+    /// `auth.signature`: checked on the raw body once it is read (signature.rs).
+    signature: Option<Verifier>,
 }
 
 /// Why a request was refused; the message is safe to return (it reveals no credential).
@@ -65,11 +68,40 @@ impl Authenticator {
                         .collect()
                 })
                 .unwrap_or_default(),
+            signature: settings.signature.as_ref().map(Verifier::new),
         }
     }
 
+    /// The signature check that needs no body (headers present, timestamp within the
+    /// tolerance); `Ok` when no signature is configured.
+    pub fn check_signature_headers(&self, headers: &HeaderMap) -> Result<(), SignatureFailure> {
+        match &self.signature {
+            Some(v) if !self.disabled => v.check_headers(headers, super::signature::unix_now()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The signature over the raw body bytes, before anything parses them; `Ok` when no
+    /// signature is configured.
+    pub fn verify_signature(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), SignatureFailure> {
+        match &self.signature {
+            Some(v) if !self.disabled => v.verify(headers, body, super::signature::unix_now()),
+            _ => Ok(()),
+        }
+    }
+
+    /// The header credentials (API key, bearer token). With a signature and neither of them
+    /// configured, the signature alone authenticates: nothing to check here.
     pub fn check(&self, headers: &HeaderMap) -> Result<(), AuthFailure> {
-        if self.disabled {
+        if self.disabled
+            || (self.signature.is_some()
+                && self.api_key_header.is_none()
+                && self.bearer_tokens.is_empty())
+        {
             return Ok(());
         }
         let mut presented = false;
@@ -96,6 +128,25 @@ impl Authenticator {
         } else {
             Err(AuthFailure::Missing(self.expected()))
         }
+    }
+
+    /// The digest of the credential that authenticates this request (the first presented API
+    /// key or bearer token that is a configured one), to key a rate limit by; `None` when none
+    /// does (signature-only or disabled authentication).
+    pub fn matched_credential(&self, headers: &HeaderMap) -> Option<[u8; 32]> {
+        let keys = self
+            .api_key_header
+            .iter()
+            .flat_map(|h| headers.get_all(h))
+            .map(|v| (v.as_bytes(), &self.api_keys));
+        let tokens = headers.get_all(AUTHORIZATION).filter_map(|v| {
+            let v = v.as_bytes();
+            (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+                .then(|| (v[7..].trim_ascii(), &self.bearer_tokens))
+        });
+        keys.chain(tokens)
+            .find(|(candidate, known)| any_matches(candidate, known))
+            .map(|(candidate, _)| digest(candidate))
     }
 
     /// Names what the request should have carried.
@@ -174,6 +225,23 @@ mod tests {
             a.check(&headers(&[("Authorization", "Basic eDp5")])),
             Err(AuthFailure::Missing(_))
         ));
+    }
+
+    #[test]
+    fn the_matched_credential_is_the_valid_one_not_any_presented_one() {
+        let a = auth("bearer: {tokens: [t1]}\napi_keys: {keys: [k1]}");
+        let random_key_beside_a_valid_token =
+            headers(&[("X-API-Key", "random"), ("Authorization", "Bearer t1")]);
+        assert_eq!(a.check(&random_key_beside_a_valid_token), Ok(()));
+        assert_eq!(
+            a.matched_credential(&random_key_beside_a_valid_token),
+            Some(digest(b"t1"))
+        );
+        assert_eq!(
+            a.matched_credential(&headers(&[("X-API-Key", "k1")])),
+            Some(digest(b"k1"))
+        );
+        assert_eq!(a.matched_credential(&headers(&[("X-API-Key", "t1")])), None);
     }
 
     #[test]

@@ -11,7 +11,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::auth::AuthFailure;
+use super::ratelimit::RateLimited;
 use super::response::delivery_body;
+use super::signature::SignatureFailure;
 use crate::event::InvalidPayload;
 use crate::fanout::Delivery;
 
@@ -21,6 +23,9 @@ pub enum ApiError {
     MissingCredentials(String),
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// `auth.signature`: missing, stale or not matching the body.
+    #[error("invalid signature: {0}")]
+    InvalidSignature(#[from] SignatureFailure),
     #[error("body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("cannot read the body")]
@@ -59,6 +64,10 @@ pub enum ApiError {
         limit: &'static str,
         retry_after_secs: u64,
     },
+    /// `server.rate_limit`: this client sent more than its budget; it may retry after
+    /// `Retry-After`.
+    #[error("{0}")]
+    RateLimited(#[from] RateLimited),
     #[error("internal error while publishing: {0}")]
     Internal(String, u64),
 }
@@ -75,6 +84,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => "unauthorized",
+            ApiError::InvalidSignature(_) => "invalid_signature",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::EventTooLarge { .. } => "event_too_large",
             ApiError::BodyRead(_) => "body_read_failed",
@@ -86,6 +96,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::NotDelivered { .. } => "not_delivered",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::RateLimited(_) => "rate_limited",
             ApiError::Internal(..) => "internal",
         }
     }
@@ -102,6 +113,7 @@ impl ApiError {
                 retry_after_secs, ..
             }
             | ApiError::Internal(_, retry_after_secs) => Some(*retry_after_secs),
+            ApiError::RateLimited(r) => Some(r.retry_after_secs),
             _ => None,
         }
     }
@@ -119,9 +131,9 @@ impl From<AuthFailure> for ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MissingCredentials(_) | ApiError::InvalidCredentials => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::MissingCredentials(_)
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge { .. } | ApiError::EventTooLarge { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -130,6 +142,7 @@ impl ResponseError for ApiError {
             | ApiError::InvalidPayload(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotDelivered { .. }
             | ApiError::BodyTimeout { .. }

@@ -15,7 +15,9 @@ use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::error::ApiError;
+use super::ratelimit::Client;
 use super::response::delivery_body;
+use crate::config::security::RateLimitKey;
 use crate::event::{self, Event, EventKind, EventSettings, KNOWN_STATUSES};
 use crate::fanout::{Fanout, SinkOutcome, IN_PROGRESS};
 use crate::metrics::Metrics;
@@ -32,6 +34,8 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// `log.redact_pii`: keep everything in `data` that is not an identifier out of logs.
     pub redact_pii: bool,
+    /// `server.rate_limit`: a request budget per client address or credential.
+    pub rate_limit: Option<super::ratelimit::RateLimiter>,
     /// `server.max_in_flight`: one permit per webhook request being handled.
     pub requests: Arc<tokio::sync::Semaphore>,
     /// `server.max_in_flight_bytes`: one permit per body byte admitted.
@@ -70,7 +74,11 @@ async fn handle(
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + state.deadline);
 
+    rate_limit(&req, &state, RateLimitKey::Address)?;
     state.auth.check(req.headers())?;
+    rate_limit(&req, &state, RateLimitKey::Credential)?;
+    // A stale or unsigned request is refused before its body is read.
+    state.auth.check_signature_headers(req.headers())?;
     let _admitted = admit(&req, &state)?;
     // The deadline covers the body too: a client that announces more than it sends is answered
     // (503 + Retry-After, connection closed) when the deadline passes, never held.
@@ -80,6 +88,8 @@ async fn handle(
             deadline_ms: state.deadline.as_millis() as u64,
             retry_after_secs: state.retry_after_secs,
         })??;
+    // On the raw bytes, before anything parses them.
+    state.auth.verify_signature(req.headers(), &body)?;
     let mut event = parse(&req, &body, &state.event)?;
     // The raw body is not needed once normalised: free it before the (long) fan-out wait.
     drop(body);
@@ -195,6 +205,29 @@ fn sink_summary(d: &crate::fanout::Delivery) -> String {
     s.trim_end().to_string()
 }
 
+/// `server.rate_limit`, at the step of the request path its key belongs to: by address before
+/// authentication (also slows down guessing credentials), by credential after it (only a
+/// credential that authenticated counts; signature-only requests count by address).
+fn rate_limit(req: &HttpRequest, state: &AppState, step: RateLimitKey) -> Result<(), ApiError> {
+    let Some(limiter) = state.rate_limit.as_ref().filter(|l| l.by == step) else {
+        return Ok(());
+    };
+    let credential = match step {
+        RateLimitKey::Address => None,
+        RateLimitKey::Credential => state.auth.matched_credential(req.headers()),
+    };
+    let client = match (credential, req.peer_addr()) {
+        (Some(c), _) => Client::Credential(c),
+        (None, Some(addr)) => Client::Address(addr.ip()),
+        // No peer address (not over TCP): nothing to key by.
+        (None, None) => return Ok(()),
+    };
+    limiter.check(&client).map_err(|limited| {
+        state.metrics.shed.with_label_values(&["rate"]).inc();
+        ApiError::RateLimited(limited)
+    })
+}
+
 /// Takes this request's share of the in-flight limits, or sheds it (503 + `Retry-After`) at
 /// once: a request slot, and its body bytes (the announced Content-Length; `max_body_bytes`
 /// when none is announced). Released when the answer is built.
@@ -259,12 +292,23 @@ async fn read_body(
 
 /// JSON whatever the Content-Type says (the sender sets none by default), then normalise.
 fn parse(req: &HttpRequest, body: &[u8], settings: &EventSettings) -> Result<Event, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(ApiError::InvalidJson)?;
-    let params: BTreeMap<String, String> =
-        serde_urlencoded::from_str(req.query_string()).map_err(ApiError::InvalidQuery)?;
     let now = time::OffsetDateTime::now_utc()
         .format(&Rfc3339)
         .unwrap_or_default();
+    parse_body(req.query_string(), body, settings, now)
+}
+
+/// The parsing half of the request path, free of HTTP types: the query string and the raw body
+/// to a normalised event. Public for the fuzzer (fuzz/), which drives exactly this.
+pub fn parse_body(
+    query: &str,
+    body: &[u8],
+    settings: &EventSettings,
+    now: String,
+) -> Result<Event, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(ApiError::InvalidJson)?;
+    let params: BTreeMap<String, String> =
+        serde_urlencoded::from_str(query).map_err(ApiError::InvalidQuery)?;
     event::normalize(&value, params, settings, now).map_err(ApiError::InvalidPayload)
 }
 
@@ -315,6 +359,8 @@ pub async fn dead_letters(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.check(req.headers())?;
+    // Signed like a webhook with an empty body.
+    state.auth.verify_signature(req.headers(), b"")?;
     let Some(spool) = state.fanout.spool().cloned() else {
         return Ok(
             HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))
@@ -345,6 +391,8 @@ pub async fn redrive(
     query: web::Query<RedriveQuery>,
 ) -> Result<HttpResponse, ApiError> {
     state.auth.check(req.headers())?;
+    // Signed like a webhook with an empty body (its body is not read).
+    state.auth.verify_signature(req.headers(), b"")?;
     let Some(spool) = state.fanout.spool().cloned() else {
         return Ok(
             HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))

@@ -18,6 +18,7 @@ mod nats;
 mod preflight;
 mod rabbitmq;
 mod reconcile;
+mod security;
 mod shared_ledger;
 mod spool;
 mod telemetry;
