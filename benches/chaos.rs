@@ -272,9 +272,10 @@ async fn run() -> Result<()> {
         nats.wait_up(Duration::from_secs(60))
     );
     if up != (true, true, true) {
+        let root = root.keep();
         bail!(
             "brokers did not start (kafka, rabbitmq, nats up: {up:?}); logs under {}",
-            root.path().display()
+            root.display()
         );
     }
     eprintln!(
@@ -450,7 +451,7 @@ async fn run_mode(o: &Opts, w: &mut World, mode: &str, faults: &[Fault]) -> Resu
     let duration = secs(t0);
     let spool_drain = if spool {
         let before = Instant::now();
-        let drained = wait_until(Duration::from_secs(300), || async {
+        let drained = wait_until(Duration::from_secs(120), || async {
             bridge.spool_depth().await == Some(0)
         })
         .await;
@@ -927,7 +928,7 @@ fn judge(runs: &[ModeRun]) -> Vec<(bool, String)> {
                 format!(
                     "{m}: the spool drained after the load: {}",
                     run.spool_drain
-                        .map_or("NO (not within 300 s)".into(), |d| format!(
+                        .map_or("NO (not within 120 s)".into(), |d| format!(
                             "yes, in {d:.1} s"
                         ))
                 ),

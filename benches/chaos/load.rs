@@ -65,6 +65,10 @@ impl Load {
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(2))
             .pool_max_idle_per_host(256)
+            // Below the server's keep-alive (actix: 5 s), so a request is never sent on a
+            // connection the server is closing as idle at that moment (a client-side race
+            // that would show as a broken connection).
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("http client");
         let url = Arc::new(format!("http://127.0.0.1:{port}/callback"));

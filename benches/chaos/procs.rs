@@ -242,28 +242,33 @@ impl Kafka {
     /// leader (so the leader can be killed without touching the quorum).
     pub async fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::types::RDKafkaErrorCode;
         let admin: AdminClient<rdkafka::client::DefaultClientContext> =
             rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &self.direct)
                 .create()?;
         let replicas: &[i32] = &[2, 3, 1];
         let assignment: Vec<&[i32]> = (0..partitions).map(|_| replicas).collect();
-        let res = admin
-            .create_topics(
-                &[NewTopic::new(
-                    topic,
-                    partitions,
-                    TopicReplication::Variable(&assignment),
-                )],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-            )
-            .await?;
-        for r in res {
-            if let Err((t, e)) = r {
-                bail!("create topic {t}: {e}");
+        let new = NewTopic::new(topic, partitions, TopicReplication::Variable(&assignment));
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(30)))
+            .request_timeout(Some(Duration::from_secs(30)));
+        // A freshly started cluster can time out the first request (a slow, shared machine).
+        let mut last = String::new();
+        for _ in 0..4 {
+            match admin.create_topics(std::slice::from_ref(&new), &opts).await {
+                Ok(res) => match res.into_iter().next() {
+                    Some(Ok(_)) => return Ok(()),
+                    Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => return Ok(()),
+                    Some(Err((t, e))) => last = format!("create topic {t}: {e}"),
+                    None => last = "no result".into(),
+                },
+                Err(e) => last = e.to_string(),
             }
+            eprintln!("create topic {topic}: {last}; again");
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        Ok(())
+        bail!("create topic {topic}: {last}")
     }
 }
 
@@ -442,22 +447,24 @@ impl Nats {
         format!("nats://127.0.0.1:{}", self.proxy.port())
     }
 
-    /// Waits until JetStream answers (account info).
+    /// Waits until the server answers a PING on a fresh connection.
     pub async fn wait_up(&self, timeout: Duration) -> bool {
         let url = self.direct_url();
         wait_until(timeout, || {
             let url = url.clone();
             async move {
-                let Ok(Ok(c)) =
-                    tokio::time::timeout(Duration::from_secs(2), async_nats::connect(&url)).await
-                else {
-                    return false;
+                let attempt = async {
+                    let c = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+                    c.flush().await.map_err(|e| e.to_string())
                 };
-                let js = async_nats::jetstream::new(c);
-                matches!(
-                    tokio::time::timeout(Duration::from_secs(2), js.query_account()).await,
-                    Ok(Ok(_))
-                )
+                match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(e)) => {
+                        eprintln!("nats not up yet: {e}");
+                        false
+                    }
+                    Err(_) => false,
+                }
             }
         })
         .await

@@ -144,8 +144,12 @@ pub async fn nats(url: &str, stream: &str) -> Result<Stored> {
             let id = m
                 .headers
                 .as_ref()
-                .and_then(|h| h.get("Nats-Msg-Id"))
-                .map(|v| v.to_string())
+                .and_then(|h| {
+                    h.iter()
+                        .find(|(k, _)| k.to_string().eq_ignore_ascii_case("Nats-Msg-Id"))
+                        .and_then(|(_, v)| v.first())
+                        .map(|v| v.as_str().to_string())
+                })
                 .unwrap_or_default();
             ids.push(id);
         }

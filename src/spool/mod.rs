@@ -28,7 +28,7 @@ pub mod replay;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -57,6 +57,9 @@ pub enum SpoolError {
     #[error("spool {what} failed")]
     Storage {
         what: &'static str,
+        /// An I/O error (or redb's "a previous I/O error occurred"): the handle must be
+        /// closed and the file opened again ([`Spool::reopen_after`]).
+        io: bool,
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -66,10 +69,40 @@ impl SpoolError {
     fn storage(what: &'static str, e: impl std::error::Error + Send + Sync + 'static) -> Self {
         SpoolError::Storage {
             what,
+            io: redb_io(&e),
             source: Box::new(e),
         }
     }
+
+    fn is_io(&self) -> bool {
+        matches!(self, SpoolError::Storage { io: true, .. })
+    }
 }
+
+/// Whether a redb error is an I/O failure: after one, redb answers every later operation on
+/// that handle with `PreviousIo` ("close and re-open the database").
+fn redb_io(e: &dyn std::any::Any) -> bool {
+    use redb::{CommitError, StorageError, TableError, TransactionError};
+    let storage = if let Some(s) = e.downcast_ref::<StorageError>() {
+        Some(s)
+    } else if let Some(TransactionError::Storage(s)) = e.downcast_ref::<TransactionError>() {
+        Some(s)
+    } else if let Some(CommitError::Storage(s)) = e.downcast_ref::<CommitError>() {
+        Some(s)
+    } else if let Some(TableError::Storage(s)) = e.downcast_ref::<TableError>() {
+        Some(s)
+    } else {
+        None
+    };
+    matches!(
+        storage,
+        Some(StorageError::Io(_) | StorageError::PreviousIo)
+    )
+}
+
+/// The open database, shared by every operation. `None` after a handle was closed because of
+/// an I/O error and the file could not be opened again yet (the next operation tries).
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
 
 /// One spooled event, as the replayer gets it back.
 #[derive(Debug, Clone)]
@@ -105,7 +138,7 @@ pub struct SinkQueue {
 }
 
 pub struct Spool {
-    db: Arc<Database>,
+    db: Slot,
     path: PathBuf,
     max_bytes: u64,
     next_seq: AtomicU64,
@@ -232,7 +265,7 @@ impl Spool {
         }
         txn.commit().map_err(|e| open_err(Box::new(e)))?;
         Ok(Arc::new(Spool {
-            db: Arc::new(db),
+            db: Arc::new(RwLock::new(Some(Arc::new(db)))),
             path: settings.path.clone(),
             max_bytes: settings.max_bytes,
             next_seq: AtomicU64::new(last_seq + 1),
@@ -243,6 +276,77 @@ impl Spool {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs one storage operation (blocking: call it off the async runtime). After an I/O
+    /// error — a full disk, say — redb refuses every later operation on the handle until it is
+    /// closed and opened again, which would leave the spool unusable (appends 503, delivered
+    /// entries never removed, the queue stuck on its head) until a restart. So the handle that
+    /// failed is closed and the file reopened ([`Spool::reopen_after`]); redb recovers the last
+    /// committed state, as after a crash.
+    fn with_db<T>(
+        slot: &Slot,
+        path: &Path,
+        f: impl FnOnce(&Database) -> Result<T, SpoolError>,
+    ) -> Result<T, SpoolError> {
+        let current = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let db = match current {
+            Some(db) => db,
+            None => Self::reopen_after(slot, path, None)?,
+        };
+        let result = f(&db);
+        if let Err(e) = &result {
+            if e.is_io() {
+                let failed = Arc::as_ptr(&db) as usize;
+                drop(db);
+                if let Err(again) = Self::reopen_after(slot, path, Some(failed)) {
+                    tracing::warn!(error = %crate::sinks::error_chain(&again), "cannot reopen the spool yet; the next operation tries again");
+                }
+            }
+        }
+        result
+    }
+
+    /// Closes the handle `failed` (unless another operation has replaced it already) and opens
+    /// the file again. redb refuses a second handle on the same file, so the old one must be
+    /// gone first: new operations wait on the lock meanwhile, and the ones still holding it
+    /// finish (each is one short transaction) — if they do not within a few seconds, the old
+    /// handle is kept and a later failure tries again.
+    fn reopen_after(
+        slot: &Slot,
+        path: &Path,
+        failed: Option<usize>,
+    ) -> Result<Arc<Database>, SpoolError> {
+        let mut guard = slot.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(current) = guard.as_ref() {
+            if failed != Some(Arc::as_ptr(current) as usize) {
+                return Ok(current.clone()); // reopened by another operation already
+            }
+        }
+        if let Some(mut old) = guard.take() {
+            let started = std::time::Instant::now();
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still_shared) if started.elapsed() > Duration::from_secs(5) => {
+                        *guard = Some(still_shared.clone());
+                        return Ok(still_shared);
+                    }
+                    Err(still_shared) => {
+                        old = still_shared;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+        let db = Database::create(path).map_err(|e| SpoolError::storage("reopen", e))?;
+        let db = Arc::new(db);
+        *guard = Some(db.clone());
+        tracing::warn!(path = %path.display(), "spool reopened after an i/o error");
+        Ok(db)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -311,33 +415,35 @@ impl Spool {
 
     /// The oldest entry waiting for `sink`.
     pub async fn oldest(&self, sink: &str) -> Result<Option<Entry>, SpoolError> {
-        let db = self.db.clone();
+        let (slot, path) = (self.db.clone(), self.path.clone());
         let sink = sink.to_string();
-        tokio::task::spawn_blocking(move || -> Result<Option<Entry>, SpoolError> {
-            let txn = db
-                .begin_read()
-                .map_err(|e| SpoolError::storage("read", e))?;
-            let t = txn
-                .open_table(ENTRIES)
-                .map_err(|e| SpoolError::storage("read", e))?;
-            let mut range = t
-                .range((sink.as_str(), 0)..=(sink.as_str(), u64::MAX))
-                .map_err(|e| SpoolError::storage("read", e))?;
-            match range.next() {
-                None => Ok(None),
-                Some(row) => {
-                    let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
-                    let seq = k.value().1;
-                    // An entry that does not decode is handed over with no call id and its raw
-                    // bytes, for the replayer to dead-letter.
-                    Ok(Some(decode(seq, v.value()).unwrap_or(Entry {
-                        seq,
-                        spooled_at_ms: 0,
-                        call_id: String::new(),
-                        event: v.value().to_vec(),
-                    })))
+        tokio::task::spawn_blocking(move || {
+            Self::with_db(&slot, &path, |db| -> Result<Option<Entry>, SpoolError> {
+                let txn = db
+                    .begin_read()
+                    .map_err(|e| SpoolError::storage("read", e))?;
+                let t = txn
+                    .open_table(ENTRIES)
+                    .map_err(|e| SpoolError::storage("read", e))?;
+                let mut range = t
+                    .range((sink.as_str(), 0)..=(sink.as_str(), u64::MAX))
+                    .map_err(|e| SpoolError::storage("read", e))?;
+                match range.next() {
+                    None => Ok(None),
+                    Some(row) => {
+                        let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
+                        let seq = k.value().1;
+                        // An entry that does not decode is handed over with no call id and its raw
+                        // bytes, for the replayer to dead-letter.
+                        Ok(Some(decode(seq, v.value()).unwrap_or(Entry {
+                            seq,
+                            spooled_at_ms: 0,
+                            call_id: String::new(),
+                            event: v.value().to_vec(),
+                        })))
+                    }
                 }
-            }
+            })
         })
         .await
         .map_err(|e| SpoolError::storage("read task", e))?
@@ -364,34 +470,36 @@ impl Spool {
         entry: &Entry,
         dead_reason: Option<String>,
     ) -> Result<(), SpoolError> {
-        let db = self.db.clone();
+        let (slot, path) = (self.db.clone(), self.path.clone());
         let key_sink = sink.to_string();
         let seq = entry.seq;
-        let size = tokio::task::spawn_blocking(move || -> Result<u64, SpoolError> {
-            let txn = db
-                .begin_write()
-                .map_err(|e| SpoolError::storage("remove", e))?;
-            let size;
-            {
-                let mut t = txn
-                    .open_table(ENTRIES)
+        let size = tokio::task::spawn_blocking(move || {
+            Self::with_db(&slot, &path, |db| -> Result<u64, SpoolError> {
+                let txn = db
+                    .begin_write()
                     .map_err(|e| SpoolError::storage("remove", e))?;
-                let removed = t
-                    .remove((key_sink.as_str(), seq))
-                    .map_err(|e| SpoolError::storage("remove", e))?;
-                let raw = removed.map(|v| v.value().to_vec()).unwrap_or_default();
-                size = raw.len() as u64;
-                if let Some(reason) = dead_reason {
-                    let record = dead_record_bytes(&reason, &raw);
-                    let mut d = txn
-                        .open_table(DEAD)
-                        .map_err(|e| SpoolError::storage("dead-letter", e))?;
-                    d.insert((key_sink.as_str(), seq), record.as_slice())
-                        .map_err(|e| SpoolError::storage("dead-letter", e))?;
+                let size;
+                {
+                    let mut t = txn
+                        .open_table(ENTRIES)
+                        .map_err(|e| SpoolError::storage("remove", e))?;
+                    let removed = t
+                        .remove((key_sink.as_str(), seq))
+                        .map_err(|e| SpoolError::storage("remove", e))?;
+                    let raw = removed.map(|v| v.value().to_vec()).unwrap_or_default();
+                    size = raw.len() as u64;
+                    if let Some(reason) = dead_reason {
+                        let record = dead_record_bytes(&reason, &raw);
+                        let mut d = txn
+                            .open_table(DEAD)
+                            .map_err(|e| SpoolError::storage("dead-letter", e))?;
+                        d.insert((key_sink.as_str(), seq), record.as_slice())
+                            .map_err(|e| SpoolError::storage("dead-letter", e))?;
+                    }
                 }
-            }
-            txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
-            Ok(size)
+                txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
+                Ok(size)
+            })
         })
         .await
         .map_err(|e| SpoolError::storage("remove task", e))??;
@@ -422,52 +530,53 @@ impl Spool {
 
     /// Depth, bytes, oldest age and dead letters of every sink with anything spooled.
     pub fn status(&self) -> Result<Vec<SinkQueue>, SpoolError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let entries = txn
-            .open_table(ENTRIES)
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let dead = txn
-            .open_table(DEAD)
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let now = now_ms();
-        let mut out: Vec<SinkQueue> = Vec::new();
-        fn slot(out: &mut Vec<SinkQueue>, sink: &str) -> usize {
-            match out.iter().position(|q| q.sink == sink) {
-                Some(i) => i,
-                None => {
-                    out.push(SinkQueue {
-                        sink: sink.to_string(),
-                        depth: 0,
-                        bytes: 0,
-                        oldest_age_secs: 0.0,
-                        dead_letters: 0,
-                    });
-                    out.len() - 1
+        Self::with_db(&self.db, &self.path, |db| {
+            let txn = db
+                .begin_read()
+                .map_err(|e| SpoolError::storage("read", e))?;
+            let entries = txn
+                .open_table(ENTRIES)
+                .map_err(|e| SpoolError::storage("read", e))?;
+            let dead = txn
+                .open_table(DEAD)
+                .map_err(|e| SpoolError::storage("read", e))?;
+            let now = now_ms();
+            let mut out: Vec<SinkQueue> = Vec::new();
+            fn slot(out: &mut Vec<SinkQueue>, sink: &str) -> usize {
+                match out.iter().position(|q| q.sink == sink) {
+                    Some(i) => i,
+                    None => {
+                        out.push(SinkQueue {
+                            sink: sink.to_string(),
+                            depth: 0,
+                            bytes: 0,
+                            oldest_age_secs: 0.0,
+                            dead_letters: 0,
+                        });
+                        out.len() - 1
+                    }
                 }
             }
-        }
-        for row in entries.iter().map_err(|e| SpoolError::storage("read", e))? {
-            let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
-            let (sink, seq) = k.value();
-            let i = slot(&mut out, sink);
-            if out[i].depth == 0 {
-                // The first entry of a sink (lowest sequence) is its oldest.
-                let at = decode(seq, v.value()).map_or(now, |e| e.spooled_at_ms);
-                out[i].oldest_age_secs =
-                    Duration::from_millis(now.saturating_sub(at)).as_secs_f64();
+            for row in entries.iter().map_err(|e| SpoolError::storage("read", e))? {
+                let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
+                let (sink, seq) = k.value();
+                let i = slot(&mut out, sink);
+                if out[i].depth == 0 {
+                    // The first entry of a sink (lowest sequence) is its oldest.
+                    let at = decode(seq, v.value()).map_or(now, |e| e.spooled_at_ms);
+                    out[i].oldest_age_secs =
+                        Duration::from_millis(now.saturating_sub(at)).as_secs_f64();
+                }
+                out[i].depth += 1;
+                out[i].bytes += v.value().len() as u64;
             }
-            out[i].depth += 1;
-            out[i].bytes += v.value().len() as u64;
-        }
-        for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
-            let (k, _) = row.map_err(|e| SpoolError::storage("read", e))?;
-            let i = slot(&mut out, k.value().0);
-            out[i].dead_letters += 1;
-        }
-        Ok(out)
+            for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
+                let (k, _) = row.map_err(|e| SpoolError::storage("read", e))?;
+                let i = slot(&mut out, k.value().0);
+                out[i].dead_letters += 1;
+            }
+            Ok(out)
+        })
     }
 
     /// Events waiting per sink (from memory: no storage read), for the metrics.
@@ -503,18 +612,20 @@ impl Spool {
         value: Vec<u8>,
         what: &'static str,
     ) -> Result<(), SpoolError> {
-        let db = self.db.clone();
+        let (slot, path) = (self.db.clone(), self.path.clone());
         let sink = sink.to_string();
-        tokio::task::spawn_blocking(move || -> Result<(), SpoolError> {
-            let txn = db.begin_write().map_err(|e| SpoolError::storage(what, e))?;
-            {
-                let mut t = txn
-                    .open_table(table)
-                    .map_err(|e| SpoolError::storage(what, e))?;
-                t.insert((sink.as_str(), seq), value.as_slice())
-                    .map_err(|e| SpoolError::storage(what, e))?;
-            }
-            txn.commit().map_err(|e| SpoolError::storage("commit", e))
+        tokio::task::spawn_blocking(move || {
+            Self::with_db(&slot, &path, |db| -> Result<(), SpoolError> {
+                let txn = db.begin_write().map_err(|e| SpoolError::storage(what, e))?;
+                {
+                    let mut t = txn
+                        .open_table(table)
+                        .map_err(|e| SpoolError::storage(what, e))?;
+                    t.insert((sink.as_str(), seq), value.as_slice())
+                        .map_err(|e| SpoolError::storage(what, e))?;
+                }
+                txn.commit().map_err(|e| SpoolError::storage("commit", e))
+            })
         })
         .await
         .map_err(|e| SpoolError::storage("spool task", e))?
@@ -522,102 +633,104 @@ impl Spool {
 
     /// Every dead letter, oldest first per sink.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let dead = txn
-            .open_table(DEAD)
-            .map_err(|e| SpoolError::storage("read", e))?;
-        let mut out = Vec::new();
-        for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
-            let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
-            let (sink, seq) = k.value();
-            let (reason, at, entry) = dead_record(seq, v.value());
-            let event_id = entry
-                .as_ref()
-                .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.event).ok())
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-                .unwrap_or_default();
-            out.push(DeadLetter {
-                sink: sink.to_string(),
-                seq,
-                reason,
-                dead_at_ms: at,
-                call_id: entry.map(|e| e.call_id).unwrap_or_default(),
-                event_id,
-            });
-        }
-        Ok(out)
+        Self::with_db(&self.db, &self.path, |db| {
+            let txn = db
+                .begin_read()
+                .map_err(|e| SpoolError::storage("read", e))?;
+            let dead = txn
+                .open_table(DEAD)
+                .map_err(|e| SpoolError::storage("read", e))?;
+            let mut out = Vec::new();
+            for row in dead.iter().map_err(|e| SpoolError::storage("read", e))? {
+                let (k, v) = row.map_err(|e| SpoolError::storage("read", e))?;
+                let (sink, seq) = k.value();
+                let (reason, at, entry) = dead_record(seq, v.value());
+                let event_id = entry
+                    .as_ref()
+                    .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.event).ok())
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                    .unwrap_or_default();
+                out.push(DeadLetter {
+                    sink: sink.to_string(),
+                    seq,
+                    reason,
+                    dead_at_ms: at,
+                    call_id: entry.map(|e| e.call_id).unwrap_or_default(),
+                    event_id,
+                });
+            }
+            Ok(out)
+        })
     }
 
     /// Moves dead letters (of `sink`, or all; one `seq`, or all) back into their sinks' queues,
     /// behind what waits there, once the cause is fixed. Returns how many; stops early, with
     /// [`SpoolError::Full`], when the spool has no room for the next one.
     pub fn redrive(&self, sink: Option<&str>, seq: Option<u64>) -> Result<u64, SpoolError> {
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(|e| SpoolError::storage("redrive", e))?;
-        let mut moved: Vec<(String, String, u64)> = Vec::new();
-        let mut full = None;
-        {
-            let mut dead = txn
-                .open_table(DEAD)
+        Self::with_db(&self.db, &self.path, |db| {
+            let txn = db
+                .begin_write()
                 .map_err(|e| SpoolError::storage("redrive", e))?;
-            let mut entries = txn
-                .open_table(ENTRIES)
-                .map_err(|e| SpoolError::storage("redrive", e))?;
-            let mut picked: Vec<(String, u64, Vec<u8>)> = Vec::new();
-            for row in dead.iter().map_err(|e| SpoolError::storage("redrive", e))? {
-                let (k, v) = row.map_err(|e| SpoolError::storage("redrive", e))?;
-                let (s, q) = k.value();
-                if sink.is_some_and(|want| want != s) || seq.is_some_and(|want| want != q) {
-                    continue;
-                }
-                picked.push((s.to_string(), q, v.value().to_vec()));
-            }
-            let mut held = self.state().bytes;
-            for (s, q, record) in picked {
-                let (_, _, entry) = dead_record(q, &record);
-                let Some(entry) = entry else { continue };
-                let raw = encode(now_ms(), &entry.call_id, &entry.event);
-                if held + raw.len() as u64 > self.max_bytes {
-                    full = Some(SpoolError::Full {
-                        held,
-                        max: self.max_bytes,
-                    });
-                    break;
-                }
-                held += raw.len() as u64;
-                let new_seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-                entries
-                    .insert((s.as_str(), new_seq), raw.as_slice())
+            let mut moved: Vec<(String, String, u64)> = Vec::new();
+            let mut full = None;
+            {
+                let mut dead = txn
+                    .open_table(DEAD)
                     .map_err(|e| SpoolError::storage("redrive", e))?;
-                dead.remove((s.as_str(), q))
+                let mut entries = txn
+                    .open_table(ENTRIES)
                     .map_err(|e| SpoolError::storage("redrive", e))?;
-                moved.push((s, entry.call_id, raw.len() as u64));
+                let mut picked: Vec<(String, u64, Vec<u8>)> = Vec::new();
+                for row in dead.iter().map_err(|e| SpoolError::storage("redrive", e))? {
+                    let (k, v) = row.map_err(|e| SpoolError::storage("redrive", e))?;
+                    let (s, q) = k.value();
+                    if sink.is_some_and(|want| want != s) || seq.is_some_and(|want| want != q) {
+                        continue;
+                    }
+                    picked.push((s.to_string(), q, v.value().to_vec()));
+                }
+                let mut held = self.state().bytes;
+                for (s, q, record) in picked {
+                    let (_, _, entry) = dead_record(q, &record);
+                    let Some(entry) = entry else { continue };
+                    let raw = encode(now_ms(), &entry.call_id, &entry.event);
+                    if held + raw.len() as u64 > self.max_bytes {
+                        full = Some(SpoolError::Full {
+                            held,
+                            max: self.max_bytes,
+                        });
+                        break;
+                    }
+                    held += raw.len() as u64;
+                    let new_seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+                    entries
+                        .insert((s.as_str(), new_seq), raw.as_slice())
+                        .map_err(|e| SpoolError::storage("redrive", e))?;
+                    dead.remove((s.as_str(), q))
+                        .map_err(|e| SpoolError::storage("redrive", e))?;
+                    moved.push((s, entry.call_id, raw.len() as u64));
+                }
             }
-        }
-        txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
-        {
-            let mut st = self.state();
-            for (s, call_id, size) in &moved {
-                st.bytes += size;
-                *st.waiting
-                    .entry(s.clone())
-                    .or_default()
-                    .entry(call_id.clone())
-                    .or_default() += 1;
+            txn.commit().map_err(|e| SpoolError::storage("commit", e))?;
+            {
+                let mut st = self.state();
+                for (s, call_id, size) in &moved {
+                    st.bytes += size;
+                    *st.waiting
+                        .entry(s.clone())
+                        .or_default()
+                        .entry(call_id.clone())
+                        .or_default() += 1;
+                }
             }
-        }
-        for (s, _, _) in &moved {
-            self.appended(s).notify_one();
-        }
-        match full {
-            Some(e) if moved.is_empty() => Err(e),
-            _ => Ok(moved.len() as u64),
-        }
+            for (s, _, _) in &moved {
+                self.appended(s).notify_one();
+            }
+            match full {
+                Some(e) if moved.is_empty() => Err(e),
+                _ => Ok(moved.len() as u64),
+            }
+        })
     }
 
     /// Bytes held in waiting entries (all sinks).
