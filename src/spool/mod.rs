@@ -100,6 +100,16 @@ fn redb_io(e: &dyn std::any::Any) -> bool {
     )
 }
 
+/// redb's page cache, which is part of the bridge's memory. redb's default is 1 GiB: with it the
+/// bridge grew past 300 MiB while spooling an outage (scripts/chaos), above the Helm chart's
+/// 256 MiB limit. The spool reads each queue's head and appends at its tail, so a small cache
+/// costs little.
+const CACHE_BYTES: usize = 16 << 20;
+
+fn open_db(path: &Path) -> Result<Database, redb::DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(path)
+}
+
 /// The open database, shared by every operation. `None` after a handle was closed because of
 /// an I/O error and the file could not be opened again yet (the next operation tries).
 type Slot = Arc<RwLock<Option<Arc<Database>>>>;
@@ -224,9 +234,8 @@ impl Spool {
         // damaged otherwise is refused with an error — redb may panic on some damage, which is
         // turned into that error too — so the bridge never starts over a spool it cannot read
         // (move the file aside to start empty; nothing is silently dropped).
-        let created = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Database::create(&settings.path)
-        }));
+        let created =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_db(&settings.path)));
         let db = match created {
             Ok(r) => r.map_err(|e| open_err(Box::new(e)))?,
             Err(_) => {
@@ -342,7 +351,7 @@ impl Spool {
                 }
             }
         }
-        let db = Database::create(path).map_err(|e| SpoolError::storage("reopen", e))?;
+        let db = open_db(path).map_err(|e| SpoolError::storage("reopen", e))?;
         let db = Arc::new(db);
         *guard = Some(db.clone());
         tracing::warn!(path = %path.display(), "spool reopened after an i/o error");
