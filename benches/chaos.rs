@@ -763,7 +763,10 @@ fn analyse(run: &ModeRun) -> Judged {
                 if broken_examples.len() < 5 {
                     let phase =
                         phase_of(r.sent).map_or("steady load", |i| run.phases[i].fault.name());
-                    broken_examples.push(format!("{phase}: {e}"));
+                    broken_examples.push(format!(
+                        "{phase}, {:.2} s after the request was sent: {e}",
+                        r.latency
+                    ));
                 }
             }
             Outcome::Timeout => row.late += 1,
