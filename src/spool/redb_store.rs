@@ -7,15 +7,22 @@
 //! A failed commit fails every write of its batch (each caller answers 503); none is half
 //! written. One thread also keeps the order of writes the order they were queued in.
 //!
+//! **A full disk.** After an i/o error (ENOSPC) redb refuses every later operation on that
+//! handle ("a previous i/o error occurred"), which would leave the spool unusable — appends
+//! 503, delivered entries never removed — until a restart. The handle that failed is closed and
+//! the file opened again ([`reopen`]): redb recovers the last commit, as after a crash, and
+//! the spool works as soon as there is room (found by the fault suite, docs/reliability.md).
+//!
 //! **Crashes.** redb commits copy-on-write with checksummed commit slots: a crash or SIGKILL
 //! mid-commit leaves the previous commit, so a torn tail is cut by construction and never read
 //! back. A file damaged otherwise is refused at open (see [`RedbStore::open`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -62,8 +69,13 @@ struct Write {
     done: tokio::sync::oneshot::Sender<Result<u64, String>>,
 }
 
+/// The open database, shared by the writer thread and the readers. `None` while a failed
+/// handle is being replaced, or when opening the file again failed (the next operation tries).
+type Slot = Arc<RwLock<Option<Arc<Database>>>>;
+
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Slot,
+    path: PathBuf,
     /// `None` only while dropping: closing it stops the writer thread.
     writes: Option<mpsc::Sender<Write>>,
     writer: Option<JoinHandle<()>>,
@@ -75,6 +87,85 @@ fn storage(what: &'static str, e: impl std::error::Error + Send + Sync + 'static
     SpoolError::Storage {
         what,
         source: Box::new(e),
+    }
+}
+
+/// A failed operation, and whether it was an i/o failure (the handle must then be reopened).
+struct Failure {
+    error: SpoolError,
+    io: bool,
+}
+
+fn failed<E: std::error::Error + Send + Sync + 'static>(what: &'static str, e: E) -> Failure {
+    Failure {
+        io: is_io(&e),
+        error: storage(what, e),
+    }
+}
+
+/// Whether a redb error is an i/o failure, or redb's refusal after one.
+fn is_io(e: &dyn std::any::Any) -> bool {
+    use redb::{CommitError, StorageError, TableError, TransactionError};
+    let storage = if let Some(s) = e.downcast_ref::<StorageError>() {
+        Some(s)
+    } else if let Some(TransactionError::Storage(s)) = e.downcast_ref::<TransactionError>() {
+        Some(s)
+    } else if let Some(CommitError::Storage(s)) = e.downcast_ref::<CommitError>() {
+        Some(s)
+    } else if let Some(TableError::Storage(s)) = e.downcast_ref::<TableError>() {
+        Some(s)
+    } else {
+        None
+    };
+    matches!(
+        storage,
+        Some(StorageError::Io(_) | StorageError::PreviousIo)
+    )
+}
+
+/// Closes the handle `failed` (unless it was replaced already) and opens the file again. redb
+/// refuses a second handle on one file, so the old one must be gone first: new operations wait
+/// on the lock meanwhile, and those still holding the old handle finish (each is one short
+/// transaction); if they do not within a few seconds, the old handle stays and the next
+/// failure tries again.
+fn reopen(slot: &Slot, path: &Path, failed: Option<usize>) -> Result<Arc<Database>, SpoolError> {
+    let mut guard = slot.write().unwrap_or_else(|p| p.into_inner());
+    if let Some(current) = guard.as_ref() {
+        if failed != Some(Arc::as_ptr(current) as usize) {
+            return Ok(current.clone());
+        }
+    }
+    if let Some(mut old) = guard.take() {
+        let started = Instant::now();
+        loop {
+            match Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(still) if started.elapsed() > Duration::from_secs(5) => {
+                    *guard = Some(still.clone());
+                    return Ok(still);
+                }
+                Err(still) => {
+                    old = still;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    let db = Arc::new(create(path).map_err(|e| storage("reopen", e))?);
+    *guard = Some(db.clone());
+    tracing::warn!(path = %path.display(), "spool reopened after an i/o error");
+    Ok(db)
+}
+
+/// The current handle, opening the file again if an earlier reopen failed.
+fn current(slot: &Slot, path: &Path) -> Result<Arc<Database>, SpoolError> {
+    let db = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+    match db {
+        Some(db) => Ok(db),
+        None => reopen(slot, path, None),
     }
 }
 
@@ -131,18 +222,19 @@ impl RedbStore {
         txn.open_table(ENTRIES).map_err(|e| open_err(Box::new(e)))?;
         txn.open_table(DEAD).map_err(|e| open_err(Box::new(e)))?;
         txn.commit().map_err(|e| open_err(Box::new(e)))?;
-        let db = Arc::new(db);
+        let db: Slot = Arc::new(RwLock::new(Some(Arc::new(db))));
         let commits = Arc::new(AtomicU64::new(1));
         let (tx, rx) = mpsc::channel();
         let writer = {
-            let (db, commits) = (db.clone(), commits.clone());
+            let (db, path, commits) = (db.clone(), path.to_path_buf(), commits.clone());
             std::thread::Builder::new()
                 .name("spool-writer".into())
-                .spawn(move || write_loop(&db, &rx, &commits))
+                .spawn(move || write_loop(&db, &path, &rx, &commits))
                 .map_err(|e| open_err(Box::new(e)))?
         };
         Ok(RedbStore {
             db,
+            path: path.to_path_buf(),
             writes: Some(tx),
             writer: Some(writer),
             commits,
@@ -163,8 +255,22 @@ impl RedbStore {
         self.commits.load(Ordering::Relaxed)
     }
 
-    fn read(&self) -> Result<redb::ReadTransaction, SpoolError> {
-        self.db.begin_read().map_err(|e| storage("read", e))
+    /// Runs a read on the current handle; an i/o failure reopens the file (for the next one).
+    fn reading<T>(&self, f: impl FnOnce(&Database) -> Result<T, Failure>) -> Result<T, SpoolError> {
+        let db = current(&self.db, &self.path)?;
+        match f(&db) {
+            Ok(v) => Ok(v),
+            Err(Failure { error, io }) => {
+                if io {
+                    let ptr = Arc::as_ptr(&db) as usize;
+                    drop(db);
+                    if let Err(e) = reopen(&self.db, &self.path, Some(ptr)) {
+                        tracing::warn!(error = %crate::sinks::error_chain(&e), "cannot reopen the spool yet; the next operation tries again");
+                    }
+                }
+                Err(error)
+            }
+        }
     }
 }
 
@@ -180,7 +286,7 @@ impl Drop for RedbStore {
 }
 
 /// The writer thread: batches whatever has queued, commits once, answers each write.
-fn write_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
+fn write_loop(slot: &Slot, path: &Path, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -195,7 +301,21 @@ fn write_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
             ops.push(w.op);
             replies.push(w.done);
         }
-        match commit(db, ops) {
+        let outcome = match current(slot, path) {
+            Ok(db) => {
+                let outcome = commit(&db, ops);
+                if let Err(Failure { io: true, .. }) = &outcome {
+                    let ptr = Arc::as_ptr(&db) as usize;
+                    drop(db);
+                    if let Err(e) = reopen(slot, path, Some(ptr)) {
+                        tracing::warn!(error = %crate::sinks::error_chain(&e), "cannot reopen the spool yet; the next write tries again");
+                    }
+                }
+                outcome.map_err(|f| f.error)
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
             Ok(results) => {
                 commits.fetch_add(1, Ordering::Relaxed);
                 for (done, r) in replies.into_iter().zip(results) {
@@ -213,12 +333,12 @@ fn write_loop(db: &Database, rx: &mpsc::Receiver<Write>, commits: &AtomicU64) {
 }
 
 /// Applies `ops` in one transaction and commits it (durably).
-fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<u64>, SpoolError> {
-    let txn = db.begin_write().map_err(|e| storage("write", e))?;
+fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<u64>, Failure> {
+    let txn = db.begin_write().map_err(|e| failed("write", e))?;
     let mut results = Vec::with_capacity(ops.len());
     {
-        let mut entries = txn.open_table(ENTRIES).map_err(|e| storage("write", e))?;
-        let mut dead = txn.open_table(DEAD).map_err(|e| storage("write", e))?;
+        let mut entries = txn.open_table(ENTRIES).map_err(|e| failed("write", e))?;
+        let mut dead = txn.open_table(DEAD).map_err(|e| failed("write", e))?;
         for op in ops {
             match op {
                 Op::Put {
@@ -233,7 +353,7 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<u64>, SpoolError> {
                         &mut dead
                     };
                     into.insert((sink.as_str(), seq), record.as_slice())
-                        .map_err(|e| storage("write", e))?;
+                        .map_err(|e| failed("write", e))?;
                     results.push(0);
                 }
                 Op::TakeOut {
@@ -243,19 +363,19 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<u64>, SpoolError> {
                 } => {
                     let removed = entries
                         .remove((sink.as_str(), seq))
-                        .map_err(|e| storage("remove", e))?
+                        .map_err(|e| failed("remove", e))?
                         .map(|v| v.value().to_vec())
                         .unwrap_or_default();
                     if let Some(record) = record {
                         dead.insert((sink.as_str(), seq), record(&removed).as_slice())
-                            .map_err(|e| storage("dead-letter", e))?;
+                            .map_err(|e| failed("dead-letter", e))?;
                     }
                     results.push(removed.len() as u64);
                 }
             }
         }
     }
-    txn.commit().map_err(|e| storage("commit", e))?;
+    txn.commit().map_err(|e| failed("commit", e))?;
     Ok(results)
 }
 
@@ -279,21 +399,23 @@ async fn finish(
 
 impl SpoolStore for RedbStore {
     fn recover(&self, each: &mut dyn FnMut(&str, u64, &[u8])) -> Result<u64, SpoolError> {
-        let txn = self.read()?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| storage("read", e))?;
-        let mut last = 0;
-        for row in entries.iter().map_err(|e| storage("read", e))? {
-            let (k, v) = row.map_err(|e| storage("read", e))?;
-            let (sink, seq) = k.value();
-            last = last.max(seq);
-            each(sink, seq, v.value());
-        }
-        let dead = txn.open_table(DEAD).map_err(|e| storage("read", e))?;
-        for row in dead.iter().map_err(|e| storage("read", e))? {
-            let (k, _) = row.map_err(|e| storage("read", e))?;
-            last = last.max(k.value().1);
-        }
-        Ok(last)
+        self.reading(|db| {
+            let txn = db.begin_read().map_err(|e| failed("read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| failed("read", e))?;
+            let mut last = 0;
+            for row in entries.iter().map_err(|e| failed("read", e))? {
+                let (k, v) = row.map_err(|e| failed("read", e))?;
+                let (sink, seq) = k.value();
+                last = last.max(seq);
+                each(sink, seq, v.value());
+            }
+            let dead = txn.open_table(DEAD).map_err(|e| failed("read", e))?;
+            for row in dead.iter().map_err(|e| failed("read", e))? {
+                let (k, _) = row.map_err(|e| failed("read", e))?;
+                last = last.max(k.value().1);
+            }
+            Ok(last)
+        })
     }
 
     fn write(&self, table: Table, sink: &str, seq: u64, record: Vec<u8>) -> Pending<()> {
@@ -316,88 +438,96 @@ impl SpoolStore for RedbStore {
     }
 
     fn oldest(&self, sink: &str) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
-        let txn = self.read()?;
-        let t = txn.open_table(ENTRIES).map_err(|e| storage("read", e))?;
-        let mut range = t
-            .range((sink, 0)..=(sink, u64::MAX))
-            .map_err(|e| storage("read", e))?;
-        match range.next() {
-            None => Ok(None),
-            Some(row) => {
-                let (k, v) = row.map_err(|e| storage("read", e))?;
-                Ok(Some((k.value().1, v.value().to_vec())))
+        self.reading(|db| {
+            let txn = db.begin_read().map_err(|e| failed("read", e))?;
+            let t = txn.open_table(ENTRIES).map_err(|e| failed("read", e))?;
+            let mut range = t
+                .range((sink, 0)..=(sink, u64::MAX))
+                .map_err(|e| failed("read", e))?;
+            match range.next() {
+                None => Ok(None),
+                Some(row) => {
+                    let (k, v) = row.map_err(|e| failed("read", e))?;
+                    Ok(Some((k.value().1, v.value().to_vec())))
+                }
             }
-        }
+        })
     }
 
     fn tally(&self) -> Result<Vec<(String, Tally)>, SpoolError> {
-        let txn = self.read()?;
-        let entries = txn.open_table(ENTRIES).map_err(|e| storage("read", e))?;
-        let dead = txn.open_table(DEAD).map_err(|e| storage("read", e))?;
-        let mut out: Vec<(String, Tally)> = Vec::new();
-        fn slot<'a>(out: &'a mut Vec<(String, Tally)>, sink: &str) -> &'a mut Tally {
-            let i = match out.iter().position(|(s, _)| s == sink) {
-                Some(i) => i,
-                None => {
-                    out.push((sink.to_string(), Tally::default()));
-                    out.len() - 1
-                }
-            };
-            &mut out[i].1
-        }
-        for row in entries.iter().map_err(|e| storage("read", e))? {
-            let (k, v) = row.map_err(|e| storage("read", e))?;
-            let t = slot(&mut out, k.value().0);
-            if t.oldest.is_none() {
-                t.oldest = Some(v.value().to_vec());
+        self.reading(|db| {
+            let txn = db.begin_read().map_err(|e| failed("read", e))?;
+            let entries = txn.open_table(ENTRIES).map_err(|e| failed("read", e))?;
+            let dead = txn.open_table(DEAD).map_err(|e| failed("read", e))?;
+            let mut out: Vec<(String, Tally)> = Vec::new();
+            fn slot<'a>(out: &'a mut Vec<(String, Tally)>, sink: &str) -> &'a mut Tally {
+                let i = match out.iter().position(|(s, _)| s == sink) {
+                    Some(i) => i,
+                    None => {
+                        out.push((sink.to_string(), Tally::default()));
+                        out.len() - 1
+                    }
+                };
+                &mut out[i].1
             }
-            t.depth += 1;
-            t.bytes += v.value().len() as u64;
-        }
-        for row in dead.iter().map_err(|e| storage("read", e))? {
-            let (k, _) = row.map_err(|e| storage("read", e))?;
-            slot(&mut out, k.value().0).dead += 1;
-        }
-        Ok(out)
+            for row in entries.iter().map_err(|e| failed("read", e))? {
+                let (k, v) = row.map_err(|e| failed("read", e))?;
+                let t = slot(&mut out, k.value().0);
+                if t.oldest.is_none() {
+                    t.oldest = Some(v.value().to_vec());
+                }
+                t.depth += 1;
+                t.bytes += v.value().len() as u64;
+            }
+            for row in dead.iter().map_err(|e| failed("read", e))? {
+                let (k, _) = row.map_err(|e| failed("read", e))?;
+                slot(&mut out, k.value().0).dead += 1;
+            }
+            Ok(out)
+        })
     }
 
     fn dead(&self, each: &mut dyn FnMut(&str, u64, &[u8])) -> Result<(), SpoolError> {
-        let txn = self.read()?;
-        let dead = txn.open_table(DEAD).map_err(|e| storage("read", e))?;
-        for row in dead.iter().map_err(|e| storage("read", e))? {
-            let (k, v) = row.map_err(|e| storage("read", e))?;
-            let (sink, seq) = k.value();
-            each(sink, seq, v.value());
-        }
-        Ok(())
+        self.reading(|db| {
+            let txn = db.begin_read().map_err(|e| failed("read", e))?;
+            let dead = txn.open_table(DEAD).map_err(|e| failed("read", e))?;
+            for row in dead.iter().map_err(|e| failed("read", e))? {
+                let (k, v) = row.map_err(|e| failed("read", e))?;
+                let (sink, seq) = k.value();
+                each(sink, seq, v.value());
+            }
+            Ok(())
+        })
     }
 
     fn redrive(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> Redrive) -> Result<(), SpoolError> {
-        let txn = self.db.begin_write().map_err(|e| storage("redrive", e))?;
-        {
-            let mut dead = txn.open_table(DEAD).map_err(|e| storage("redrive", e))?;
-            let mut entries = txn.open_table(ENTRIES).map_err(|e| storage("redrive", e))?;
-            let mut moves: Vec<(String, u64, u64, Vec<u8>)> = Vec::new();
-            for row in dead.iter().map_err(|e| storage("redrive", e))? {
-                let (k, v) = row.map_err(|e| storage("redrive", e))?;
-                let (sink, seq) = k.value();
-                match pick(sink, seq, v.value()) {
-                    Redrive::Skip => {}
-                    Redrive::Move { seq: to, entry } => {
-                        moves.push((sink.to_string(), seq, to, entry));
+        self.reading(|db| {
+            let txn = db.begin_write().map_err(|e| failed("redrive", e))?;
+            {
+                let mut dead = txn.open_table(DEAD).map_err(|e| failed("redrive", e))?;
+                let mut entries = txn.open_table(ENTRIES).map_err(|e| failed("redrive", e))?;
+                let mut moves: Vec<(String, u64, u64, Vec<u8>)> = Vec::new();
+                for row in dead.iter().map_err(|e| failed("redrive", e))? {
+                    let (k, v) = row.map_err(|e| failed("redrive", e))?;
+                    let (sink, seq) = k.value();
+                    match pick(sink, seq, v.value()) {
+                        Redrive::Skip => {}
+                        Redrive::Move { seq: to, entry } => {
+                            moves.push((sink.to_string(), seq, to, entry));
+                        }
+                        Redrive::Stop => break,
                     }
-                    Redrive::Stop => break,
+                }
+                for (sink, from, to, entry) in moves {
+                    entries
+                        .insert((sink.as_str(), to), entry.as_slice())
+                        .map_err(|e| failed("redrive", e))?;
+                    dead.remove((sink.as_str(), from))
+                        .map_err(|e| failed("redrive", e))?;
                 }
             }
-            for (sink, from, to, entry) in moves {
-                entries
-                    .insert((sink.as_str(), to), entry.as_slice())
-                    .map_err(|e| storage("redrive", e))?;
-                dead.remove((sink.as_str(), from))
-                    .map_err(|e| storage("redrive", e))?;
-            }
-        }
-        txn.commit().map_err(|e| storage("commit", e))
+            txn.commit().map_err(|e| failed("commit", e))
+        })
     }
 }
 
@@ -411,7 +541,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(&dir.path().join("s.redb")).unwrap();
         // Hold the write lock, as a long commit would: the writer waits for it.
-        let blocker = store.db.begin_write().unwrap();
+        let db = current(&store.db, &store.path).unwrap();
+        let blocker = db.begin_write().unwrap();
         let pending: Vec<_> = (0..100u64)
             .map(|seq| store.write(Table::Entries, "s", seq, vec![seq as u8; 10]))
             .collect();

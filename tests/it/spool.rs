@@ -472,3 +472,92 @@ async fn sigkill_mid_burst_loses_no_event_that_was_answered_200() {
     bridge.stop().await;
     js.delete_stream(&stream).await.unwrap();
 }
+
+/// A full disk under the spool: the append that hits `ENOSPC` fails (the event is not taken,
+/// so it is answered 503), and once the disk has room again the spool works again without a
+/// restart. redb refuses every operation after one I/O error until the database is reopened;
+/// before the spool reopened it, one full disk left appends failing and delivered entries
+/// never removed (the replayer stuck on its queue's head) until a restart — found by
+/// `scripts/chaos` (`disk-full`, docs/reliability.md). The disk is a 2 MiB tmpfs of the test's
+/// own: mounting it needs root, as scripts/test runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_appends_and_the_spool_works_again_once_there_is_room() {
+    use callbridge::config::SpoolSettings;
+    use callbridge::sinks::Outgoing;
+    use callbridge::spool::Spool;
+
+    struct Tmpfs(std::path::PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs(dir.path().join("disk"));
+    std::fs::create_dir_all(&disk.0).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&disk.0)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "mount -t tmpfs needs root (scripts/test runs as root)"
+    );
+
+    let spool = Spool::open(&SpoolSettings {
+        path: disk.0.join("spool.redb"),
+        max_bytes: 1 << 30,
+    })
+    .expect("spool opens");
+    let event = |call: &str| {
+        let e = callbridge::event::normalize(
+            &status_payload(call, "completed"),
+            Default::default(),
+            &Default::default(),
+            "2026-01-01T00:00:00Z".into(),
+        )
+        .expect("valid payload");
+        Outgoing::new(e)
+    };
+    spool
+        .append("bus", &event(&unique("disk")))
+        .await
+        .expect("an append with room");
+
+    // Fill the file system.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write(&chunk).is_ok_and(|n| n > 0) {}
+        while f.write(&chunk[..512]).is_ok_and(|n| n > 0) {}
+    }
+    // The database file may still have free pages: append until one needs the disk.
+    let mut refused = None;
+    for _ in 0..500 {
+        if let Err(e) = spool.append("bus", &event(&unique("disk"))).await {
+            refused = Some(callbridge::sinks::error_chain(&e));
+            break;
+        }
+    }
+    let refused = refused.expect("an append on a full disk fails");
+    assert!(refused.contains("No space left"), "{refused}");
+
+    std::fs::remove_file(&filler).unwrap();
+    spool
+        .append("bus", &event(&unique("disk")))
+        .await
+        .expect("an append once the disk has room again, without a restart");
+    while let Some(entry) = spool.oldest("bus").await.expect("read the queue") {
+        spool
+            .remove("bus", &entry)
+            .await
+            .expect("a delivered entry is removed");
+    }
+    assert_eq!(spool.bytes(), 0, "every entry removed");
+}
