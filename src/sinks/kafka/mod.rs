@@ -85,6 +85,8 @@ struct Inner {
     /// The producer's `message.max.bytes`: librdkafka refuses a larger record at once.
     max_message_bytes: usize,
     health: Arc<Health>,
+    /// Asks the cluster why records time out, once at a time for the whole sink.
+    diagnoser: Arc<diagnose::Diagnoser>,
     slot: RwLock<Arc<Slot>>,
     next_generation: AtomicU64,
 }
@@ -120,6 +122,7 @@ impl KafkaSink {
                 .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES),
             config,
             health,
+            diagnoser: Arc::default(),
             slot: RwLock::new(Arc::new(first)),
             next_generation: AtomicU64::new(1),
         });
@@ -192,6 +195,7 @@ impl Sink for KafkaSink {
         let payload = message.payload;
         let slot = inner.usable().await?;
         let health = inner.health.clone();
+        let diagnoser = inner.diagnoser.clone();
         let queue_timeout = inner.queue_timeout;
         // What is left of our timeout after librdkafka's own gives up: half of it may go to
         // asking the cluster why.
@@ -220,7 +224,7 @@ impl Sink for KafkaSink {
                 if code == Some(RDKafkaErrorCode::MessageTimedOut)
                     && health.reachable.load(Ordering::Acquire)
                 {
-                    why = diagnose(slot.clone(), t, *partition, diagnose_budget).await;
+                    why = diagnose(&diagnoser, slot.clone(), t, *partition, diagnose_budget).await;
                 }
             }
             (result.map_err(|(e, _)| e), why)
