@@ -400,6 +400,24 @@ def check_manifest(docs: list[dict], values: dict, label: str, everything_on: bo
         listen = server.get("listen", "0.0.0.0:8080")
         if c["ports"][0]["containerPort"] != int(str(listen).rsplit(":", 1)[1]):
             problems.append("containerPort differs from config.server.listen")
+        # The probes go where the bridge serves them: the admin listener when there is one
+        # (the webhook listener answers 404), HTTPS when the webhook listener has TLS.
+        admin = server.get("admin_listen")
+        probes = [c.get(p, {}).get("httpGet", {}) for p in ("startupProbe", "livenessProbe", "readinessProbe")]
+        if admin:
+            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+            if ports.get("admin") != int(str(admin).rsplit(":", 1)[1]):
+                problems.append("no container port 'admin' for config.server.admin_listen")
+            if any(p.get("port") != "admin" for p in probes):
+                problems.append("probes not on the admin port although server.admin_listen is set")
+            svc_ports = [p["name"] for p in by_kind["Service"][0]["spec"]["ports"]] if by_kind.get("Service") else []
+            if "admin" not in svc_ports:
+                problems.append("the Service has no 'admin' port for /metrics")
+            for sm in by_kind.get("ServiceMonitor", []):
+                if sm["spec"]["endpoints"][0].get("port") != "admin":
+                    problems.append("the ServiceMonitor does not scrape the admin port")
+        elif server.get("tls") and any(p.get("scheme") != "HTTPS" for p in probes):
+            problems.append("probes are plain HTTP although the listener has TLS")
     report(f"rendered objects keep the chart's promises [{label}]", not problems, "; ".join(problems))
 
 

@@ -88,6 +88,37 @@ otherwise `config` is used, which Helm deep-merges with the chart's defaults.
 {{- $port }}
 {{- end }}
 
+{{/* The admin listener's port (server.admin_listen), or "" when the probes and /metrics are on
+the webhook listener. */}}
+{{- define "callbridge.adminPort" -}}
+{{- $server := fromYaml (include "callbridge.serverYaml" .) }}
+{{- with $server.admin_listen }}
+{{- $port := splitList ":" (toString .) | last }}
+{{- if not (regexMatch "^[0-9]+$" $port) }}
+{{- fail (printf "config: server.admin_listen must be host:port with a numeric port, got %q" (toString .)) }}
+{{- end }}
+{{- $port }}
+{{- end }}
+{{- end }}
+
+{{/* A probe from values, pointed at the listener that serves the probes: the admin port when
+server.admin_listen is set (the webhook listener answers 404 there), HTTPS when the webhook
+listener has TLS and no admin listener is set. A probe naming another port is left alone. */}}
+{{- define "callbridge.probe" -}}
+{{- $probe := deepCopy .probe }}
+{{- $server := fromYaml (include "callbridge.serverYaml" .root) }}
+{{- with $probe.httpGet }}
+{{- if eq (toString .port) "http" }}
+{{- if (include "callbridge.adminPort" $.root) }}
+{{- $_ := set . "port" "admin" }}
+{{- else if $server.tls }}
+{{- $_ := set . "scheme" "HTTPS" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $probe }}
+{{- end }}
+
 {{/* The webhook path given to the sender: server.path (default /callback). */}}
 {{- define "callbridge.webhookPath" -}}
 {{- $server := fromYaml (include "callbridge.serverYaml" .) }}
