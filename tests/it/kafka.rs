@@ -688,12 +688,16 @@ async fn outage_with_timed_out_record_heals() {
     // The first record into a topic created a moment ago can race its leader's election on a
     // loaded machine (503, retried like the sender would): what matters here is what follows.
     let app_ref = &app;
-    eventually(Duration::from_secs(30), "a first record stored", || async move {
-        let a = app_ref
-            .post(&status_payload(&unique("call"), "registered"))
-            .await;
-        (a.status == 200).then_some(())
-    })
+    eventually(
+        Duration::from_secs(30),
+        "a first record stored",
+        || async move {
+            let a = app_ref
+                .post(&status_payload(&unique("call"), "registered"))
+                .await;
+            (a.status == 200).then_some(())
+        },
+    )
     .await;
 
     proxy.cut();
