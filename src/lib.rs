@@ -8,10 +8,11 @@
 //! ## Layout: the tree follows the data path
 //!
 //! ```text
-//! ingest/        HTTP: auth (401), in-flight limits (503 overloaded), body limit (413) read
-//!                within the deadline (503), JSON whatever the Content-Type (400);
-//!                error.rs is the one place errors become status codes, response.rs the
-//!                answer's shapes (per-sink status, error body)
+//! ingest/        HTTP: auth (401; signature.rs: Standard Webhooks / HMAC on the raw body),
+//!                rate limit (429, ratelimit.rs), in-flight limits (503 overloaded), body
+//!                limit (413) read within the deadline (503), JSON whatever the Content-Type
+//!                (400); error.rs is the one place errors become status codes, response.rs
+//!                the answer's shapes (per-sink status, error body)
 //!   ↓
 //! event/         the canonical event (CloudEvents 1.0 + versioned `data`), normalisation of each
 //!                webhook family, deterministic ids, the JSON Schema;
@@ -20,9 +21,12 @@
 //!   ↓
 //! fanout.rs      per sink a task: take the sink in the ledger → publish → settle on the real
 //!                outcome; the answer waits for the required sinks only
-//! ledger.rs      per event id and sink: a receipt or a publish in flight (bounded, windowed)
-//! spool/         for `on_unavailable: spool`: what a sink could not confirm, durably (redb),
-//!                and replay.rs, the task per sink that drains it in order through the ledger
+//! ledger/        per event id and sink: a receipt or a publish in flight (bounded, windowed);
+//!                shared.rs: the claims and receipts every replica shares (NATS KV, CAS + lease)
+//! spool/         for `on_unavailable: spool`: what a sink could not confirm, durably —
+//!                mod.rs the bookkeeping, store.rs the backend trait, redb_store.rs (group
+//!                commit on one writer thread), salvage.rs (a damaged tail cut), entry.rs the
+//!                stored forms, replay.rs the task per sink that drains it in order
 //!   ↓
 //! sinks/         one trait, `publish(&Outgoing) -> Result<Receipt, SinkError>`, Ok = confirmed;
 //!                one way to build a sink (`SinkSpec::build`, one `BuildError`)
@@ -30,7 +34,7 @@
 //!   rabbitmq/  mod.rs (ack contract, publish) settings.rs pool.rs channel.rs settle.rs
 //!              supervisor.rs message.rs
 //!   nats/      mod.rs (ack contract, publish) settings.rs subject.rs stream.rs client.rs
-//!   kafka/     mod.rs (ack contract, publish) settings.rs producer.rs health.rs
+//!   kafka/     mod.rs (ack contract, publish) settings.rs producer.rs health.rs diagnose.rs
 //!   throttle.rs                   repeated client complaints summarised (no log storm)
 //! ```
 //!
@@ -42,8 +46,9 @@
 //! [`telemetry`] (logs, traces), [`preflight`] (`validate --connect`: asks each broker whether
 //! every event the config can produce would be stored; the probes are in each sink's folder),
 //! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
-//! through the fan-out: docs/reconcile.md), [`app`] (the server: `Application::build(settings)` binds,
-//! `port()` tells tests where).
+//! through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
+//! when its files change), [`app`] (the server: `Application::build(settings)` binds,
+//! `port()` tells tests where; `server.admin_listen` puts probes and metrics on their own port).
 //!
 //! Dependencies point one way: `config` → each sink's settings → `config::validate`; no sink
 //! and no part of `event` imports the rest of `config`.
