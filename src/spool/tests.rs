@@ -261,3 +261,23 @@ async fn an_append_and_a_redrive_wake_the_sinks_replayer() {
         "one notifier per sink"
     );
 }
+
+#[tokio::test]
+async fn redrive_moves_what_fits_and_reports_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (event("e-a", "call-a"), event("e-b", "call-b"));
+    assert_eq!(size_of(&a), size_of(&b));
+    let spool = open(&dir, size_of(&a));
+    for out in [&a, &b] {
+        spool.append("s", out).await.unwrap();
+        let head = spool.oldest("s").await.unwrap().unwrap();
+        spool.dead_letter("s", &head, "refused").await.unwrap();
+    }
+    assert_eq!(spool.bytes(), 0);
+    // Room for one: the first moves, the second stays dead, and the count says so.
+    assert_eq!(spool.redrive(None, None).unwrap(), 1);
+    assert_eq!(spool.bytes(), size_of(&a));
+    assert_eq!(spool.dead_letters().unwrap().len(), 1);
+    assert!(spool.has_waiting("s", "call-a"));
+    assert!(!spool.has_waiting("s", "call-b"));
+}
