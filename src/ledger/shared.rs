@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_nats::jetstream::kv;
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -184,24 +183,17 @@ impl SharedLedger {
                 url: url.clone(),
                 source: e,
             };
-        let mut opts = match &settings.credentials_file {
-            Some(path) => async_nats::ConnectOptions::with_credentials_file(path.clone())
-                .await
-                .map_err(|source| SharedLedgerError::Credentials {
-                    path: path.display().to_string(),
-                    source,
-                })?,
-            None => async_nats::ConnectOptions::new(),
-        };
-        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
-            opts = opts.user_and_password(user.clone(), password.expose_secret().to_string());
-        }
-        if let Some(token) = &settings.token {
-            opts = opts.token(token.expose_secret().to_string());
-        }
-        if let Some(seed) = &settings.nkey {
-            opts = opts.nkey(seed.expose_secret().to_string());
-        }
+        let opts = crate::sinks::nats::credentials(
+            settings.credentials_file.as_deref(),
+            settings.user.as_deref().zip(settings.password.as_ref()),
+            settings.token.as_ref(),
+            settings.nkey.as_ref(),
+        )
+        .await
+        .map_err(|(path, source)| SharedLedgerError::Credentials {
+            path: path.display().to_string(),
+            source,
+        })?;
         let servers: Vec<async_nats::ServerAddr> = url
             .split(',')
             .map(|u| u.trim().parse())
@@ -241,11 +233,8 @@ impl SharedLedger {
                 // the stream API: async-nats's `create_key_value` first asks for the account's
                 // API level, which servers before 2.10 answer in a shape it cannot read.
                 let made = tokio::time::timeout(KV_TIMEOUT, async {
-                    if js.get_key_value(&bucket).await.is_ok() {
-                        return js
-                            .get_key_value(&bucket)
-                            .await
-                            .map_err(|e| bucket_err(Box::new(e)));
+                    if let Ok(store) = js.get_key_value(&bucket).await {
+                        return Ok(store);
                     }
                     js.get_or_create_stream(async_nats::jetstream::stream::Config {
                         name: format!("KV_{bucket}"),

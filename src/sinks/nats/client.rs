@@ -70,28 +70,48 @@ fn connect_error(settings: &NatsSinkSettings, e: async_nats::ConnectError) -> Bu
     }
 }
 
+/// Connect options carrying NATS credentials: a `.creds` file, user and password, a token, an
+/// NKey seed (the NATS sink's and the shared ledger's settings name them alike). A credentials
+/// file that cannot be read is returned with its path.
+pub(crate) async fn credentials(
+    credentials_file: Option<&std::path::Path>,
+    user_password: Option<(&str, &secrecy::SecretString)>,
+    token: Option<&secrecy::SecretString>,
+    nkey: Option<&secrecy::SecretString>,
+) -> Result<ConnectOptions, (std::path::PathBuf, std::io::Error)> {
+    let mut opts = match credentials_file {
+        Some(path) => ConnectOptions::with_credentials_file(path.to_path_buf())
+            .await
+            .map_err(|e| (path.to_path_buf(), e))?,
+        None => ConnectOptions::new(),
+    };
+    if let Some((user, password)) = user_password {
+        opts = opts.user_and_password(user.to_string(), password.expose_secret().to_string());
+    }
+    if let Some(token) = token {
+        opts = opts.token(token.expose_secret().to_string());
+    }
+    if let Some(seed) = nkey {
+        opts = opts.nkey(seed.expose_secret().to_string());
+    }
+    Ok(opts)
+}
+
 pub(super) async fn connect_options(
     settings: &NatsSinkSettings,
     recheck: &Arc<Notify>,
 ) -> Result<ConnectOptions, BuildError> {
-    let mut opts = match &settings.credentials_file {
-        Some(path) => ConnectOptions::with_credentials_file(path.clone())
-            .await
-            .map_err(|source| BuildError::Io {
-                context: format!("cannot read credentials file {}", path.display()),
-                source,
-            })?,
-        None => ConnectOptions::new(),
-    };
-    if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
-        opts = opts.user_and_password(user.clone(), password.expose_secret().to_string());
-    }
-    if let Some(token) = &settings.token {
-        opts = opts.token(token.expose_secret().to_string());
-    }
-    if let Some(seed) = &settings.nkey {
-        opts = opts.nkey(seed.expose_secret().to_string());
-    }
+    let mut opts = credentials(
+        settings.credentials_file.as_deref(),
+        settings.user.as_deref().zip(settings.password.as_ref()),
+        settings.token.as_ref(),
+        settings.nkey.as_ref(),
+    )
+    .await
+    .map_err(|(path, source)| BuildError::Io {
+        context: format!("cannot read credentials file {}", path.display()),
+        source,
+    })?;
     if let Some(tls) = &settings.tls {
         if let Some(ca) = &tls.ca_file {
             opts = opts.add_root_certificates(ca.clone());

@@ -29,6 +29,7 @@
 //! connection every other publish shares.
 
 mod client;
+pub(crate) use client::credentials;
 pub mod preflight;
 mod settings;
 mod stream;
