@@ -477,6 +477,7 @@ async fn run_mode(o: &Opts, w: &mut World, mode: &str, faults: &[Fault]) -> Resu
     stored.insert("nats", readback::nats(&w.nats.direct_url(), &stream).await?);
     stored.insert("file", readback::file(&file_path)?);
     let recs = std::mem::take(&mut *recs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    write_requests(&dir.join("requests.tsv"), &recs)?;
     let rss = std::mem::take(&mut *rss.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     eprintln!("== mode {mode}: {} requests, read back", recs.len());
     Ok(ModeRun {
@@ -489,6 +490,41 @@ async fn run_mode(o: &Opts, w: &mut World, mode: &str, faults: &[Fault]) -> Resu
         duration,
         notes,
     })
+}
+
+/// Every request of a mode, one line each (kept with the logs: the first thing to read when a
+/// check fails): sent and answer time in seconds since the mode's start, the call and status
+/// index, the outcome.
+fn write_requests(path: &std::path::Path, recs: &[Rec]) -> Result<()> {
+    use std::fmt::Write as _;
+    let mut out = String::from("sent\tlatency\tcall\tseq\toutcome\tevent_id\n");
+    for r in recs {
+        let (outcome, id) = match &r.outcome {
+            Outcome::Answer {
+                code,
+                event_id,
+                error,
+                ..
+            } => (
+                format!("{code} {}", error.as_deref().unwrap_or("")),
+                event_id.as_deref().unwrap_or(""),
+            ),
+            Outcome::Refused => ("refused".into(), ""),
+            Outcome::Timeout => ("timeout".into(), ""),
+            Outcome::Broken(e) => (format!("broken {e}"), ""),
+        };
+        let _ = writeln!(
+            out,
+            "{:.3}\t{:.3}\t{}\t{}\t{}\t{id}",
+            r.sent,
+            r.latency,
+            r.call,
+            r.seq,
+            outcome.trim()
+        );
+    }
+    std::fs::write(path, out)?;
+    Ok(())
 }
 
 async fn declare_rabbit(url: &str, exchange: &str, queue: &str) -> Result<()> {
@@ -677,6 +713,8 @@ struct Row {
     late: u64,
     refused: u64,
     broken: u64,
+    /// Refused or broken while the bridge was running (a failure).
+    stray: u64,
     /// 4xx, or 5xx other than 503.
     wrong_code: u64,
     no_retry_after: u64,
@@ -710,8 +748,23 @@ fn analyse(run: &ModeRun) -> Judged {
     let mut call_of: HashMap<&str, (&str, usize)> = HashMap::new();
     let mut broken_examples = Vec::new();
     for r in &run.recs {
-        let row = &mut rows[idx(phase_of(r.sent))];
+        // An answer belongs to the phase it was sent in; a connection that failed, to the
+        // phase it failed in: a request sent during one fault can be cut off by the next one
+        // (a bridge SIGKILLed while earlier requests still wait for a stalled broker).
+        let failed = matches!(r.outcome, Outcome::Refused | Outcome::Broken(_));
+        let at = if failed { r.sent + r.latency } else { r.sent };
+        let phase = phase_of(at);
+        let row = &mut rows[idx(phase)];
         row.requests += 1;
+        // Refused or broken is expected only while the bridge is down: from its signal until
+        // it was started again (a second of slack for the restart to start accepting).
+        let bridge_down = phase.is_some_and(|i| {
+            let p = &run.phases[i];
+            p.fault.stops_bridge() && at >= p.start && at <= p.heal + 1.0
+        });
+        if failed && !bridge_down {
+            row.stray += 1;
+        }
         if r.latency > SENDER_TIMEOUT {
             row.late += 1;
         }
@@ -761,11 +814,11 @@ fn analyse(run: &ModeRun) -> Judged {
             Outcome::Broken(e) => {
                 row.broken += 1;
                 if broken_examples.len() < 5 {
-                    let phase =
-                        phase_of(r.sent).map_or("steady load", |i| run.phases[i].fault.name());
+                    let phase = phase.map_or("steady load", |i| run.phases[i].fault.name());
                     broken_examples.push(format!(
-                        "{phase}, {:.2} s after the request was sent: {e}",
-                        r.latency
+                        "{phase}, {:.2} s after the request was sent (at {at:.2} s{}): {e}",
+                        r.latency,
+                        if bridge_down { ", the bridge down" } else { "" }
                     ));
                 }
             }
@@ -893,12 +946,7 @@ fn judge(runs: &[ModeRun]) -> Vec<(bool, String)> {
                 j.corrupt_lines
             ),
         ));
-        let stray: u64 = j
-            .rows
-            .iter()
-            .filter(|(_, p, _)| !p.as_ref().is_some_and(|p| p.fault.stops_bridge()))
-            .map(|(_, _, r)| r.refused + r.broken)
-            .sum();
+        let stray = sum(&|r| r.stray);
         v.push((
             stray == 0,
             format!("{m}: connections refused or broken while the bridge was running: {stray}"),
@@ -1019,15 +1067,20 @@ fn report(
         machine()
     ));
     md.push_str(&format!(
-        "Load: {:.0} events/s open loop (a new call on a fixed tick; one call in three sends `ringing`, `ongoing`, `completed`, each after the previous answer), unique call ids, ~0.6 KB bodies, a 15 s client deadline. \
-         Bridge: the release binary, four **required** sinks — Kafka (3 nodes, replication 3, min.insync.replicas 2, 3 partitions led by node 2), RabbitMQ (durable queue), NATS JetStream (file storage), a file on {} — each broker reached only through a proxy the runner controls. \
+        "Load: {:.0} events/s open loop (a new call on a fixed tick; one call in three sends `registered`, `ongoing`, `completed`, each after the previous answer), unique call ids, ~0.6 KB bodies, a 15 s client deadline. \
+         Bridge: the {} binary, four **required** sinks — Kafka (3 nodes, replication 3, min.insync.replicas 2, 3 partitions led by node 2), RabbitMQ (durable queue), NATS JetStream (file storage), a file on {} — each broker reached only through a proxy the runner controls. \
          Faults are held {} s (SIGSTOP: {STOP_SECS} s), then undone; the next starts once `/readyz` is ready and the brokers are healthy again. \
          The machine has 2 cores shared with the three brokers' JVM/BEAM/Go processes, the load generator and other builds: **answer times are noisy**, a slow answer here is not a benchmark.\n\n",
         o.rate,
+        if o.bridge.components().any(|c| c.as_os_str() == "debug") {
+            "debug (unoptimised)"
+        } else {
+            "release"
+        },
         w.disk_note,
         o.hold.as_secs()
     ));
-    md.push_str("Columns per sink are `kafka / rabbitmq / nats / file`. *lost* = answered 200 but not in that sink when read back after the run (must be 0); *dup* = extra copies of events answered 200 (allowed: delivery is at-least-once, README); *max s* = slowest answer; *recovery* = from the fault being undone to `/readyz` 200 (for the bridge faults: from the restart).\n\n");
+    md.push_str("Columns per sink are `kafka / rabbitmq / nats / file`. *lost* = answered 200 but not in that sink when read back after the run (must be 0); *dup* = extra copies of events answered 200 (allowed: delivery is at-least-once, README); *max s* = slowest answer; *recovery* = from the fault being undone to `/readyz` 200 (for the bridge faults: from the restart). A request is counted in the phase it was sent in, except one that got no answer: in the phase its connection failed in (a request sent during a broker stall can be cut off by the bridge SIGKILL that follows).\n\n");
     for run in runs {
         let j = analyse(run);
         md.push_str(&format!("## `on_unavailable: {}`\n\n", run.mode));

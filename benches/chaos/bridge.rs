@@ -53,7 +53,10 @@ impl Bridge {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env_remove("CALLBRIDGE_CONFIG")
-            .env("RUST_LOG", "warn,callbridge::app=info")
+            .env(
+                "RUST_LOG",
+                "warn,callbridge::app=info,callbridge::ingest=info",
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The statuses of a multi-status call, in the order they are sent.
-pub const STATUSES: [&str; 3] = ["ringing", "ongoing", "completed"];
+pub const STATUSES: [&str; 3] = ["registered", "ongoing", "completed"];
 
 #[derive(Debug, Clone)]
 pub enum Outcome {
