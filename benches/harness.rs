@@ -38,6 +38,8 @@ use serde_json::Value;
 
 #[path = "harness/bare.rs"]
 mod bare;
+#[path = "harness/cpu.rs"]
+mod cpu;
 #[path = "harness/kv.rs"]
 mod kv;
 #[path = "harness/spool.rs"]
@@ -133,6 +135,8 @@ struct Point {
     p50_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
+    /// Cores used per process group during the point (`cpu.rs`).
+    cpu: cpu::Split,
 }
 
 impl Point {
@@ -144,6 +148,10 @@ impl Point {
 #[derive(Debug, Default, Clone)]
 struct ProcStats {
     peak_rss_mib: f64,
+    /// At the end of the scenario: anonymous memory (heap, stacks) and file-backed pages (the
+    /// binary's and libraries' code actually touched), the two parts of RSS.
+    anon_mib: f64,
+    file_mib: f64,
     cpu_secs: f64,
 }
 
@@ -165,6 +173,7 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let cpu_before = cpu::snapshot();
     let tasks: Vec<_> = (0..conc)
         .map(|w| {
             let op = op.clone();
@@ -188,6 +197,7 @@ where
         .collect();
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
+    let cpu = cpu::split(&cpu_before, &cpu::snapshot());
     let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     for t in tasks {
         if let Ok(h) = t.await {
@@ -205,6 +215,7 @@ where
         p50_ms: q(0.5),
         p99_ms: q(0.99),
         p999_ms: q(0.999),
+        cpu,
     };
     eprintln!(
         "{:<18} c={:<4} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  failed {}",
@@ -237,6 +248,7 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut inflight = tokio::task::JoinSet::new();
     let started = Instant::now();
+    let cpu_before = cpu::snapshot();
     let mut seq = 0u64;
     let mut record = |r: Result<(bool, Duration), tokio::task::JoinError>| match r {
         Ok((true, took)) => {
@@ -254,6 +266,7 @@ where
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu::split(&cpu_before, &cpu::snapshot());
     while let Some(r) = inflight.join_next().await {
         record(r);
     }
@@ -267,6 +280,7 @@ where
         p50_ms: q(0.5),
         p99_ms: q(0.99),
         p999_ms: q(0.999),
+        cpu,
     };
     eprintln!(
         "{:<18} {:>6.0}/s offered {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  failed {}",
@@ -342,10 +356,15 @@ mod direct {
     /// return attribution is needed here: everything is routable.
     ///
     /// `rate`: open loop at that rate instead of `conc` in flight (`direct-rabbitmq-open`).
+    /// `ce`: each message as the sink sends it — the CloudEvents binary binding's properties
+    /// and `cloudEvents_*` headers and the sink's sequence header, built per publish by the
+    /// sink's own `build_message` (`direct-rabbitmq-ce`): the broker's best rate for the
+    /// bridge's messages, where the plain baseline is its best rate for a bare body.
     pub async fn rabbitmq(
         o: &Opts,
         conc: usize,
         rate: Option<f64>,
+        ce: bool,
         exchange: &str,
         queue: &str,
     ) -> Result<Point> {
@@ -365,14 +384,36 @@ mod direct {
         super::declare_rabbit(&pool[0], exchange, queue).await?;
         let pool = Arc::new(pool);
         let body = Arc::new(payload("direct-rabbitmq"));
+        let event = Arc::new(callbridge::sinks::Outgoing::new(
+            callbridge::event::normalize(
+                &serde_json::from_str(&body)?,
+                Default::default(),
+                &Default::default(),
+                "2026-01-01T00:00:00Z".into(),
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ));
         let exchange = exchange.to_string();
         let op = move |w: usize, seq: u64| {
             let pool = pool.clone();
             let body = body.clone();
+            let event = event.clone();
             let exchange = exchange.clone();
             async move {
                 let ch = &pool[(w + seq as usize) % pool.len()];
-                let props = BasicProperties::default()
+                let (bytes, props) = if ce {
+                    callbridge::sinks::rabbitmq::message::build_message(
+                        Default::default(),
+                        &event,
+                        seq,
+                    )
+                } else {
+                    (
+                        bytes::Bytes::copy_from_slice(body.as_bytes()),
+                        BasicProperties::default(),
+                    )
+                };
+                let props = props
                     .with_delivery_mode(2)
                     .with_message_id(format!("d-{w}-{seq}").into());
                 let confirm = ch
@@ -383,7 +424,7 @@ mod direct {
                             mandatory: true,
                             immediate: false,
                         },
-                        body.as_bytes(),
+                        &bytes,
                         props,
                     )
                     .await;
@@ -396,9 +437,14 @@ mod direct {
                 }
             }
         };
+        let name = if ce {
+            "direct-rabbitmq-ce"
+        } else {
+            "direct-rabbitmq"
+        };
         let point = match rate {
-            Some(r) => drive_rate("direct-rabbitmq-open", r, o.duration, op).await,
-            None => drive("direct-rabbitmq", conc, o.duration, op).await,
+            Some(r) => drive_rate(&format!("{name}-open"), r, o.duration, op).await,
+            None => drive(name, conc, o.duration, op).await,
         };
         let _ = conn.close(200, "bye").await;
         Ok(point)
@@ -721,12 +767,15 @@ impl Bridge {
     fn stats(&self) -> ProcStats {
         let pid = self.child.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let hwm_kb: f64 = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let kb = |field: &str| -> f64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        let hwm_kb = kb("VmHWM:");
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let after = stat.rsplit(')').next().unwrap_or("");
         let f: Vec<&str> = after.split_whitespace().collect();
@@ -734,6 +783,8 @@ impl Bridge {
             + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         ProcStats {
             peak_rss_mib: hwm_kb / 1024.0,
+            anon_mib: kb("RssAnon:") / 1024.0,
+            file_mib: kb("RssFile:") / 1024.0,
             cpu_secs: ticks / 100.0,
         }
     }
@@ -1021,12 +1072,44 @@ fn report(
         ));
     }
     md.push_str(
-        "\n## Bridge process\n\n| scenario | peak RSS MiB | CPU seconds |\n|---|---:|---:|\n",
+        "\n## Bridge process\n\n| scenario | peak RSS MiB | at the end: anon / file MiB | CPU seconds |\n|---|---:|---:|---:|\n",
     );
     for (k, s) in stats {
         md.push_str(&format!(
-            "| {k} | {:.1} | {:.1} |\n",
-            s.peak_rss_mib, s.cpu_secs
+            "| {k} | {:.1} | {:.1} / {:.1} | {:.1} |\n",
+            s.peak_rss_mib, s.anon_mib, s.file_mib, s.cpu_secs
+        ));
+    }
+    md.push_str(
+        "\n## Where the CPU went (cores used during each scenario's best point, of 2)\n\n\
+         | scenario | c | acked/s | load generator | bridge | rabbitmq | kafka | nats | other | machine |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut seen: Vec<&str> = Vec::new();
+    for p in points {
+        if seen.contains(&p.scenario.as_str()) {
+            continue;
+        }
+        seen.push(&p.scenario);
+        let Some(b) = best(points, &p.scenario) else {
+            continue;
+        };
+        let c = |g: &str| b.cpu.get(g).copied().unwrap_or(f64::NAN);
+        md.push_str(&format!(
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            b.scenario,
+            match b.concurrency {
+                0 => "open".to_string(),
+                c => c.to_string(),
+            },
+            b.rate(),
+            c("load generator"),
+            c("bridge"),
+            c("rabbitmq"),
+            c("kafka"),
+            c("nats"),
+            c("other"),
+            c("machine"),
         ));
     }
     md.push_str("\n## Ratios (same run)\n\n");
@@ -1073,6 +1156,17 @@ fn report(
                 d.rate()
             ));
         }
+    }
+    if let (Some(b), Some(d)) = (
+        best(points, "bridge-rabbitmq"),
+        best(points, "direct-rabbitmq-ce"),
+    ) {
+        md.push_str(&format!(
+            "- bridge-rabbitmq / direct-rabbitmq-ce (the broker's best rate for the same messages: the CloudEvents headers and the sequence header): **{:.2}** ({:.0}/s vs {:.0}/s)\n",
+            b.rate() / d.rate(),
+            b.rate(),
+            d.rate()
+        ));
     }
     let mut baselines: Vec<&str> = points
         .iter()
@@ -1236,7 +1330,12 @@ async fn run() -> Result<()> {
     if direct("rabbitmq") {
         for &c in &o.concurrency {
             let n = Names::new("direct");
-            points.push(direct::rabbitmq(&o, c, None, &n.exchange, &n.queue).await?);
+            points.push(direct::rabbitmq(&o, c, None, false, &n.exchange, &n.queue).await?);
+            let _ = rabbit_count(&o.amqp, &n.queue).await;
+        }
+        for &c in &o.concurrency {
+            let n = Names::new("direct-ce");
+            points.push(direct::rabbitmq(&o, c, None, true, &n.exchange, &n.queue).await?);
             let _ = rabbit_count(&o.amqp, &n.queue).await;
         }
     }
@@ -1304,7 +1403,7 @@ async fn run() -> Result<()> {
     {
         let n = Names::new("direct-open");
         let rate = open.ok as f64 / open.secs;
-        points.push(direct::rabbitmq(&o, 0, Some(rate), &n.exchange, &n.queue).await?);
+        points.push(direct::rabbitmq(&o, 0, Some(rate), false, &n.exchange, &n.queue).await?);
         let _ = rabbit_count(&o.amqp, &n.queue).await;
     }
     if want("bridge-null-kv") || want("bridge") {

@@ -54,6 +54,7 @@ pub fn run(
              end\n"
         ),
     )?;
+    let cpu_before = super::cpu::snapshot();
     let out = Command::new("wrk")
         .args([
             "-t1",
@@ -66,6 +67,7 @@ pub fn run(
         .arg(format!("http://127.0.0.1:{port}/callback"))
         .output()
         .context("running wrk")?;
+    let cpu = super::cpu::split(&cpu_before, &super::cpu::snapshot());
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         bail!(
@@ -112,6 +114,7 @@ pub fn run(
         p50_ms: ms(field("50%")),
         p99_ms: ms(field("99%")),
         p999_ms: f64::NAN,
+        cpu,
     };
     eprintln!(
         "{:<18} c={:<4} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  failed {} (wrk)",

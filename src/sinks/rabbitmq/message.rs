@@ -19,11 +19,7 @@ pub const SEQ_HEADER: &str = "x-callbridge-seq";
 /// Builds the message: properties shared by both modes, then the CloudEvents AMQP binding's
 /// content type, body and `cloudEvents_*` headers, and the publish's sequence number
 /// ([`SEQ_HEADER`]; its size does not depend on its value, so a size check may pass 0).
-pub(super) fn build_message(
-    format: Format,
-    out: &Outgoing,
-    seq: u64,
-) -> (bytes::Bytes, BasicProperties) {
+pub fn build_message(format: Format, out: &Outgoing, seq: u64) -> (bytes::Bytes, BasicProperties) {
     let ev = &out.event;
     let timestamp =
         time::OffsetDateTime::parse(&ev.time, &time::format_description::well_known::Rfc3339)

@@ -31,7 +31,7 @@
 //! partition: the replacement channel cannot be opened, so the connection is dropped.
 
 mod channel;
-mod message;
+pub mod message;
 mod pool;
 pub mod preflight;
 mod settings;
