@@ -91,6 +91,9 @@ struct Inner {
 /// `config` refuses more (`sinks`: at most 64).
 pub const MAX_SINKS: usize = 64;
 
+/// Up to this cap the ledger's tables are sized at start (see [`Ledger::new`]).
+const PRESIZE_MAX: usize = 1 << 20;
+
 /// Distinct receipt names shared; beyond it a name is stored per entry (a template with a
 /// per-call variable, e.g. a routing key with `{call_id}`, must not grow this set forever).
 const MAX_SHARED_NAMES: usize = 4096;
@@ -334,10 +337,23 @@ pub enum Take {
 
 impl Ledger {
     pub fn new(window: Duration, max_entries: usize) -> Ledger {
+        let max_entries = max_entries.max(1);
+        // Sized once for the cap, so the tables never grow under load. At the cap every new id
+        // evicts the oldest: the map fills with tombstones, and hashbrown then rehashes in place
+        // only while it is at most half full — sized for 2 x the cap it always is, instead of
+        // doubling under load (the old and the new table both resident for a moment; measured
+        // as part of the peak RSS in docs/benchmarks.md). Memory a table does not use yet is
+        // reserved, not resident. Above PRESIZE_MAX the tables grow as needed.
+        let n = max_entries.min(PRESIZE_MAX);
+        let inner = Inner {
+            map: KeyMap::with_capacity_and_hasher(2 * n, Default::default()),
+            order: VecDeque::with_capacity(n),
+            ..Inner::default()
+        };
         Ledger {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(inner),
             window,
-            max_entries: max_entries.max(1),
+            max_entries,
         }
     }
 
