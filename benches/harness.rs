@@ -817,6 +817,14 @@ async fn load_bridge(
     drive(scenario, conc, duration, op).await
 }
 
+/// Prints the first few failed requests of the run (what a `failed` column counts).
+fn report_failure(what: impl FnOnce() -> String) {
+    static SHOWN: AtomicU64 = AtomicU64::new(0);
+    if SHOWN.fetch_add(1, Ordering::Relaxed) < 5 {
+        eprintln!("failed request: {}", what());
+    }
+}
+
 /// One webhook to the bridge on `port` with a unique call id (`tag`, worker, sequence); true
 /// when answered 200 (the answer is kept in `acked` to verify against the brokers).
 fn bridge_op(
@@ -836,16 +844,25 @@ fn bridge_op(
         let body = payload(&call_id);
         let acked = acked.clone();
         Box::pin(async move {
-            let Ok(resp) = client
+            let resp = match client
                 .post(url.as_str())
                 .header("X-API-Key", "bench-key")
                 .body(body)
                 .send()
                 .await
-            else {
-                return false;
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    report_failure(|| format!("no answer: {e}"));
+                    return false;
+                }
             };
             if resp.status().as_u16() != 200 {
+                let code = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                report_failure(|| {
+                    format!("{code}: {}", text.chars().take(300).collect::<String>())
+                });
                 return false;
             }
             let text = resp.text().await.unwrap_or_default();
