@@ -71,6 +71,8 @@ pub struct Ledger {
 #[derive(Default)]
 struct Inner {
     map: KeyMap<Entry>,
+    /// [`Live`] of the ids that have one; removed with the entry, or when nothing is left in it.
+    live: KeyMap<Live>,
     /// Ids in creation order, for expiry and eviction.
     order: VecDeque<(Instant, Key)>,
     /// Entries dropped because their window ended (the intended way out).
@@ -184,19 +186,28 @@ impl Inner {
     }
 }
 
-/// Everything the ledger knows about one id, in as few bytes as it can: receipts by sink
-/// number with shared names, the in-flight sinks as bits, the notifier only once someone waits.
+/// Everything the ledger keeps about one id, in as few bytes as it can: receipts by sink
+/// number with shared names, and the payload's digest (in-flight sinks and the notifier are in
+/// [`Live`], for the few ids that have them).
 /// (It was ~650 bytes an id with three receipts; the figure is in docs/benchmarks.md.)
 #[derive(Default)]
 struct Entry {
     /// (sink number, receipt): a few sinks at most, so a slice beats a map.
     acked: Box<[(u8, Stored)]>,
-    /// Sinks with a publish of this id whose outcome is not known yet, one bit per sink number.
-    in_flight: u64,
-    /// Woken whenever a publish of this id settles; created by the first delivery that waits.
-    changed: Option<Arc<Notify>>,
     /// A digest of the first payload seen under this id (0: none yet).
     payload: u64,
+}
+
+/// What an id has only while a publish of it is in flight, or once a delivery waited on it:
+/// most ids never do, so it lives in a small map beside the entries instead of in every one
+/// (16 bytes less per bucket of the big map: ~4 MiB at the default cap).
+#[derive(Default)]
+struct Live {
+    /// Sinks with a publish of this id whose outcome is not known yet, one bit per sink number.
+    in_flight: u64,
+    /// Woken whenever a publish of this id settles; created by the first delivery that waits,
+    /// and kept as long as the entry (a waiter holds a clone and must be the one woken).
+    changed: Option<Arc<Notify>>,
 }
 
 impl Entry {
@@ -379,10 +390,11 @@ impl Ledger {
             return Take::Acked(r.into());
         }
         let bit = 1u64 << n;
-        if entry.in_flight & bit != 0 {
+        let live = inner.live.entry(k).or_default();
+        if live.in_flight & bit != 0 {
             return Take::Busy;
         }
-        entry.in_flight |= bit;
+        live.in_flight |= bit;
         Take::Mine
     }
 
@@ -420,8 +432,12 @@ impl Ledger {
     /// Only a delivery that found the sink busy needs it, so entries get one only then.
     pub fn changes(&self, id: &str) -> Arc<Notify> {
         let mut inner = self.lock();
+        let k = key(id);
+        inner.entry(k, Instant::now());
         inner
-            .entry(key(id), Instant::now())
+            .live
+            .entry(k)
+            .or_default()
             .changed
             .get_or_insert_with(|| Arc::new(Notify::new()))
             .clone()
@@ -433,10 +449,8 @@ impl Ledger {
         let mut inner = self.lock();
         let n = inner.sink(sink);
         let stored = receipt.filter(|_| n.is_some()).map(|r| inner.store(r));
-        let entry = inner.entry(key(id), Instant::now());
-        if let Some(n) = n {
-            entry.in_flight &= !(1u64 << n);
-        }
+        let k = key(id);
+        let entry = inner.entry(k, Instant::now());
         if let (Some(n), Some(stored)) = (n, stored) {
             let mut acked: Vec<(u8, Stored)> = std::mem::take(&mut entry.acked).into_vec();
             match acked.iter_mut().find(|(s, _)| *s == n) {
@@ -445,8 +459,16 @@ impl Ledger {
             }
             entry.acked = acked.into_boxed_slice();
         }
-        if let Some(changed) = &entry.changed {
-            changed.notify_waiters();
+        if let Some(live) = inner.live.get_mut(&k) {
+            if let Some(n) = n {
+                live.in_flight &= !(1u64 << n);
+            }
+            if let Some(changed) = &live.changed {
+                changed.notify_waiters();
+            }
+            if live.in_flight == 0 && live.changed.is_none() {
+                inner.live.remove(&k);
+            }
         }
     }
 
@@ -499,16 +521,19 @@ impl Ledger {
             }
             // Every entry has exactly one order record (pushed when created, popped when
             // removed, pushed back when skipped), so the record in hand is this entry's.
-            match inner.map.get(&k) {
-                None => continue,
-                Some(e) if e.in_flight != 0 => {
+            if !inner.map.contains_key(&k) {
+                continue;
+            }
+            match inner.live.get(&k) {
+                Some(l) if l.in_flight != 0 => {
                     skipped.push((created, k));
                     if skipped.len() > 64 {
                         break;
                     }
                 }
-                Some(_) => {
+                _ => {
                     inner.map.remove(&k);
+                    inner.live.remove(&k);
                     if expired {
                         inner.expired += 1;
                     } else {
@@ -852,9 +877,50 @@ mod tests {
         let l = Ledger::new(Duration::from_secs(60), 10);
         assert_eq!(l.take("a", "s"), Take::Mine);
         l.settle("a", "s", Some(receipt()));
-        assert!(l.lock().map[&key("a")].changed.is_none());
+        assert!(
+            l.lock().live.is_empty(),
+            "nothing in flight, nobody waited: nothing beside the entry"
+        );
         let n = l.changes("a");
         assert!(Arc::ptr_eq(&n, &l.changes("a")), "one per entry");
+    }
+
+    /// A delivery that took the notifier before a publish settled with nothing left in flight
+    /// is still woken by the next publish's settlement: the notifier lives as long as the entry.
+    #[tokio::test]
+    async fn a_waiter_is_woken_by_a_publish_that_started_after_it_looked() {
+        let l = Ledger::new(Duration::from_secs(60), 10);
+        assert_eq!(l.take("a", "s"), Take::Mine);
+        let changes = l.changes("a");
+        l.settle("a", "s", None);
+        assert_eq!(l.take("a", "s"), Take::Mine, "a second publish");
+        let notified = changes.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        assert_eq!(l.take("a", "s"), Take::Busy);
+        l.settle("a", "s", Some(receipt()));
+        tokio::time::timeout(Duration::from_secs(5), notified)
+            .await
+            .expect("the waiter is woken by the second publish's settlement");
+        assert_eq!(l.take("a", "s"), Take::Acked(receipt()));
+    }
+
+    /// What an id keeps beside its entry goes with it: evicted, an id leaves nothing behind.
+    #[test]
+    fn an_evicted_id_leaves_nothing_beside_the_map() {
+        let l = Ledger::new(Duration::from_secs(60), 1);
+        assert_eq!(l.take("a", "s"), Take::Mine);
+        let _waiting = l.changes("a");
+        l.settle("a", "s", Some(receipt()));
+        assert_eq!(l.lock().live.len(), 1, "a waiter's notifier is kept");
+        assert_eq!(l.take("b", "s"), Take::Mine, "b evicts a (cap 1)");
+        let inner = l.lock();
+        assert!(!inner.map.contains_key(&key("a")));
+        assert!(
+            !inner.live.contains_key(&key("a")),
+            "a's notifier went with it"
+        );
+        assert_eq!(inner.live.len(), 1, "only b, in flight");
     }
 
     /// Sinks are told apart by number, up to MAX_SINKS; one more (which config refuses) is
