@@ -140,6 +140,37 @@ struct Point {
 }
 
 impl Point {
+    /// A point from its latency histogram (microseconds).
+    fn from_histogram(
+        scenario: &str,
+        concurrency: usize,
+        h: &Histogram<u64>,
+        failed: u64,
+        secs: f64,
+        cpu: cpu::Split,
+    ) -> Point {
+        let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+        Point {
+            scenario: scenario.into(),
+            concurrency,
+            ok: h.len(),
+            failed,
+            secs,
+            p50_ms: q(0.5),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            cpu,
+        }
+    }
+
+    /// The concurrency column: requests in flight, or "open loop" for a fixed-rate point.
+    fn level(&self) -> String {
+        match self.concurrency {
+            0 => "open loop".into(),
+            c => c.to_string(),
+        }
+    }
+
     fn rate(&self) -> f64 {
         self.ok as f64 / self.secs
     }
@@ -205,18 +236,14 @@ where
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let q = |p: f64| all.value_at_quantile(p) as f64 / 1000.0;
-    let point = Point {
-        scenario: scenario.into(),
-        concurrency: conc,
-        ok: all.len(),
-        failed: failed.load(Ordering::Relaxed),
+    let point = Point::from_histogram(
+        scenario,
+        conc,
+        &all,
+        failed.load(Ordering::Relaxed),
         secs,
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
-        p999_ms: q(0.999),
         cpu,
-    };
+    );
     eprintln!(
         "{:<18} c={:<4} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  failed {}",
         point.scenario,
@@ -270,18 +297,7 @@ where
     while let Some(r) = inflight.join_next().await {
         record(r);
     }
-    let q = |p: f64| h.value_at_quantile(p) as f64 / 1000.0;
-    let point = Point {
-        scenario: scenario.into(),
-        concurrency: 0,
-        ok: h.len(),
-        failed,
-        secs,
-        p50_ms: q(0.5),
-        p99_ms: q(0.99),
-        p999_ms: q(0.999),
-        cpu,
-    };
+    let point = Point::from_histogram(scenario, 0, &h, failed, secs, cpu);
     eprintln!(
         "{:<18} {:>6.0}/s offered {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p99.9 {:>7.2} ms  failed {}",
         point.scenario, rate, point.rate(), point.p50_ms, point.p99_ms, point.p999_ms, point.failed
@@ -775,17 +791,11 @@ impl Bridge {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0.0)
         };
-        let hwm_kb = kb("VmHWM:");
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let f: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         ProcStats {
-            peak_rss_mib: hwm_kb / 1024.0,
+            peak_rss_mib: kb("VmHWM:") / 1024.0,
             anon_mib: kb("RssAnon:") / 1024.0,
             file_mib: kb("RssFile:") / 1024.0,
-            cpu_secs: ticks / 100.0,
+            cpu_secs: cpu::cpu_secs(pid).unwrap_or(0.0),
         }
     }
 
@@ -823,6 +833,24 @@ fn report_failure(what: impl FnOnce() -> String) {
     if SHOWN.fetch_add(1, Ordering::Relaxed) < 5 {
         eprintln!("failed request: {}", what());
     }
+}
+
+/// Every concurrency level of the run against the bridge on `port`, a point each; returns how
+/// many events were answered 200 in all.
+async fn load_levels(
+    o: &Opts,
+    port: u16,
+    scenario: &str,
+    acked: &Acked,
+    points: &mut Vec<Point>,
+) -> u64 {
+    let mut ok = 0;
+    for (run, &c) in o.concurrency.iter().enumerate() {
+        let p = load_bridge(port, scenario, c, o.duration, run, acked.clone()).await;
+        ok += p.ok;
+        points.push(p);
+    }
+    ok
 }
 
 /// One webhook to the bridge on `port` with a unique call id (`tag`, worker, sequence); true
@@ -961,13 +989,8 @@ async fn bridge_scenario(
     }
     let yaml: String = sinks.iter().map(|k| sink_yaml(k, o, &n)).collect();
     let bridge = Bridge::start(bin, &yaml)?;
-    let mut acked = 0;
     let acked_events: Acked = Arc::default();
-    for (run, &c) in o.concurrency.iter().enumerate() {
-        let p = load_bridge(bridge.port, name, c, o.duration, run, acked_events.clone()).await;
-        acked += p.ok;
-        points.push(p);
-    }
+    let mut acked = load_levels(o, bridge.port, name, &acked_events, points).await;
     if name == "bridge-all" {
         // The latency target is at half the peak rate: offered open loop at exactly that.
         if let Some(peak) = best(points, name) {
@@ -1077,10 +1100,7 @@ fn report(
         md.push_str(&format!(
             "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} |\n",
             p.scenario,
-            match p.concurrency {
-                0 => "open loop".to_string(),
-                c => c.to_string(),
-            },
+            p.level(),
             p.rate(),
             p.p50_ms,
             p.p99_ms,
@@ -1115,10 +1135,7 @@ fn report(
         md.push_str(&format!(
             "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             b.scenario,
-            match b.concurrency {
-                0 => "open".to_string(),
-                c => c.to_string(),
-            },
+            b.level(),
             b.rate(),
             c("load generator"),
             c("bridge"),

@@ -86,6 +86,11 @@ fn group_of(pid: u32, comm: &str) -> Option<&'static str> {
     }
 }
 
+/// CPU seconds (user + system) `pid` has used so far.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    stat(pid).map(|(_, ticks, _)| ticks as f64 / TICKS)
+}
+
 /// (command name, user + system ticks of the process and its threads, the same of its
 /// children that exited and were waited for).
 fn stat(pid: u32) -> Option<(String, u64, u64)> {

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::{load_bridge, Acked, Bridge, Opts, Point, ProcStats};
+use super::{load_levels, Acked, Bridge, Opts, Point, ProcStats};
 
 pub async fn scenario(
     o: &Opts,
@@ -26,20 +26,7 @@ pub async fn scenario(
         o.nats
     );
     let bridge = Bridge::start_with(bin, &top, "  - {name: noop, type: \"null\"}\n")?;
-    let mut acked = 0;
-    for (run, &c) in o.concurrency.iter().enumerate() {
-        let p = load_bridge(
-            bridge.port,
-            "bridge-null-kv",
-            c,
-            o.duration,
-            run,
-            Acked::default(),
-        )
-        .await;
-        acked += p.ok;
-        points.push(p);
-    }
+    let acked = load_levels(o, bridge.port, "bridge-null-kv", &Acked::default(), points).await;
     let stats = bridge.stats();
     bridge.stop();
     let js = async_nats::jetstream::new(async_nats::connect(&o.nats).await?);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::{ensure_stream, load_bridge, nats_count, Acked, Bridge, Names, Opts, Point, ProcStats};
+use super::{ensure_stream, load_levels, nats_count, Acked, Bridge, Names, Opts, Point, ProcStats};
 
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -53,20 +53,7 @@ pub async fn scenario(
         n.subject, n.stream
     );
     let bridge = Bridge::start_with(bin, &top, &sinks)?;
-    let mut acked = 0;
-    for (run, &c) in o.concurrency.iter().enumerate() {
-        let p = load_bridge(
-            bridge.port,
-            "bridge-spool",
-            c,
-            o.duration,
-            run,
-            Acked::default(),
-        )
-        .await;
-        acked += p.ok;
-        points.push(p);
-    }
+    let acked = load_levels(o, bridge.port, "bridge-spool", &Acked::default(), points).await;
     let stats = bridge.stats();
     let held = depth(bridge.port, "nats").await.unwrap_or(0);
 
