@@ -94,27 +94,21 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Signatu
 
 /// The HMAC of `parts` concatenated, with `key`.
 fn mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
     match algorithm {
-        HmacAlgorithm::Sha256 => {
-            let Ok(mut m) = Hmac::<Sha256>::new_from_slice(key) else {
-                return Vec::new();
-            };
-            for p in parts {
-                m.update(p);
-            }
-            m.finalize().into_bytes().to_vec()
-        }
-        HmacAlgorithm::Sha512 => {
-            let Ok(mut m) = Hmac::<Sha512>::new_from_slice(key) else {
-                return Vec::new();
-            };
-            for p in parts {
-                m.update(p);
-            }
-            m.finalize().into_bytes().to_vec()
-        }
+        HmacAlgorithm::Sha256 => mac_with::<Hmac<Sha256>>(key, parts),
+        HmacAlgorithm::Sha512 => mac_with::<Hmac<Sha512>>(key, parts),
     }
+}
+
+fn mac_with<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+    let Ok(mut m) = <M as Mac>::new_from_slice(key) else {
+        return Vec::new();
+    };
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
 }
 
 impl Verifier {
