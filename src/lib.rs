@@ -43,7 +43,8 @@
 //! to, `config/shape.rs` every shape error at once with "did you mean", `config/reference.rs`
 //! the generated reference, docs/configuration.md), [`template`] (routing templates shared by every sink, and how each kind of destination
 //! name escapes and caps the sender's values), [`metrics`] (Prometheus),
-//! [`telemetry`] (logs, traces), [`preflight`] (`validate --connect`: asks each broker whether
+//! [`telemetry`] (logs, traces), [`health`] (readiness: can this process answer 200 now — a
+//! spooling sink's outage does not count while its spool takes events), [`preflight`] (`validate --connect`: asks each broker whether
 //! every event the config can produce would be stored; the probes are in each sink's folder),
 //! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
 //! through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
@@ -58,6 +59,7 @@ pub mod cli;
 pub mod config;
 pub mod event;
 pub mod fanout;
+pub mod health;
 pub mod ingest;
 pub mod ledger;
 pub mod metrics;

@@ -451,20 +451,15 @@ pub async fn reconcile(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// `GET /readyz`: 200 when this process can answer a webhook 200 now, else 503; the body says
+/// why per sink (`crate::health`).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let mut sinks = serde_json::Map::new();
-    for (name, required, ready) in refresh_readiness(&state) {
-        sinks.insert(
-            name.to_string(),
-            json!({"ready": ready, "required": required}),
-        );
-    }
-    let ready = state.fanout.ready();
-    let body = json!({"ready": ready, "sinks": sinks});
-    if ready {
-        HttpResponse::Ok().json(body)
+    refresh_readiness(&state);
+    let verdict = crate::health::readiness(&state.fanout).await;
+    if verdict.ready {
+        HttpResponse::Ok().json(verdict)
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
+        HttpResponse::ServiceUnavailable().json(verdict)
     }
 }
 

@@ -60,6 +60,8 @@ enum Op {
         seq: u64,
         dead: Option<DeadRecord>,
     },
+    /// Changes nothing: commits with its batch (alone, an empty durable commit).
+    Probe,
 }
 
 struct Write {
@@ -372,6 +374,7 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<u64>, Failure> {
                     }
                     results.push(removed.len() as u64);
                 }
+                Op::Probe => results.push(0),
             }
         }
     }
@@ -435,6 +438,11 @@ impl SpoolStore for RedbStore {
             dead,
         });
         Box::pin(finish("remove", rx))
+    }
+
+    fn probe(&self) -> Pending<()> {
+        let rx = self.queue(Op::Probe);
+        Box::pin(async move { finish("write", rx).await.map(|_| ()) })
     }
 
     fn oldest(&self, sink: &str) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {

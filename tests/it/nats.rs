@@ -667,6 +667,11 @@ async fn startup_survives_an_unreachable_server() {
     let r = app.get("/readyz").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["sinks"]["bus"]["ready"], false, "{}", r.body);
+    assert_eq!(
+        r.body["sinks"]["bus"]["reason"], "not_connected",
+        "no spool: a sink that cannot reach its broker makes the pod unready: {}",
+        r.body
+    );
     let (a, took) = app
         .post_timed(&status_payload(&unique("down"), "completed"))
         .await;

@@ -1162,7 +1162,7 @@ async fn an_unroutable_spooled_event_is_dead_lettered_listed_and_redriven() {
     app.await_ready(true).await;
 
     proxy.cut();
-    app.await_ready(false).await;
+    app.await_connected(SINK, false).await;
     let r = app.post(&status_payload(&unique("dlq"), "completed")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["sinks"][SINK]["spooled"], true, "{}", r.body);

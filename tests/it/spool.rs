@@ -61,7 +61,7 @@ async fn an_outage_is_answered_200_spooled_and_replayed_in_order_per_call() {
     assert!(app.is_ready().await);
 
     proxy.cut();
-    app.await_ready(false).await;
+    app.await_connected("bus", false).await;
     let (a, b) = (unique("spool-a"), unique("spool-b"));
     let mut ids = Vec::new();
     for (call, status) in [
@@ -127,6 +127,56 @@ async fn an_outage_is_answered_200_spooled_and_replayed_in_order_per_call() {
     js.delete_stream(&stream).await.unwrap();
 }
 
+/// Readiness means "can answer 200 now": a required sink that spools, whose broker is down,
+/// keeps the pod ready (in the Service) while the spool takes its events, so webhooks still
+/// reach it and are answered 200 `spooled`; `/readyz` says why per sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooling_sink_whose_broker_is_down_keeps_the_pod_ready() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "spoolready").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(&spooling_config(
+        &url,
+        &prefix,
+        &stream,
+        &dir.path().join("spool.redb"),
+        "",
+    ))
+    .await;
+    app.await_ready(true).await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.body["sinks"]["bus"]["reason"], "connected", "{}", r.body);
+
+    proxy.cut();
+    app.await_connected("bus", false).await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 200, "ready while the spool takes events: {}", r.body);
+    let bus = &r.body["sinks"]["bus"];
+    assert_eq!(
+        (bus["ready"].as_bool(), bus["connected"].as_bool(), bus["reason"].as_str()),
+        (Some(true), Some(false), Some("spooling")),
+        "{}",
+        r.body
+    );
+    let a = app.post(&status_payload(&unique("ready"), "completed")).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["sinks"]["bus"]["spooled"], true, "{}", a.body);
+    assert!(app.is_ready().await, "still ready with an event spooled");
+
+    proxy.restore();
+    let js_ref = &js;
+    let stream_ref = &stream;
+    eventually(
+        Duration::from_secs(20),
+        "the spooled event in the stream",
+        || async move { (stored(js_ref, stream_ref).await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(ids_in_stream(&stream, 1).await, vec![a.event_id().to_string()]);
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
 /// `max_bytes` bounds the spool: once full, a spooling sink fails like `on_unavailable: fail`
 /// (503, saying why), and what was spooled before is still delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +188,7 @@ async fn a_full_spool_is_a_503_never_a_silent_drop() {
         .replace("max_bytes: 200000", "max_bytes: 6000");
     let app = spawn(&yaml).await;
     proxy.cut();
-    app.await_ready(false).await;
+    app.await_connected("bus", false).await;
     let mut spooled = 0;
     let mut refused = None;
     for i in 0..20 {
@@ -161,6 +211,21 @@ async fn a_full_spool_is_a_503_never_a_silent_drop() {
         .to_string();
     assert!(msg.contains("not spooled") && msg.contains("full"), "{msg}");
     assert!(spooled >= 1, "some fit before it was full");
+    // The next event would be refused too: the pod leaves the Service, and says why.
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let bus = &r.body["sinks"]["bus"];
+    assert_eq!(
+        (bus["ready"].as_bool(), bus["connected"].as_bool(), bus["reason"].as_str()),
+        (Some(false), Some(false), Some("spool_full")),
+        "{}",
+        r.body
+    );
+    assert!(
+        bus["detail"].as_str().unwrap_or_default().contains("of 6000 bytes"),
+        "{}",
+        r.body
+    );
     proxy.restore();
     let js_ref = &js;
     let stream_ref = &stream;
@@ -170,6 +235,8 @@ async fn a_full_spool_is_a_503_never_a_silent_drop() {
         || async move { (stored(js_ref, stream_ref).await == spooled).then_some(()) },
     )
     .await;
+    // Drained and connected: ready again.
+    app.await_ready(true).await;
     app.stop().await;
     js.delete_stream(&stream).await.unwrap();
 }
