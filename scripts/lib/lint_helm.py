@@ -784,6 +784,26 @@ def check_alert_outcomes(docs: list[dict], repo: Path, label: str) -> None:
                        f"fires on {fires_on}, misses {misses}" if fires_on or misses else m.group(1))
 
 
+def check_admin_token_scrape(chart: Path, kubeconfig: Path) -> None:
+    """With admin tokens in the config (the admin plane), Prometheus scrapes the admin port with one."""
+    values = with_image({
+        "secret": {"env": {"CALLBRIDGE_API_KEY": "k-0123456789", "CALLBRIDGE_ADMIN_TOKEN": "t-0123456789"}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "configOverride": {"server": {"listen": "0.0.0.0:8080", "admin_listen": "0.0.0.0:9090"},
+                           "admin": {"tokens": ["${CALLBRIDGE_ADMIN_TOKEN}"]},
+                           "auth": {"api_keys": {"keys": ["${CALLBRIDGE_API_KEY}"]}}, "sinks": NULL_SINK},
+    })
+    result, stderr = helm_install(chart, values, kubeconfig)
+    name = "the ServiceMonitor scrapes the admin port with the admin token (config admin.tokens)"
+    if result is None or "error" in result:
+        return report(name, False, result["error"] if result else stderr)
+    sm = [d for d in yaml.safe_load_all(result["manifest"]) if d and d["kind"] == "ServiceMonitor"]
+    ep = sm[0]["spec"]["endpoints"][0] if sm else {}
+    auth = ((ep.get("authorization") or {}).get("credentials") or {})
+    ok = ep.get("port") == "admin" and auth == {"name": "callbridge", "key": "CALLBRIDGE_ADMIN_TOKEN"}
+    report(name, ok, json.dumps(ep))
+
+
 def check_accepted(chart: Path, kubeconfig: Path) -> None:
     for label, values in ACCEPTED:
         result, stderr = helm_install(chart, with_image(values), kubeconfig)
@@ -861,6 +881,7 @@ def main() -> int:
             print(f"     ({label}: {time.monotonic() - started:.1f}s)", flush=True)
         check_refusals_and_set_file(chart, repo, kubeconfig)
         check_accepted(chart, kubeconfig)
+        check_admin_token_scrape(chart, kubeconfig)
         check_stable_key(chart, kubeconfig)
         check_plain_cluster(chart, repo, plain_kubeconfig)
         check_log_levels(chart, repo)
