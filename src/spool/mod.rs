@@ -117,7 +117,7 @@ pub enum SpoolHealth {
     Writable { held: u64, max: u64 },
     /// At `max_bytes`, or an append was refused for room since the last entry left.
     Full { held: u64, max: u64 },
-    /// The backend could not make a write durable (read-only volume, i/o error, ...).
+    /// The backend could not make a write durable (a full disk, a read-only volume, i/o errors).
     Unwritable { error: String },
 }
 
@@ -427,8 +427,9 @@ impl Spool {
 
     /// Whether an event given to the spool now would be made durable: full when at the cap (or
     /// an append was refused for room since the last entry left), else a probe write through
-    /// the backend's commit path (within [`PROBE_TIMEOUT`]) says whether it is writable. The
-    /// probe is one durable commit, shared with whatever writes are queued with it.
+    /// the backend's commit path (within [`PROBE_TIMEOUT`]) says whether it is writable, after
+    /// the backend checked there is room on the disk for an event. The probe is one durable
+    /// commit, shared with whatever writes are queued with it.
     pub async fn health(&self) -> SpoolHealth {
         let (held, max) = (self.bytes(), self.max_bytes);
         if held >= max || self.refused_full.load(Ordering::Relaxed) {

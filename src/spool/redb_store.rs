@@ -35,6 +35,12 @@ pub(super) const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition:
 /// (sink name, sequence) → dead-letter record: the entry and why it can never be delivered.
 pub(super) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
 
+/// The free space [`SpoolStore::probe`] wants on the spool's file system: room for an event of
+/// this size (webhook bodies are a few KiB; a transcript can be tens). An empty commit still
+/// succeeds on a full disk, and so does a rewritten record (it reuses the pages its previous
+/// version freed), so the probe asks the file system.
+pub const PROBE_FREE_BYTES: u64 = 64 * 1024;
+
 /// Writes committed together at most: bounds one transaction's size and the wait of the last.
 pub const MAX_BATCH: usize = 256;
 
@@ -382,6 +388,26 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<u64>, Failure> {
     Ok(results)
 }
 
+/// Whether the file system holding `path` has [`PROBE_FREE_BYTES`] free for this process.
+fn room_on_disk(path: &Path) -> Result<(), SpoolError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fs = nix::sys::statvfs::statvfs(dir).map_err(|e| storage("probe", e))?;
+    let free = u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size()));
+    if free < PROBE_FREE_BYTES {
+        return Err(storage(
+            "probe",
+            std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("No space left on device: {free} bytes free beside the spool"),
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The writer's answer as the spool's result.
 async fn finish(
     what: &'static str,
@@ -441,6 +467,9 @@ impl SpoolStore for RedbStore {
     }
 
     fn probe(&self) -> Pending<()> {
+        if let Err(e) = room_on_disk(&self.path) {
+            return Box::pin(async move { Err(e) });
+        }
         let rx = self.queue(Op::Probe);
         Box::pin(async move { finish("write", rx).await.map(|_| ()) })
     }

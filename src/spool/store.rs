@@ -60,9 +60,9 @@ pub trait SpoolStore: Send + Sync {
     /// in the dead table in the same commit. Resolves to the bytes the entry held (0 if absent).
     fn take_out(&self, sink: &str, seq: u64, dead: Option<DeadRecord>) -> Pending<u64>;
 
-    /// Commits an empty write through the same path as every write (queued behind them, one
-    /// durable commit): resolves once the backend proved it can still make a write durable.
-    /// Readiness asks this while a spooling sink's broker is down (`src/health.rs`).
+    /// Resolves once the backend showed it can still take an event: room for one, and a
+    /// durable commit through the same path as every write (queued behind them). Readiness
+    /// asks this while a spooling sink's broker is down (`src/health.rs`).
     fn probe(&self) -> Pending<()>;
 
     /// The lowest-sequence waiting entry of `sink`. Blocking.

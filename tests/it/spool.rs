@@ -614,8 +614,22 @@ async fn a_full_disk_fails_appends_and_the_spool_works_again_once_there_is_room(
     }
     let refused = refused.expect("an append on a full disk fails");
     assert!(refused.contains("No space left"), "{refused}");
+    // Readiness asks the spool: it cannot write, so a pod spooling into it is not ready.
+    match spool.health().await {
+        callbridge::spool::SpoolHealth::Unwritable { error } => {
+            assert!(error.contains("No space left"), "{error}")
+        }
+        other => panic!("a full disk reads as {other:?}"),
+    }
 
     std::fs::remove_file(&filler).unwrap();
+    assert!(
+        matches!(
+            spool.health().await,
+            callbridge::spool::SpoolHealth::Writable { .. }
+        ),
+        "writable again once the disk has room"
+    );
     spool
         .append("bus", &event(&unique("disk")))
         .await
