@@ -395,7 +395,7 @@ fn room_on_disk(path: &Path) -> Result<(), SpoolError> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let fs = nix::sys::statvfs::statvfs(dir).map_err(|e| storage("probe", e))?;
-    let free = u64::from(fs.blocks_available()).saturating_mul(u64::from(fs.fragment_size()));
+    let free = fs.blocks_available().saturating_mul(fs.fragment_size());
     if free < PROBE_FREE_BYTES {
         return Err(storage(
             "probe",
