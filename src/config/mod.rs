@@ -331,7 +331,9 @@ pub struct IdempotencySettings {
 }
 
 /// Where the idempotency ledger lives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum LedgerStore {
     /// In this replica's memory (bounded by `max_entries`).
@@ -393,6 +395,7 @@ pub struct LogSettings {
     /// `info,lapin=off,async_nats=off`: the AMQP and NATS clients log every failed reconnect,
     /// which the sinks already report (by sink name, repeats summarised every 30 s).
     #[serde(default)]
+    #[schemars(extend("default" = "info,lapin=off,async_nats=off"))]
     pub level: Option<String>,
     /// Replace every field of `data` that is not an identifier (phone numbers, transcripts,
     /// analysis, custom arguments, extras, …) with `[redacted]` wherever an event is logged
@@ -477,6 +480,39 @@ pub enum LogFormat {
 }
 
 /// `sinks[1].topic` → `sinks[1] (bus).topic`: an operator knows sinks by name, not by index.
+/// When the file has shape errors, the semantic errors of what does deserialise (the shape
+/// errors' sections and sinks taken out), so one `validate` run reports both. Sink indices are
+/// those of the file; a check about the sinks list as a whole is left out when a sink was taken
+/// out (it would be about a list the file does not have).
+fn meaning_of_the_rest(raw: &Value) -> Vec<ConfigIssue> {
+    let Some((fixed, kept)) = shape::repaired(raw) else {
+        return Vec::new();
+    };
+    let total = raw
+        .get("sinks")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let Ok(settings) = serde_json::from_value::<Settings>(fixed) else {
+        return Vec::new();
+    };
+    let mut issues = Issues::default();
+    settings.validate(&mut issues);
+    issues
+        .errors
+        .into_iter()
+        .filter_map(|mut issue| {
+            if let Some(rest) = issue.path.strip_prefix("sinks[") {
+                let (index, tail) = rest.split_once(']')?;
+                let original = kept.get(index.parse::<usize>().ok()?)?;
+                issue.path = format!("sinks[{original}]{tail}");
+            } else if issue.path == "sinks" && kept.len() < total {
+                return None;
+            }
+            Some(issue)
+        })
+        .collect()
+}
+
 fn name_sinks(raw: &Value, issues: &mut [ConfigIssue]) {
     for issue in issues {
         let Some(rest) = issue.path.strip_prefix("sinks[") else {
@@ -548,6 +584,7 @@ impl Settings {
                 let path = if path == "." { "(root)".into() } else { path };
                 let first = shape::issue(path, e.into_inner().to_string());
                 let mut errors = shape::errors(&raw, first);
+                errors.extend(meaning_of_the_rest(&raw));
                 name_sinks(&raw, &mut errors);
                 return Err(ConfigError::Invalid(errors));
             }
@@ -870,6 +907,42 @@ sinks:
             Err(e) => vec![format!("{e:#}")],
             Ok(_) => vec![],
         }
+    }
+
+    #[test]
+    fn shape_and_meaning_are_reported_in_one_run() {
+        // A typo'd section, a sink with a shape error and two sinks with semantic errors: every
+        // one of them in one run, each sink by its index in the file.
+        let errs = errors(
+            r#"
+auth: {api_keys: {keys: ["k1"]}}
+logs: {level: debug}
+sinks:
+  - {name: bus, type: kafka, brokers: "k:9092", topic: "calls.{knd}"}
+  - {name: amqp, type: rabbitmq, url: "amqp://h", exchange: x, routing_key: r, colour: red}
+  - {name: archive, type: file, path: ""}
+"#,
+        );
+        let want = [
+            "(root): unknown section `logs` (did you mean `log`?)",
+            "sinks[1] (amqp).colour: unknown field `colour`",
+            "sinks[0] (bus).topic: ",
+            "sinks[2] (archive).path: ",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        // A required section that does not deserialise leaves nothing meaningful to check.
+        let errs = errors("auth: {api_kys: {}}\nsinks: [{name: a, type: file, path: ''}]\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].starts_with("auth.api_kys"), "{errs:#?}");
+        // Sinks taken out do not make the list look empty.
+        let errs = errors("auth: {mode: none}\nsinks: [{name: a, type: fil, path: x}]\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub enum SignatureScheme {
     Hmac,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HmacAlgorithm {
     #[default]
@@ -71,7 +73,9 @@ pub enum HmacAlgorithm {
     Sha512,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureEncoding {
     #[default]
@@ -185,7 +189,9 @@ fn default_rate_period_secs() -> u64 {
     1
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitKey {
     #[default]
