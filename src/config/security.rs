@@ -10,7 +10,7 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::validate::Issues;
+use crate::validate::Issues;
 
 /// Verifies an HMAC over each webhook's raw body (and a timestamp), so a request seen once can
 /// neither be altered nor replayed later.
@@ -254,8 +254,8 @@ impl TlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::assert_paths;
     use crate::config::{ConfigError, Env, Settings};
+    use crate::validate::assert_paths;
 
     fn errors(signature: &str) -> Vec<String> {
         let yaml = format!(

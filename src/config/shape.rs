@@ -9,11 +9,11 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::validate::ConfigIssue;
 use super::{
     AuthSettings, IdempotencySettings, LogSettings, ServerSettings, SinkSettings, TraceSettings,
 };
 use crate::event::EventSettings;
+use crate::validate::ConfigIssue;
 
 /// Top-level sections, and whether the file must have them.
 const SECTIONS: [(&str, bool); 9] = [

@@ -16,6 +16,7 @@
 //! replica; with `idempotency.store: nats-kv`, [`shared`] adds the ledger every replica shares
 //! (claims and receipts in a NATS key-value bucket), asked after this one grants a publish.
 
+pub mod settings;
 pub mod shared;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -100,16 +101,7 @@ const PRESIZE_MAX: usize = 1 << 20;
 /// per-call variable, e.g. a routing key with `{call_id}`, must not grow this set forever).
 const MAX_SHARED_NAMES: usize = 4096;
 
-/// What the ledger holds and has let go of, for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LedgerStats {
-    pub entries: usize,
-    pub expired: u64,
-    pub evicted_early: u64,
-    /// Age of the oldest entry: how far back a redelivery is still recognised right now
-    /// (the window when the cap is large enough, less when it is not).
-    pub retention: Duration,
-}
+pub use crate::metrics::LedgerStats;
 
 impl Inner {
     /// The entry of `key`, created (and queued for expiry) if it is new.
