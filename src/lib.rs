@@ -45,9 +45,10 @@
 //! name escapes and caps the sender's values), [`metrics`] (Prometheus),
 //! [`telemetry`] (logs, traces), [`preflight`] (`validate --connect`: asks each broker whether
 //! every event the config can produce would be stored; the probes are in each sink's folder),
-//! [`contract`] (what subscribers read: `callbridge asyncapi` from the same enumeration as
-//! `validate --connect`, docs/asyncapi.md), [`reconcile`] (asks the platform's call API for what no webhook delivered
-//! and backfills it through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
+//! [`contract`] (what subscribers read: `callbridge asyncapi`, from the same enumeration as
+//! `validate --connect`, docs/asyncapi.md; the event schema's compatibility gate, docs/events.md),
+//! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
+//! through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
 //! when its files change), [`app`] (the server: `Application::build(settings)` binds,
 //! `port()` tells tests where; `server.admin_listen` puts probes and metrics on their own port).
 //!
