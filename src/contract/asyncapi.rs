@@ -43,6 +43,9 @@ pub const EVENT_SCHEMA: &str = "CallEvent";
 pub const X_SINK: &str = "x-callbridge-sink";
 /// Extension on every channel: the destination as `validate --connect` names it.
 pub const X_DESTINATION: &str = "x-callbridge-destination";
+/// Extension at the root: per sink, its destination template and the values each of the
+/// template's variables takes (those the configuration bounds, as an `enum`).
+pub const X_SINKS: &str = "x-callbridge-sinks";
 
 /// Why no document can be made (only for settings that `validate` would refuse).
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,7 @@ pub fn document(settings: &Settings) -> Result<Value, AsyncApiError> {
             "schemas": component_schemas(),
             "messages": doc.messages,
         },
+        X_SINKS: doc.sinks,
     }))
 }
 
@@ -183,6 +187,8 @@ struct Doc {
     channels: Map<String, Value>,
     operations: Map<String, Value>,
     messages: Map<String, Value>,
+    /// [`X_SINKS`]: each broker sink's template and the values of its variables.
+    sinks: Map<String, Value>,
 }
 
 /// How one sink writes its messages.
@@ -539,9 +545,16 @@ impl Doc {
         for (id, server) in servers {
             self.servers.insert(id, server);
         }
-        let unknown_statuses = template
-            .and_then(|t| Template::parse(t).ok())
+        let parsed = template.and_then(|t| Template::parse(t).ok());
+        let unknown_statuses = parsed
+            .as_ref()
             .is_some_and(|t| t.vars().any(|v| v == Var::Status));
+        if let (Some(t), SinkTargets::Broker(target)) = (&parsed, &targets) {
+            self.sinks.insert(
+                name.clone(),
+                template_variables(spec.kind(), t, target, common.events, settings),
+            );
+        }
         let role = if common.required {
             "required"
         } else {
@@ -653,6 +666,71 @@ impl Doc {
         }
         id
     }
+}
+
+/// A broker sink's template and, for each variable in it, the values it takes: `kind` and
+/// `type` those of the kinds the sink's events filter keeps; `status` the known statuses (and
+/// `unknown`) the filter keeps, open to new ones unless the filter names every status; the
+/// per-call values unbounded.
+fn template_variables(
+    kind: &str,
+    t: &Template,
+    target: &Target,
+    events: Option<&[String]>,
+    settings: &EventSettings,
+) -> Value {
+    let all: Vec<&Producible> = target
+        .routes
+        .checkable
+        .iter()
+        .chain(&target.routes.per_call)
+        .flat_map(|d| &d.events)
+        .collect();
+    let mut kinds: Vec<EventKind> = Vec::new();
+    let mut statuses: Vec<&str> = Vec::new();
+    for p in &all {
+        if !kinds.contains(&p.kind) {
+            kinds.push(p.kind);
+        }
+        let s = p.status.unwrap_or(crate::template::ABSENT);
+        if !statuses.contains(&s) {
+            statuses.push(s);
+        }
+    }
+    // Each entry `call.<kind>.<status>` pins a status; one `call.<kind>` lets any through.
+    let statuses_bounded =
+        events.is_some_and(|list| list.iter().all(|e| e.matches('.').count() == 2));
+    let escaping = "Each value is escaped into one word of the destination name: bytes the name \
+                    treats specially become `%XX` (Kafka topics: `_XX`), a long value is \
+                    shortened to a prefix and a hash.";
+    let mut variables = Map::new();
+    for var in t.vars() {
+        let v = match var {
+            Var::Kind => json!({"enum": kinds.iter().map(|k| k.as_str()).collect::<Vec<_>>()}),
+            Var::Type => json!({
+                "enum": kinds
+                    .iter()
+                    .map(|k| crate::event::event_type(settings, *k))
+                    .collect::<Vec<_>>(),
+            }),
+            Var::Status if statuses_bounded => json!({"enum": statuses}),
+            Var::Status => json!({
+                "examples": statuses,
+                "description": "The call status (`unknown` on events without one); a status \
+                                the sender adds goes out unchanged, so the list is open.",
+            }),
+            Var::CallId | Var::AgentId | Var::Direction => {
+                json!({"description": "A per-call value: not bounded by the configuration."})
+            }
+        };
+        variables.insert(var.name().to_string(), v);
+    }
+    json!({
+        "type": kind,
+        "template": t.as_str(),
+        "variables": variables,
+        "description": escaping,
+    })
 }
 
 /// Every destination of a broker sink, with its name in the report's words and whether it
@@ -1242,6 +1320,35 @@ mod tests {
         assert_eq!(back, committed_without);
         let text = serde_json::to_string(&schemas).unwrap();
         assert!(!text.contains("#/$defs/"));
+    }
+
+    #[test]
+    fn each_sinks_template_lists_the_values_its_variables_take() {
+        let d = doc("  - {name: mq, type: rabbitmq, url: \"amqp://g:g@127.0.0.1:5672/%2f\", exchange: calls, routing_key: \"calls.{kind}.{status}\", events: [call.status, call.analysis.completed]}
+  - {name: n, type: nats, url: \"nats://127.0.0.1:4222\", subject: \"c.{type}.{call_id}\", events: [call.started.ongoing]}
+  - {name: f, type: file, path: /tmp/x.jsonl}
+");
+        let mq = &d[X_SINKS]["mq"];
+        assert_eq!(mq["template"], "calls.{kind}.{status}");
+        assert_eq!(
+            mq["variables"]["kind"]["enum"],
+            json!(["status", "analysis"])
+        );
+        // `call.status` keeps every status: the list is open.
+        assert!(mq["variables"]["status"].get("enum").is_none());
+        assert_eq!(mq["variables"]["status"]["examples"][0], "registered");
+        let n = &d[X_SINKS]["n"];
+        assert_eq!(
+            n["variables"]["type"]["enum"],
+            json!(["ai.ringg.call.started.v1"])
+        );
+        assert!(n["variables"]["call_id"]["description"].is_string());
+        assert!(d[X_SINKS].get("f").is_none(), "no template");
+        let bounded = doc("  - {name: k, type: kafka, brokers: \"127.0.0.1:9092\", topic: \"calls.{status}\", events: [call.status.completed, call.status.failed]}\n");
+        assert_eq!(
+            bounded[X_SINKS]["k"]["variables"]["status"]["enum"],
+            json!(["completed", "failed"])
+        );
     }
 
     #[test]
