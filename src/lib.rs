@@ -48,6 +48,8 @@
 //! name escapes and caps the sender's values), [`metrics`] (Prometheus),
 //! [`telemetry`] (logs, traces), [`preflight`] (`validate --connect`: asks each broker whether
 //! every event the config can produce would be stored; the probes are in each sink's folder),
+//! [`contract`] (what subscribers read: `callbridge asyncapi`, from the same enumeration as
+//! `validate --connect`, docs/asyncapi.md; the event schema's compatibility gate, docs/events.md),
 //! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
 //! through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
 //! when its files change), [`app`] (the server: `Application::build(settings)` binds,
@@ -63,6 +65,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod event;
 pub mod fanout;
 pub mod ingest;
