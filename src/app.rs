@@ -125,23 +125,16 @@ impl Application {
             .map(bind)
             .transpose()?;
 
+        let auth = Arc::new(Authenticator::new(&settings.auth));
         let state = web::Data::new(AppState {
-            auth: Authenticator::new(&settings.auth),
+            gates: crate::ingest::gates::Gates::new(server_settings, auth.clone(), metrics.clone()),
+            auth,
             fanout: fanout.clone(),
             metrics: metrics.clone(),
             event: settings.event.clone(),
-            max_body_bytes: server_settings.max_body_bytes,
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
             redact_pii: settings.log.redact_pii,
-            rate_limit: server_settings
-                .rate_limit
-                .as_ref()
-                .map(crate::ingest::ratelimit::RateLimiter::new),
-            requests: Arc::new(tokio::sync::Semaphore::new(server_settings.max_in_flight)),
-            body_bytes: Arc::new(tokio::sync::Semaphore::new(
-                server_settings.max_in_flight_bytes,
-            )),
             reconciler,
             publisher: tokio::runtime::Handle::current(),
         });

@@ -8,11 +8,13 @@
 //! ## Layout: the tree follows the data path
 //!
 //! ```text
-//! ingest/        HTTP: auth (401; signature.rs: Standard Webhooks / HMAC on the raw body),
-//!                rate limit (429, ratelimit.rs), in-flight limits (503 overloaded), body
-//!                limit (413) read within the deadline (503), JSON whatever the Content-Type
-//!                (400); error.rs is the one place errors become status codes, response.rs
-//!                the answer's shapes (per-sink status, error body)
+//! ingest/        HTTP: gates.rs every check before the fan-out, in order, as one sequence
+//!                (rate limit 429, credential 401, signature headers 401, request slot 503,
+//!                body 413/503 with its bytes counted as they arrive, signature 401,
+//!                processing budget 503, JSON 400); auth.rs the credentials, signature.rs
+//!                Standard Webhooks / HMAC on the raw body, ratelimit.rs; handler.rs the
+//!                fan-out and the answer; error.rs is the one place errors become status
+//!                codes, response.rs the answer's shapes (per-sink status, error body)
 //!   ↓
 //! event/         the canonical event (CloudEvents 1.0 + versioned `data`), normalisation of each
 //!                webhook family, deterministic ids, the JSON Schema; samples.rs the sample

@@ -35,7 +35,7 @@ pub struct Metrics {
     pub sink_ready: IntGaugeVec,
     pub unknown_status: IntCounter,
     pub unknown_event_type: IntCounter,
-    /// Requests shed, by which limit (`requests`, `bytes`: 503; `rate`: 429).
+    /// Requests shed, by which limit (`requests`, `bytes`, `processing`: 503; `rate`: 429).
     pub shed: IntCounterVec,
     /// `server.tls` certificate reloads after a file change, by outcome (`ok`, `failed`).
     pub tls_reloads: IntCounterVec,
@@ -148,7 +148,7 @@ impl Metrics {
         let shed = IntCounterVec::new(
             Opts::new(
                 "callbridge_http_shed_total",
-                "Webhook requests shed by a limit: requests or bytes in flight (503), rate (server.rate_limit, 429)",
+                "Webhook requests shed by a limit: requests, bytes being received or processing bytes in flight (503), rate (server.rate_limit, 429)",
             ),
             &["limit"],
         )

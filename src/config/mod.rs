@@ -139,12 +139,20 @@ pub struct ServerSettings {
     /// Webhook requests handled at once; more are answered 503 + `Retry-After` at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Body bytes admitted at once (the Content-Length, or `max_body_bytes` when none is
-    /// announced); a request that would exceed it is answered 503 + `Retry-After` before its
-    /// body is read. Parsing multiplies a body's memory (a 1 MiB body of tiny JSON values costs
-    /// tens of MiB), so this is the knob that bounds memory. At least `max_body_bytes`.
+    /// Body bytes being received at once, all requests together, counted as they arrive (a
+    /// client that announces a large body and sends it slowly holds only what it has sent); a
+    /// request whose next bytes do not fit is answered 503 + `Retry-After` and its connection
+    /// closed. At least `max_body_bytes`.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
+    /// Body bytes being parsed and delivered at once, all requests together: a body whose
+    /// signature (when configured) has been verified takes its size from this budget until it
+    /// is answered, or is answered 503 + `Retry-After` when it does not fit. Parsing multiplies
+    /// a body's memory (a 1 MiB body of tiny JSON values costs tens of MiB), so this is the
+    /// knob that bounds memory. At least `max_body_bytes`; `max_body_bytes` when omitted (one
+    /// maximum-size body at a time, hundreds of ordinary few-KiB ones).
+    #[serde(default)]
+    pub max_processing_bytes: Option<usize>,
     /// A request rate limit per client address or credential (429 + `Retry-After`); off when
     /// absent.
     #[serde(default)]
@@ -168,6 +176,7 @@ impl Default for ServerSettings {
             workers: 0,
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            max_processing_bytes: None,
             rate_limit: None,
             tls: None,
         }
@@ -187,12 +196,24 @@ fn default_max_body_bytes() -> usize {
 fn default_max_in_flight() -> usize {
     256
 }
-/// One maximum-size body: a hostile 1 MiB body of tiny JSON values was measured at about
-/// 70 MiB of peak memory once parsed, normalised and serialised; four of them took the process
-/// past the Helm chart's 256 MiB limit, and two peaked at 210–275 MiB (the top under a loaded
-/// machine), too close to it. Ordinary bodies are a few KiB, so 1 MiB still admits hundreds.
+/// 32 maximum-size bodies: bytes still arriving cost only their own size (they are not parsed
+/// yet), so 32 MiB is an eighth of the Helm chart's 256 MiB limit beside the processing budget's
+/// worst case, and admits 32 large bodies or thousands of ordinary few-KiB ones arriving at
+/// once. A slow or hostile client holds only the bytes it has sent: 32 connections announcing
+/// 1 MiB and sending a byte a second hold a few hundred bytes of it, not all of it.
 fn default_max_in_flight_bytes() -> usize {
-    1024 * 1024
+    32 * 1024 * 1024
+}
+
+impl ServerSettings {
+    /// `max_processing_bytes`, or one maximum-size body when omitted: a hostile 1 MiB body of
+    /// tiny JSON values was measured at about 70 MiB of peak memory once parsed, normalised and
+    /// serialised; four of them took the process past the Helm chart's 256 MiB limit, and two
+    /// peaked at 210–275 MiB (the top under a loaded machine), too close to it. Ordinary bodies
+    /// are a few KiB, so 1 MiB still admits hundreds.
+    pub fn processing_bytes(&self) -> usize {
+        self.max_processing_bytes.unwrap_or(self.max_body_bytes)
+    }
 }
 fn default_deadline_ms() -> u64 {
     8000
@@ -507,19 +528,21 @@ impl Settings {
         if s.max_in_flight == 0 {
             issues.error("server.max_in_flight", "must be greater than 0");
         }
-        if s.max_in_flight_bytes < s.max_body_bytes {
-            issues.error(
-                "server.max_in_flight_bytes",
-                format!(
-                    "must be at least server.max_body_bytes ({}), or a body of the allowed size could never be admitted",
-                    s.max_body_bytes
-                ),
-            );
-        } else if s.max_in_flight_bytes > u32::MAX as usize {
-            issues.error(
-                "server.max_in_flight_bytes",
-                format!("must be at most {}", u32::MAX),
-            );
+        for (field, bytes) in [
+            ("server.max_in_flight_bytes", s.max_in_flight_bytes),
+            ("server.max_processing_bytes", s.processing_bytes()),
+        ] {
+            if bytes < s.max_body_bytes {
+                issues.error(
+                    field,
+                    format!(
+                        "must be at least server.max_body_bytes ({}), or a body of the allowed size could never be admitted",
+                        s.max_body_bytes
+                    ),
+                );
+            } else if bytes > u32::MAX as usize {
+                issues.error(field, format!("must be at most {}", u32::MAX));
+            }
         }
         if s.deadline_ms == 0 {
             issues.error("server.deadline_ms", "must be greater than 0");
@@ -904,21 +927,48 @@ sinks:
     fn in_flight_limits_are_checked() {
         let sinks = "auth: {mode: none}\nsinks: [{name: a, type: file, path: /tmp/x}]";
         let errs = errors(&format!(
-            "server: {{max_in_flight: 0, max_body_bytes: 2048, max_in_flight_bytes: 2047}}\n{sinks}"
+            "server: {{max_in_flight: 0, max_body_bytes: 2048, max_in_flight_bytes: 2047, max_processing_bytes: 100}}\n{sinks}"
         ));
         assert_paths(
             &errs,
-            &["server.max_in_flight", "server.max_in_flight_bytes"],
+            &[
+                "server.max_in_flight",
+                "server.max_in_flight_bytes",
+                "server.max_processing_bytes",
+            ],
         );
         let errs = errors(&format!(
-            "server: {{max_in_flight_bytes: 8589934592}}\n{sinks}"
+            "server: {{max_in_flight_bytes: 8589934592, max_processing_bytes: 8589934592}}\n{sinks}"
         ));
-        assert_paths(&errs, &["server.max_in_flight_bytes"]);
+        assert_paths(
+            &errs,
+            &["server.max_in_flight_bytes", "server.max_processing_bytes"],
+        );
         let (s, _) = load(&format!(
-            "server: {{max_body_bytes: 2048, max_in_flight_bytes: 2048}}\n{sinks}"
+            "server: {{max_body_bytes: 2048, max_in_flight_bytes: 2048, max_processing_bytes: 2048}}\n{sinks}"
         ))
         .unwrap();
         assert_eq!(s.server.max_in_flight, 256, "default");
+        let (s, _) = load(sinks).unwrap();
+        assert_eq!(
+            s.server.max_in_flight_bytes,
+            32 * s.server.max_body_bytes,
+            "many bodies arriving at once"
+        );
+        assert_eq!(
+            s.server.processing_bytes(),
+            s.server.max_body_bytes,
+            "one maximum-size body parsed at once"
+        );
+        let (s, _) = load(&format!(
+            "server: {{max_body_bytes: 4194304, max_in_flight_bytes: 4194304}}\n{sinks}"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.server.processing_bytes(),
+            4194304,
+            "follows max_body_bytes"
+        );
         assert!(errors(&format!("server: {{max_in_flite: 3}}\n{sinks}"))
             .iter()
             .any(|e| e.contains("max_in_flite")));
