@@ -878,3 +878,40 @@ async fn a_stalled_optional_sink_does_not_delay_the_200() {
     app.handle.stop(true).await;
     js.delete_stream(&stream).await.unwrap();
 }
+
+/// Issue #28, item 7: a stream whose `max_msg_size` is below the event (the server's
+/// `max_payload` is not) refuses it at publish time: `too_large` (413, as for the size check
+/// before publishing), never a 503 retried in vain; a small event still passes.
+#[tokio::test]
+async fn a_message_the_stream_refuses_for_its_size_is_413() {
+    let js = js().await;
+    let (stream, prefix) = names("msgsize");
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: jetstream::stream::StorageType::Memory,
+        max_message_size: 4000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let app = spawn(&config_with_sinks(&bus_via(
+        NATS_URL,
+        &format!("{prefix}.{{kind}}"),
+        &stream,
+        "    timeout_ms: 2000\n",
+    )))
+    .await;
+    let mut big = status_payload(&unique("msgsize"), "completed");
+    big["data"]["custom_args_values"] = serde_json::json!({"blob": "x".repeat(8000)});
+    let a = app.post(&big).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(a.body["sinks"]["bus"]["error"]["code"], "too_large");
+    let small = app
+        .post(&status_payload(&unique("msgsize"), "completed"))
+        .await;
+    assert_eq!(small.status, 200, "{}", small.body);
+    assert_eq!(stored(&js, &stream).await, 1, "only the small one");
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}

@@ -257,10 +257,21 @@ impl NatsSink {
                 SinkError::QueueFull("max_in_flight PubAcks already pending".into())
             }
             _ => {
-                let not_match = std::error::Error::source(&e)
+                let code = std::error::Error::source(&e)
                     .and_then(|s| s.downcast_ref::<jetstream::Error>())
-                    .is_some_and(|je| je.error_code() == jetstream::ErrorCode::STREAM_NOT_MATCH);
-                if not_match {
+                    .map(|je| je.error_code());
+                let not_match = code == Some(jetstream::ErrorCode::STREAM_NOT_MATCH);
+                // The stream's own `max_msg_size` (or its header limit): no retry fits it.
+                let too_large = code.is_some_and(|c| {
+                    c == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                        || c == jetstream::ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
+                });
+                if too_large {
+                    SinkError::TooLarge(format!(
+                        "stream {} refused the message for its size (its max_msg_size)",
+                        inner.stream.as_deref().unwrap_or("?")
+                    ))
+                } else if not_match {
                     SinkError::Rejected(format!(
                         "subject {subject} is not captured by stream {}",
                         inner.stream.as_deref().unwrap_or("?")
