@@ -256,7 +256,7 @@ impl Metrics {
             Opts::new(
                 "callbridge_reconcile_api_errors_total",
                 "Failed requests to the platform's API, by reason (rate_limited, server_error, \
-                 client_error, unauthorized, timeout, connect, decode)",
+                 client_error, unauthorized, timeout, connect, decode, too_large)",
             ),
             &["reason"],
         )
