@@ -100,12 +100,17 @@ impl Application {
         );
         let mut fanout = Fanout::new(handles, ledger, metrics.clone());
         if settings.idempotency.store == crate::config::LedgerStore::NatsKv {
+            let namespace = crate::ledger::shared::namespace(
+                settings.idempotency.namespace.as_deref(),
+                &settings.event.source,
+            );
             let shared = crate::ledger::shared::SharedLedger::connect(
                 &settings.idempotency,
+                &namespace,
                 metrics.clone(),
             )
             .await?;
-            tracing::info!(bucket = %settings.idempotency.bucket, "shared ledger (nats-kv)");
+            tracing::info!(bucket = %settings.idempotency.bucket, namespace, "shared ledger (nats-kv)");
             fanout = fanout.with_shared_ledger(Arc::new(shared));
         }
         if let Some(spool_settings) = &settings.spool {

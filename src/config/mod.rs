@@ -868,18 +868,19 @@ sinks:
             ("callbridge-ledger", 1, 52)
         );
         let errs = errors(&format!(
-            "idempotency: {{store: nats-kv, bucket: \"a.b\", replicas: 6, lease_secs: 0, user: u}}\n{MINIMAL}"
+            "idempotency: {{store: nats-kv, bucket: \"a.b\", namespace: \"x.y\", replicas: 6, lease_secs: 0, user: u}}\n{MINIMAL}"
         ));
         for path in [
             "idempotency.url",
             "idempotency.bucket",
+            "idempotency.namespace",
             "idempotency.replicas",
             "idempotency.lease_secs",
             "idempotency.user",
         ] {
             assert!(errs.iter().any(|e| e.contains(path)), "{path}: {errs:?}");
         }
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 6, "{errs:?}");
         // The memory store ignores the nats-kv keys.
         assert!(errors(&format!("idempotency: {{replicas: 9}}\n{MINIMAL}")).is_empty());
     }

@@ -39,6 +39,13 @@ pub struct IdempotencySettings {
     /// `window_secs` (the bucket's retention is the window, at any rate).
     #[serde(default = "default_ledger_bucket")]
     pub bucket: String,
+    /// `nats-kv`: the prefix of this deployment's keys in the bucket, so deployments sharing a
+    /// bucket (and sink names) never answer each other's events `duplicate`. Default: derived
+    /// from `event.source` (deployments with different sources are apart); every replica of one
+    /// deployment must have the same. Letters, digits, `-` and `_`; `""` writes keys without a
+    /// prefix (as before namespaces existed).
+    #[serde(default)]
+    pub namespace: Option<String>,
     /// `nats-kv`: replicas of the bucket when the bridge creates it (3 on a three-node cluster).
     #[serde(default = "default_ledger_replicas")]
     pub replicas: usize,
@@ -105,6 +112,7 @@ impl Default for IdempotencySettings {
             store: LedgerStore::Memory,
             url: None,
             bucket: default_ledger_bucket(),
+            namespace: None,
             replicas: default_ledger_replicas(),
             lease_secs: default_lease_secs(),
             user: None,
@@ -143,6 +151,17 @@ impl IdempotencySettings {
                 "idempotency.bucket",
                 format!("`{}`: letters, digits, `-` and `_` only", l.bucket),
             );
+        }
+        if let Some(ns) = &l.namespace {
+            if !ns
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                issues.error(
+                    "idempotency.namespace",
+                    format!("`{ns}`: letters, digits, `-` and `_` only"),
+                );
+            }
         }
         if !(1..=5).contains(&l.replicas) {
             issues.error("idempotency.replicas", "must be between 1 and 5");
