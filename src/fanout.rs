@@ -397,20 +397,23 @@ impl Driver {
         }
     }
 
-    /// The local ledger granted the publish; with the shared ledger, the pair is claimed there
-    /// too: another replica's receipt makes this a duplicate, its live claim is waited for
-    /// (until the deadline), and an unreachable bucket fails closed (503, or the spool).
+    /// The local ledger granted the publish. One look at the spool decides, once, whether the
+    /// event queues behind the call's spooled events (unpublished: the replay publishes it, with
+    /// its own claim) or is published now — with the shared ledger, under a claim there: another
+    /// replica's receipt makes this a duplicate, its live claim is waited for (until the
+    /// deadline), and an unreachable bucket fails closed (503, or the spool). Deciding twice
+    /// would let a replay that drains in between send the event to a publish without a claim.
     async fn claimed(self, id: String) -> SinkOutcome {
+        if let Some(spool) = &self.spool {
+            if spool.has_waiting(&self.sink.name, &self.outgoing.event.subject) {
+                self.ledger.settle(&id, &self.sink.name, None);
+                return spool_it(spool, &self.metrics, &self.sink.name, &self.outgoing, None).await;
+            }
+        }
         let Some(shared) = self.shared.clone() else {
             return self.publish_or_spool(id, None).await;
         };
         let name = self.sink.name.clone();
-        if let Some(spool) = &self.spool {
-            if spool.has_waiting(&name, &self.outgoing.event.subject) {
-                // Queued behind the call's spooled events, unpublished: the replay claims it.
-                return self.publish_or_spool(id, None).await;
-            }
-        }
         loop {
             match shared.claim(&id, &name).await {
                 Ok(Claim::Mine { revision }) => {
@@ -479,11 +482,6 @@ impl Driver {
             self.outgoing.clone(),
             self.metrics.clone(),
         );
-        if spool.has_waiting(&name, &outgoing.event.subject) {
-            // Not published here: the replayer publishes it after the call's earlier events.
-            self.ledger.settle(&id, &name, None);
-            return spool_it(&spool, &metrics, &name, &outgoing, None).await;
-        }
         match self.publish(id, claim).await {
             SinkOutcome::Failed { error } if error.is_transient() => {
                 spool_it(&spool, &metrics, &name, &outgoing, Some(error)).await
@@ -635,9 +633,9 @@ async fn spool_it(
             metrics.sink_outcome(sink, "spool_failed");
             tracing::warn!(sink, error = %crate::sinks::error_chain(&e), "cannot spool the event");
             SinkOutcome::Failed {
-                error: SinkError::Broker {
+                error: SinkError::NotSpooled {
                     message: why,
-                    source: Some(Box::new(e)),
+                    source: Box::new(e),
                 },
             }
         }

@@ -359,14 +359,6 @@ async fn no_stream_for_the_subject_is_503_naming_the_sink() {
     let s = &a.body["sinks"]["orphan"];
     assert_eq!(s["ok"], false, "{}", a.body);
     assert_eq!(s["error"]["code"], "rejected", "{}", a.body);
-    assert!(
-        s["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no responders"),
-        "{}",
-        a.body
-    );
     assert!(took < Duration::from_secs(2), "no responders is immediate");
     app.stop().await;
 }
@@ -801,13 +793,6 @@ async fn max_payload_counts_headers_and_a_too_large_event_is_413() {
         assert!(a.retry_after.is_none());
         assert_eq!(a.body["error"]["code"], "event_too_large");
         assert_eq!(a.body["sinks"]["bus"]["error"]["code"], "too_large");
-        let msg = a.body["sinks"]["bus"]["error"]["message"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            msg.contains(&format!("max_payload of {max} bytes")),
-            "{msg}"
-        );
     }
     assert_eq!(app.post(&edge).await.status, 413, "a retry is a 413 again");
     assert!(app.is_ready().await, "the connection was never closed");
