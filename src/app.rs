@@ -92,6 +92,7 @@ impl Application {
         }
 
         let metrics = Arc::new(Metrics::new());
+        metrics.set_build_info(crate::event::SCHEMA_VERSION);
         let handles = sinks::build_all(settings.sinks.iter().map(|s| s.spec())).await?;
         let ledger = Ledger::new(
             Duration::from_secs(settings.idempotency.window_secs),
@@ -99,12 +100,17 @@ impl Application {
         );
         let mut fanout = Fanout::new(handles, ledger, metrics.clone());
         if settings.idempotency.store == crate::config::LedgerStore::NatsKv {
+            let namespace = crate::ledger::shared::namespace(
+                settings.idempotency.namespace.as_deref(),
+                &settings.event.source,
+            );
             let shared = crate::ledger::shared::SharedLedger::connect(
                 &settings.idempotency,
+                &namespace,
                 metrics.clone(),
             )
             .await?;
-            tracing::info!(bucket = %settings.idempotency.bucket, "shared ledger (nats-kv)");
+            tracing::info!(bucket = %settings.idempotency.bucket, namespace, "shared ledger (nats-kv)");
             fanout = fanout.with_shared_ledger(Arc::new(shared));
         }
         if let Some(spool_settings) = &settings.spool {
@@ -124,23 +130,16 @@ impl Application {
             .map(bind)
             .transpose()?;
 
+        let auth = Arc::new(Authenticator::new(&settings.auth));
         let state = web::Data::new(AppState {
-            auth: Authenticator::new(&settings.auth),
+            gates: crate::ingest::gates::Gates::new(server_settings, auth.clone(), metrics.clone()),
+            auth,
             fanout: fanout.clone(),
             metrics: metrics.clone(),
             event: settings.event.clone(),
-            max_body_bytes: server_settings.max_body_bytes,
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
             redact_pii: settings.log.redact_pii,
-            rate_limit: server_settings
-                .rate_limit
-                .as_ref()
-                .map(crate::ingest::ratelimit::RateLimiter::new),
-            requests: Arc::new(tokio::sync::Semaphore::new(server_settings.max_in_flight)),
-            body_bytes: Arc::new(tokio::sync::Semaphore::new(
-                server_settings.max_in_flight_bytes,
-            )),
             reconciler,
             publisher: tokio::runtime::Handle::current(),
         });

@@ -146,12 +146,12 @@ REFUSALS = [
      {"config": {"sinks": NULL_SINK}}, "references ${CALLBRIDGE_API_KEY} but nothing gives the pod"),
     ("a memory limit below the ledger the config keeps (README: 1 800 000 ids ≈ 690 MiB)",
      {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}}},
-     "Raise resources.limits.memory to at least 805Mi"),
-    ("a memory limit below the in-flight bytes and two Kafka sinks",
-     {**KEY, "config": {"server": {"max_in_flight_bytes": 4194304},
+     "Raise resources.limits.memory to at least 837Mi"),
+    ("a memory limit below the bodies being parsed and two Kafka sinks",
+     {**KEY, "config": {"server": {"max_processing_bytes": 4194304},
                         "sinks": [{"name": "k1", "type": "kafka", "brokers": "k:9092", "topic": "t"},
                                   {"name": "k2", "type": "kafka", "brokers": "k:9092", "topic": "u"}]}},
-     "+ 280 MiB in flight (server.max_in_flight_bytes 4194304 × 70) + 128 MiB for 2 Kafka sink(s)"),
+     "+ 280 MiB parsing (server.max_processing_bytes 4194304 × 70) + 32 MiB arriving (server.max_in_flight_bytes 33554432) + 128 MiB for 2 Kafka sink(s)"),
 ]
 
 # Values that look close to a refusal but are fine: they must render.
@@ -164,7 +164,7 @@ ACCEPTED = [
       "extraVolumeMounts": [{"name": "archive", "mountPath": "/tmp/archive"}]}),
     ("the ledger of 1 800 000 ids with the memory it needs",
      {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}},
-      "resources": {"limits": {"memory": "805Mi"}}}),
+      "resources": {"limits": {"memory": "837Mi"}}}),
 ]
 
 # helm's support.Severity: UnknownSev, InfoSev, WarningSev, ErrorSev.

@@ -24,9 +24,11 @@
 //! spooling sink fail like `on_unavailable: fail` (503), never drop silently.
 
 mod entry;
+mod layout;
 pub mod redb_store;
 pub mod replay;
 pub mod salvage;
+pub mod settings;
 pub mod store;
 
 use std::collections::HashMap;
@@ -38,8 +40,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::config::SpoolSettings;
 use crate::sinks::Outgoing;
+use settings::SpoolSettings;
 
 pub use entry::Entry;
 use entry::{dead_record, dead_record_bytes, decode, encode, now_ms};

@@ -232,8 +232,10 @@ docs/kubernetes.md ("Memory") adds it up:
   base        48 MiB: the process with its clients, idle, before the ledger (measured ~21 MiB idle
               plus the binary's pages, docs/benchmarks.md);
   ledger      idempotency.max_entries (100 000) × 400 bytes per id (LEDGER_BYTES_PER_ENTRY);
-  in flight   server.max_in_flight_bytes (1 MiB) × 70: a hostile body of tiny JSON values costs
-              about 70 times its size once parsed, normalised and serialised;
+  parsing     server.max_processing_bytes (default server.max_body_bytes, 1 MiB) × 70: a hostile
+              body of tiny JSON values costs about 70 times its size once parsed, normalised and
+              serialised;
+  arriving    server.max_in_flight_bytes (32 MiB): bodies still being received cost their size;
   kafka       per Kafka sink, librdkafka's local queue cap, queue.buffering.max.kbytes (64 MiB);
   spool       16 MiB of page cache when a spool is configured.
 Returns "total|detail".
@@ -244,8 +246,11 @@ Returns "total|detail".
 {{- $server := $cfg.server | default dict }}
 {{- $entries := $idem.max_entries | default 100000 | int64 }}
 {{- $ledger := div (add (mul $entries 400) 1048575) 1048576 }}
-{{- $inflightBytes := $server.max_in_flight_bytes | default 1048576 | int64 }}
-{{- $inflight := div (add (mul $inflightBytes 70) 1048575) 1048576 }}
+{{- $bodyBytes := $server.max_body_bytes | default 1048576 | int64 }}
+{{- $procBytes := $server.max_processing_bytes | default $bodyBytes | int64 }}
+{{- $parsing := div (add (mul $procBytes 70) 1048575) 1048576 }}
+{{- $inflightBytes := $server.max_in_flight_bytes | default 33554432 | int64 }}
+{{- $arriving := div (add $inflightBytes 1048575) 1048576 }}
 {{- $kafka := 0 }}
 {{- $nKafka := 0 }}
 {{- range ($cfg.sinks | default list) }}
@@ -260,8 +265,8 @@ Returns "total|detail".
 {{- if ($cfg.spool | default dict).path }}
 {{- $spool = 16 }}
 {{- end }}
-{{- $total := add 48 $ledger $inflight $kafka $spool }}
-{{- printf "%d|48 MiB base + %d MiB ledger (idempotency.max_entries %d × 400 bytes) + %d MiB in flight (server.max_in_flight_bytes %d × 70) + %d MiB for %d Kafka sink(s) (librdkafka queue.buffering.max.kbytes) + %d MiB spool cache = %d MiB" $total $ledger $entries $inflight $inflightBytes $kafka $nKafka $spool $total }}
+{{- $total := add 48 $ledger $parsing $arriving $kafka $spool }}
+{{- printf "%d|48 MiB base + %d MiB ledger (idempotency.max_entries %d × 400 bytes) + %d MiB parsing (server.max_processing_bytes %d × 70) + %d MiB arriving (server.max_in_flight_bytes %d) + %d MiB for %d Kafka sink(s) (librdkafka queue.buffering.max.kbytes) + %d MiB spool cache = %d MiB" $total $ledger $entries $parsing $procBytes $arriving $inflightBytes $kafka $nKafka $spool $total }}
 {{- end }}
 
 {{/*
