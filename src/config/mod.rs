@@ -197,8 +197,8 @@ fn default_max_in_flight() -> usize {
     256
 }
 /// 32 maximum-size bodies: bytes still arriving cost only their own size (they are not parsed
-/// yet), so 32 MiB is an eighth of the Helm chart's 256 MiB limit beside the processing budget's
-/// worst case, and admits 32 large bodies or thousands of ordinary few-KiB ones arriving at
+/// yet), so 32 MiB is a twelfth of the Helm chart's 384 MiB limit beside the processing budget's
+/// worst case (the chart checks the sum), and admits 32 large bodies or thousands of ordinary few-KiB ones arriving at
 /// once. A slow or hostile client holds only the bytes it has sent: 32 connections announcing
 /// 1 MiB and sending a byte a second hold a few hundred bytes of it, not all of it.
 fn default_max_in_flight_bytes() -> usize {
@@ -208,8 +208,8 @@ fn default_max_in_flight_bytes() -> usize {
 impl ServerSettings {
     /// `max_processing_bytes`, or one maximum-size body when omitted: a hostile 1 MiB body of
     /// tiny JSON values was measured at about 70 MiB of peak memory once parsed, normalised and
-    /// serialised; four of them took the process past the Helm chart's 256 MiB limit, and two
-    /// peaked at 210–275 MiB (the top under a loaded machine), too close to it. Ordinary bodies
+    /// serialised; four of them took the process past 256 MiB, and two peaked at 210–275 MiB
+    /// (the top under a loaded machine). Ordinary bodies
     /// are a few KiB, so 1 MiB still admits hundreds.
     pub fn processing_bytes(&self) -> usize {
         self.max_processing_bytes.unwrap_or(self.max_body_bytes)
