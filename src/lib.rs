@@ -47,12 +47,16 @@
 //! every event the config can produce would be stored; the probes are in each sink's folder),
 //! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
 //! through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
-//! when its files change), [`app`] (the server: `Application::build(settings)` binds,
-//! `port()` tells tests where; `server.admin_listen` puts probes and metrics on their own port).
+//! when its files change), [`app`] (the server: `Application::build(settings)` binds both
+//! listeners, `port()` and `admin_port()` tell tests where), [`admin`] (the admin plane on
+//! `server.admin_listen`: `admin.tokens` in constant time with failed attempts rate limited
+//! (auth.rs), the routes and `/metrics` (routes.rs), spool status, paged dead letters, redrive
+//! and purge (spool.rs), one bounded reconcile pass at a time (reconcile.rs)).
 //!
 //! Dependencies point one way: `config` → each sink's settings → `config::validate`; no sink
 //! and no part of `event` imports the rest of `config`.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
