@@ -790,7 +790,8 @@ impl Settings {
                 issues.error(
                     "server.admin_listen",
                     format!(
-                        "{} and server.listen ({}) would share a port: give the admin listener                          its own (the default is 127.0.0.1:9090)",
+                        "{} and server.listen ({}) would share a port: give the admin listener \
+                         its own (the default is 127.0.0.1:9090)",
                         s.admin_listen, s.listen
                     ),
                 );
@@ -813,7 +814,8 @@ impl Settings {
         if s.tls.as_ref().is_some_and(|t| t.admin) && admin.ip().is_loopback() {
             issues.warn(
                 "server.tls.admin",
-                "TLS on a loopback admin listener: the CLI then needs a certificate valid for                  the address it connects to",
+                "TLS on a loopback admin listener: the CLI then needs a certificate valid for \
+                 the address it connects to",
             );
         }
     }
