@@ -540,3 +540,60 @@ async fn tls_listener_serves_https_and_picks_up_a_rotated_certificate() {
         .contains("callbridge_tls_reloads_total{outcome=\"ok\"} 1"));
     app.stop().await;
 }
+
+/// `server.tls.admin`: the CLI reaches the admin listener over https, trusting the configured
+/// certificate (`cert_file`, here self-signed), and sends its token there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_a_tls_admin_listener_trusting_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (cert, key) = self_signed();
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    let yaml = format!(
+        "spool: {{path: \"{}\"}}\n{}",
+        dir.path().join("spool.redb").display(),
+        config_with_server(
+            &format!(
+                ", tls: {{cert_file: \"{}\", key_file: \"{}\", admin: true}}",
+                cert_file.display(),
+                key_file.display()
+            ),
+            &file_sink(
+                "archive",
+                &dir.path().join("e.jsonl"),
+                ", on_unavailable: spool"
+            ),
+        )
+    );
+    let cfg = dir.path().join("callbridge.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let app = spawn(&yaml).await;
+    let admin_port: u16 = app.admin.rsplit(':').next().unwrap().parse().unwrap();
+    let run = |url: String| {
+        let mut cmd = bin();
+        cmd.args(["spool", "status", "--url", &url, "--config"])
+            .arg(&cfg);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let (code, out, err) = run(format!("https://localhost:{admin_port}")).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["archive", "0"])),
+        "{out}"
+    );
+    // Plain http is not spoken there.
+    let (code, _, err) = run(format!("http://localhost:{admin_port}")).await;
+    assert_eq!(code, Some(1), "{err}");
+    app.stop().await;
+}
