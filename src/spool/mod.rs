@@ -53,7 +53,7 @@ use crate::config::SpoolSettings;
 use crate::sinks::Outgoing;
 
 pub use entry::Entry;
-use entry::{dead_record, dead_record_bytes, decode, encode, now_ms};
+use entry::{dead_record, dead_record_bytes, dead_record_head, decode, encode, now_ms};
 use store::{Redrive, SpoolStore, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -294,9 +294,7 @@ impl Spool {
         // Once at open: the dead letters' counts and ids (a file written before dead letters
         // were deduplicated may hold copies; each is counted, the id once).
         store.dead(&mut |sink, seq, record| {
-            let (_, _, entry) = dead_record(seq, record);
-            let id = entry.map(|e| event_id_of(&e.event)).unwrap_or_default();
-            state.add_dead(sink, &id);
+            state.add_dead(sink, &dead_letter_event_id(seq, record));
         })?;
         Ok(Arc::new(Spool {
             store,
@@ -424,8 +422,8 @@ impl Spool {
             }
         };
         let record: Option<store::DeadRecord> = keep.then(|| {
-            let reason = reason.to_string();
-            Box::new(move |raw: &[u8]| dead_record_bytes(&reason, raw)) as store::DeadRecord
+            let (reason, id) = (reason.to_string(), event_id.clone());
+            Box::new(move |raw: &[u8]| dead_record_bytes(&reason, &id, raw)) as store::DeadRecord
         });
         match self.store.take_out(sink, entry.seq, record).await {
             Ok(size) => {
@@ -534,8 +532,12 @@ impl Spool {
                 return Ok(());
             }
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            self.store
-                .write(Table::Dead, sink, seq, dead_record_bytes(reason, &raw))
+            self.store.write(
+                Table::Dead,
+                sink,
+                seq,
+                dead_record_bytes(reason, event_id, &raw),
+            )
         };
         let result = written.await;
         if result.is_err() {
@@ -594,12 +596,11 @@ impl Spool {
             if filter.sink.as_deref().is_some_and(|want| want != s) {
                 return false;
             }
-            let (_, at, entry) = dead_record(seq, record);
+            let (at, _) = dead_record_head(record);
             if filter.before_ms.is_some_and(|before| at >= before) {
                 return false;
             }
-            let id = entry.map(|e| event_id_of(&e.event)).unwrap_or_default();
-            ids.push((s.to_string(), id));
+            ids.push((s.to_string(), dead_letter_event_id(seq, record)));
             true
         })?;
         let mut per_sink: Vec<(String, u64)> = Vec::new();
@@ -673,6 +674,18 @@ impl Spool {
     /// Bytes held in waiting entries (all sinks).
     pub fn bytes(&self) -> u64 {
         self.state().bytes
+    }
+}
+
+/// The event id of a stored dead-letter record: read beside the entry, or (a record written
+/// before the id was stored there) decoded from the entry.
+fn dead_letter_event_id(seq: u64, record: &[u8]) -> String {
+    match dead_record_head(record) {
+        (_, Some(id)) => id,
+        (_, None) => dead_record(seq, record)
+            .2
+            .map(|e| event_id_of(&e.event))
+            .unwrap_or_default(),
     }
 }
 

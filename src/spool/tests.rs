@@ -435,3 +435,35 @@ async fn dead_letters_are_listed_page_by_page_and_purged_by_sink_and_age() {
     assert!(spool.dead_letters().unwrap().is_empty());
     assert!(spool.dead_counts().iter().all(|(_, kept, _)| *kept == 0));
 }
+
+/// A dead letter written before the event id was stored beside the entry is still found by
+/// its id at open (decoded from the entry), so it is not kept twice.
+#[tokio::test]
+async fn a_dead_letter_of_the_earlier_form_is_deduplicated_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.redb");
+    let a = event("e-old", "call-old");
+    {
+        let store = redb_store::RedbStore::open(&path).unwrap();
+        let legacy = serde_json::to_vec(&serde_json::json!({
+            "reason": "too large",
+            "dead_at_ms": 1,
+            "entry": hex::encode(encode(1, "call-old", &a.structured)),
+        }))
+        .unwrap();
+        store.write(Table::Dead, "s", 7, legacy).await.unwrap();
+    }
+    let spool = open(&dir, 1 << 20);
+    assert_eq!(spool.dead_counts(), vec![("s".to_string(), 1, 0)]);
+    spool.bury("s", &a, "too large again").await.unwrap();
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].seq, dead[0].event_id.as_str()), (7, "e-old"));
+    let purged = spool
+        .purge(&PurgeFilter {
+            sink: None,
+            before_ms: Some(2),
+        })
+        .unwrap();
+    assert_eq!(purged, vec![("s".to_string(), 1)], "died at 1 ms, before 2");
+}
