@@ -94,6 +94,7 @@ impl Application {
         }
 
         let metrics = Arc::new(Metrics::new());
+        metrics.set_build_info(crate::event::SCHEMA_VERSION);
         let handles = sinks::build_all(settings.sinks.iter().map(|s| s.spec())).await?;
         let ledger = Ledger::new(
             Duration::from_secs(settings.idempotency.window_secs),

@@ -11,7 +11,17 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::ledger::LedgerStats;
+/// What the idempotency ledger reports about itself ([`Metrics::observe_ledger`]). Defined here
+/// so that `metrics` stays a leaf: the ledger reports to it, it imports nothing of the crate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    pub entries: usize,
+    pub expired: u64,
+    pub evicted_early: u64,
+    /// Age of the oldest entry: how far back a redelivery is still recognised right now
+    /// (the window when the cap is large enough, less when it is not).
+    pub retention: std::time::Duration,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -219,9 +229,6 @@ impl Metrics {
             &["version", "schema"],
         )
         .expect("valid metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::event::SCHEMA_VERSION])
-            .set(1);
         let ledger_entries = IntGauge::new(
             "callbridge_ledger_entries",
             "Event ids the idempotency ledger remembers",
@@ -347,6 +354,13 @@ impl Metrics {
             ledger_kv_takeovers,
             ledger_kv_seconds,
         }
+    }
+
+    /// `callbridge_build_info{version, schema}` = 1; the caller names the event schema it emits.
+    pub fn set_build_info(&self, schema: &str) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), schema])
+            .set(1);
     }
 
     /// Brings the ledger's figures up to date (at scrape time: the ledger keeps the counts).

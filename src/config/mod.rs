@@ -6,15 +6,15 @@
 //! Every string may hold `${VAR}` or `${VAR:-default}` ([`mod@env`]).
 //!
 //! The sections are here; the `sinks` list is in [`sinks`] and each sink kind's settings live
-//! with the sink (`crate::sinks::<kind>`). Every check reports through [`validate::Issues`], a
-//! leaf module, so dependencies point one way: config → a sink's settings → config::validate.
+//! with the sink (`crate::sinks::<kind>`). Every check reports through [`crate::validate::Issues`], a
+//! leaf module, so dependencies point one way: config → a sink's settings → validate.
 
+pub mod admin;
 pub mod env;
 pub mod reference;
 pub mod security;
 mod shape;
 pub mod sinks;
-pub mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,9 +24,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::EventSettings;
+pub use crate::ledger::settings::{IdempotencySettings, LedgerStore, LEDGER_BYTES_PER_ENTRY};
+pub use crate::spool::settings::SpoolSettings;
+pub use crate::validate::{ConfigIssue, Issues};
 pub use env::Env;
 pub use sinks::SinkSettings;
-pub use validate::{ConfigIssue, Issues};
 
 /// The embedded default configuration: one `file` sink, the documentation's sample API key.
 /// Embedded so that `cargo run --release` and the installed binary work from any directory.
@@ -81,7 +83,7 @@ pub struct Settings {
     /// The operator's credential for the admin listener (`server.admin_listen`); never a
     /// webhook credential.
     #[serde(default)]
-    pub admin: crate::admin::AdminSettings,
+    pub admin: admin::AdminSettings,
     /// The CloudEvents envelope every event gets.
     #[serde(default)]
     pub event: EventSettings,
@@ -105,35 +107,6 @@ pub struct Settings {
     /// Where events go. Every event is published to every sink whose `events` filter it matches,
     /// concurrently; the answer is 200 only when every required sink confirmed.
     pub sinks: Vec<SinkSettings>,
-}
-
-/// Where events wait while a sink with `on_unavailable: spool` cannot take them: an embedded,
-/// crash-safe database file (redb), written and fsynced before the webhook is answered.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SpoolSettings {
-    /// The spool's database file (its directory is created). On Kubernetes, a persistent volume:
-    /// a spool on an `emptyDir` is lost with the pod.
-    pub path: PathBuf,
-    /// Most bytes of events held (all sinks together); when full, a spooling sink fails
-    /// (503) like `on_unavailable: fail`. Never unbounded disk, never a silent drop.
-    #[serde(default = "default_spool_max_bytes")]
-    pub max_bytes: u64,
-    /// Most dead letters kept (all sinks together), one per event and sink. At the cap the
-    /// letters kept stay and a new one is not kept: it is logged and counted as discarded
-    /// (`callbridge spool status`, `callbridge_spool_dead_letters_discarded`). Make room with
-    /// `callbridge dlq redrive` or `callbridge dlq purge`.
-    #[serde(default = "default_max_dead_letters")]
-    pub max_dead_letters: u64,
-}
-
-fn default_spool_max_bytes() -> u64 {
-    1 << 30
-}
-/// Ten thousand: at a few KiB each, tens of MiB of disk outside `max_bytes`, and a listing an
-/// operator can still page through.
-fn default_max_dead_letters() -> u64 {
-    10_000
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -292,119 +265,6 @@ pub struct BearerSettings {
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct IdempotencySettings {
-    /// How long the bridge remembers which sinks acknowledged an event id. The default (30 min)
-    /// outlasts the sender's retry horizon (1 + 5 + 15 minutes).
-    #[serde(default = "default_window_secs")]
-    pub window_secs: u64,
-    /// Hard cap on remembered ids, so memory stays bounded under any load. The ledger holds
-    /// its window only while `max_entries` ≥ `window_secs` × the event rate; beyond that the
-    /// oldest ids go early (`callbridge_ledger_evicted_total{reason="cap"}`).
-    #[serde(default = "default_max_entries")]
-    pub max_entries: usize,
-    /// The peak event rate this deployment expects (events per second, optional). Only for
-    /// `validate`: it warns when `max_entries` cannot hold `window_secs` at this rate.
-    #[serde(default)]
-    pub expected_rate_per_sec: Option<u64>,
-    /// Where the ledger lives: `memory` (this replica's own, the default) or `nats-kv` (a NATS
-    /// JetStream key-value bucket every replica shares: a retry that lands on another replica
-    /// publishes only to the sinks without a receipt, and two replicas never publish one event
-    /// to one sink at once). With `nats-kv` the local ledger still answers first; the bucket
-    /// is asked before each publish. docs/shared-ledger.md.
-    #[serde(default)]
-    pub store: LedgerStore,
-    /// `nats-kv`: the NATS server(s) holding the bucket (`nats://host:4222`, comma-separated for a
-    /// cluster), as the NATS sink's `url`.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `nats-kv`: the bucket; created when absent, with `replicas` and a max age of
-    /// `window_secs` (the bucket's retention is the window, at any rate).
-    #[serde(default = "default_ledger_bucket")]
-    pub bucket: String,
-    /// `nats-kv`: replicas of the bucket when the bridge creates it (3 on a three-node cluster).
-    #[serde(default = "default_ledger_replicas")]
-    pub replicas: usize,
-    /// `nats-kv`: how long a replica's claim on (event id, sink) holds while it publishes. A
-    /// replica that dies mid-publish blocks that sink for this long; the default outlasts the
-    /// longest a publish stays in doubt (50 s), so a takeover never races a publish that may
-    /// still land.
-    #[serde(default = "default_lease_secs")]
-    pub lease_secs: u64,
-    /// `nats-kv`: username/password authentication (both or neither).
-    #[serde(default)]
-    pub user: Option<String>,
-    /// `nats-kv`: the password for `user`.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub password: Option<SecretString>,
-    /// `nats-kv`: token authentication.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub token: Option<SecretString>,
-    /// `nats-kv`: NKey seed (`SU...`) authentication.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub nkey: Option<SecretString>,
-    /// `nats-kv`: a `.creds` file (JWT + NKey seed).
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-}
-
-/// Where the idempotency ledger lives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum LedgerStore {
-    /// In this replica's memory (bounded by `max_entries`).
-    #[default]
-    Memory,
-    /// In a NATS JetStream key-value bucket shared by every replica.
-    NatsKv,
-}
-
-fn default_ledger_bucket() -> String {
-    "callbridge-ledger".into()
-}
-fn default_ledger_replicas() -> usize {
-    1
-}
-fn default_lease_secs() -> u64 {
-    52
-}
-
-/// Measured ledger memory per remembered id with three broker sinks' receipts, in the steady
-/// state at the cap (`benches/ledger_memory.rs`: 400 000 ids through a cap of 200 000,
-/// mimalloc: 364–396 bytes between runs): what sizing `max_entries` costs.
-pub const LEDGER_BYTES_PER_ENTRY: u64 = 400;
-
-impl Default for IdempotencySettings {
-    fn default() -> Self {
-        Self {
-            window_secs: default_window_secs(),
-            max_entries: default_max_entries(),
-            expected_rate_per_sec: None,
-            store: LedgerStore::Memory,
-            url: None,
-            bucket: default_ledger_bucket(),
-            replicas: default_ledger_replicas(),
-            lease_secs: default_lease_secs(),
-            user: None,
-            password: None,
-            token: None,
-            nkey: None,
-            credentials_file: None,
-        }
-    }
-}
-
-fn default_window_secs() -> u64 {
-    1800
-}
-fn default_max_entries() -> usize {
-    100_000
-}
-
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `pretty` for people at a terminal, `json` (one object per line) for log collectors.
     #[serde(default)]
@@ -413,11 +273,12 @@ pub struct LogSettings {
     /// `info,lapin=off,async_nats=off`: the AMQP and NATS clients log every failed reconnect,
     /// which the sinks already report (by sink name, repeats summarised every 30 s).
     #[serde(default)]
+    #[schemars(extend("default" = "info,lapin=off,async_nats=off"))]
     pub level: Option<String>,
     /// Replace every field of `data` that is not an identifier (phone numbers, transcripts,
     /// analysis, custom arguments, extras, …) with `[redacted]` wherever an event is logged
     /// (debug level). On by default: logs must not hold personal data unless asked to.
-    #[serde(default = "validate::default_true")]
+    #[serde(default = "crate::validate::default_true")]
     pub redact_pii: bool,
 }
 
@@ -497,6 +358,39 @@ pub enum LogFormat {
 }
 
 /// `sinks[1].topic` → `sinks[1] (bus).topic`: an operator knows sinks by name, not by index.
+/// When the file has shape errors, the semantic errors of what does deserialise (the shape
+/// errors' sections and sinks taken out), so one `validate` run reports both. Sink indices are
+/// those of the file; a check about the sinks list as a whole is left out when a sink was taken
+/// out (it would be about a list the file does not have).
+fn meaning_of_the_rest(raw: &Value) -> Vec<ConfigIssue> {
+    let Some((fixed, kept)) = shape::repaired(raw) else {
+        return Vec::new();
+    };
+    let total = raw
+        .get("sinks")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let Ok(settings) = serde_json::from_value::<Settings>(fixed) else {
+        return Vec::new();
+    };
+    let mut issues = Issues::default();
+    settings.validate(&mut issues);
+    issues
+        .errors
+        .into_iter()
+        .filter_map(|mut issue| {
+            if let Some(rest) = issue.path.strip_prefix("sinks[") {
+                let (index, tail) = rest.split_once(']')?;
+                let original = kept.get(index.parse::<usize>().ok()?)?;
+                issue.path = format!("sinks[{original}]{tail}");
+            } else if issue.path == "sinks" && kept.len() < total {
+                return None;
+            }
+            Some(issue)
+        })
+        .collect()
+}
+
 fn name_sinks(raw: &Value, issues: &mut [ConfigIssue]) {
     for issue in issues {
         let Some(rest) = issue.path.strip_prefix("sinks[") else {
@@ -568,6 +462,7 @@ impl Settings {
                 let path = if path == "." { "(root)".into() } else { path };
                 let first = shape::issue(path, e.into_inner().to_string());
                 let mut errors = shape::errors(&raw, first);
+                errors.extend(meaning_of_the_rest(&raw));
                 name_sinks(&raw, &mut errors);
                 return Err(ConfigError::Invalid(errors));
             }
@@ -659,7 +554,7 @@ impl Settings {
                 "shorter than the sender's 21-minute retry horizon: late retries may publish again",
             );
         }
-        self.validate_shared_ledger(issues);
+        self.idempotency.validate_shared(issues);
         if self.idempotency.max_entries == 0 {
             issues.error("idempotency.max_entries", "must be greater than 0");
         }
@@ -714,50 +609,9 @@ impl Settings {
         }
     }
 
-    fn validate_shared_ledger(&self, issues: &mut Issues) {
-        let l = &self.idempotency;
-        if l.store != LedgerStore::NatsKv {
-            return;
-        }
-        if l.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
-            issues.error("idempotency.url", "is required with `store: nats-kv`");
-        }
-        if l.bucket.is_empty()
-            || !l
-                .bucket
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            issues.error(
-                "idempotency.bucket",
-                format!("`{}`: letters, digits, `-` and `_` only", l.bucket),
-            );
-        }
-        if !(1..=5).contains(&l.replicas) {
-            issues.error("idempotency.replicas", "must be between 1 and 5");
-        }
-        if l.lease_secs == 0 {
-            issues.error("idempotency.lease_secs", "must be greater than 0");
-        }
-        if l.user.is_some() != l.password.is_some() {
-            issues.error(
-                "idempotency.user",
-                "`user` and `password` go together (both or neither)",
-            );
-        }
-    }
-
     fn validate_spool(&self, issues: &mut Issues) {
         if let Some(spool) = &self.spool {
-            if spool.path.as_os_str().is_empty() {
-                issues.error("spool.path", "must not be empty");
-            }
-            if spool.max_bytes == 0 {
-                issues.error("spool.max_bytes", "must be greater than 0");
-            }
-            if spool.max_dead_letters == 0 {
-                issues.error("spool.max_dead_letters", "must be greater than 0");
-            }
+            spool.validate(issues);
         }
         for (i, sink) in self.sinks.iter().enumerate() {
             let c = sink.spec().common();
@@ -915,8 +769,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::validate::assert_paths;
     use super::*;
+    use crate::validate::assert_paths;
 
     const MINIMAL: &str = r#"
 auth: {api_keys: {keys: ["k1"]}}
@@ -934,6 +788,42 @@ sinks:
             Err(e) => vec![format!("{e:#}")],
             Ok(_) => vec![],
         }
+    }
+
+    #[test]
+    fn shape_and_meaning_are_reported_in_one_run() {
+        // A typo'd section, a sink with a shape error and two sinks with semantic errors: every
+        // one of them in one run, each sink by its index in the file.
+        let errs = errors(
+            r#"
+auth: {api_keys: {keys: ["k1"]}}
+logs: {level: debug}
+sinks:
+  - {name: bus, type: kafka, brokers: "k:9092", topic: "calls.{knd}"}
+  - {name: amqp, type: rabbitmq, url: "amqp://h", exchange: x, routing_key: r, colour: red}
+  - {name: archive, type: file, path: ""}
+"#,
+        );
+        let want = [
+            "(root): unknown section `logs` (did you mean `log`?)",
+            "sinks[1] (amqp).colour: unknown field `colour`",
+            "sinks[0] (bus).topic: ",
+            "sinks[2] (archive).path: ",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        // A required section that does not deserialise leaves nothing meaningful to check.
+        let errs = errors("auth: {api_kys: {}}\nsinks: [{name: a, type: file, path: ''}]\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].starts_with("auth.api_kys"), "{errs:#?}");
+        // Sinks taken out do not make the list look empty.
+        let errs = errors("auth: {mode: none}\nsinks: [{name: a, type: fil, path: x}]\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
     }
 
     #[test]

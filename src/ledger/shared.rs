@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use crate::config::IdempotencySettings;
+use super::settings::IdempotencySettings;
 use crate::metrics::Metrics;
 use crate::sinks::Receipt;
 

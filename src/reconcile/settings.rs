@@ -3,8 +3,8 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::validate::Issues;
 use crate::event::Family;
+use crate::validate::Issues;
 
 /// The sender gives up on a callback after its third retry, 1 + 5 + 15 minutes after the first
 /// attempt (each attempt may take its 10 s timeout): a call younger than this may still get its
@@ -60,7 +60,7 @@ pub struct ReconcileSettings {
     /// Also backfill the analysis of completed calls (`send_analysis=true`). Costs one
     /// call-details request per completed call in the window whose analysis no sink confirmed,
     /// every pass, until it arrives or the call leaves the window.
-    #[serde(default = "crate::config::validate::default_true")]
+    #[serde(default = "crate::validate::default_true")]
     pub analysis: bool,
 }
 
@@ -179,8 +179,8 @@ impl ReconcileSettings {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::validate::assert_paths;
     use crate::config::{ConfigError, Env, Settings};
+    use crate::validate::assert_paths;
     use secrecy::ExposeSecret;
 
     fn yaml(reconcile: &str, window: u64) -> String {

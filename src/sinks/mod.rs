@@ -30,10 +30,10 @@ macro_rules! sink_settings {
             /// The sink's name in answers, metrics and logs: letters, digits, `-` and `_`.
             pub name: String,
             /// A failed required sink fails the webhook (503); an optional one is only reported.
-            #[serde(default = "crate::config::validate::default_true")]
+            #[serde(default = "crate::validate::default_true")]
             pub required: bool,
             /// How long a publish may wait for the destination's confirmation.
-            #[serde(default = "crate::config::validate::default_sink_timeout_ms")]
+            #[serde(default = "crate::validate::default_sink_timeout_ms")]
             pub timeout_ms: u64,
             /// Which events this sink wants (`call.status`, `call.analysis.completed`, ...);
             /// every event when absent.
@@ -80,9 +80,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::config::validate::Issues;
 pub use crate::event::binding::Outgoing;
 use crate::event::{Event, EventFilter};
+use crate::validate::Issues;
 
 /// Proof that a destination stored the event, echoed in the HTTP answer.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -386,7 +386,7 @@ pub(crate) mod test_support {
     use serde::de::DeserializeOwned;
 
     use super::SinkSpec;
-    use crate::config::validate::Issues;
+    use crate::validate::Issues;
 
     /// One sink entry's settings (YAML without `type`) and what its checks found, as if it were
     /// the first entry of `sinks`. Err: the YAML does not parse (the serde message).

@@ -35,9 +35,11 @@
 //! never a scan of the tables.
 
 mod entry;
+mod layout;
 pub mod redb_store;
 pub mod replay;
 pub mod salvage;
+pub mod settings;
 pub mod store;
 
 use std::collections::HashMap;
@@ -49,8 +51,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::config::SpoolSettings;
 use crate::sinks::Outgoing;
+use settings::SpoolSettings;
 
 pub use entry::Entry;
 use entry::{dead_record, dead_record_bytes, dead_record_head, decode, encode, now_ms};

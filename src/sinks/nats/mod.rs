@@ -92,6 +92,24 @@ pub fn encode(format: Format, out: &Outgoing) -> (HeaderMap, Bytes) {
     (headers, message.payload)
 }
 
+/// The whole message of one event: the binding's headers and payload, and in JetStream mode
+/// (`jetstream`: `Some(the configured stream, if any)`) `Nats-Msg-Id` and
+/// `Nats-Expected-Stream`. Public so that `callbridge asyncapi` documents what is sent.
+pub fn message(
+    format: Format,
+    jetstream: Option<Option<&str>>,
+    event: &Outgoing,
+) -> (HeaderMap, Bytes) {
+    let (mut headers, payload) = encode(format, event);
+    if let Some(stream) = jetstream {
+        headers.insert(header::NATS_MESSAGE_ID, event.event.id.as_str());
+        if let Some(stream) = stream {
+            headers.insert(header::NATS_EXPECTED_STREAM, stream);
+        }
+    }
+    (headers, payload)
+}
+
 struct Inner {
     name: String,
     url: String,
@@ -195,17 +213,10 @@ impl NatsSink {
 }
 
 impl NatsSink {
-    /// The whole message of one event: the binding's headers and payload, and in JetStream
-    /// mode `Nats-Msg-Id` and `Nats-Expected-Stream`.
+    /// The whole message of one event: see [`message`].
     fn message(&self, event: &Outgoing) -> (HeaderMap, Bytes) {
-        let (mut headers, payload) = encode(self.format, event);
-        if self.inner.js.is_some() {
-            headers.insert(header::NATS_MESSAGE_ID, event.event.id.as_str());
-            if let Some(stream) = &self.inner.stream {
-                headers.insert(header::NATS_EXPECTED_STREAM, stream.as_str());
-            }
-        }
-        (headers, payload)
+        let jetstream = self.inner.js.as_ref().map(|_| self.inner.stream.as_deref());
+        message(self.format, jetstream, event)
     }
 
     /// Refuses a message above the server's `max_payload`, which counts headers and payload:

@@ -1,12 +1,15 @@
-//! The `admin` section: who may use the operator routes of the admin listener.
+//! The `admin` section: who may use the operator routes of the admin listener (`crate::admin`).
 //!
-//! Owned here, assembled by `config` (which also runs [`AdminSettings::validate`] with what it
-//! needs from the other sections: the listener's address and the webhook credentials).
+//! Here rather than in `admin/`, beside `auth` (whose credentials it must never share): the admin
+//! plane answers through `ingest`'s errors, and `ingest` reads `config`, so settings kept in
+//! `admin/` would close a circle `config → admin → ingest → config`. `config` runs
+//! [`AdminSettings::validate`] with what it needs from the other sections: the listener's
+//! address and the webhook credentials.
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::validate::Issues;
+use crate::validate::Issues;
 
 /// The operator's credential, never a webhook's: the platform knows the webhook key (it sends
 /// it in every callback) and so does every log on its way.
