@@ -366,7 +366,7 @@ async fn run_mode(o: &Opts, w: &mut World, mode: &str, faults: &[Fault]) -> Resu
     let spool = mode == "spool";
     let extra = if spool { ", on_unavailable: spool" } else { "" };
     let yaml = format!(
-        "server: {{listen: \"127.0.0.1:{port}\"}}\n\
+        "server: {{listen: \"127.0.0.1:{port}\", admin_listen: \"127.0.0.1:{admin_port}\"}}\n\
          log: {{format: json, level: warn}}\n\
          auth: {{api_keys: {{keys: [{KEY}]}}}}\n\
          {spool_cfg}\
@@ -376,6 +376,7 @@ async fn run_mode(o: &Opts, w: &mut World, mode: &str, faults: &[Fault]) -> Resu
          \x20 - {{name: nats, type: nats, url: \"{nats}\", subject: \"{subject}.{{kind}}\", jetstream: {{enabled: true, stream: {stream}}}{extra}}}\n\
          \x20 - {{name: file, type: file, path: \"{file}\"{extra}}}\n",
         port = procs::free_port()?,
+        admin_port = procs::free_port()?,
         spool_cfg = if spool {
             format!(
                 "spool: {{path: \"{}\", max_bytes: 268435456}}\n",
@@ -389,13 +390,16 @@ async fn run_mode(o: &Opts, w: &mut World, mode: &str, faults: &[Fault]) -> Resu
         nats = w.nats.proxied_url(),
         file = file_path.display(),
     );
-    let port: u16 = yaml
-        .split("127.0.0.1:")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|p| p.parse().ok())
-        .context("port")?;
-    let mut bridge = bridge::Bridge::new(&o.bridge, &dir, &yaml, port)?;
+    let port_at = |n: usize| -> Option<u16> {
+        yaml.split("127.0.0.1:")
+            .nth(n)
+            .and_then(|s| s.split('"').next())
+            .and_then(|p| p.parse().ok())
+    };
+    let port = port_at(1).context("port")?;
+    // The admin listener (`/spool`, `/metrics`): loopback and without tokens, as by default.
+    let admin_port = port_at(2).context("admin port")?;
+    let mut bridge = bridge::Bridge::new(&o.bridge, &dir, &yaml, port, admin_port)?;
     bridge.start().await?;
     if !wait_until(Duration::from_secs(60), || bridge.ready()).await {
         bail!(

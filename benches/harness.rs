@@ -718,6 +718,8 @@ async fn nats_count(nats: &str, stream: &str) -> Result<u64> {
 struct Bridge {
     child: Child,
     port: u16,
+    /// The admin listener's port (`/metrics`).
+    admin_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -733,7 +735,7 @@ impl Bridge {
         std::fs::write(
             &cfg,
             format!(
-                "server: {{listen: \"127.0.0.1:0\"}}\nlog: {{format: json, level: warn}}\n\
+                "server: {{listen: \"127.0.0.1:0\", admin_listen: \"127.0.0.1:0\"}}\nlog: {{format: json, level: warn}}\n\
                  auth: {{api_keys: {{keys: [bench-key]}}}}\n{top_yaml}\
                  sinks:\n{sinks_yaml}"
             ),
@@ -750,31 +752,38 @@ impl Bridge {
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut sent = false;
+            let port_of = |line: &str| {
+                serde_json::from_str::<Value>(line).ok().and_then(|v| {
+                    v["addr"]
+                        .as_str()
+                        .and_then(|a| a.rsplit(':').next())
+                        .and_then(|p| p.parse::<u16>().ok())
+                })
+            };
+            // The admin listener is logged before the webhook listener's `listening`.
+            let mut admin_port = None;
             for line in std::io::BufReader::new(stderr)
                 .lines()
                 .map_while(Result::ok)
             {
-                if !sent && line.contains("\"message\":\"listening\"") {
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        let port = v["addr"]
-                            .as_str()
-                            .and_then(|a| a.rsplit(':').next())
-                            .and_then(|p| p.parse::<u16>().ok());
-                        let _ = tx.send(port);
-                        sent = true;
-                    }
+                if !sent && line.contains("\"message\":\"admin listener") {
+                    admin_port = port_of(&line);
+                } else if !sent && line.contains("\"message\":\"listening\"") {
+                    let _ = tx.send(port_of(&line).zip(admin_port));
+                    sent = true;
                 } else if !sent || line.contains("\"level\":\"ERROR\"") {
                     eprintln!("bridge: {line}");
                 }
             }
         });
-        let port = rx
+        let (port, admin_port) = rx
             .recv_timeout(Duration::from_secs(60))
             .context("bridge did not start")?
-            .context("no port in the listening line")?;
+            .context("no port in the listening or admin listener line")?;
         Ok(Bridge {
             child,
             port,
+            admin_port,
             _dir: dir,
         })
     }

@@ -9,6 +9,7 @@ use actix_web::{web, App, HttpServer};
 use futures::FutureExt;
 use secrecy::ExposeSecret;
 
+use crate::admin::{AdminAuth, AdminState};
 use crate::config::{Settings, DOCS_SAMPLE_API_KEY};
 use crate::fanout::Fanout;
 use crate::ingest::auth::Authenticator;
@@ -40,8 +41,8 @@ pub enum StartError {
 pub struct Application {
     port: u16,
     server: Server,
-    /// `server.admin_listen`: the operational endpoints' own server, and its port.
-    admin: Option<(u16, Server)>,
+    /// `server.admin_listen`: the operator's own server, and its port.
+    admin: (u16, Server),
     /// `server.tls`: the task reloading the certificate when its files change.
     tls_watch: Option<tokio::task::JoinHandle<()>>,
     fanout: Arc<Fanout>,
@@ -49,16 +50,11 @@ pub struct Application {
     _reconcile: Option<crate::reconcile::scheduler::Scheduler>,
 }
 
-/// The operational endpoints: probes, metrics, the spool's status and admin, a reconciliation
-/// pass on demand.
-fn ops_routes(cfg: &mut web::ServiceConfig) {
+/// What the webhook listener serves besides the webhook paths: the probes, nothing else (the
+/// operator routes are on the admin listener only, `crate::admin::routes`).
+fn probe_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(handler::healthz))
-        .route("/readyz", web::get().to(handler::readyz))
-        .route("/metrics", web::get().to(handler::metrics))
-        .route("/spool", web::get().to(handler::spool_status))
-        .route("/spool/dead", web::get().to(handler::dead_letters))
-        .route("/spool/redrive", web::post().to(handler::redrive))
-        .route("/reconcile", web::post().to(handler::reconcile));
+        .route("/readyz", web::get().to(handler::readyz));
 }
 
 fn bind(addr: &str) -> Result<(TcpListener, u16), StartError> {
@@ -86,6 +82,12 @@ impl Application {
                      set CALLBRIDGE_API_KEY or configure your own keys before exposing this endpoint !!!"
                 );
             }
+        }
+        if settings.admin.tokens.is_empty() {
+            tracing::warn!(
+                admin_listen = %settings.server.admin_listen,
+                "no admin tokens (admin.tokens): anyone on this host can use the operator routes of the admin listener"
+            );
         }
         if settings.auth.mode == Some(crate::config::AuthMode::None) {
             tracing::warn!("authentication is disabled (auth.mode: none): anyone who can reach the endpoint can publish");
@@ -124,11 +126,7 @@ impl Application {
 
         let server_settings = &settings.server;
         let (listener, port) = bind(&server_settings.listen)?;
-        let admin_listener = server_settings
-            .admin_listen
-            .as_deref()
-            .map(bind)
-            .transpose()?;
+        let admin_listener = bind(&server_settings.admin_listen)?;
 
         let auth = Arc::new(Authenticator::new(&settings.auth));
         let state = web::Data::new(AppState {
@@ -140,6 +138,12 @@ impl Application {
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
             redact_pii: settings.log.redact_pii,
+            publisher: tokio::runtime::Handle::current(),
+        });
+        let admin_state = web::Data::new(AdminState {
+            auth: AdminAuth::new(&settings.admin),
+            fanout: fanout.clone(),
+            metrics: metrics.clone(),
             reconciler,
             publisher: tokio::runtime::Handle::current(),
         });
@@ -149,8 +153,7 @@ impl Application {
 
         let route_paths = paths.clone();
         let tls_metrics = metrics.clone();
-        let ops_on_main = admin_listener.is_none();
-        let admin_state = state.clone();
+        let probe_state = state.clone();
         let server = HttpServer::new(move || {
             let metrics = metrics.clone();
             let mut app = App::new()
@@ -177,11 +180,7 @@ impl Application {
                         res
                     })
                 })
-                .configure(|cfg| {
-                    if ops_on_main {
-                        ops_routes(cfg);
-                    }
-                });
+                .configure(probe_routes);
             for p in &route_paths {
                 app = app.service(
                     web::resource(p.as_str())
@@ -207,6 +206,7 @@ impl Application {
             source,
         };
         let mut tls_watch = None;
+        let mut admin_tls = None;
         let server = match &server_settings.tls {
             Some(tls) => {
                 let (config, resolver) = crate::tls::server_config(tls)?;
@@ -215,6 +215,8 @@ impl Application {
                     resolver,
                     tls_metrics.clone(),
                 )));
+                // The same certificate (and its reloads: one resolver) on the admin listener.
+                admin_tls = tls.admin.then(|| config.clone());
                 server.listen_rustls_0_23(listener, config)
             }
             None => server.listen(listener),
@@ -222,31 +224,37 @@ impl Application {
         .map_err(bind_err)?
         .run();
 
-        let admin = match admin_listener {
-            Some((listener, admin_port)) => {
-                let addr = server_settings.admin_listen.clone().unwrap_or_default();
-                let admin = HttpServer::new(move || {
-                    App::new()
-                        .app_data(admin_state.clone())
-                        .configure(ops_routes)
-                        .default_service(web::to(handler::not_found))
-                })
-                .workers(1)
-                .shutdown_timeout(server_settings.deadline_ms / 1000 + 2)
-                .listen(listener)
-                .map_err(|source| StartError::Bind { addr, source })?
-                .run();
-                tracing::info!(
-                    port = admin_port,
-                    "admin listener: /metrics, /healthz, /readyz, /spool"
-                );
-                Some((admin_port, admin))
-            }
-            None => None,
+        let (admin_listener, admin_port) = admin_listener;
+        let admin_addr = server_settings.admin_listen.clone();
+        let admin_err = |source| StartError::Bind {
+            addr: admin_addr.clone(),
+            source,
         };
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(probe_state.clone())
+                .app_data(admin_state.clone())
+                .configure(crate::admin::routes::configure)
+                .default_service(web::to(handler::not_found))
+        })
+        .workers(1)
+        .shutdown_timeout(server_settings.deadline_ms / 1000 + 2);
+        let admin = match admin_tls {
+            Some(config) => admin.listen_rustls_0_23(admin_listener, config),
+            None => admin.listen(admin_listener),
+        }
+        .map_err(admin_err)?
+        .run();
+        tracing::info!(
+            addr = %format!("{}:{}", host_of(&server_settings.admin_listen), admin_port),
+            tls = server_settings.tls.as_ref().is_some_and(|t| t.admin),
+            tokens = settings.admin.tokens.len(),
+            "admin listener: /spool, /spool/dead, /spool/redrive, /reconcile, /metrics, /healthz, /readyz"
+        );
+        let admin = (admin_port, admin);
 
         tracing::info!(
-            addr = %format!("{}:{}", server_settings.listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0"), port),
+            addr = %format!("{}:{}", host_of(&server_settings.listen), port),
             paths = ?paths,
             sinks = fanout.sinks().len(),
             "listening"
@@ -265,9 +273,9 @@ impl Application {
         self.port
     }
 
-    /// The admin listener's port, when `server.admin_listen` is set.
-    pub fn admin_port(&self) -> Option<u16> {
-        self.admin.as_ref().map(|(port, _)| *port)
+    /// The admin listener's port (`server.admin_listen`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin.0
     }
 
     /// A handle to stop the server gracefully (what SIGTERM does).
@@ -286,10 +294,11 @@ impl Application {
             _reconcile: reconcile,
             ..
         } = self;
-        let admin = admin.map(|(_, server)| {
+        let admin = {
+            let (_, server) = admin;
             let handle = server.handle();
             (handle, tokio::spawn(server))
-        });
+        };
         let result = server.await;
         // No reconciliation pass starts publishing into sinks being closed.
         drop(reconcile);
@@ -298,7 +307,8 @@ impl Application {
         }
         // The admin listener lives as long as the webhook listener (readiness stays answerable
         // while in-flight webhooks finish).
-        if let Some((handle, task)) = admin {
+        {
+            let (handle, task) = admin;
             handle.stop(true).await;
             let _ = task.await;
         }
@@ -307,6 +317,11 @@ impl Application {
         tracing::info!("shutdown complete");
         result
     }
+}
+
+/// The host part of a `host:port` address, for the log line that names where it listens.
+fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0")
 }
 
 type Reconcile = (

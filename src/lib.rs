@@ -55,8 +55,11 @@
 //! `validate --connect`, docs/asyncapi.md; the event schema's compatibility gate, docs/events.md),
 //! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
 //! through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
-//! when its files change), [`app`] (the server: `Application::build(settings)` binds,
-//! `port()` tells tests where; `server.admin_listen` puts probes and metrics on their own port).
+//! when its files change), [`app`] (the server: `Application::build(settings)` binds both
+//! listeners, `port()` and `admin_port()` tell tests where), [`admin`] (the admin plane on
+//! `server.admin_listen`; its settings are `config/admin.rs`: `admin.tokens` in constant time with failed attempts rate limited
+//! (auth.rs), the routes and `/metrics` (routes.rs), spool status, paged dead letters, redrive
+//! and purge (spool.rs), one bounded reconcile pass at a time (reconcile.rs)).
 //!
 //! [`validate`] is the issue list every settings type reports its problems to (a leaf).
 //!
@@ -65,6 +68,7 @@
 //! part reports to it). `config` assembles the settings types that live with their modules
 //! (sinks, ledger, spool, reconcile, event); no sink and no part of `event` imports `config`.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

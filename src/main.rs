@@ -26,6 +26,15 @@ struct Cli {
     /// Configuration file (YAML). Default: the embedded config/default.yaml.
     #[arg(long, global = true, env = "CALLBRIDGE_CONFIG")]
     config: Option<PathBuf>,
+    /// The admin token `spool`, `dlq` and `reconcile` send to the running bridge's admin
+    /// listener (`Authorization: Bearer`). Default: the config's first `admin.tokens`.
+    #[arg(
+        long,
+        global = true,
+        env = "CALLBRIDGE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -98,7 +107,7 @@ enum Command {
         /// Print what would be published; publish nothing.
         #[arg(long)]
         dry_run: bool,
-        /// The bridge's base URL. Default: this config's listen port on 127.0.0.1.
+        /// The bridge's admin listener. Default: this config's `server.admin_listen`.
         #[arg(long)]
         url: Option<String>,
         /// When no bridge runs: run the pass in this process. Its ledger starts empty, so every
@@ -123,7 +132,7 @@ enum Command {
 #[derive(Subcommand)]
 enum SpoolAction {
     Status {
-        /// The bridge's base URL. Default: this config's listen port on 127.0.0.1.
+        /// The bridge's admin listener. Default: this config's `server.admin_listen`.
         #[arg(long)]
         url: Option<String>,
     },
@@ -131,11 +140,16 @@ enum SpoolAction {
 
 #[derive(Subcommand)]
 enum DlqAction {
+    /// Every dead letter (page by page from the bridge).
     List {
-        /// The bridge's base URL. Default: this config's listen port on 127.0.0.1.
+        /// Only this sink's dead letters.
+        #[arg(long)]
+        sink: Option<String>,
+        /// The bridge's admin listener. Default: this config's `server.admin_listen`.
         #[arg(long)]
         url: Option<String>,
     },
+    /// Dead letters back into their sinks' queues, once the cause is fixed.
     Redrive {
         /// Only this sink's dead letters.
         #[arg(long)]
@@ -143,6 +157,21 @@ enum DlqAction {
         /// Only this one (its `seq` in `dlq list`).
         #[arg(long)]
         seq: Option<u64>,
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Removes dead letters for good: of `--sink`, older than `--before`, or `--all`.
+    Purge {
+        /// Only this sink's dead letters.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only those that died before this: an RFC 3339 time (`2026-01-31T00:00:00Z`) or an
+        /// age (`7d`: dead for longer than seven days).
+        #[arg(long)]
+        before: Option<String>,
+        /// Every dead letter (needed when neither --sink nor --before is given).
+        #[arg(long)]
+        all: bool,
         #[arg(long)]
         url: Option<String>,
     },
@@ -247,15 +276,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve => serve(cli.config),
         Command::Spool {
             action: SpoolAction::Status { url },
-        } => spool_status(cli.config, url),
-        Command::Dlq { action } => dlq(cli.config, action),
+        } => spool_status(cli.config, cli.token, url),
+        Command::Dlq { action } => dlq(cli.config, cli.token, action),
         Command::Replay { from, to } => replay(cli.config, &from, &to),
         Command::Reconcile {
             since,
             dry_run,
             url,
             standalone,
-        } => reconcile(cli.config, since, dry_run, url, standalone),
+        } => reconcile(cli.config, cli.token, since, dry_run, url, standalone),
         Command::SendTest {
             url,
             api_key,
@@ -334,27 +363,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn spool_status(config: Option<PathBuf>, url: Option<String>) -> anyhow::Result<ExitCode> {
+/// The admin client for `url` (default: the config's admin listener) with the token given, or
+/// the config's first admin token.
+fn admin_client(
+    settings: &Settings,
+    token: Option<String>,
+    url: Option<String>,
+    timeout: Duration,
+) -> anyhow::Result<cli::AdminClient> {
+    let base = url.unwrap_or_else(|| cli::admin_base(settings));
+    let token = token.filter(|t| !t.is_empty()).or_else(|| {
+        settings
+            .admin
+            .tokens
+            .first()
+            .map(|t| t.expose_secret().to_string())
+    });
+    let cert = settings.server.tls.as_ref().map(|t| t.cert_file.as_path());
+    Ok(cli::AdminClient::new(&base, token, cert, timeout)?)
+}
+
+/// An admin route's answer; `Ok(None)` when no bridge listens there (the caller may then work
+/// on the spool's file itself).
+async fn ask(
+    admin: &cli::AdminClient,
+    req: reqwest::RequestBuilder,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    match req.send().await {
+        Ok(resp) => Ok(Some(
+            cli::admin_answer(resp)
+                .await
+                .with_context(|| format!("asking {}", admin.base))?,
+        )),
+        Err(e) if e.is_connect() => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("asking {}", admin.base))),
+    }
+}
+
+fn spool_status(
+    config: Option<PathBuf>,
+    token: Option<String>,
+    url: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let (settings, _, _) = Settings::load(config.as_deref())?;
     let Some(spool_settings) = settings.spool.clone() else {
         anyhow::bail!("this configuration has no `spool` section");
     };
-    let base = url.unwrap_or_else(|| {
-        let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
-        format!("http://127.0.0.1:{port}")
-    });
+    let admin = admin_client(&settings, token, url, Duration::from_secs(5))?;
     let rt = tokio::runtime::Runtime::new()?;
     // A running bridge holds the spool's file; it answers for it.
-    let from_bridge = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        let resp = client.get(format!("{base}/spool")).send().await?;
-        resp.error_for_status()?.json::<serde_json::Value>().await
-    });
+    let from_bridge =
+        rt.block_on(async { ask(&admin, admin.request(reqwest::Method::GET, "/spool")).await })?;
     let queues: Vec<serde_json::Value> = match from_bridge {
-        Ok(v) => v["sinks"].as_array().cloned().unwrap_or_default(),
-        Err(e) if e.is_connect() => {
+        Some(v) => v["sinks"].as_array().cloned().unwrap_or_default(),
+        None => {
             let spooling: Vec<String> = settings
                 .sinks
                 .iter()
@@ -369,54 +431,101 @@ fn spool_status(config: Option<PathBuf>, url: Option<String>) -> anyhow::Result<
                 .map(|q| serde_json::to_value(q).unwrap_or_default())
                 .collect()
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("asking {base}/spool"))),
     };
     println!(
-        "{:<24} {:>8} {:>12} {:>12} {:>8}",
-        "sink", "depth", "bytes", "oldest_s", "dead"
+        "{:<24} {:>8} {:>12} {:>12} {:>8} {:>10}",
+        "sink", "depth", "bytes", "oldest_s", "dead", "discarded"
     );
     for q in &queues {
         println!(
-            "{:<24} {:>8} {:>12} {:>12.1} {:>8}",
+            "{:<24} {:>8} {:>12} {:>12.1} {:>8} {:>10}",
             q["sink"].as_str().unwrap_or("?"),
             q["depth"].as_u64().unwrap_or(0),
             q["bytes"].as_u64().unwrap_or(0),
             q["oldest_age_secs"].as_f64().unwrap_or(0.0),
-            q["dead_letters"].as_u64().unwrap_or(0)
+            q["dead_letters"].as_u64().unwrap_or(0),
+            q["dead_letters_discarded"].as_u64().unwrap_or(0)
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `dlq list|redrive`: asks the running bridge (authenticated with the config's first
-/// credential), or works on the spool's file when no bridge answers.
-fn dlq(config: Option<PathBuf>, action: DlqAction) -> anyhow::Result<ExitCode> {
+/// `--before`: an RFC 3339 time, or an age (`7d`) counted back from now; Unix milliseconds.
+fn before_ms(before: &str) -> anyhow::Result<u64> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(before, &Rfc3339) {
+        let ms = t.unix_timestamp_nanos() / 1_000_000;
+        return Ok(u64::try_from(ms).unwrap_or(0));
+    }
+    let age = humantime::parse_duration(before).map_err(|e| {
+        anyhow::anyhow!("--before {before:?}: neither an RFC 3339 time nor an age like 7d ({e})")
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok(u64::try_from(now.saturating_sub(age).as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `dlq list|redrive|purge`: asks the running bridge's admin listener, or works on the
+/// spool's file when no bridge answers.
+fn dlq(
+    config: Option<PathBuf>,
+    token: Option<String>,
+    action: DlqAction,
+) -> anyhow::Result<ExitCode> {
     let (settings, _, _) = Settings::load(config.as_deref())?;
     let Some(spool_settings) = settings.spool.clone() else {
         anyhow::bail!("this configuration has no `spool` section");
     };
     let url = match &action {
-        DlqAction::List { url } | DlqAction::Redrive { url, .. } => url.clone(),
+        DlqAction::List { url, .. }
+        | DlqAction::Redrive { url, .. }
+        | DlqAction::Purge { url, .. } => url.clone(),
     };
-    let base = url.unwrap_or_else(|| {
-        let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
-        format!("http://127.0.0.1:{port}")
-    });
-    let auth = |req: reqwest::RequestBuilder| match (&settings.auth.api_keys, &settings.auth.bearer)
-    {
-        (Some(k), _) if !k.keys.is_empty() => {
-            req.header(k.header.as_str(), k.keys[0].expose_secret())
+    let purge = match &action {
+        DlqAction::Purge {
+            sink, before, all, ..
+        } => {
+            if sink.is_none() && before.is_none() && !all {
+                anyhow::bail!(
+                    "dlq purge removes dead letters for good: name --sink, --before, or --all"
+                );
+            }
+            Some(callbridge::spool::PurgeFilter {
+                sink: sink.clone(),
+                before_ms: before.as_deref().map(before_ms).transpose()?,
+            })
         }
-        (_, Some(b)) if !b.tokens.is_empty() => req.bearer_auth(b.tokens[0].expose_secret()),
-        _ => req,
+        _ => None,
     };
+    let admin = admin_client(&settings, token, url, Duration::from_secs(30))?;
     let rt = tokio::runtime::Runtime::new()?;
-    let from_bridge = rt.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()?;
-        let req = match &action {
-            DlqAction::List { .. } => client.get(format!("{base}/spool/dead")),
+    let from_bridge: Option<serde_json::Value> = rt.block_on(async {
+        match &action {
+            DlqAction::List { sink, .. } => {
+                // Page by page, to the end.
+                let mut all = Vec::new();
+                let mut after: Option<String> = None;
+                loop {
+                    let mut q: Vec<(&str, String)> = vec![("limit", "1000".into())];
+                    if let Some(s) = sink {
+                        q.push(("sink", s.clone()));
+                    }
+                    if let Some(a) = &after {
+                        q.push(("after", a.clone()));
+                    }
+                    let req = admin.request(reqwest::Method::GET, "/spool/dead").query(&q);
+                    let Some(page) = ask(&admin, req).await? else {
+                        return anyhow::Ok(None);
+                    };
+                    all.extend(page["dead_letters"].as_array().cloned().unwrap_or_default());
+                    match page["next"].as_str() {
+                        Some(n) => after = Some(n.to_string()),
+                        None => break,
+                    }
+                }
+                Ok(Some(serde_json::json!({ "dead_letters": all })))
+            }
             DlqAction::Redrive { sink, seq, .. } => {
                 let mut q: Vec<(&str, String)> = Vec::new();
                 if let Some(s) = sink {
@@ -425,30 +534,50 @@ fn dlq(config: Option<PathBuf>, action: DlqAction) -> anyhow::Result<ExitCode> {
                 if let Some(n) = seq {
                     q.push(("seq", n.to_string()));
                 }
-                client.post(format!("{base}/spool/redrive")).query(&q)
+                let req = admin
+                    .request(reqwest::Method::POST, "/spool/redrive")
+                    .query(&q);
+                ask(&admin, req).await
             }
-        };
-        auth(req)
-            .send()
-            .await?
-            .error_for_status()?
-            .json::<serde_json::Value>()
-            .await
-    });
+            DlqAction::Purge { .. } => {
+                let f = purge.clone().unwrap_or_default();
+                let mut q: Vec<(&str, String)> = Vec::new();
+                if let Some(s) = &f.sink {
+                    q.push(("sink", s.clone()));
+                }
+                if let Some(b) = f.before_ms {
+                    q.push(("before_ms", b.to_string()));
+                }
+                let req = admin
+                    .request(reqwest::Method::POST, "/spool/dead/purge")
+                    .query(&q);
+                ask(&admin, req).await
+            }
+        }
+    })?;
     let answer = match from_bridge {
-        Ok(v) => v,
-        Err(e) if e.is_connect() => {
+        Some(v) => v,
+        None => {
             let spool = callbridge::spool::Spool::open(&spool_settings)?;
             match &action {
-                DlqAction::List { .. } => {
-                    serde_json::json!({ "dead_letters": spool.dead_letters()? })
+                DlqAction::List { sink, .. } => {
+                    let dead: Vec<_> = spool
+                        .dead_letters()?
+                        .into_iter()
+                        .filter(|d| sink.as_deref().is_none_or(|s| s == d.sink))
+                        .collect();
+                    serde_json::json!({ "dead_letters": dead })
                 }
                 DlqAction::Redrive { sink, seq, .. } => {
                     serde_json::json!({ "redriven": spool.redrive(sink.as_deref(), *seq)? })
                 }
+                DlqAction::Purge { .. } => {
+                    let per_sink = spool.purge(&purge.clone().unwrap_or_default())?;
+                    let n: u64 = per_sink.iter().map(|(_, n)| n).sum();
+                    serde_json::json!({ "purged": n })
+                }
             }
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("asking {base}"))),
     };
     match action {
         DlqAction::List { .. } => {
@@ -473,6 +602,9 @@ fn dlq(config: Option<PathBuf>, action: DlqAction) -> anyhow::Result<ExitCode> {
         }
         DlqAction::Redrive { .. } => {
             println!("redriven: {}", answer["redriven"].as_u64().unwrap_or(0));
+        }
+        DlqAction::Purge { .. } => {
+            println!("purged: {}", answer["purged"].as_u64().unwrap_or(0));
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -528,10 +660,11 @@ fn replay(config: Option<PathBuf>, from: &std::path::Path, to: &str) -> anyhow::
     })
 }
 
-/// `reconcile`: a pass on the running bridge (`POST /reconcile`), or in this process with
-/// `--standalone`.
+/// `reconcile`: a pass on the running bridge (`POST /reconcile` on its admin listener), or
+/// in this process with `--standalone`.
 fn reconcile(
     config: Option<PathBuf>,
+    token: Option<String>,
     since: Option<Duration>,
     dry_run: bool,
     url: Option<String>,
@@ -546,40 +679,22 @@ fn reconcile(
     let report = if standalone {
         rt.block_on(reconcile_here(&settings, &r, lookback, dry_run))?
     } else {
-        let base = url.unwrap_or_else(|| {
-            let port = settings.server.listen.rsplit(':').next().unwrap_or("8080");
-            format!("http://127.0.0.1:{port}")
-        });
-        let answer = rt.block_on(async {
-            // A pass is paced by the API's rate limit: it may take minutes.
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(3600))
-                .build()?;
-            let mut req = client.post(format!("{base}/reconcile")).query(&[
-                ("since_secs", lookback.as_secs().to_string()),
-                ("dry_run", dry_run.to_string()),
-            ]);
-            req = match (&settings.auth.api_keys, &settings.auth.bearer) {
-                (Some(k), _) if !k.keys.is_empty() => {
-                    req.header(k.header.as_str(), k.keys[0].expose_secret())
-                }
-                (_, Some(b)) if !b.tokens.is_empty() => {
-                    req.bearer_auth(b.tokens[0].expose_secret())
-                }
-                _ => req,
-            };
-            req.send()
-                .await?
-                .error_for_status()?
-                .json::<callbridge::reconcile::PassReport>()
-                .await
-        });
+        // A pass is paced by the API's rate limit: it may take minutes.
+        let admin = admin_client(&settings, token, url, Duration::from_secs(3600))?;
+        let req = admin.request(reqwest::Method::POST, "/reconcile").query(&[
+            ("since_secs", lookback.as_secs().to_string()),
+            ("dry_run", dry_run.to_string()),
+        ]);
+        let answer = rt.block_on(ask(&admin, req))?;
         match answer {
-            Ok(report) => report,
-            Err(e) if e.is_connect() => anyhow::bail!(
-                "no bridge answered at {base}: a pass needs the running bridge's ledger to know                  what was delivered; --standalone runs it here with an empty ledger (every                  terminal call of the window is published again, with its same ids)"
+            Some(v) => serde_json::from_value::<callbridge::reconcile::PassReport>(v)
+                .with_context(|| format!("reading the report of {}/reconcile", admin.base))?,
+            None => anyhow::bail!(
+                "no bridge answered at {}: a pass needs the running bridge's ledger to know \
+                 what was delivered; --standalone runs it here with an empty ledger (every \
+                 terminal call of the window is published again, with its same ids)",
+                admin.base
             ),
-            Err(e) => return Err(anyhow::Error::new(e).context(format!("asking {base}/reconcile"))),
         }
     };
     print!("{}", cli::render_reconcile(&report));

@@ -46,6 +46,10 @@ pub struct Metrics {
     /// Events waiting in the spool, by sink, and the bytes they hold (all sinks).
     pub spool_depth: IntGaugeVec,
     pub spool_bytes: IntGauge,
+    /// Dead letters kept per sink, and those not kept because `spool.max_dead_letters` was
+    /// reached (since the start).
+    pub spool_dead_letters: IntGaugeVec,
+    pub spool_dead_letters_discarded: IntGaugeVec,
     /// Reconciliation (docs/reconcile.md): calls listed and judged, events published because
     /// their webhook never arrived (by kind), events it could not get confirmed, platform API
     /// errors (by reason), and when the last pass completed (Unix seconds).
@@ -174,6 +178,22 @@ impl Metrics {
             "Bytes of events held in the spool, all sinks (bounded by spool.max_bytes)",
         )
         .expect("valid metric");
+        let spool_dead_letters = IntGaugeVec::new(
+            Opts::new(
+                "callbridge_spool_dead_letters",
+                "Dead letters kept in the spool for a sink, one per event (bounded by spool.max_dead_letters)",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
+        let spool_dead_letters_discarded = IntGaugeVec::new(
+            Opts::new(
+                "callbridge_spool_dead_letters_discarded",
+                "Dead letters of a sink not kept since the start because spool.max_dead_letters was reached",
+            ),
+            &["sink"],
+        )
+        .expect("valid metric");
         let ledger_kv_claims = IntCounterVec::new(
             Opts::new(
                 "callbridge_ledger_kv_claims_total",
@@ -281,6 +301,8 @@ impl Metrics {
             Box::new(ledger_kv_seconds.clone()),
             Box::new(spool_depth.clone()),
             Box::new(spool_bytes.clone()),
+            Box::new(spool_dead_letters.clone()),
+            Box::new(spool_dead_letters_discarded.clone()),
             Box::new(ledger_entries.clone()),
             Box::new(ledger_evicted.clone()),
             Box::new(ledger_retention.clone()),
@@ -325,6 +347,8 @@ impl Metrics {
             build_info,
             spool_depth,
             spool_bytes,
+            spool_dead_letters,
+            spool_dead_letters_discarded,
             ledger_kv_claims,
             ledger_kv_conflicts,
             ledger_kv_takeovers,

@@ -189,6 +189,7 @@ mod tests {
             cert_file: a_cert,
             key_file: a_key,
             reload_secs: 1,
+            admin: false,
         };
         let (config, _) = server_config(&settings).unwrap();
         assert_eq!(config.alpn_protocols, vec![b"http/1.1".to_vec()]);

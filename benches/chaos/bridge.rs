@@ -19,6 +19,8 @@ pub struct Bridge {
     config: PathBuf,
     log: PathBuf,
     pub port: u16,
+    /// The admin listener's port (`/spool`).
+    pub admin_port: u16,
     child: Option<Child>,
     /// The running process's id (0 while none runs), read by the RSS sampler.
     pub pid: Arc<AtomicU32>,
@@ -26,7 +28,7 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    pub fn new(bin: &Path, dir: &Path, yaml: &str, port: u16) -> Result<Bridge> {
+    pub fn new(bin: &Path, dir: &Path, yaml: &str, port: u16, admin_port: u16) -> Result<Bridge> {
         let config = dir.join("callbridge.yaml");
         std::fs::write(&config, yaml)?;
         Ok(Bridge {
@@ -34,6 +36,7 @@ impl Bridge {
             config,
             log: dir.join("bridge.log"),
             port,
+            admin_port,
             child: None,
             pid: Arc::default(),
             client: reqwest::Client::builder()
@@ -93,7 +96,7 @@ impl Bridge {
     pub async fn spool_depth(&self) -> Option<u64> {
         let v: serde_json::Value = self
             .client
-            .get(format!("http://127.0.0.1:{}/spool", self.port))
+            .get(format!("http://127.0.0.1:{}/spool", self.admin_port))
             .send()
             .await
             .ok()?

@@ -21,7 +21,8 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-/// The events waiting in the spool for `sink`, from the bridge's /metrics.
+/// The events waiting in the spool for `sink`, from the bridge's /metrics (on its admin
+/// listener, `admin_port`).
 async fn depth(port: u16, sink: &str) -> Option<u64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -55,7 +56,7 @@ pub async fn scenario(
     let bridge = Bridge::start_with(bin, &top, &sinks)?;
     let acked = load_levels(o, bridge.port, "bridge-spool", &Acked::default(), points).await;
     let stats = bridge.stats();
-    let held = depth(bridge.port, "nats").await.unwrap_or(0);
+    let held = depth(bridge.admin_port, "nats").await.unwrap_or(0);
 
     // The broker comes up: the replayer drains the spool into the stream.
     let store = tempfile::tempdir()?;
@@ -81,7 +82,7 @@ pub async fn scenario(
     let drain_started = Instant::now();
     let limit = Duration::from_secs(900);
     loop {
-        if depth(bridge.port, "nats").await == Some(0) {
+        if depth(bridge.admin_port, "nats").await == Some(0) {
             break;
         }
         if drain_started.elapsed() > limit {
@@ -90,7 +91,7 @@ pub async fn scenario(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let drain = drain_started.elapsed();
-    let left = depth(bridge.port, "nats").await.unwrap_or(u64::MAX);
+    let left = depth(bridge.admin_port, "nats").await.unwrap_or(u64::MAX);
     bridge.stop();
     let count = nats_count(&url, &n.stream).await?;
     let _ = server.kill();

@@ -9,6 +9,7 @@
 //! with the sink (`crate::sinks::<kind>`). Every check reports through [`crate::validate::Issues`], a
 //! leaf module, so dependencies point one way: config → a sink's settings → validate.
 
+pub mod admin;
 pub mod env;
 pub mod reference;
 pub mod security;
@@ -79,6 +80,10 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Required: disabling authentication must be a visible decision (`auth: {mode: none}`).
     pub auth: AuthSettings,
+    /// The operator's credential for the admin listener (`server.admin_listen`); never a
+    /// webhook credential.
+    #[serde(default)]
+    pub admin: admin::AdminSettings,
     /// The CloudEvents envelope every event gets.
     #[serde(default)]
     pub event: EventSettings,
@@ -111,11 +116,13 @@ pub struct ServerSettings {
     /// configuration listens on 127.0.0.1 unless `CALLBRIDGE_LISTEN` says otherwise.
     #[serde(default = "default_listen")]
     pub listen: String,
-    /// A second listener (address and port) for `/metrics`, `/healthz`, `/readyz` and the
-    /// `/spool` endpoints; when set they are served there only, never through the webhook
-    /// listener (and so never through the ingress in front of it). Plain HTTP.
-    #[serde(default)]
-    pub admin_listen: Option<String>,
+    /// The admin listener (address and port): the operator routes (`/spool`, `/spool/dead`,
+    /// `/spool/redrive`, `/spool/dead/purge`, `/reconcile`) and `/metrics` are served here only,
+    /// never through the webhook listener (and so never through the ingress in front of it);
+    /// `/healthz` and `/readyz` are on both. A non-loopback address needs `admin.tokens`.
+    /// Plain HTTP unless `server.tls.admin`.
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
     /// The webhook path the sender is given.
     #[serde(default = "default_path")]
     pub path: String,
@@ -167,7 +174,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: default_listen(),
-            admin_listen: None,
+            admin_listen: default_admin_listen(),
             path: default_path(),
             extra_paths: Vec::new(),
             max_body_bytes: default_max_body_bytes(),
@@ -185,6 +192,9 @@ impl Default for ServerSettings {
 
 fn default_listen() -> String {
     "0.0.0.0:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".into()
 }
 fn default_path() -> String {
     "/callback".into()
@@ -497,16 +507,7 @@ impl Settings {
                 format!("expected host:port, got {:?}", s.listen),
             );
         }
-        if let Some(admin) = &s.admin_listen {
-            if admin.parse::<std::net::SocketAddr>().is_err() {
-                issues.error(
-                    "server.admin_listen",
-                    format!("expected host:port, got {admin:?}"),
-                );
-            } else if *admin == s.listen && !admin.ends_with(":0") {
-                issues.error("server.admin_listen", "must differ from server.listen");
-            }
-        }
+        self.validate_admin(issues);
         for (i, p) in std::iter::once(&s.path).chain(&s.extra_paths).enumerate() {
             let field = if i == 0 {
                 "server.path".to_string()
@@ -643,6 +644,56 @@ impl Settings {
                     "spool needs a top-level `spool: {path: ...}` section",
                 );
             }
+        }
+    }
+
+    /// The admin listener: its own address, and the credential it needs there.
+    fn validate_admin(&self, issues: &mut Issues) {
+        let s = &self.server;
+        let Ok(admin) = s.admin_listen.parse::<std::net::SocketAddr>() else {
+            issues.error(
+                "server.admin_listen",
+                format!("expected host:port, got {:?}", s.admin_listen),
+            );
+            return;
+        };
+        if let Ok(listen) = s.listen.parse::<std::net::SocketAddr>() {
+            // Two listeners on one port collide when their addresses overlap (equal, or either
+            // is the unspecified address); port 0 picks a free one each.
+            let overlap = admin.ip() == listen.ip()
+                || admin.ip().is_unspecified()
+                || listen.ip().is_unspecified();
+            if admin.port() != 0 && admin.port() == listen.port() && overlap {
+                issues.error(
+                    "server.admin_listen",
+                    format!(
+                        "{} and server.listen ({}) would share a port: give the admin listener \
+                         its own (the default is 127.0.0.1:9090)",
+                        s.admin_listen, s.listen
+                    ),
+                );
+            }
+        }
+        let mut webhook: Vec<&str> = Vec::new();
+        if let Some(k) = &self.auth.api_keys {
+            webhook.extend(k.keys.iter().map(|k| k.expose_secret()));
+        }
+        if let Some(b) = &self.auth.bearer {
+            webhook.extend(b.tokens.iter().map(|t| t.expose_secret()));
+        }
+        self.admin.validate(
+            &s.admin_listen,
+            admin.ip().is_loopback(),
+            &webhook,
+            DOCS_SAMPLE_API_KEY,
+            issues,
+        );
+        if s.tls.as_ref().is_some_and(|t| t.admin) && admin.ip().is_loopback() {
+            issues.warn(
+                "server.tls.admin",
+                "TLS on a loopback admin listener: the CLI then needs a certificate valid for \
+                 the address it connects to",
+            );
         }
     }
 

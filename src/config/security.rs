@@ -219,7 +219,7 @@ impl RateLimitSettings {
     }
 }
 
-/// TLS on the webhook listener (rustls). The files are read again when they change, as
+/// TLS on the webhook listener (rustls), and on the admin listener with `admin: true`. The files are read again when they change, as
 /// cert-manager rotates them, without a restart; a change that does not load (a half-written
 /// pair, a key that does not fit) keeps the previous certificate and is logged.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -232,6 +232,11 @@ pub struct TlsSettings {
     /// How often the files' modification times are checked, in seconds.
     #[serde(default = "default_tls_reload_secs")]
     pub reload_secs: u64,
+    /// Serve the admin listener (`server.admin_listen`) over TLS too, with this certificate;
+    /// `callbridge` commands then connect with `https`. Off: the admin listener is plain HTTP
+    /// (the usual setup with a loopback admin listener, or `kubectl port-forward`).
+    #[serde(default)]
+    pub admin: bool,
 }
 
 fn default_tls_reload_secs() -> u64 {
@@ -271,6 +276,7 @@ mod tests {
     #[test]
     fn a_signature_alone_is_enough_authentication_and_takes_defaults() {
         let yaml = "auth: {signature: {scheme: standard-webhooks, secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}\n\
+                    admin: {tokens: [an-admin-token-of-its-own]}\n\
                     sinks: [{name: a, type: file, path: /tmp/x}]";
         let (s, warnings) = Settings::from_yaml(yaml, "test", &Env::empty()).unwrap();
         let sig = s.auth.signature.unwrap();
@@ -326,7 +332,9 @@ mod tests {
             &errs("{listen: '0.0.0.0:9000', admin_listen: '0.0.0.0:9000'}"),
             &["server.admin_listen"],
         );
+        assert_paths(&errs("{listen: '0.0.0.0:9090'}"), &["server.admin_listen"]);
         assert!(errs("{admin_listen: '127.0.0.1:9090'}").is_empty());
+        assert!(errs("{listen: '10.0.0.1:9090', admin_listen: '127.0.0.1:9090'}").is_empty());
         assert_paths(
             &errs("{rate_limit: {requests: 0, period_secs: 0, burst: 0}}"),
             &[

@@ -16,9 +16,10 @@ use crate::event::EventSettings;
 use crate::validate::ConfigIssue;
 
 /// Top-level sections, and whether the file must have them.
-const SECTIONS: [(&str, bool); 9] = [
+const SECTIONS: [(&str, bool); 10] = [
     ("server", false),
     ("auth", true),
+    ("admin", false),
     ("event", false),
     ("idempotency", false),
     ("log", false),
@@ -58,6 +59,7 @@ pub(super) fn errors(raw: &Value, first: ConfigIssue) -> Vec<ConfigIssue> {
             Some(value) => match key {
                 "server" => check::<ServerSettings>(key, value, &mut out),
                 "auth" => check::<AuthSettings>(key, value, &mut out),
+                "admin" => check::<super::admin::AdminSettings>(key, value, &mut out),
                 "event" => check::<EventSettings>(key, value, &mut out),
                 "idempotency" => check::<IdempotencySettings>(key, value, &mut out),
                 "log" => check::<LogSettings>(key, value, &mut out),

@@ -70,6 +70,21 @@ pub enum ApiError {
     RateLimited(#[from] RateLimited),
     #[error("internal error while publishing: {0}")]
     Internal(String, u64),
+    /// Admin: a query parameter out of its bounds (the message names the bound).
+    #[error("{field}: {message}")]
+    InvalidParameter {
+        field: &'static str,
+        message: String,
+    },
+    /// Admin: a reconciliation pass is running; one at a time.
+    #[error("a reconciliation pass is running; try again when it has finished")]
+    ReconcileRunning,
+    /// Admin: the route needs a section this configuration does not have.
+    #[error("no `{0}` section in this configuration")]
+    NotConfigured(&'static str),
+    /// Admin: the spool could not do what was asked (the operator sees the cause).
+    #[error("spool: {}", crate::sinks::error_chain(.0))]
+    Spool(#[source] crate::spool::SpoolError),
 }
 
 #[derive(Serialize)]
@@ -98,6 +113,10 @@ impl ApiError {
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::RateLimited(_) => "rate_limited",
             ApiError::Internal(..) => "internal",
+            ApiError::InvalidParameter { .. } => "invalid_parameter",
+            ApiError::ReconcileRunning => "conflict",
+            ApiError::NotConfigured(_) => "not_configured",
+            ApiError::Spool(_) => "spool_unavailable",
         }
     }
 
@@ -141,7 +160,10 @@ impl ResponseError for ApiError {
             | ApiError::InvalidJson(_)
             | ApiError::InvalidPayload(_)
             | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::ReconcileRunning => StatusCode::CONFLICT,
+            ApiError::Spool(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotDelivered { .. }
@@ -160,6 +182,7 @@ impl ResponseError for ApiError {
             | ApiError::PayloadTooLarge { .. }
             | ApiError::EventTooLarge { .. } => Some("(body)"),
             ApiError::InvalidQuery(_) => Some("(query)"),
+            ApiError::InvalidParameter { field, .. } => Some(*field),
             _ => None,
         };
         let error = ErrorBody {

@@ -1,5 +1,6 @@
-//! The webhook handler and the small operational endpoints. The webhook's checks before the
-//! fan-out are its gates (gates.rs); what follows them here is the fan-out and the answer.
+//! The webhook handler and the probes (`/healthz`, `/readyz`; the operator routes are in
+//! `crate::admin`). The webhook's checks before the fan-out are its gates (gates.rs); what
+//! follows them here is the fan-out and the answer.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -30,8 +31,6 @@ pub struct AppState {
     pub retry_after_secs: u64,
     /// `log.redact_pii`: keep everything in `data` that is not an identifier out of logs.
     pub redact_pii: bool,
-    /// `reconcile` when configured: `POST /reconcile` runs a pass (`callbridge reconcile`).
-    pub reconciler: Option<Arc<crate::reconcile::Reconciler>>,
     /// Publishing runs on this runtime (where the broker clients live), as its own task, so a
     /// sender that hangs up mid-request cannot cancel a publish half-way.
     pub publisher: tokio::runtime::Handle,
@@ -184,12 +183,15 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Reads every sink's readiness and updates the `callbridge_sink_ready` gauge with it.
-fn refresh_readiness(state: &AppState) -> Vec<(&str, bool, bool)> {
-    let readiness = state.fanout.readiness();
+/// Reads every sink's readiness and updates the `callbridge_sink_ready` gauge with it (the
+/// probes here and the admin listener's `/metrics`).
+pub(crate) fn refresh_readiness<'a>(
+    fanout: &'a Fanout,
+    metrics: &Metrics,
+) -> Vec<(&'a str, bool, bool)> {
+    let readiness = fanout.readiness();
     for (name, _, ready) in &readiness {
-        state
-            .metrics
+        metrics
             .sink_ready
             .with_label_values(&[name])
             .set(i64::from(*ready));
@@ -197,161 +199,16 @@ fn refresh_readiness(state: &AppState) -> Vec<(&str, bool, bool)> {
     readiness
 }
 
-/// `GET /spool`: what waits in the spool per sink (depth, bytes, oldest age, dead letters), as
-/// `callbridge spool status` prints it; 404 when no spool is configured.
-pub async fn spool_status(state: web::Data<AppState>) -> HttpResponse {
-    let Some(spool) = state.fanout.spool().cloned() else {
-        return HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}));
-    };
-    let spooling: Vec<String> = state
-        .fanout
-        .sinks()
-        .iter()
-        .filter(|s| s.on_unavailable == crate::sinks::OnUnavailable::Spool)
-        .map(|s| s.name.clone())
-        .collect();
-    match tokio::task::spawn_blocking(move || spool.status_of(&spooling)).await {
-        Ok(Ok(queues)) => HttpResponse::Ok().json(serde_json::json!({ "sinks": queues })),
-        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"error": crate::sinks::error_chain(&e)})),
-        Err(e) => {
-            HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
-        }
-    }
-}
-
-/// `GET /spool/dead`: the dead letters (sink, seq, reason, call and event ids). Authenticated
-/// like a webhook: the reasons name destinations.
-pub async fn dead_letters(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    state.auth.check(req.headers())?;
-    // Signed like a webhook with an empty body.
-    state.auth.verify_signature(req.headers(), b"")?;
-    let Some(spool) = state.fanout.spool().cloned() else {
-        return Ok(
-            HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))
-        );
-    };
-    Ok(
-        match tokio::task::spawn_blocking(move || spool.dead_letters()).await {
-            Ok(Ok(dead)) => HttpResponse::Ok().json(serde_json::json!({ "dead_letters": dead })),
-            Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"error": crate::sinks::error_chain(&e)})),
-            Err(e) => {
-                HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
-            }
-        },
-    )
-}
-
-#[derive(serde::Deserialize)]
-pub struct RedriveQuery {
-    sink: Option<String>,
-    seq: Option<u64>,
-}
-
-/// `POST /spool/redrive?sink=S&seq=N`: dead letters back into their queues (authenticated).
-pub async fn redrive(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    query: web::Query<RedriveQuery>,
-) -> Result<HttpResponse, ApiError> {
-    state.auth.check(req.headers())?;
-    // Signed like a webhook with an empty body (its body is not read).
-    state.auth.verify_signature(req.headers(), b"")?;
-    let Some(spool) = state.fanout.spool().cloned() else {
-        return Ok(
-            HttpResponse::NotFound().json(serde_json::json!({"error": "no spool configured"}))
-        );
-    };
-    let RedriveQuery { sink, seq } = query.into_inner();
-    Ok(
-        match tokio::task::spawn_blocking(move || spool.redrive(sink.as_deref(), seq)).await {
-            Ok(Ok(n)) => HttpResponse::Ok().json(serde_json::json!({ "redriven": n })),
-            Ok(Err(e)) => HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({"error": crate::sinks::error_chain(&e)})),
-            Err(e) => {
-                HttpResponse::ServiceUnavailable().json(serde_json::json!({"error": e.to_string()}))
-            }
-        },
-    )
-}
-
-#[derive(Debug, serde::Deserialize)]
-pub struct ReconcileQuery {
-    /// How far back to look; default: the configured `lookback_secs`.
-    since_secs: Option<u64>,
-    #[serde(default)]
-    dry_run: bool,
-}
-
-/// `POST /reconcile`: one pass now, answered with its report (what `callbridge reconcile`
-/// prints). Authenticated like the webhooks: it publishes.
-pub async fn reconcile(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    query: web::Query<ReconcileQuery>,
-) -> Result<HttpResponse, ApiError> {
-    state.auth.check(req.headers())?;
-    let Some((reconciler, lookback)) = state.reconciler.clone().map(|r| {
-        let lookback = r.lookback();
-        (r, lookback)
-    }) else {
-        return Ok(HttpResponse::NotFound()
-            .json(json!({"error": "no `reconcile` section in this configuration"})));
-    };
-    let opts = crate::reconcile::PassOptions {
-        lookback: query
-            .since_secs
-            .map(Duration::from_secs)
-            .unwrap_or(lookback),
-        dry_run: query.dry_run,
-    };
-    // On the publishing runtime, as its own task: a client that hangs up cannot cancel a pass
-    // half-way through a publish.
-    let report = state
-        .publisher
-        .spawn(async move { reconciler.pass(opts).await })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string(), state.retry_after_secs))?;
-    Ok(HttpResponse::Ok().json(report))
-}
-
 /// `GET /readyz`: 200 when this process can answer a webhook 200 now, else 503; the body says
 /// why per sink (`crate::health`).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    refresh_readiness(&state);
+    refresh_readiness(&state.fanout, &state.metrics);
     let verdict = crate::health::readiness(&state.fanout).await;
     if verdict.ready {
         HttpResponse::Ok().json(verdict)
     } else {
         HttpResponse::ServiceUnavailable().json(verdict)
     }
-}
-
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    refresh_readiness(&state);
-    state.metrics.observe_ledger(state.fanout.ledger_stats());
-    if let Some(spool) = state.fanout.spool() {
-        state.metrics.spool_bytes.set(spool.bytes() as i64);
-        for sink in state.fanout.sinks() {
-            let depth = spool
-                .depths()
-                .into_iter()
-                .find(|(s, _)| *s == sink.name)
-                .map_or(0, |(_, d)| d);
-            state
-                .metrics
-                .spool_depth
-                .with_label_values(&[&sink.name])
-                .set(depth as i64);
-        }
-    }
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
 }
 
 pub async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -135,10 +135,35 @@ impl Reconciler {
     /// Runs one pass (waiting for one in progress to end first).
     pub async fn pass(&self, opts: PassOptions) -> PassReport {
         let _one_at_a_time = self.running.lock().await;
+        self.run(opts).await
+    }
+
+    /// Runs one pass now, or `None` at once when one is in progress (an operator's pass never
+    /// queues behind another: `POST /reconcile` answers 409).
+    pub async fn try_pass(&self, opts: PassOptions) -> Option<PassReport> {
+        let _one_at_a_time = self.running.try_lock().ok()?;
+        Some(self.run(opts).await)
+    }
+
+    /// The longest lookback a pass may be asked for: the ledger's window (the configured
+    /// `lookback_secs` is at most that). Beyond it delivered events are forgotten and would be
+    /// published again.
+    pub fn max_lookback(&self) -> Duration {
+        self.settings.ledger_window.max(self.settings.lookback)
+    }
+
+    async fn run(&self, opts: PassOptions) -> PassReport {
         let now = OffsetDateTime::now_utc();
-        let start = now - opts.lookback;
+        // Checked: a lookback past the calendar's start must not panic the pass.
+        let start = time::Duration::try_from(opts.lookback)
+            .ok()
+            .and_then(|d| now.checked_sub(d))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         // A call created later than this cannot have ended `settle` ago.
-        let end = now - self.settings.settle;
+        let end = time::Duration::try_from(self.settings.settle)
+            .ok()
+            .and_then(|d| now.checked_sub(d))
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let mut report = PassReport {
             dry_run: opts.dry_run,
             window_start: rfc3339(start),
@@ -922,6 +947,7 @@ mod tests {
         let spool = crate::spool::Spool::open(&crate::spool::settings::SpoolSettings {
             path: dir.path().join("spool.redb"),
             max_bytes: 1 << 20,
+            max_dead_letters: 10_000,
         })
         .unwrap();
         let s = setup_with(Family::Callback, Some(spool.clone()));

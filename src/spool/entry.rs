@@ -54,14 +54,32 @@ pub(crate) fn decode(seq: u64, raw: &[u8]) -> Option<Entry> {
     })
 }
 
-/// A dead-letter record as stored: the reason, when, and the entry's stored bytes.
-pub(crate) fn dead_record_bytes(reason: &str, raw: &[u8]) -> Vec<u8> {
+/// A dead-letter record as stored: the reason, when, the event's id, and the entry's stored
+/// bytes. The id is written beside the entry so the spool's bookkeeping (one dead letter per
+/// sink and event) reads it at open without decoding every entry.
+pub(crate) fn dead_record_bytes(reason: &str, event_id: &str, raw: &[u8]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "reason": reason,
         "dead_at_ms": now_ms(),
+        "event_id": event_id,
         "entry": hex::encode(raw),
     }))
     .unwrap_or_default()
+}
+
+/// What the bookkeeping needs of a dead-letter record: when it died and its event id (`None`
+/// in a record written before the id was stored beside the entry). Skips the entry's bytes.
+pub(crate) fn dead_record_head(record: &[u8]) -> (u64, Option<String>) {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(default)]
+        dead_at_ms: u64,
+        #[serde(default)]
+        event_id: Option<String>,
+    }
+    serde_json::from_slice::<Head>(record)
+        .map(|h| (h.dead_at_ms, h.event_id))
+        .unwrap_or((0, None))
 }
 
 /// A dead-letter record: (reason, dead at, the entry when it still decodes).
@@ -114,9 +132,12 @@ mod tests {
     #[test]
     fn a_dead_letter_record_keeps_the_reason_and_the_entry() {
         let raw = encode(5, "call-9", b"{}");
-        let (reason, at, entry) = dead_record(4, &dead_record_bytes("too large", &raw));
+        let record = dead_record_bytes("too large", "e-9", &raw);
+        let (reason, at, entry) = dead_record(4, &record);
         assert_eq!(reason, "too large");
         assert!(at > 0);
+        assert_eq!(dead_record_head(&record), (at, Some("e-9".to_string())));
+        assert_eq!(dead_record_head(b"{\"reason\": \"old\"}"), (0, None));
         let entry = entry.unwrap();
         assert_eq!((entry.seq, entry.call_id.as_str()), (4, "call-9"));
     }

@@ -22,6 +22,17 @@
 //!
 //! **Bounded.** `max_bytes` caps the events held (all sinks together); a full spool makes a
 //! spooling sink fail like `on_unavailable: fail` (503), never drop silently.
+//!
+//! **Dead letters, bounded too.** One dead letter per (sink, event id): a resent body or a
+//! second refusal of the same event adds nothing. `max_dead_letters` caps them (all sinks); at
+//! the cap the letters already kept stay and a new one is not kept — it is logged (sink, event
+//! and call id, reason) and counted per sink as `discarded`, which `/spool`, `spool status` and
+//! the metrics report, so the store never claims to hold what it dropped. An operator makes
+//! room with `callbridge dlq redrive` or `callbridge dlq purge`.
+//!
+//! **Counted, not scanned.** Depth, bytes and dead letters per sink are kept in memory (rebuilt
+//! from the file at open), so `/spool` costs one point read per sink (its oldest entry's age),
+//! never a scan of the tables.
 
 mod entry;
 mod layout;
@@ -44,7 +55,7 @@ use crate::sinks::Outgoing;
 use settings::SpoolSettings;
 
 pub use entry::Entry;
-use entry::{dead_record, dead_record_bytes, decode, encode, now_ms};
+use entry::{dead_record, dead_record_bytes, dead_record_head, decode, encode, now_ms};
 use store::{Redrive, SpoolStore, Table};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +68,10 @@ pub enum SpoolError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// `spool.max_dead_letters` reached: the dead letter is not kept (and is counted as
+    /// discarded).
+    #[error("the dead-letter store is full ({max} dead letters); purge or redrive some")]
+    DeadLettersFull { max: u64 },
     #[error("spool {what} failed")]
     Storage {
         what: &'static str,
@@ -85,6 +100,9 @@ pub struct SinkQueue {
     /// Age of the oldest waiting event, in seconds (0 when none waits).
     pub oldest_age_secs: f64,
     pub dead_letters: u64,
+    /// Dead letters not kept since the bridge started because `spool.max_dead_letters` was
+    /// reached (each one is in the log).
+    pub dead_letters_discarded: u64,
 }
 
 impl SinkQueue {
@@ -95,14 +113,57 @@ impl SinkQueue {
             bytes: 0,
             oldest_age_secs: 0.0,
             dead_letters: 0,
+            dead_letters_discarded: 0,
         }
     }
+}
+
+/// One page of dead letters, and where the next one starts (`None`: this was the last).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeadLetterPage {
+    pub dead_letters: Vec<DeadLetter>,
+    /// The cursor of the next page (`after=`): `<sink>:<seq>` of this page's last letter.
+    pub next: Option<String>,
+}
+
+/// Where a page of dead letters starts: after this (sink, seq).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadCursor {
+    pub sink: String,
+    pub seq: u64,
+}
+
+impl DeadCursor {
+    /// `<sink>:<seq>` (a sink name may hold `:`; the sequence is after the last one).
+    pub fn parse(s: &str) -> Option<DeadCursor> {
+        let (sink, seq) = s.rsplit_once(':')?;
+        Some(DeadCursor {
+            sink: sink.to_string(),
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for DeadCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.sink, self.seq)
+    }
+}
+
+/// Which dead letters `purge` removes: of one sink or all, and only those that died before a
+/// time, or all.
+#[derive(Debug, Clone, Default)]
+pub struct PurgeFilter {
+    pub sink: Option<String>,
+    /// Unix milliseconds: only letters that died strictly before this.
+    pub before_ms: Option<u64>,
 }
 
 pub struct Spool {
     store: Arc<dyn SpoolStore>,
     path: PathBuf,
     max_bytes: u64,
+    max_dead_letters: u64,
     next_seq: AtomicU64,
     state: Mutex<State>,
     /// Woken when an entry is appended for a sink (its replayer sleeps on it).
@@ -132,6 +193,14 @@ struct State {
     bytes: u64,
     /// Per sink: calls with entries waiting, and how many each.
     waiting: HashMap<String, HashMap<String, u32>>,
+    /// Per sink: waiting entries and their bytes.
+    queues: HashMap<String, (u64, u64)>,
+    /// Per sink: dead letters kept, and those discarded at the cap since the start.
+    dead: HashMap<String, (u64, u64)>,
+    /// Dead letters kept, all sinks (against `max_dead_letters`).
+    dead_total: u64,
+    /// (sink, event id) of every dead letter kept: one per event and sink.
+    dead_ids: std::collections::HashSet<(String, String)>,
 }
 
 impl State {
@@ -143,7 +212,64 @@ impl State {
             .or_default()
             .entry(call_id.to_string())
             .or_default() += 1;
+        let q = self.queues.entry(sink.to_string()).or_default();
+        q.0 += 1;
+        q.1 += size;
     }
+
+    /// Counts a dead letter of `sink` for `event_id` as kept.
+    fn add_dead(&mut self, sink: &str, event_id: &str) {
+        self.dead.entry(sink.to_string()).or_default().0 += 1;
+        self.dead_total += 1;
+        if !event_id.is_empty() {
+            self.dead_ids
+                .insert((sink.to_string(), event_id.to_string()));
+        }
+    }
+
+    fn remove_dead(&mut self, sink: &str, event_id: &str) {
+        if let Some(d) = self.dead.get_mut(sink) {
+            d.0 = d.0.saturating_sub(1);
+        }
+        self.dead_total = self.dead_total.saturating_sub(1);
+        self.dead_ids
+            .remove(&(sink.to_string(), event_id.to_string()));
+    }
+
+    fn discard_dead(&mut self, sink: &str) {
+        self.dead.entry(sink.to_string()).or_default().1 += 1;
+    }
+
+    /// Whether a new dead letter of `sink` for `event_id` is to be written: `Ok(false)` when
+    /// one is kept already, `Err` at the cap (counted as discarded). When `Ok(true)`, it is
+    /// counted as kept from now (undo with [`State::remove_dead`] if the write fails). An
+    /// entry without an event id (one that no longer decodes) is never taken for another.
+    fn reserve_dead(&mut self, sink: &str, event_id: &str, max: u64) -> Result<bool, SpoolError> {
+        if !event_id.is_empty()
+            && self
+                .dead_ids
+                .contains(&(sink.to_string(), event_id.to_string()))
+        {
+            return Ok(false);
+        }
+        if self.dead_total >= max {
+            self.discard_dead(sink);
+            return Err(SpoolError::DeadLettersFull { max });
+        }
+        self.add_dead(sink, event_id);
+        Ok(true)
+    }
+}
+
+/// The `id` of a stored event (CloudEvents structured JSON); empty when it has none.
+fn event_id_of(event: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_slice::<Id>(event)
+        .map(|i| i.id)
+        .unwrap_or_default()
 }
 
 fn task_failed(e: tokio::task::JoinError) -> SpoolError {
@@ -164,7 +290,12 @@ impl Spool {
             })?;
         }
         let store = redb_store::RedbStore::open(&settings.path)?;
-        Spool::with_store(Arc::new(store), settings.path.clone(), settings.max_bytes)
+        Spool::with_store(
+            Arc::new(store),
+            settings.path.clone(),
+            settings.max_bytes,
+            settings.max_dead_letters,
+        )
     }
 
     /// The spool over any backend (`path` only names it in logs and errors).
@@ -172,16 +303,23 @@ impl Spool {
         store: Arc<dyn SpoolStore>,
         path: PathBuf,
         max_bytes: u64,
+        max_dead_letters: u64,
     ) -> Result<Arc<Spool>, SpoolError> {
         let mut state = State::default();
         let last_seq = store.recover(&mut |sink, seq, raw| {
             let call_id = decode(seq, raw).map(|e| e.call_id).unwrap_or_default();
             state.add(sink, &call_id, raw.len() as u64);
         })?;
+        // Once at open: the dead letters' counts and ids (a file written before dead letters
+        // were deduplicated may hold copies; each is counted, the id once).
+        store.dead(&mut |sink, seq, record| {
+            state.add_dead(sink, &dead_letter_event_id(seq, record));
+        })?;
         Ok(Arc::new(Spool {
             store,
             path,
             max_bytes,
+            max_dead_letters,
             next_seq: AtomicU64::new(last_seq + 1),
             state: Mutex::new(state),
             appended: Mutex::new(HashMap::new()),
@@ -248,6 +386,10 @@ impl Spool {
         if size > 0 {
             self.refused_full.store(false, Ordering::Relaxed);
         }
+        if let Some(q) = st.queues.get_mut(sink) {
+            q.0 = q.0.saturating_sub(1);
+            q.1 = q.1.saturating_sub(size);
+        }
         if let Some(calls) = st.waiting.get_mut(sink) {
             if let Some(n) = calls.get_mut(call_id) {
                 *n -= 1;
@@ -275,18 +417,50 @@ impl Spool {
         Ok(())
     }
 
-    /// Moves an entry no retry can deliver to the dead-letter table, with the reason.
+    /// Moves an entry no retry can deliver to the dead-letter table, with the reason. When a
+    /// dead letter of this event and sink is kept already, the entry is only removed; at
+    /// `max_dead_letters` it is removed and not kept (logged with its ids, counted as
+    /// discarded): a queue is never blocked by a full dead-letter store.
     pub async fn dead_letter(
         &self,
         sink: &str,
         entry: &Entry,
         reason: &str,
     ) -> Result<(), SpoolError> {
-        let reason = reason.to_string();
-        let record = Box::new(move |raw: &[u8]| dead_record_bytes(&reason, raw));
-        let size = self.store.take_out(sink, entry.seq, Some(record)).await?;
-        self.forget(sink, &entry.call_id, size);
-        Ok(())
+        let event_id = event_id_of(&entry.event);
+        let keep = match self
+            .state()
+            .reserve_dead(sink, &event_id, self.max_dead_letters)
+        {
+            Ok(keep) => keep,
+            Err(_) => {
+                tracing::error!(
+                    sink,
+                    event_id = %event_id,
+                    call_id = %entry.call_id,
+                    reason,
+                    max_dead_letters = self.max_dead_letters,
+                    "dead-letter store full: the refused event is not kept (purge or redrive dead letters)"
+                );
+                false
+            }
+        };
+        let record: Option<store::DeadRecord> = keep.then(|| {
+            let (reason, id) = (reason.to_string(), event_id.clone());
+            Box::new(move |raw: &[u8]| dead_record_bytes(&reason, &id, raw)) as store::DeadRecord
+        });
+        match self.store.take_out(sink, entry.seq, record).await {
+            Ok(size) => {
+                self.forget(sink, &entry.call_id, size);
+                Ok(())
+            }
+            Err(e) => {
+                if keep {
+                    self.state().remove_dead(sink, &event_id);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Depth, bytes, oldest age and dead letters of each of `sinks` (zeros when nothing is
@@ -304,28 +478,59 @@ impl Spool {
         Ok(out)
     }
 
-    /// Depth, bytes, oldest age and dead letters of every sink with anything spooled. Blocking.
+    /// Depth, bytes, oldest age and dead letters of every sink with anything spooled, from the
+    /// counters (one point read per sink with entries waiting, for its oldest one's age).
+    /// Blocking.
     pub fn status(&self) -> Result<Vec<SinkQueue>, SpoolError> {
+        let mut out: Vec<SinkQueue> = {
+            let st = self.state();
+            let mut sinks: Vec<&String> = st
+                .queues
+                .iter()
+                .filter(|(_, q)| q.0 > 0)
+                .map(|(s, _)| s)
+                .chain(
+                    st.dead
+                        .iter()
+                        .filter(|(_, d)| d.0 > 0 || d.1 > 0)
+                        .map(|(s, _)| s),
+                )
+                .collect();
+            sinks.sort();
+            sinks.dedup();
+            sinks
+                .into_iter()
+                .map(|sink| {
+                    let (depth, bytes) = st.queues.get(sink).copied().unwrap_or_default();
+                    let (dead, discarded) = st.dead.get(sink).copied().unwrap_or_default();
+                    SinkQueue {
+                        sink: sink.clone(),
+                        depth,
+                        bytes,
+                        oldest_age_secs: 0.0,
+                        dead_letters: dead,
+                        dead_letters_discarded: discarded,
+                    }
+                })
+                .collect()
+        };
         let now = now_ms();
-        Ok(self
-            .store
-            .tally()?
-            .into_iter()
-            .map(|(sink, t)| {
-                let at = t
-                    .oldest
-                    .as_deref()
-                    .and_then(|raw| decode(0, raw))
-                    .map_or(now, |e| e.spooled_at_ms);
-                SinkQueue {
-                    oldest_age_secs: Duration::from_millis(now.saturating_sub(at)).as_secs_f64(),
-                    depth: t.depth,
-                    bytes: t.bytes,
-                    dead_letters: t.dead,
-                    sink,
-                }
-            })
-            .collect())
+        for q in out.iter_mut().filter(|q| q.depth > 0) {
+            if let Some((seq, raw)) = self.store.oldest(&q.sink)? {
+                let at = decode(seq, &raw).map_or(now, |e| e.spooled_at_ms);
+                q.oldest_age_secs = Duration::from_millis(now.saturating_sub(at)).as_secs_f64();
+            }
+        }
+        Ok(out)
+    }
+
+    /// Dead letters kept, and discarded at the cap since the start, per sink (from memory).
+    pub fn dead_counts(&self) -> Vec<(String, u64, u64)> {
+        self.state()
+            .dead
+            .iter()
+            .map(|(sink, (kept, discarded))| (sink.clone(), *kept, *discarded))
+            .collect()
     }
 
     /// Events waiting per sink (from memory: no storage read), for the metrics.
@@ -339,35 +544,106 @@ impl Spool {
 
     /// Keeps an event no sink was given straight in the dead-letter store (an event too large
     /// for a required sink, answered 413): an operator can raise the limit and redrive it.
+    /// One dead letter per (sink, event id): a resent event already kept is not stored again.
+    /// At `max_dead_letters` it is not kept: [`SpoolError::DeadLettersFull`] (counted as
+    /// discarded).
     pub async fn bury(&self, sink: &str, out: &Outgoing, reason: &str) -> Result<(), SpoolError> {
         let raw = encode(now_ms(), &out.event.subject, &out.structured);
+        let event_id = out.event.id.as_str();
         let written = {
-            let _order = self.state();
+            let mut st = self.state();
+            if !st.reserve_dead(sink, event_id, self.max_dead_letters)? {
+                return Ok(());
+            }
             let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-            self.store
-                .write(Table::Dead, sink, seq, dead_record_bytes(reason, &raw))
+            self.store.write(
+                Table::Dead,
+                sink,
+                seq,
+                dead_record_bytes(reason, event_id, &raw),
+            )
         };
-        written.await
+        let result = written.await;
+        if result.is_err() {
+            self.state().remove_dead(sink, event_id);
+        }
+        result
+    }
+
+    /// A page of dead letters, by sink then sequence: at most `limit`, after `after`, of
+    /// `sink` only when given. Blocking.
+    pub fn dead_letter_page(
+        &self,
+        sink: Option<&str>,
+        after: Option<&DeadCursor>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, SpoolError> {
+        let mut out = Vec::new();
+        let mut more = false;
+        use std::ops::Bound;
+        let start = match (after, sink) {
+            (Some(c), Some(s)) if c.sink.as_str() < s => Bound::Included((s, 0)),
+            (Some(c), _) => Bound::Excluded((c.sink.as_str(), c.seq)),
+            (None, Some(s)) => Bound::Included((s, 0)),
+            (None, None) => Bound::Unbounded,
+        };
+        self.store.dead_from(start, &mut |s, seq, record| {
+            if sink.is_some_and(|want| want != s) {
+                return false;
+            }
+            if out.len() == limit {
+                more = true;
+                return false;
+            }
+            out.push(dead_letter_of(s, seq, record));
+            true
+        })?;
+        let next = more
+            .then(|| out.last())
+            .flatten()
+            .map(|d| DeadCursor {
+                sink: d.sink.clone(),
+                seq: d.seq,
+            })
+            .map(|c| c.to_string());
+        Ok(DeadLetterPage {
+            dead_letters: out,
+            next,
+        })
+    }
+
+    /// Removes the dead letters `filter` picks, in one durable commit; returns how many, per
+    /// sink. Blocking.
+    pub fn purge(&self, filter: &PurgeFilter) -> Result<Vec<(String, u64)>, SpoolError> {
+        let mut ids: Vec<(String, String)> = Vec::new();
+        self.store.purge(&mut |s, seq, record| {
+            if filter.sink.as_deref().is_some_and(|want| want != s) {
+                return false;
+            }
+            let (at, _) = dead_record_head(record);
+            if filter.before_ms.is_some_and(|before| at >= before) {
+                return false;
+            }
+            ids.push((s.to_string(), dead_letter_event_id(seq, record)));
+            true
+        })?;
+        let mut per_sink: Vec<(String, u64)> = Vec::new();
+        let mut st = self.state();
+        for (s, id) in &ids {
+            st.remove_dead(s, id);
+            match per_sink.iter_mut().find(|(n, _)| n == s) {
+                Some((_, n)) => *n += 1,
+                None => per_sink.push((s.clone(), 1)),
+            }
+        }
+        Ok(per_sink)
     }
 
     /// Every dead letter, oldest first per sink. Blocking.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, SpoolError> {
         let mut out = Vec::new();
         self.store.dead(&mut |sink, seq, record| {
-            let (reason, at, entry) = dead_record(seq, record);
-            let event_id = entry
-                .as_ref()
-                .and_then(|e| serde_json::from_slice::<serde_json::Value>(&e.event).ok())
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-                .unwrap_or_default();
-            out.push(DeadLetter {
-                sink: sink.to_string(),
-                seq,
-                reason,
-                dead_at_ms: at,
-                call_id: entry.map(|e| e.call_id).unwrap_or_default(),
-                event_id,
-            });
+            out.push(dead_letter_of(sink, seq, record));
         })?;
         Ok(out)
     }
@@ -376,7 +652,7 @@ impl Spool {
     /// behind what waits there, once the cause is fixed. Returns how many; stops early, with
     /// [`SpoolError::Full`], when the spool has no room for the next one. Blocking.
     pub fn redrive(&self, sink: Option<&str>, seq: Option<u64>) -> Result<u64, SpoolError> {
-        let mut moved: Vec<(String, String, u64)> = Vec::new();
+        let mut moved: Vec<(String, String, u64, String)> = Vec::new();
         let mut full = None;
         let mut held = self.state().bytes;
         self.store.redrive(&mut |s, q, record| {
@@ -396,7 +672,8 @@ impl Spool {
                 return Redrive::Stop;
             }
             held += raw.len() as u64;
-            moved.push((s.to_string(), entry.call_id, raw.len() as u64));
+            let id = event_id_of(&entry.event);
+            moved.push((s.to_string(), entry.call_id, raw.len() as u64, id));
             Redrive::Move {
                 seq: self.next_seq.fetch_add(1, Ordering::Relaxed),
                 entry: raw,
@@ -404,11 +681,12 @@ impl Spool {
         })?;
         {
             let mut st = self.state();
-            for (s, call_id, size) in &moved {
+            for (s, call_id, size, id) in &moved {
                 st.add(s, call_id, *size);
+                st.remove_dead(s, id);
             }
         }
-        for (s, _, _) in &moved {
+        for (s, _, _, _) in &moved {
             self.appended(s).notify_one();
         }
         match full {
@@ -452,6 +730,35 @@ impl Spool {
                 ),
             },
         }
+    }
+}
+
+/// The event id of a stored dead-letter record: read beside the entry, or (a record written
+/// before the id was stored there) decoded from the entry.
+fn dead_letter_event_id(seq: u64, record: &[u8]) -> String {
+    match dead_record_head(record) {
+        (_, Some(id)) => id,
+        (_, None) => dead_record(seq, record)
+            .2
+            .map(|e| event_id_of(&e.event))
+            .unwrap_or_default(),
+    }
+}
+
+/// A stored dead-letter record as listed.
+fn dead_letter_of(sink: &str, seq: u64, record: &[u8]) -> DeadLetter {
+    let (reason, at, entry) = dead_record(seq, record);
+    let event_id = entry
+        .as_ref()
+        .map(|e| event_id_of(&e.event))
+        .unwrap_or_default();
+    DeadLetter {
+        sink: sink.to_string(),
+        seq,
+        reason,
+        dead_at_ms: at,
+        call_id: entry.map(|e| e.call_id).unwrap_or_default(),
+        event_id,
     }
 }
 

@@ -522,6 +522,48 @@ impl SpoolStore for RedbStore {
         })
     }
 
+    fn dead_from(
+        &self,
+        start: std::ops::Bound<(&str, u64)>,
+        each: &mut dyn FnMut(&str, u64, &[u8]) -> bool,
+    ) -> Result<(), SpoolError> {
+        self.reading(|db| {
+            let txn = db.begin_read().map_err(|e| failed("read", e))?;
+            let dead = txn.open_table(DEAD).map_err(|e| failed("read", e))?;
+            let range = (start, std::ops::Bound::<(&str, u64)>::Unbounded);
+            for row in dead.range(range).map_err(|e| failed("read", e))? {
+                let (k, v) = row.map_err(|e| failed("read", e))?;
+                let (sink, seq) = k.value();
+                if !each(sink, seq, v.value()) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn purge(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> bool) -> Result<(), SpoolError> {
+        self.reading(|db| {
+            let txn = db.begin_write().map_err(|e| failed("purge", e))?;
+            {
+                let mut dead = txn.open_table(DEAD).map_err(|e| failed("purge", e))?;
+                let mut gone: Vec<(String, u64)> = Vec::new();
+                for row in dead.iter().map_err(|e| failed("purge", e))? {
+                    let (k, v) = row.map_err(|e| failed("purge", e))?;
+                    let (sink, seq) = k.value();
+                    if pick(sink, seq, v.value()) {
+                        gone.push((sink.to_string(), seq));
+                    }
+                }
+                for (sink, seq) in gone {
+                    dead.remove((sink.as_str(), seq))
+                        .map_err(|e| failed("purge", e))?;
+                }
+            }
+            txn.commit().map_err(|e| failed("commit", e))
+        })
+    }
+
     fn redrive(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> Redrive) -> Result<(), SpoolError> {
         self.reading(|db| {
             let txn = db.begin_write().map_err(|e| failed("redrive", e))?;

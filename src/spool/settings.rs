@@ -18,10 +18,21 @@ pub struct SpoolSettings {
     /// (503) like `on_unavailable: fail`. Never unbounded disk, never a silent drop.
     #[serde(default = "default_spool_max_bytes")]
     pub max_bytes: u64,
+    /// Most dead letters kept (all sinks together), one per event and sink. At the cap the
+    /// letters kept stay and a new one is not kept: it is logged and counted as discarded
+    /// (`callbridge spool status`, `callbridge_spool_dead_letters_discarded`). Make room with
+    /// `callbridge dlq redrive` or `callbridge dlq purge`.
+    #[serde(default = "default_max_dead_letters")]
+    pub max_dead_letters: u64,
 }
 
 fn default_spool_max_bytes() -> u64 {
     1 << 30
+}
+/// Ten thousand: at a few KiB each, tens of MiB of disk outside `max_bytes`, and a listing an
+/// operator can still page through.
+fn default_max_dead_letters() -> u64 {
+    10_000
 }
 
 impl SpoolSettings {
@@ -32,6 +43,9 @@ impl SpoolSettings {
         }
         if self.max_bytes == 0 {
             issues.error("spool.max_bytes", "must be greater than 0");
+        }
+        if self.max_dead_letters == 0 {
+            issues.error("spool.max_dead_letters", "must be greater than 0");
         }
     }
 }

@@ -75,6 +75,17 @@ pub trait SpoolStore: Send + Sync {
     /// Blocking.
     fn dead(&self, each: &mut dyn FnMut(&str, u64, &[u8])) -> Result<(), SpoolError>;
 
+    /// Calls `each` with the dead letters from `start` on, by sink then sequence, until it
+    /// returns `false`. Blocking.
+    fn dead_from(
+        &self,
+        start: std::ops::Bound<(&str, u64)>,
+        each: &mut dyn FnMut(&str, u64, &[u8]) -> bool,
+    ) -> Result<(), SpoolError>;
+
+    /// Removes, in one durable commit, every dead letter `pick` returns `true` for. Blocking.
+    fn purge(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> bool) -> Result<(), SpoolError>;
+
     /// Offers every dead letter to `pick`, in the order of [`SpoolStore::dead`], and applies
     /// the moves it asks for in one durable commit. Blocking.
     fn redrive(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> Redrive) -> Result<(), SpoolError>;

@@ -15,6 +15,7 @@ fn settings(dir: &tempfile::TempDir, max_bytes: u64) -> SpoolSettings {
     SpoolSettings {
         path: dir.path().join("spool.redb"),
         max_bytes,
+        max_dead_letters: 10_000,
     }
 }
 
@@ -338,6 +339,16 @@ impl SpoolStore for Unwritable {
     fn dead(&self, each: &mut dyn FnMut(&str, u64, &[u8])) -> Result<(), SpoolError> {
         self.0.dead(each)
     }
+    fn dead_from(
+        &self,
+        start: std::ops::Bound<(&str, u64)>,
+        each: &mut dyn FnMut(&str, u64, &[u8]) -> bool,
+    ) -> Result<(), SpoolError> {
+        self.0.dead_from(start, each)
+    }
+    fn purge(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> bool) -> Result<(), SpoolError> {
+        self.0.purge(pick)
+    }
     fn redrive(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> Redrive) -> Result<(), SpoolError> {
         self.0.redrive(pick)
     }
@@ -354,7 +365,8 @@ fn read_only() -> SpoolError {
 async fn health_is_unwritable_when_the_backend_cannot_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = redb_store::RedbStore::open(&dir.path().join("spool.redb")).unwrap();
-    let spool = Spool::with_store(Arc::new(Unwritable(store)), dir.path().into(), 1 << 20).unwrap();
+    let spool =
+        Spool::with_store(Arc::new(Unwritable(store)), dir.path().into(), 1 << 20, 10).unwrap();
     match spool.health().await {
         SpoolHealth::Unwritable { error } => {
             assert!(error.contains("spool write failed"), "{error}")
@@ -372,4 +384,189 @@ async fn the_probe_is_a_durable_commit() {
     store.probe().await.unwrap();
     store.probe().await.unwrap();
     assert_eq!(store.commits(), before + 2);
+}
+
+fn open_capped(dir: &tempfile::TempDir, max_dead_letters: u64) -> Arc<Spool> {
+    Spool::open(&SpoolSettings {
+        path: dir.path().join("spool.redb"),
+        max_bytes: 1 << 20,
+        max_dead_letters,
+    })
+    .expect("spool opens")
+}
+
+/// One dead letter per (sink, event id), whichever way it dies (buried at once, or refused
+/// when replayed); at the cap a new one is not kept and is counted as discarded, and a
+/// queue is never blocked by it; the counts survive a restart.
+#[tokio::test]
+async fn dead_letters_are_one_per_event_and_sink_and_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let spool = open_capped(&dir, 3);
+        let a = event("e-a", "call-a");
+        for _ in 0..3 {
+            spool.bury("s", &a, "too large").await.unwrap();
+        }
+        spool.bury("t", &a, "too large").await.unwrap();
+        // The same event spooled and then refused on replay: no second letter for `s`.
+        spool.append("s", &a).await.unwrap();
+        let head = spool.oldest("s").await.unwrap().unwrap();
+        spool.dead_letter("s", &head, "unroutable").await.unwrap();
+        assert_eq!(spool.bytes(), 0, "the entry left the queue");
+        assert_eq!(spool.dead_letters().unwrap().len(), 2);
+
+        spool
+            .bury("s", &event("e-b", "call-b"), "too large")
+            .await
+            .unwrap();
+        assert!(matches!(
+            spool.bury("s", &event("e-c", "call-c"), "too large").await,
+            Err(SpoolError::DeadLettersFull { max: 3 })
+        ));
+        // Refused on replay at the cap: removed from the queue (never blocking it), not kept.
+        let d = event("e-d", "call-d");
+        spool.append("t", &d).await.unwrap();
+        let head = spool.oldest("t").await.unwrap().unwrap();
+        spool.dead_letter("t", &head, "unroutable").await.unwrap();
+        assert!(spool.oldest("t").await.unwrap().is_none());
+        assert_eq!(spool.dead_letters().unwrap().len(), 3);
+        let mut counts = spool.dead_counts();
+        counts.sort();
+        assert_eq!(
+            counts,
+            vec![("s".to_string(), 2, 1), ("t".to_string(), 1, 1)]
+        );
+        let status = spool.status().unwrap();
+        assert_eq!(
+            status
+                .iter()
+                .map(|q| (q.sink.as_str(), q.dead_letters, q.dead_letters_discarded))
+                .collect::<Vec<_>>(),
+            vec![("s", 2, 1), ("t", 1, 1)]
+        );
+    }
+    let spool = open_capped(&dir, 3);
+    let mut counts = spool.dead_counts();
+    counts.sort();
+    assert_eq!(
+        counts,
+        vec![("s".to_string(), 2, 0), ("t".to_string(), 1, 0)],
+        "kept ones counted from the file; discarded ones were this run's"
+    );
+    // Still deduplicated after the restart.
+    spool
+        .bury("s", &event("e-a", "call-a"), "again")
+        .await
+        .unwrap();
+    assert_eq!(spool.dead_letters().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_page_by_page_and_purged_by_sink_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir, 1 << 20);
+    for (sink, id) in [("a", "1"), ("a", "2"), ("b", "3"), ("b", "4"), ("c", "5")] {
+        spool
+            .bury(sink, &event(&format!("e-{id}"), "call"), "too large")
+            .await
+            .unwrap();
+    }
+    let ids = |p: &DeadLetterPage| {
+        p.dead_letters
+            .iter()
+            .map(|d| d.event_id.clone())
+            .collect::<Vec<_>>()
+    };
+    let p1 = spool.dead_letter_page(None, None, 2).unwrap();
+    assert_eq!(ids(&p1), ["e-1", "e-2"]);
+    let c1 = DeadCursor::parse(p1.next.as_deref().unwrap()).unwrap();
+    let p2 = spool.dead_letter_page(None, Some(&c1), 2).unwrap();
+    assert_eq!(ids(&p2), ["e-3", "e-4"]);
+    let c2 = DeadCursor::parse(p2.next.as_deref().unwrap()).unwrap();
+    let p3 = spool.dead_letter_page(None, Some(&c2), 2).unwrap();
+    assert_eq!((ids(&p3), p3.next), (vec!["e-5".to_string()], None));
+    let only_b = spool.dead_letter_page(Some("b"), None, 10).unwrap();
+    assert_eq!(
+        (ids(&only_b), only_b.next),
+        (vec!["e-3".into(), "e-4".into()], None)
+    );
+    let b_after_a = spool.dead_letter_page(Some("b"), Some(&c1), 1).unwrap();
+    assert_eq!(
+        ids(&b_after_a),
+        ["e-3"],
+        "a cursor of an earlier sink starts at b's first"
+    );
+    assert_eq!(
+        DeadCursor::parse("sink:with:colons:7"),
+        Some(DeadCursor {
+            sink: "sink:with:colons".into(),
+            seq: 7
+        })
+    );
+    assert_eq!(DeadCursor::parse("no-seq"), None);
+
+    let long_ago = PurgeFilter {
+        sink: None,
+        before_ms: Some(1),
+    };
+    assert!(spool.purge(&long_ago).unwrap().is_empty());
+    let b = PurgeFilter {
+        sink: Some("b".into()),
+        before_ms: None,
+    };
+    assert_eq!(spool.purge(&b).unwrap(), vec![("b".to_string(), 2)]);
+    assert_eq!(spool.dead_letters().unwrap().len(), 3);
+    // A purged event can be kept again.
+    spool
+        .bury("b", &event("e-3", "call"), "again")
+        .await
+        .unwrap();
+    let all = PurgeFilter {
+        sink: None,
+        before_ms: Some(u64::MAX),
+    };
+    let mut purged = spool.purge(&all).unwrap();
+    purged.sort();
+    assert_eq!(
+        purged,
+        vec![
+            ("a".to_string(), 2),
+            ("b".to_string(), 1),
+            ("c".to_string(), 1)
+        ]
+    );
+    assert!(spool.dead_letters().unwrap().is_empty());
+    assert!(spool.dead_counts().iter().all(|(_, kept, _)| *kept == 0));
+}
+
+/// A dead letter written before the event id was stored beside the entry is still found by
+/// its id at open (decoded from the entry), so it is not kept twice.
+#[tokio::test]
+async fn a_dead_letter_of_the_earlier_form_is_deduplicated_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.redb");
+    let a = event("e-old", "call-old");
+    {
+        let store = redb_store::RedbStore::open(&path).unwrap();
+        let legacy = serde_json::to_vec(&serde_json::json!({
+            "reason": "too large",
+            "dead_at_ms": 1,
+            "entry": hex::encode(encode(1, "call-old", &a.structured)),
+        }))
+        .unwrap();
+        store.write(Table::Dead, "s", 7, legacy).await.unwrap();
+    }
+    let spool = open(&dir, 1 << 20);
+    assert_eq!(spool.dead_counts(), vec![("s".to_string(), 1, 0)]);
+    spool.bury("s", &a, "too large again").await.unwrap();
+    let dead = spool.dead_letters().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0].seq, dead[0].event_id.as_str()), (7, "e-old"));
+    let purged = spool
+        .purge(&PurgeFilter {
+            sink: None,
+            before_ms: Some(2),
+        })
+        .unwrap();
+    assert_eq!(purged, vec![("s".to_string(), 1)], "died at 1 ms, before 2");
 }

@@ -552,6 +552,7 @@ async fn a_calls_events_queue_behind_its_spooled_ones_and_nothing_is_published_t
     let spool = callbridge::spool::Spool::open(&callbridge::config::SpoolSettings {
         path: dir.path().join("spool.redb"),
         max_bytes: 1 << 20,
+        max_dead_letters: 10_000,
     })
     .unwrap();
     let gate = Gate::new();
@@ -641,6 +642,7 @@ async fn a_permanently_refused_spooled_event_is_dead_lettered_and_the_queue_move
     let spool = callbridge::spool::Spool::open(&callbridge::config::SpoolSettings {
         path: dir.path().join("spool.redb"),
         max_bytes: 1 << 20,
+        max_dead_letters: 10_000,
     })
     .unwrap();
     let sink = Arc::new(Refuses {
@@ -731,6 +733,7 @@ async fn an_event_too_large_is_kept_as_a_dead_letter_and_can_be_redriven() {
     let spool = callbridge::spool::Spool::open(&callbridge::config::SpoolSettings {
         path: dir.path().join("spool.redb"),
         max_bytes: 1 << 20,
+        max_dead_letters: 10_000,
     })
     .unwrap();
     let small = Arc::new(Limited {

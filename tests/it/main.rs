@@ -8,6 +8,7 @@
 
 mod common;
 
+mod admin;
 mod agent_events;
 mod cli;
 mod delivery;

@@ -1178,7 +1178,7 @@ async fn an_unroutable_spooled_event_is_dead_lettered_listed_and_redriven() {
     let id = r.event_id().to_string();
 
     proxy.restore();
-    let (base, cfg_ref, id_ref) = (app.base.clone(), &cfg, &id);
+    let (base, cfg_ref, id_ref) = (app.admin.clone(), &cfg, &id);
     let line = eventually(Duration::from_secs(20), "the dead letter", || {
         let base = base.clone();
         async move {

@@ -253,8 +253,8 @@ async fn bridge(
 async fn pass(app: &TestApp, dry_run: bool) -> Value {
     let resp = app
         .client
-        .post(format!("{}/reconcile?dry_run={dry_run}", app.base))
-        .header("X-API-Key", KEY)
+        .post(format!("{}/reconcile?dry_run={dry_run}", app.admin))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -572,10 +572,19 @@ async fn a_dry_run_publishes_nothing_and_a_429_is_waited_out() {
         0.0
     );
 
-    // Unauthenticated, no pass.
+    // Unauthenticated, no pass; the webhook key is no admin credential.
     let resp = app
         .client
-        .post(format!("{}/reconcile", app.base))
+        .post(format!("{}/reconcile", app.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = app
+        .client
+        .post(format!("{}/reconcile", app.admin))
+        .header("X-API-Key", KEY)
+        .bearer_auth(KEY)
         .send()
         .await
         .unwrap();
@@ -586,6 +595,58 @@ async fn a_dry_run_publishes_nothing_and_a_429_is_waited_out() {
     assert_eq!(published(&r), expected);
     assert_eq!(read_lines(&path).len(), 2);
     js.delete_stream(&stream).await.unwrap();
+    app.stop().await;
+    platform.handle.stop(true).await;
+}
+
+/// Issue #28, item 1: every `POST /reconcile` queued another pass behind the running one.
+/// Now one pass at a time: a second request while one runs is answered 409 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_reconcile_request_while_a_pass_runs_is_refused_409() {
+    let platform = FakePlatform::start().await;
+    let (app, _path, stream, _dir) = bridge(&platform, 0, "reconcile-409").await;
+    platform.add(call(&unique("rc-409"), "completed", 40, None));
+    // The first pass waits out a 429's Retry-After (1 s): the second arrives meanwhile.
+    platform.state.lock().unwrap().rate_limit_next = 1;
+    let request = || {
+        let (client, url) = (
+            app.client.clone(),
+            format!("{}/reconcile?dry_run=true", app.admin),
+        );
+        async move {
+            let a = answer(
+                client
+                    .post(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            (a.status, a.body)
+        }
+    };
+    let first = tokio::spawn(request());
+    eventually(
+        Duration::from_secs(10),
+        "the first pass to ask the platform",
+        || async { (!platform.state.lock().unwrap().requests.is_empty()).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    let (second, body) = request().await;
+    assert_eq!(second, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not queued"
+    );
+    let (first, body) = first.await.unwrap();
+    assert_eq!(first, 200, "{body}");
+    // Once it has finished, the next one runs.
+    let (third, body) = request().await;
+    assert_eq!(third, 200, "{body}");
+    js().await.delete_stream(&stream).await.unwrap();
     app.stop().await;
     platform.handle.stop(true).await;
 }
@@ -660,7 +721,7 @@ async fn the_cli_runs_a_pass_on_the_running_bridge_and_never_logs_the_key() {
         })
     };
     let args = |extra: &[&str]| {
-        let mut a: Vec<String> = ["--since", "1h", "--url", &bridge.base()]
+        let mut a: Vec<String> = ["--since", "1h", "--url", &bridge.admin_base()]
             .iter()
             .map(|s| s.to_string())
             .collect();

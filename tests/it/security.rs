@@ -302,38 +302,68 @@ async fn rate_limit_by_credential_gives_each_key_its_own_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_listen_serves_metrics_and_probes_there_and_not_on_the_webhook_listener() {
+async fn operator_routes_and_metrics_are_on_the_admin_listener_only_and_probes_on_both() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.jsonl");
-    let mut s = settings(&config_with_server(
-        ", admin_listen: \"127.0.0.1:0\"",
-        &file_sink("archive", &path, ""),
-    ));
+    let mut s = settings(&config_with_sinks(&file_sink("archive", &path, "")));
     s.server.workers = 2;
     let app = callbridge::Application::build(s).await.unwrap();
     let main = format!("http://127.0.0.1:{}", app.port());
-    let admin = format!("http://127.0.0.1:{}", app.admin_port().expect("admin port"));
+    let admin = format!("http://127.0.0.1:{}", app.admin_port());
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
     let client = reqwest::Client::new();
     let get = |url: String| {
         let client = client.clone();
-        async move { answer(client.get(url).send().await.unwrap()).await }
+        async move {
+            answer(
+                client
+                    .get(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .header("X-API-Key", KEY)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let post = |url: String| {
+        let client = client.clone();
+        async move {
+            answer(
+                client
+                    .post(url)
+                    .bearer_auth(ADMIN_TOKEN)
+                    .header("X-API-Key", KEY)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
     };
 
-    for p in ["/metrics", "/healthz", "/readyz", "/spool"] {
-        assert_eq!(
-            get(format!("{main}{p}")).await.status,
-            404,
-            "{p} on the webhook listener"
-        );
+    // Not even with both credentials: the webhook listener has no operator routes.
+    for p in ["/metrics", "/spool", "/spool/dead"] {
+        assert_eq!(get(format!("{main}{p}")).await.status, 404, "GET {p}");
     }
-    assert_eq!(get(format!("{admin}/healthz")).await.status, 200);
-    assert_eq!(get(format!("{admin}/readyz")).await.status, 200);
+    for p in ["/spool/redrive", "/spool/dead/purge", "/reconcile"] {
+        assert_eq!(post(format!("{main}{p}")).await.status, 404, "POST {p}");
+    }
+    for base in [&main, &admin] {
+        assert_eq!(get(format!("{base}/healthz")).await.status, 200, "{base}");
+        assert_eq!(get(format!("{base}/readyz")).await.status, 200, "{base}");
+    }
     assert_eq!(
         get(format!("{admin}/spool")).await.status,
         404,
         "no spool configured"
+    );
+    assert_eq!(
+        post(format!("{admin}/reconcile")).await.status,
+        404,
+        "no reconcile configured"
     );
     let a = answer(
         client
@@ -425,7 +455,7 @@ async fn tls_listener_serves_https_and_picks_up_a_rotated_certificate() {
     let path = dir.path().join("events.jsonl");
     let app = spawn(&config_with_server(
         &format!(
-            ", tls: {{cert_file: \"{}\", key_file: \"{}\", reload_secs: 1}}",
+            ", tls: {{cert_file: \"{}\", key_file: \"{}\", reload_secs: 1, admin: true}}",
             cert_file.display(),
             key_file.display()
         ),
@@ -433,8 +463,15 @@ async fn tls_listener_serves_https_and_picks_up_a_rotated_certificate() {
     ))
     .await;
     let port: u16 = app.base.rsplit(':').next().unwrap().parse().unwrap();
+    // `tls.admin`: the admin listener serves the same certificate (and its rotations); the
+    // reload counters are read from its /metrics.
+    let admin_port: u16 = app.admin.rsplit(':').next().unwrap().parse().unwrap();
 
     assert_eq!(https_get(&old_cert, port, "/healthz").await.unwrap(), 200);
+    assert_eq!(
+        https_get(&old_cert, admin_port, "/healthz").await.unwrap(),
+        200
+    );
     // plain HTTP is not spoken on a TLS listener
     assert!(app
         .client
@@ -469,7 +506,7 @@ async fn tls_listener_serves_https_and_picks_up_a_rotated_certificate() {
         std::time::Duration::from_secs(15),
         "a failed reload",
         || async {
-            let m = https_metrics(&old_cert, port).await;
+            let m = https_metrics(&old_cert, admin_port).await;
             m.contains("callbridge_tls_reloads_total{outcome=\"failed\"}")
                 .then_some(())
         },
@@ -498,7 +535,7 @@ async fn tls_listener_serves_https_and_picks_up_a_rotated_certificate() {
         https_get(&old_cert, port, "/healthz").await.is_err(),
         "the old certificate is no longer served"
     );
-    assert!(https_metrics(&new_cert, port)
+    assert!(https_metrics(&new_cert, admin_port)
         .await
         .contains("callbridge_tls_reloads_total{outcome=\"ok\"} 1"));
     app.stop().await;
@@ -645,4 +682,61 @@ async fn stranger_cannot_shed_signed_webhooks() {
         s.abort();
     }
     bridge.stop().await;
+}
+
+/// `server.tls.admin`: the CLI reaches the admin listener over https, trusting the configured
+/// certificate (`cert_file`, here self-signed), and sends its token there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_reaches_a_tls_admin_listener_trusting_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let (cert, key) = self_signed();
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    let yaml = format!(
+        "spool: {{path: \"{}\"}}\n{}",
+        dir.path().join("spool.redb").display(),
+        config_with_server(
+            &format!(
+                ", tls: {{cert_file: \"{}\", key_file: \"{}\", admin: true}}",
+                cert_file.display(),
+                key_file.display()
+            ),
+            &file_sink(
+                "archive",
+                &dir.path().join("e.jsonl"),
+                ", on_unavailable: spool"
+            ),
+        )
+    );
+    let cfg = dir.path().join("callbridge.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let app = spawn(&yaml).await;
+    let admin_port: u16 = app.admin.rsplit(':').next().unwrap().parse().unwrap();
+    let run = |url: String| {
+        let mut cmd = bin();
+        cmd.args(["spool", "status", "--url", &url, "--config"])
+            .arg(&cfg);
+        async move {
+            let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let (code, out, err) = run(format!("https://localhost:{admin_port}")).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().take(2).eq(["archive", "0"])),
+        "{out}"
+    );
+    // Plain http is not spoken there.
+    let (code, _, err) = run(format!("http://localhost:{admin_port}")).await;
+    assert_eq!(code, Some(1), "{err}");
+    app.stop().await;
 }

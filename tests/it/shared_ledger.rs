@@ -57,7 +57,7 @@ async fn post(bridge: &Bridge, body: &Value) -> (u16, Value) {
 }
 
 async fn metric(bridge: &Bridge, line_prefix: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", bridge.base()))
+    let text = reqwest::get(format!("{}/metrics", bridge.admin_base()))
         .await
         .unwrap()
         .text()

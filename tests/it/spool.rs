@@ -344,7 +344,7 @@ async fn spooled_events_survive_sigkill_and_a_damaged_tail_and_are_delivered_aft
     .await;
     assert_eq!(ids_in_stream(&stream, 3).await, ids, "in order, same ids");
     // While the bridge runs, `spool status` asks it (the file is the bridge's).
-    let base = bridge.base();
+    let base = bridge.admin_base();
     let cfg2 = cfg.clone();
     eventually(Duration::from_secs(10), "the spool to report empty", || {
         let (base, cfg) = (base.clone(), cfg2.clone());
@@ -523,13 +523,14 @@ async fn sigkill_mid_burst_loses_no_event_that_was_answered_200() {
     let bridge = Bridge::start(dir.path(), &yaml, &[]);
     // Drained: every committed entry (answered, or cut off by the kill before its answer) is in
     // the stream, so its count is final before the stream is read.
-    let spool_url = format!("{}/spool", bridge.base());
+    let spool_url = format!("{}/spool", bridge.admin_base());
     let client_ref = &client;
     eventually(Duration::from_secs(60), "the spool to drain", || {
         let spool_url = spool_url.clone();
         async move {
             let v: serde_json::Value = client_ref
                 .get(&spool_url)
+                .bearer_auth(ADMIN_TOKEN)
                 .send()
                 .await
                 .ok()?
@@ -579,6 +580,7 @@ async fn a_full_disk_fails_appends_and_the_spool_works_again_once_there_is_room(
     let spool = Spool::open(&SpoolSettings {
         path: disk.0.join("spool.redb"),
         max_bytes: 1 << 30,
+        max_dead_letters: 10_000,
     })
     .expect("spool opens");
     let event = |call: &str| {

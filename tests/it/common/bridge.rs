@@ -29,8 +29,9 @@ pub struct Bridge {
     /// `None` once waited for.
     child: Option<Child>,
     pub port: u16,
-    /// The admin listener's port, when the configuration sets `server.admin_listen`.
-    pub admin_port: Option<u16>,
+    /// The admin listener's port (a free one: `CALLBRIDGE__SERVER__ADMIN_LISTEN` is
+    /// `127.0.0.1:0` unless the test sets it).
+    pub admin_port: u16,
     /// Reads stderr to the end (so the child never blocks on a full pipe) and returns it.
     logs: Option<JoinHandle<String>>,
 }
@@ -49,11 +50,24 @@ impl Drop for Bridge {
 impl Bridge {
     /// Writes `yaml` into `dir` as its configuration, runs `callbridge serve` with `envs`, and
     /// waits for the `listening` log line. The configuration must log JSON (`log: {format:
-    /// json}`): that line names the port.
+    /// json}`): that line names the port, and the `admin listener` line before it the admin
+    /// port. The admin listener takes a free port unless `envs` or `yaml` say otherwise.
     pub fn start(dir: &Path, yaml: &str, envs: &[(&str, &str)]) -> Bridge {
+        Self::try_start(dir, yaml, envs).unwrap_or_else(|logs| {
+            panic!("the bridge did not log `listening` within 30 s:\n{logs}")
+        })
+    }
+
+    /// [`Bridge::start`], or everything the process logged when it exited (or 30 s passed)
+    /// without listening.
+    pub fn try_start(dir: &Path, yaml: &str, envs: &[(&str, &str)]) -> Result<Bridge, String> {
         let cfg = dir.join("callbridge.yaml");
         std::fs::write(&cfg, yaml).expect("config written");
-        let mut child = bin()
+        let mut cmd = bin();
+        if !envs.iter().any(|(k, _)| *k == ADMIN_LISTEN_ENV) && !yaml.contains("admin_listen") {
+            cmd.env(ADMIN_LISTEN_ENV, "127.0.0.1:0");
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&cfg)
             .envs(envs.iter().copied())
@@ -61,32 +75,34 @@ impl Bridge {
             .spawn()
             .expect("callbridge starts");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (addr_tx, addr_rx) = mpsc::channel::<(String, Option<u16>)>();
+        let (addr_tx, addr_rx) = mpsc::channel::<(String, String)>();
         let logs = std::thread::spawn(move || read_logs(stderr, addr_tx));
-        let (addr, admin_port) = addr_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the bridge logs `listening` within 30 s");
-        let port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in {addr:?}"));
-        Bridge {
+        let Ok((addr, admin_addr)) = addr_rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(logs.join().unwrap_or_default());
+        };
+        let port_of = |a: &str| -> u16 {
+            a.rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or_else(|| panic!("no port in {a:?}"))
+        };
+        Ok(Bridge {
             child: Some(child),
-            port,
-            admin_port,
+            port: port_of(&addr),
+            admin_port: port_of(&admin_addr),
             logs: Some(logs),
-        }
+        })
     }
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// The admin listener's base URL (`server.admin_listen` must be set).
+    /// The admin listener's base URL.
     pub fn admin_base(&self) -> String {
-        let port = self.admin_port.expect("server.admin_listen is set");
-        format!("http://127.0.0.1:{port}")
+        format!("http://127.0.0.1:{}", self.admin_port)
     }
 
     /// Sends SIGTERM, as an orchestrator stopping the pod does.
@@ -119,10 +135,12 @@ impl Bridge {
     }
 }
 
-/// Collects stderr; sends the `addr` of the `listening` line once it has arrived whole (a read
-/// can end in the middle of a line), with the admin listener's port when an earlier line named
-/// it.
-fn read_logs(mut stderr: impl Read, addr: mpsc::Sender<(String, Option<u16>)>) -> String {
+/// Set to `127.0.0.1:0` for a bridge whose test does not choose its admin listener.
+const ADMIN_LISTEN_ENV: &str = "CALLBRIDGE__SERVER__ADMIN_LISTEN";
+
+/// Collects stderr; sends the `addr` of the `listening` line, and of the `admin listener` line
+/// before it, once it has arrived whole (a read can end in the middle of a line).
+fn read_logs(mut stderr: impl Read, addr: mpsc::Sender<(String, String)>) -> String {
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
     let mut sent = false;
@@ -139,20 +157,16 @@ fn read_logs(mut stderr: impl Read, addr: mpsc::Sender<(String, Option<u16>)>) -
         };
         let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&all[..end])
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .collect();
-        let admin_port = lines
-            .iter()
-            .filter(|v| {
-                v["message"]
-                    .as_str()
-                    .is_some_and(|m| m.starts_with("admin listener"))
-            })
-            .find_map(|v| v["port"].as_u64())
-            .and_then(|p| u16::try_from(p).ok());
-        if let Some(v) = lines.iter().find(|v| v["message"] == "listening") {
-            let listening = v["addr"].as_str().unwrap_or_default().to_string();
-            let _ = addr.send((listening, admin_port));
+        let addr_of = |prefix: &str| {
+            lines
+                .iter()
+                .find(|v| v["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+                .map(|v| v["addr"].as_str().unwrap_or_default().to_string())
+        };
+        if let (Some(main), Some(admin)) = (addr_of("listening"), addr_of("admin listener")) {
+            let _ = addr.send((main, admin));
             sent = true;
         }
     }

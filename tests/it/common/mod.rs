@@ -18,8 +18,13 @@ pub const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba90
 /// The key every test config accepts.
 pub const KEY: &str = "test-key-1";
 
+/// The admin token every test config accepts on its admin listener.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
 pub struct TestApp {
     pub base: String,
+    /// The admin listener (`server.admin_listen`, a free port of its own).
+    pub admin: String,
     pub client: reqwest::Client,
     pub handle: actix_web::dev::ServerHandle,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -34,8 +39,8 @@ pub fn settings(yaml: &str) -> Settings {
     }
 }
 
-/// A config with the standard test auth, listening on port 0 with a 3 s deadline, and the given
-/// sinks (YAML list items).
+/// A config with the standard test auth and admin token, listening on port 0 (both listeners)
+/// with a 3 s deadline, and the given sinks (YAML list items).
 pub fn config_with_sinks(sinks_yaml: &str) -> String {
     config_with_server("", sinks_yaml)
 }
@@ -43,8 +48,9 @@ pub fn config_with_sinks(sinks_yaml: &str) -> String {
 /// Like [`config_with_sinks`], with more `server` keys (`", max_body_bytes: 2048"`).
 pub fn config_with_server(server_extra: &str, sinks_yaml: &str) -> String {
     format!(
-        "server: {{listen: \"127.0.0.1:0\", deadline_ms: 3000{server_extra}}}\n\
+        "server: {{listen: \"127.0.0.1:0\", admin_listen: \"127.0.0.1:0\", deadline_ms: 3000{server_extra}}}\n\
          auth: {{api_keys: {{header: X-API-Key, keys: [\"{KEY}\", \"test-key-2\"]}}, bearer: {{tokens: [\"test-token\"]}}}}\n\
+         admin: {{tokens: [\"{ADMIN_TOKEN}\"]}}\n\
          sinks:\n{sinks_yaml}"
     )
 }
@@ -77,14 +83,18 @@ pub async fn spawn(yaml: &str) -> TestApp {
     spawn_settings(settings(yaml)).await
 }
 
+/// Runs the app in this process, its admin listener on a free port whatever `s` says.
 pub async fn spawn_settings(mut s: Settings) -> TestApp {
     s.server.workers = 2;
+    s.server.admin_listen = "127.0.0.1:0".into();
     let app = Application::build(s).await.expect("app builds");
     let port = app.port();
+    let admin_port = app.admin_port();
     let handle = app.handle();
     let task = tokio::spawn(app.run_until_stopped());
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
@@ -188,9 +198,34 @@ impl TestApp {
         .await;
     }
 
+    /// An operator route on the admin listener, with the admin token.
+    pub async fn admin_get(&self, path_and_query: &str) -> Answer {
+        let resp = self
+            .client
+            .get(format!("{}{}", self.admin, path_and_query))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        answer(resp).await
+    }
+
+    /// A POST to an operator route on the admin listener, with the admin token.
+    pub async fn admin_post(&self, path_and_query: &str) -> Answer {
+        let resp = self
+            .client
+            .post(format!("{}{}", self.admin, path_and_query))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        answer(resp).await
+    }
+
+    /// `/metrics`, on the admin listener.
     pub async fn metrics(&self) -> String {
         self.client
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{}/metrics", self.admin))
             .send()
             .await
             .expect("metrics")
