@@ -136,6 +136,7 @@ fn the_readme_config_example_validates() {
         &[
             ("CALLBRIDGE_API_KEY", "k"),
             ("CALLBRIDGE_BEARER_TOKEN", "t"),
+            ("CALLBRIDGE_ADMIN_TOKEN", "an-admin-token-of-some-length"),
             ("KAFKA_BROKERS", "kafka:9092"),
             ("KAFKA_USER", "u"),
             ("KAFKA_PASSWORD", "p"),
