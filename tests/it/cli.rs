@@ -318,3 +318,45 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(status.success(), "exit status {status:?}");
     assert_eq!(read_lines(&path).len(), 4);
 }
+
+/// docs/operations.md lists every subcommand the binary has (and no other), so the page cannot
+/// fall behind the CLI.
+#[test]
+fn the_operations_page_lists_every_subcommand() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_callbridge"))
+        .arg("--help")
+        .output()
+        .expect("callbridge --help runs");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let commands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|rest| rest.split("Options:").next())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{help}");
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .expect("docs/operations.md");
+    for c in &commands {
+        assert!(
+            page.contains(&format!("callbridge {c}")),
+            "docs/operations.md does not list `callbridge {c}`"
+        );
+    }
+    let listed: std::collections::BTreeSet<&str> = page
+        .lines()
+        .filter_map(|l| l.strip_prefix("callbridge "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .collect();
+    for l in listed {
+        assert!(
+            commands.contains(&l),
+            "docs/operations.md lists `callbridge {l}`, which the binary does not have"
+        );
+    }
+}
