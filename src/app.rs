@@ -35,6 +35,8 @@ pub enum StartError {
     SharedLedger(#[from] crate::ledger::shared::SharedLedgerError),
     #[error("server.tls")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Deliveries(#[from] crate::delivery::store::StoreError),
 }
 
 pub struct Application {
@@ -58,7 +60,8 @@ fn ops_routes(cfg: &mut web::ServiceConfig) {
         .route("/spool", web::get().to(handler::spool_status))
         .route("/spool/dead", web::get().to(handler::dead_letters))
         .route("/spool/redrive", web::post().to(handler::redrive))
-        .route("/reconcile", web::post().to(handler::reconcile));
+        .route("/reconcile", web::post().to(handler::reconcile))
+        .configure(crate::delivery::routes::routes);
 }
 
 fn bind(addr: &str) -> Result<(TcpListener, u16), StartError> {
@@ -107,8 +110,14 @@ impl Application {
             tracing::info!(bucket = %settings.idempotency.bucket, "shared ledger (nats-kv)");
             fanout = fanout.with_shared_ledger(Arc::new(shared));
         }
-        if let Some(spool_settings) = &settings.spool {
-            let spool = crate::spool::Spool::open(spool_settings)?;
+        let spool = settings
+            .spool
+            .as_ref()
+            .map(crate::spool::Spool::open)
+            .transpose()?;
+        let deliveries = start_deliveries(&settings, &metrics, spool.as_ref())?;
+        fanout = fanout.with_deliveries(deliveries.clone());
+        if let Some(spool) = spool {
             tracing::info!(path = %spool.path().display(), held_bytes = spool.bytes(), "spool open");
             fanout = fanout.with_spool(spool);
         }
@@ -124,6 +133,16 @@ impl Application {
             .map(bind)
             .transpose()?;
 
+        let routes_state = web::Data::new(crate::delivery::routes::RouteState {
+            deliveries: Some(deliveries),
+            authorize: {
+                let auth = Authenticator::new(&settings.auth);
+                Arc::new(move |headers: &actix_web::http::header::HeaderMap| {
+                    auth.check(headers).is_ok()
+                })
+            },
+        });
+        let admin_routes_state = routes_state.clone();
         let state = web::Data::new(AppState {
             auth: Authenticator::new(&settings.auth),
             fanout: fanout.clone(),
@@ -156,6 +175,7 @@ impl Application {
             let metrics = metrics.clone();
             let mut app = App::new()
                 .app_data(state.clone())
+                .app_data(routes_state.clone())
                 .wrap_fn(move |req, srv| {
                     let metrics = metrics.clone();
                     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
@@ -229,6 +249,7 @@ impl Application {
                 let admin = HttpServer::new(move || {
                     App::new()
                         .app_data(admin_state.clone())
+                        .app_data(admin_routes_state.clone())
                         .configure(ops_routes)
                         .default_service(web::to(handler::not_found))
                 })
@@ -305,9 +326,50 @@ impl Application {
         }
         tracing::info!("server stopped; flushing sinks");
         fanout.close().await;
+        if let Some(d) = fanout.deliveries() {
+            d.flush();
+        }
         tracing::info!("shutdown complete");
         result
     }
+}
+
+/// The delivery index (its own table in the spool's database when a spool is configured) and,
+/// unless `audit.enabled` is false, the audit reading each 200's copies back.
+fn start_deliveries(
+    settings: &Settings,
+    metrics: &Metrics,
+    spool: Option<&Arc<crate::spool::Spool>>,
+) -> Result<Arc<crate::delivery::Deliveries>, StartError> {
+    use crate::delivery::{audit, metrics::DeliveryMetrics, store, Deliveries};
+    let m = DeliveryMetrics::register(metrics);
+    let mut d = Deliveries::new(&settings.deliveries, m.clone());
+    if let Some(spool) = spool.filter(|s| s.database().is_some()) {
+        let spool = spool.clone();
+        let db: store::Db = Arc::new(move || spool.database());
+        d = d.with_store(Arc::new(store::Redb::new(db)))?;
+        tracing::info!(
+            events = d.len(),
+            "delivery index kept in the spool's database"
+        );
+    }
+    let mut worker = None;
+    if settings.audit.enabled {
+        let readers = audit::Readers::build(
+            settings
+                .sinks
+                .iter()
+                .map(|s| (s.spec().common().name.to_string(), s.audit_source())),
+        );
+        let (queue, w) = audit::channel(&settings.audit, readers, m);
+        d = d.with_audit(queue);
+        worker = Some(w);
+    }
+    let d = Arc::new(d);
+    if let Some(w) = worker {
+        w.spawn(Arc::downgrade(&d));
+    }
+    Ok(d)
 }
 
 type Reconcile = (

@@ -107,6 +107,23 @@ enum Command {
         #[arg(long)]
         standalone: bool,
     },
+    /// A call's timeline from the running bridge's delivery index: every event received for
+    /// it, each answer, what each sink did and where each copy is.
+    Deliveries {
+        call_id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// The audit's report from the running bridge: per sink, the 200s answered since
+    /// `--since`, and of their copies how many were verified, missing, unverifiable. Exit 1
+    /// when any is missing.
+    Audit {
+        /// How far back (`1h`, `30m`) or since when (RFC 3339).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the JSON Schema of the canonical event.
     Schema,
     /// Print the configuration reference (docs/configuration.md), generated from the code.
@@ -115,6 +132,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How an operator command reaches the running bridge.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// The bridge's base URL. Default: this config's admin (else listen) port on 127.0.0.1.
+    #[arg(long)]
+    url: Option<String>,
+    /// Bearer token. Default: the config's first webhook credential.
+    #[arg(long, env = "CALLBRIDGE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -238,6 +266,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: SpoolAction::Status { url },
         } => spool_status(cli.config, url),
         Command::Dlq { action } => dlq(cli.config, action),
+        Command::Deliveries { call_id, admin } => deliveries(cli.config, admin, &call_id),
+        Command::Audit { since, admin } => deliveries_audit(cli.config, admin, &since),
         Command::Replay { from, to } => replay(cli.config, &from, &to),
         Command::Reconcile {
             since,
@@ -321,6 +351,72 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The bridge's base URL and the credential for an operator command.
+fn admin_target(
+    config: Option<PathBuf>,
+    admin: AdminArgs,
+) -> anyhow::Result<(String, callbridge::delivery::cli::Credential)> {
+    use callbridge::delivery::cli::Credential;
+    if let (Some(url), Some(token)) = (&admin.url, &admin.token) {
+        return Ok((url.clone(), Credential::Bearer(token.clone())));
+    }
+    let (settings, _, _) = Settings::load(config.as_deref())?;
+    let base = admin.url.unwrap_or_else(|| {
+        let addr = settings
+            .server
+            .admin_listen
+            .as_ref()
+            .unwrap_or(&settings.server.listen);
+        format!(
+            "http://127.0.0.1:{}",
+            addr.rsplit(':').next().unwrap_or("8080")
+        )
+    });
+    let credential = match (admin.token, &settings.auth.api_keys, &settings.auth.bearer) {
+        (Some(t), _, _) => Credential::Bearer(t),
+        (None, Some(k), _) if !k.keys.is_empty() => {
+            Credential::Header(k.header.clone(), k.keys[0].expose_secret().to_string())
+        }
+        (None, _, Some(b)) if !b.tokens.is_empty() => {
+            Credential::Bearer(b.tokens[0].expose_secret().to_string())
+        }
+        _ => Credential::None,
+    };
+    Ok((base, credential))
+}
+
+/// `deliveries CALL_ID`: the call's timeline.
+fn deliveries(
+    config: Option<PathBuf>,
+    admin: AdminArgs,
+    call_id: &str,
+) -> anyhow::Result<ExitCode> {
+    use callbridge::delivery::cli;
+    let (base, credential) = admin_target(config, admin)?;
+    let records =
+        tokio::runtime::Runtime::new()?.block_on(cli::call_records(&base, call_id, &credential))?;
+    print!("{}", cli::timeline(call_id, &records));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit --since`: per sink, answered, verified, missing, unverifiable; exit 1 if any missing.
+fn deliveries_audit(
+    config: Option<PathBuf>,
+    admin: AdminArgs,
+    since: &str,
+) -> anyhow::Result<ExitCode> {
+    use callbridge::delivery::cli;
+    let (base, credential) = admin_target(config, admin)?;
+    let sinks =
+        tokio::runtime::Runtime::new()?.block_on(cli::audit_report(&base, since, &credential))?;
+    print!("{}", cli::audit_table(&sinks));
+    Ok(if sinks.iter().any(|s| s.missing > 0) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn spool_status(config: Option<PathBuf>, url: Option<String>) -> anyhow::Result<ExitCode> {
