@@ -176,6 +176,15 @@ impl SinkEntry {
     }
 }
 
+/// The sink and receipt of each of `entries` that `stored` selects.
+fn copies(entries: &[SinkEntry], stored: impl Fn(&SinkEntry) -> bool) -> Vec<(String, Receipt)> {
+    entries
+        .iter()
+        .filter(|e| stored(e))
+        .filter_map(|e| e.receipt.clone().map(|r| (e.sink.clone(), r)))
+        .collect()
+}
+
 /// The index, its durable copy and the audit's queue: what the fan-out, the replayer and the
 /// routes share.
 pub struct Deliveries {
@@ -222,24 +231,26 @@ impl Deliveries {
     /// One delivery of `meta`'s event was answered `answer`, each sink as `sinks` says.
     pub fn answered(&self, meta: &EventMeta, answer: Answer, sinks: Vec<SinkEntry>) {
         let now = now_ms();
+        // The copies this delivery stored (a retry's `already_acked` was audited before).
+        let copies = copies(&sinks, |e| e.outcome == Outcome::Acked);
         let (record, evicted) = {
             let mut index = self.lock();
             let record = index.answered(meta, answer, sinks, now).clone();
             (record, index.evict(now))
         };
-        self.after_update(&record, evicted, |e| e.outcome == Outcome::Acked);
+        self.after_update(&record, evicted, copies);
     }
 
     /// A sink's outcome learnt after the answer: a background publish, a replay, a dead letter.
     pub fn sink_update(&self, meta: &EventMeta, entry: SinkEntry) {
         let now = now_ms();
-        let sink = entry.sink.clone();
+        let copies = copies(std::slice::from_ref(&entry), |e| e.outcome.stored());
         let (record, evicted) = {
             let mut index = self.lock();
             let record = index.sink_update(meta, entry, now).clone();
             (record, index.evict(now))
         };
-        self.after_update(&record, evicted, |e| e.sink == sink && e.outcome.stored());
+        self.after_update(&record, evicted, copies);
     }
 
     /// What the spool's replayer did with `event`'s entry `seq` for `sink` (also after a
@@ -262,13 +273,12 @@ impl Deliveries {
         self.sink_update(&EventMeta::of(event), entry);
     }
 
-    /// The copies of `record` that `audit_now` selects go to the audit when the event was
-    /// answered 200; the record goes to the store.
+    /// `copies` go to the audit when the event was answered 200; the record goes to the store.
     fn after_update(
         &self,
         record: &Record,
         evicted: Vec<(String, index::Evicted)>,
-        audit_now: impl Fn(&SinkEntry) -> bool,
+        copies: Vec<(String, Receipt)>,
     ) {
         for (_, why) in &evicted {
             let why = match why {
@@ -278,16 +288,8 @@ impl Deliveries {
             self.metrics.evicted.with_label_values(&[why]).inc();
         }
         if let Some(queue) = &self.audit {
-            if record.answer == Some(Answer::Accepted) {
-                let copies: Vec<(String, Receipt)> = record
-                    .sinks
-                    .iter()
-                    .filter(|e| audit_now(e))
-                    .filter_map(|e| e.receipt.clone().map(|r| (e.sink.clone(), r)))
-                    .collect();
-                if !copies.is_empty() {
-                    queue.offer(&record.event_id, copies);
-                }
+            if record.answer == Some(Answer::Accepted) && !copies.is_empty() {
+                queue.offer(&record.event_id, copies);
             }
         }
         let removed: Vec<String> = evicted.into_iter().map(|(id, _)| id).collect();

@@ -60,8 +60,20 @@ pub type Db = Arc<dyn Fn() -> Option<Arc<Database>> + Send + Sync>;
 /// what queued up every [`COMMIT_EVERY`], so an answer never waits for the disk.
 pub struct Redb {
     db: Db,
-    tx: mpsc::SyncSender<Op>,
-    _writer: JoinHandle<()>,
+    /// `None` only while dropping: closing it stops the writer.
+    tx: Option<mpsc::SyncSender<Op>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Stops the writer after what it was given (its handle on the database goes with it, so the
+/// spool can be opened again at once).
+impl Drop for Redb {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl Redb {
@@ -74,8 +86,8 @@ impl Redb {
             .expect("spawn the delivery index's writer thread");
         Redb {
             db,
-            tx,
-            _writer: writer,
+            tx: Some(tx),
+            writer: Some(writer),
         }
     }
 }
@@ -150,8 +162,9 @@ impl Store for Redb {
             .iter()
             .map(|id| Op::Remove(id.clone()))
             .chain(std::iter::once(Op::Put(record.event_id.clone(), json)));
+        let Some(tx) = &self.tx else { return };
         for op in ops {
-            if self.tx.try_send(op).is_err() {
+            if tx.try_send(op).is_err() {
                 tracing::warn!("the delivery index's writer is behind; a record is not stored");
                 return;
             }
@@ -160,7 +173,8 @@ impl Store for Redb {
 
     fn flush(&self) {
         let (done, wait) = mpsc::channel();
-        if self.tx.send(Op::Flush(done)).is_ok() {
+        let Some(tx) = &self.tx else { return };
+        if tx.send(Op::Flush(done)).is_ok() {
             let _ = wait.recv_timeout(Duration::from_secs(5));
         }
     }

@@ -10,6 +10,7 @@ mod common;
 
 mod agent_events;
 mod cli;
+mod deliveries;
 mod delivery;
 mod golden;
 mod http;

@@ -283,3 +283,26 @@ fn the_oldest_unaudited_age_is_that_of_the_earliest_answer() {
     assert_eq!(u.oldest_age_secs(10_000), 6.0);
     assert_eq!(u.oldest_age_secs(0), 0.0, "never negative");
 }
+
+#[tokio::test]
+async fn a_retry_answered_from_the_ledger_is_not_audited_again() {
+    let metrics = Arc::new(DeliveryMetrics::unregistered());
+    let (queue, worker) = channel(&settings(1, 10), Readers::default(), metrics.clone());
+    let d = Deliveries::new(&DeliverySettings::default(), metrics).with_audit(queue);
+    let acked = SinkEntry::new("k", "kafka", true, Outcome::Acked).with_receipt(kafka(1));
+    d.answered(&meta("e"), Answer::Accepted, vec![acked]);
+    assert_eq!(worker.rx.len(), 1);
+    let again = SinkEntry::new("k", "kafka", true, Outcome::AlreadyAcked).with_receipt(kafka(1));
+    d.answered(&meta("e"), Answer::Accepted, vec![again]);
+    assert_eq!(
+        worker.rx.len(),
+        1,
+        "the record keeps the acknowledgement; no second read"
+    );
+    // A background outcome that stored nothing is not audited either.
+    d.sink_update(
+        &meta("e"),
+        SinkEntry::new("o", "kafka", false, Outcome::Failed),
+    );
+    assert_eq!(worker.rx.len(), 1);
+}
