@@ -62,7 +62,7 @@ fn main() {
                 "0",
             ]),
             call_id: format!("7f1c4d2e-5b6a-4c3d-9e8f-{:012}", i / 4),
-            kind: "status".into(),
+            kind: callbridge::event::EventKind::Status,
             status: Some(statuses[i % 4].into()),
             origin: None,
         })

@@ -167,8 +167,8 @@ pub fn timeline(call_id: &str, records: &[Record]) -> String {
     let mut out = format!("call {call_id}: {} event(s)\n", records.len());
     for r in records {
         let what = match &r.status {
-            Some(st) => format!("{} {st}", r.kind),
-            None => r.kind.clone(),
+            Some(st) => format!("{} {st}", r.kind.as_str()),
+            None => r.kind.as_str().to_string(),
         };
         let answers: Vec<String> = r
             .attempts
@@ -238,7 +238,7 @@ mod tests {
             seq: 1,
             event_id: "e1".into(),
             call_id: "c1".into(),
-            kind: "status".into(),
+            kind: crate::event::EventKind::Status,
             status: Some("completed".into()),
             origin: None,
             received_at_ms: 0,

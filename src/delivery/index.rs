@@ -4,10 +4,11 @@
 //! Pure data: no clock, no I/O, no locks. The caller passes the time, so every decision here
 //! (what merges over what, what is evicted, what a query returns) is a unit test away.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::EventKind;
 use crate::sinks::Receipt;
 
 /// What the sender was answered for one delivery of the event.
@@ -138,7 +139,7 @@ pub struct AuditResult {
     pub at_ms: u64,
     /// Why, for anything but verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
+    pub detail: Option<Box<str>>,
 }
 
 /// One sink's part of a record.
@@ -153,7 +154,7 @@ pub struct SinkEntry {
     pub receipt: Option<Receipt>,
     /// The failure (`code: detail`), or what a spooling or dead-lettering was caused by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spool_seq: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -184,7 +185,7 @@ pub struct Record {
     pub event_id: String,
     pub call_id: String,
     /// The event's kind (`status`, `analysis`, ...).
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// `reconcile` on an event backfilled from the platform's call API.
@@ -222,7 +223,7 @@ impl Record {
 pub struct EventMeta {
     pub event_id: String,
     pub call_id: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub status: Option<String>,
     pub origin: Option<String>,
 }
@@ -327,15 +328,18 @@ pub enum Evicted {
     Cap,
 }
 
+/// The records by their cursor (`seq`, the order of first sight), and two lookups into them.
+/// Each record is one allocation, and an event id is held twice (the record's and the lookup's
+/// key): at the cap this is what the bridge holds most of (docs/benchmarks-notes.md).
 #[derive(Debug)]
 pub struct Index {
     bounds: Bounds,
     next_seq: u64,
-    records: HashMap<String, Record>,
-    /// Event ids in order of first sight (the order of `seq` and of `received_at_ms`).
-    order: VecDeque<String>,
-    /// Event ids per call id, in order of first sight.
-    calls: HashMap<String, Vec<String>>,
+    records: BTreeMap<u64, Box<Record>>,
+    /// Event id → its record's cursor.
+    ids: HashMap<String, u64>,
+    /// Call id → its events' cursors, in order of first sight.
+    calls: HashMap<String, Vec<u64>>,
 }
 
 impl Index {
@@ -343,8 +347,8 @@ impl Index {
         Index {
             bounds,
             next_seq: 1,
-            records: HashMap::new(),
-            order: VecDeque::new(),
+            records: BTreeMap::new(),
+            ids: HashMap::new(),
             calls: HashMap::new(),
         }
     }
@@ -358,51 +362,52 @@ impl Index {
     }
 
     pub fn get(&self, event_id: &str) -> Option<&Record> {
-        self.records.get(event_id)
+        self.ids
+            .get(event_id)
+            .and_then(|seq| self.records.get(seq))
+            .map(|r| &**r)
+    }
+
+    fn get_mut(&mut self, event_id: &str) -> Option<&mut Record> {
+        let seq = self.ids.get(event_id)?;
+        self.records.get_mut(seq).map(|r| &mut **r)
     }
 
     /// Puts back a record read from the durable store (oldest first), keeping its cursor.
     pub fn restore(&mut self, record: Record) {
         self.next_seq = self.next_seq.max(record.seq + 1);
-        if self.records.contains_key(&record.event_id) {
+        if self.ids.contains_key(&record.event_id) || self.records.contains_key(&record.seq) {
             return;
         }
-        self.link(&record);
-        self.records.insert(record.event_id.clone(), record);
+        self.insert(record);
     }
 
-    fn link(&mut self, r: &Record) {
-        self.order.push_back(r.event_id.clone());
-        if !r.call_id.is_empty() {
-            self.calls
-                .entry(r.call_id.clone())
-                .or_default()
-                .push(r.event_id.clone());
-        }
+    fn insert(&mut self, r: Record) {
+        self.ids.insert(r.event_id.clone(), r.seq);
+        self.calls.entry(r.call_id.clone()).or_default().push(r.seq);
+        self.records.insert(r.seq, Box::new(r));
     }
 
     /// The record of `meta`'s event, created at `now_ms` when new.
     fn entry(&mut self, meta: &EventMeta, now_ms: u64) -> &mut Record {
-        if !self.records.contains_key(&meta.event_id) {
+        if !self.ids.contains_key(&meta.event_id) {
             let record = Record {
                 seq: self.next_seq,
                 event_id: meta.event_id.clone(),
                 call_id: meta.call_id.clone(),
-                kind: meta.kind.clone(),
+                kind: meta.kind,
                 status: meta.status.clone(),
                 origin: meta.origin.clone(),
                 received_at_ms: now_ms,
                 answer: None,
-                attempts: Vec::new(),
+                // Most events are answered once.
+                attempts: Vec::with_capacity(1),
                 sinks: Vec::new(),
             };
             self.next_seq += 1;
-            self.link(&record);
-            self.records.insert(meta.event_id.clone(), record);
+            self.insert(record);
         }
-        self.records
-            .get_mut(&meta.event_id)
-            .expect("inserted above")
+        self.get_mut(&meta.event_id).expect("inserted above")
     }
 
     /// One delivery of the event was answered: records the answer and each sink's outcome.
@@ -423,10 +428,15 @@ impl Index {
             http_status: answer.http_status(),
             answer,
         });
-        for s in sinks {
-            r.merge_sink(s);
+        if r.sinks.is_empty() {
+            // The first answer's list as it is: no second allocation, no spare room.
+            r.sinks = sinks;
+        } else {
+            for s in sinks {
+                r.merge_sink(s);
+            }
         }
-        &self.records[&meta.event_id]
+        r
     }
 
     /// A sink's outcome known after the answer (an optional sink that finished in the
@@ -438,7 +448,7 @@ impl Index {
             Some(old) => *old = entry,
             None => r.sinks.push(entry),
         }
-        &self.records[&meta.event_id]
+        r
     }
 
     /// Records what the audit found for `sink`'s copy, if the record still holds that copy
@@ -451,7 +461,6 @@ impl Index {
         result: AuditResult,
     ) -> bool {
         let Some(e) = self
-            .records
             .get_mut(event_id)
             .and_then(|r| r.sinks.iter_mut().find(|s| s.sink == sink))
         else {
@@ -468,27 +477,23 @@ impl Index {
     /// those first seen more than `max_age` ago. Returns the dropped event ids and why.
     pub fn evict(&mut self, now_ms: u64) -> Vec<(String, Evicted)> {
         let mut out = Vec::new();
-        while let Some(id) = self.order.front() {
-            let why =
-                if self.order.len() > self.bounds.max_events {
-                    Evicted::Cap
-                } else if self.records.get(id).is_some_and(|r| {
-                    now_ms.saturating_sub(r.received_at_ms) > self.bounds.max_age_ms
-                }) {
-                    Evicted::Age
-                } else {
-                    break;
-                };
-            let id = self.order.pop_front().expect("front exists");
-            if let Some(r) = self.records.remove(&id) {
-                if let Some(ids) = self.calls.get_mut(&r.call_id) {
-                    ids.retain(|e| *e != id);
-                    if ids.is_empty() {
-                        self.calls.remove(&r.call_id);
-                    }
+        while let Some((_, oldest)) = self.records.first_key_value() {
+            let why = if self.records.len() > self.bounds.max_events {
+                Evicted::Cap
+            } else if now_ms.saturating_sub(oldest.received_at_ms) > self.bounds.max_age_ms {
+                Evicted::Age
+            } else {
+                break;
+            };
+            let (seq, r) = self.records.pop_first().expect("first exists");
+            self.ids.remove(&r.event_id);
+            if let Some(seqs) = self.calls.get_mut(&r.call_id) {
+                seqs.retain(|s| *s != seq);
+                if seqs.is_empty() {
+                    self.calls.remove(&r.call_id);
                 }
             }
-            out.push((id, why));
+            out.push((r.event_id, why));
         }
         out
     }
@@ -496,17 +501,22 @@ impl Index {
     /// The records `q` selects, in order of first sight, at most `q.limit`.
     pub fn query(&self, q: &Query) -> Page {
         let limit = q.limit.max(1);
-        let candidates: Box<dyn Iterator<Item = &String> + '_> = match (&q.event_id, &q.call_id) {
-            (Some(id), _) => Box::new(std::iter::once(id)),
-            (None, Some(call)) => match self.calls.get(call) {
-                Some(ids) => Box::new(ids.iter()),
-                None => Box::new(std::iter::empty()),
-            },
-            (None, None) => Box::new(self.order.iter()),
+        let from = q.after.map_or(0, |a| a.saturating_add(1));
+        let candidates: Box<dyn Iterator<Item = &Record> + '_> = match (&q.event_id, &q.call_id) {
+            (Some(id), _) => Box::new(self.get(id).into_iter()),
+            (None, Some(call)) => Box::new(
+                self.calls
+                    .get(call)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|seq| self.records.get(seq))
+                    .map(|r| &**r),
+            ),
+            (None, None) => Box::new(self.records.range(from..).map(|(_, r)| &**r)),
         };
         let mut deliveries = Vec::new();
         let mut next = None;
-        for r in candidates.filter_map(|id| self.records.get(id)) {
+        for r in candidates {
             if !q.matches(r) {
                 continue;
             }
@@ -523,7 +533,7 @@ impl Index {
     /// were stored and what the audit found of them. Sinks in order of first appearance.
     pub fn audit_summary(&self, since_ms: u64) -> Vec<SinkAudit> {
         let mut out: Vec<SinkAudit> = Vec::new();
-        for r in self.order.iter().filter_map(|id| self.records.get(id)) {
+        for r in self.records.values() {
             if r.received_at_ms < since_ms || r.answer != Some(Answer::Accepted) {
                 continue;
             }

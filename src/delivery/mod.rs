@@ -69,9 +69,10 @@ impl Default for DeliverySettings {
     }
 }
 
-/// Measured memory per indexed event with three broker sinks (benches/delivery_index.rs):
-/// what sizing `deliveries.max_events` costs.
-pub const BYTES_PER_EVENT: u64 = 1200;
+/// Measured memory per indexed event with three broker sinks' receipts and audit verdicts, in
+/// the steady state at the cap (benches/delivery_index.rs: 1303–1333 bytes): what sizing
+/// `deliveries.max_events` costs.
+pub const BYTES_PER_EVENT: u64 = 1350;
 
 impl DeliverySettings {
     /// `validate`: the bounds make sense, and hold `max_age_secs` at the expected rate.
@@ -132,7 +133,7 @@ impl EventMeta {
         EventMeta {
             event_id: event.id.clone(),
             call_id: event.subject.clone(),
-            kind: event.data.kind.as_str().to_string(),
+            kind: event.data.kind,
             status: event.data.status.clone(),
             origin: event.origin.clone(),
         }
@@ -161,12 +162,12 @@ impl SinkEntry {
     }
 
     pub fn with_error(mut self, error: &SinkError) -> SinkEntry {
-        self.error = Some(format!("{}: {}", error.code(), error.detail()));
+        self.error = Some(format!("{}: {}", error.code(), error.detail()).into());
         self
     }
 
     pub fn with_reason(mut self, reason: &str) -> SinkEntry {
-        self.error = Some(reason.to_string());
+        self.error = Some(reason.into());
         self
     }
 

@@ -12,7 +12,7 @@ fn meta(id: &str) -> EventMeta {
     EventMeta {
         event_id: id.into(),
         call_id: "c".into(),
-        kind: "status".into(),
+        kind: crate::event::EventKind::Status,
         status: None,
         origin: None,
     }

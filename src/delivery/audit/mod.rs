@@ -452,7 +452,7 @@ fn record(
         AuditResult {
             verdict: f.verdict,
             at_ms: now_ms(),
-            detail: f.detail,
+            detail: f.detail.map(String::into_boxed_str),
         },
     );
 }

@@ -4,7 +4,7 @@ fn meta(event: &str, call: &str) -> EventMeta {
     EventMeta {
         event_id: event.into(),
         call_id: call.into(),
-        kind: "status".into(),
+        kind: crate::event::EventKind::Status,
         status: Some("completed".into()),
         origin: None,
     }
@@ -656,3 +656,4 @@ fn a_record_reads_back_from_its_json() {
     let json = serde_json::to_vec(&r).expect("json");
     assert_eq!(serde_json::from_slice::<Record>(&json).ok(), Some(r));
 }
+
