@@ -231,27 +231,19 @@ impl Deliveries {
 
     /// One delivery of `meta`'s event was answered `answer`, each sink as `sinks` says.
     pub fn answered(&self, meta: &EventMeta, answer: Answer, sinks: Vec<SinkEntry>) {
-        let now = now_ms();
         // The copies this delivery stored (a retry's `already_acked` was audited before).
         let copies = copies(&sinks, |e| e.outcome == Outcome::Acked);
-        let (record, evicted) = {
-            let mut index = self.lock();
-            let record = index.answered(meta, answer, sinks, now).clone();
-            (record, index.evict(now))
-        };
-        self.after_update(&record, evicted, copies);
+        self.update(&meta.event_id, copies, |index, now| {
+            index.answered(meta, answer, sinks, now).answer
+        });
     }
 
     /// A sink's outcome learnt after the answer: a background publish, a replay, a dead letter.
     pub fn sink_update(&self, meta: &EventMeta, entry: SinkEntry) {
-        let now = now_ms();
         let copies = copies(std::slice::from_ref(&entry), |e| e.outcome.stored());
-        let (record, evicted) = {
-            let mut index = self.lock();
-            let record = index.sink_update(meta, entry, now).clone();
-            (record, index.evict(now))
-        };
-        self.after_update(&record, evicted, copies);
+        self.update(&meta.event_id, copies, |index, now| {
+            index.sink_update(meta, entry, now).answer
+        });
     }
 
     /// What the spool's replayer did with `event`'s entry `seq` for `sink` (also after a
@@ -274,13 +266,28 @@ impl Deliveries {
         self.sink_update(&EventMeta::of(event), entry);
     }
 
-    /// `copies` go to the audit when the event was answered 200; the record goes to the store.
-    fn after_update(
+    /// Applies `change` to the index (it returns the event's answer), evicts what is past the
+    /// bounds, hands the record to the store (under the lock, so the store sees the updates in
+    /// order; the memory store does nothing, the redb one queues a copy), then offers `copies`
+    /// to the audit when the event was answered 200.
+    fn update(
         &self,
-        record: &Record,
-        evicted: Vec<(String, index::Evicted)>,
+        event_id: &str,
         copies: Vec<(String, Receipt)>,
+        change: impl FnOnce(&mut Index, u64) -> Option<Answer>,
     ) {
+        let now = now_ms();
+        let (answer, evicted) = {
+            let mut index = self.lock();
+            let answer = change(&mut index, now);
+            let evicted = index.evict(now);
+            let removed: Vec<String> = evicted.iter().map(|(id, _)| id.clone()).collect();
+            match index.get(event_id) {
+                Some(r) => self.store.save(r, &removed),
+                None => self.store.remove(&removed),
+            }
+            (answer, evicted)
+        };
         for (_, why) in &evicted {
             let why = match why {
                 index::Evicted::Age => "age",
@@ -289,25 +296,19 @@ impl Deliveries {
             self.metrics.evicted.with_label_values(&[why]).inc();
         }
         if let Some(queue) = &self.audit {
-            if record.answer == Some(Answer::Accepted) && !copies.is_empty() {
-                queue.offer(&record.event_id, copies);
+            if answer == Some(Answer::Accepted) && !copies.is_empty() {
+                queue.offer(event_id, copies);
             }
         }
-        let removed: Vec<String> = evicted.into_iter().map(|(id, _)| id).collect();
-        self.store.save(record, &removed);
     }
 
     /// What the audit found, into the record of `event_id`.
     pub fn audited(&self, event_id: &str, sink: &str, receipt: &Receipt, result: AuditResult) {
-        let record = {
-            let mut index = self.lock();
-            if !index.audited(event_id, sink, receipt, result) {
-                return;
+        let mut index = self.lock();
+        if index.audited(event_id, sink, receipt, result) {
+            if let Some(r) = index.get(event_id) {
+                self.store.save(r, &[]);
             }
-            index.get(event_id).cloned()
-        };
-        if let Some(r) = record {
-            self.store.save(&r, &[]);
         }
     }
 

@@ -25,6 +25,8 @@ pub trait Store: Send + Sync {
     fn load(&self) -> Result<Vec<Record>, StoreError>;
     /// `record` as it is now, and the records evicted meanwhile. Never blocks the caller on i/o.
     fn save(&self, record: &Record, removed: &[String]);
+    /// Only the records evicted.
+    fn remove(&self, removed: &[String]);
     /// Writes everything saved so far (at shutdown).
     fn flush(&self) {}
 }
@@ -37,6 +39,7 @@ impl Store for Memory {
         Ok(Vec::new())
     }
     fn save(&self, _: &Record, _: &[String]) {}
+    fn remove(&self, _: &[String]) {}
 }
 
 enum Op {
@@ -162,13 +165,11 @@ impl Store for Redb {
             .iter()
             .map(|id| Op::Remove(id.clone()))
             .chain(std::iter::once(Op::Put(record.event_id.clone(), json)));
-        let Some(tx) = &self.tx else { return };
-        for op in ops {
-            if tx.try_send(op).is_err() {
-                tracing::warn!("the delivery index's writer is behind; a record is not stored");
-                return;
-            }
-        }
+        self.queue(ops);
+    }
+
+    fn remove(&self, removed: &[String]) {
+        self.queue(removed.iter().map(|id| Op::Remove(id.clone())));
     }
 
     fn flush(&self) {
@@ -176,6 +177,19 @@ impl Store for Redb {
         let Some(tx) = &self.tx else { return };
         if tx.send(Op::Flush(done)).is_ok() {
             let _ = wait.recv_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Redb {
+    /// Queues `ops` for the writer; when it is this far behind, the rest is dropped (and said).
+    fn queue(&self, ops: impl Iterator<Item = Op>) {
+        let Some(tx) = &self.tx else { return };
+        for op in ops {
+            if tx.try_send(op).is_err() {
+                tracing::warn!("the delivery index's writer is behind; a record is not stored");
+                return;
+            }
         }
     }
 }

@@ -35,6 +35,12 @@ impl Store for Recording {
             .expect("lock")
             .push((record.event_id.clone(), removed.to_vec()));
     }
+    fn remove(&self, removed: &[String]) {
+        self.saved
+            .lock()
+            .expect("lock")
+            .push((String::new(), removed.to_vec()));
+    }
 }
 
 #[test]
@@ -269,4 +275,36 @@ fn the_index_survives_in_the_spools_database() {
     );
     let none = store::Redb::new(Arc::new(|| None));
     assert!(none.load().is_err(), "no database is an error at start");
+}
+
+#[test]
+fn an_update_of_a_record_past_its_age_only_removes_it() {
+    let mut old = index::Index::new(Bounds {
+        max_events: 10,
+        max_age_ms: u64::MAX,
+    });
+    let r = old
+        .answered(&meta("a"), Answer::Accepted, vec![], now_ms() - 59_990)
+        .clone();
+    let store = Arc::new(Recording {
+        held: vec![r],
+        ..Recording::default()
+    });
+    let settings = DeliverySettings {
+        max_events: 10,
+        max_age_secs: 60,
+    };
+    let d = Deliveries::new(&settings, m())
+        .with_store(store.clone())
+        .expect("loads");
+    assert_eq!(d.len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    d.sink_update(
+        &meta("a"),
+        SinkEntry::new("k", "kafka", true, Outcome::Replayed),
+    );
+    assert!(d.is_empty());
+    let saved = store.saved.lock().expect("lock").clone();
+    assert_eq!(saved, vec![(String::new(), vec!["a".to_string()])]);
+    assert_eq!(d.metrics().evicted.with_label_values(&["age"]).get(), 1);
 }

@@ -656,4 +656,3 @@ fn a_record_reads_back_from_its_json() {
     let json = serde_json::to_vec(&r).expect("json");
     assert_eq!(serde_json::from_slice::<Record>(&json).ok(), Some(r));
 }
-
