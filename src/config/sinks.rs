@@ -45,8 +45,9 @@ impl SinkSettings {
         match self {
             SinkSettings::Kafka(s) => Source::Kafka(s),
             SinkSettings::Nats(s) => Source::Nats(s.as_ref()),
+            SinkSettings::Rabbitmq(s) => Source::Rabbitmq(s),
             SinkSettings::File(_) => Source::File,
-            SinkSettings::Null(_) | SinkSettings::Rabbitmq(_) => Source::None,
+            SinkSettings::Null(_) => Source::None,
         }
     }
 }

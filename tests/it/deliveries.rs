@@ -348,7 +348,7 @@ async fn the_audit_finds_exactly_the_deleted_kafka_records_missing() {
         "  - {{name: events, type: kafka, brokers: \"{brokers}\", topic: {topic}, timeout_ms: 2500}}\n"
     );
     let app = spawn(&with_sections(
-        "audit: {delay_secs: 3}",
+        "audit: {delay_secs: 5}",
         &config_with_sinks(&sink),
     ))
     .await;
@@ -369,9 +369,13 @@ async fn the_audit_finds_exactly_the_deleted_kafka_records_missing() {
             Some(ids.len() as u64)
         );
         ids.push(r.event_id().to_string());
+        if ids.len() == 3 {
+            // After their 200s, behind the bridge's back: the first three records go.
+            delete_records(brokers, &topic, 3).await;
+            let a = audit_of(&app, "events").await;
+            assert_eq!(a["unaudited"].as_u64(), Some(3), "deleted before the audit: {a}");
+        }
     }
-    // After the 200s, behind the bridge's back: the first three records go.
-    delete_records(brokers, &topic, 3).await;
 
     let a = audited(&app, "events", 6).await;
     assert_eq!(
@@ -451,7 +455,7 @@ async fn the_audit_finds_exactly_the_purged_jetstream_message_missing() {
         "    timeout_ms: 2000\n",
     );
     let app = spawn(&with_sections(
-        "audit: {delay_secs: 2}",
+        "audit: {delay_secs: 5}",
         &config_with_sinks(&sink),
     ))
     .await;
@@ -467,12 +471,17 @@ async fn the_audit_finds_exactly_the_purged_jetstream_message_missing() {
                 .as_u64()
                 .expect("a sequence"),
         );
+        if ids.len() == 2 {
+            // After its 200, behind the bridge's back: the second message goes.
+            let s = js.get_stream(&stream).await.expect("stream");
+            assert!(
+                s.delete_message(seqs[1]).await.expect("deleted"),
+                "the message was there"
+            );
+            let a = audit_of(&app, "bus").await;
+            assert_eq!(a["unaudited"].as_u64(), Some(2), "deleted before the audit: {a}");
+        }
     }
-    let s = js.get_stream(&stream).await.expect("stream");
-    assert!(
-        s.delete_message(seqs[1]).await.expect("deleted"),
-        "the message was there"
-    );
 
     let a = audited(&app, "bus", 4).await;
     assert_eq!(strings(&a["missing_ids"]), [ids[1].clone()], "{a}");
@@ -574,4 +583,54 @@ fn validate_checks_the_sections() {
         Settings::from_yaml(&yaml, "test", &Env::empty()).is_err(),
         "unknown keys are refused"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue_missing() {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions, QueuePurgeOptions};
+    let url = crate::rabbitmq::AMQP_URL;
+    let exchange = unique("cb-audit");
+    let (real, audit) = (unique("cb-audit-real"), unique("cb-audit-q"));
+    let sink = format!(
+        "  - {{name: mq, type: rabbitmq, url: \"{url}\", exchange: \"{exchange}\", \
+         declare: {{exchange_type: topic, durable: false}}, \
+         routing_key: \"calls.{{kind}}.{{status}}\", timeout_ms: 2000, queues: [\
+         {{name: \"{real}\", binding_key: \"calls.#\", durable: false}}, \
+         {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, audit: true}}]}}\n"
+    );
+    let app = spawn(&with_sections("audit: {delay_secs: 5}", &config_with_sinks(&sink))).await;
+    app.await_ready(true).await;
+    let call = unique("audit-mq");
+    let mut ids = Vec::new();
+    for status in ["registered", "ongoing"] {
+        let r = app.post(&status_payload(&call, status)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        ids.push(r.event_id().to_string());
+    }
+    // After those two 200s, behind the bridge's back: the audit queue is emptied.
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let ch = conn.create_channel().await.expect("channel");
+    let purged = ch
+        .queue_purge(&audit, QueuePurgeOptions::default())
+        .await
+        .expect("purged");
+    assert_eq!(purged, 2, "both were in the audit queue");
+    let a = audit_of(&app, "mq").await;
+    assert_eq!(a["unaudited"].as_u64(), Some(2), "purged before the audit: {a}");
+    for status in ["completed", "failed"] {
+        let r = app.post(&status_payload(&call, status)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        ids.push(r.event_id().to_string());
+    }
+
+    let a = audited(&app, "mq", 4).await;
+    assert_eq!(strings(&a["missing_ids"]), ids[..2], "exactly the purged ones: {a}");
+    assert_eq!((a["verified"].as_u64(), a["missing"].as_u64()), (Some(2), Some(2)), "{a}");
+    app.stop().await;
+    for q in [&real, &audit] {
+        let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+    }
+    let _ = ch.exchange_delete(&exchange, ExchangeDeleteOptions::default()).await;
 }

@@ -15,6 +15,7 @@
 pub mod file;
 pub mod jetstream;
 pub mod kafka;
+pub mod rabbitmq;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,8 +161,10 @@ pub trait Reader: Send + Sync {
 pub enum Source<'a> {
     Kafka(&'a KafkaSinkSettings),
     Nats(&'a NatsSinkSettings),
+    /// Read back when the sink declares an audit queue.
+    Rabbitmq(&'a crate::sinks::rabbitmq::RabbitmqSinkSettings),
     File,
-    /// RabbitMQ (no read by delivery tag), the null sink.
+    /// The null sink.
     None,
 }
 
@@ -171,9 +174,6 @@ pub fn receipt_finding(receipt: &Receipt) -> Option<Finding> {
         Receipt::Null { .. } => Some(Finding::unverifiable("the null sink stores nothing")),
         Receipt::NatsCore { .. } => Some(Finding::unverifiable(
             "core NATS stores nothing to read back",
-        )),
-        Receipt::Rabbitmq { .. } => Some(Finding::unverifiable(
-            "RabbitMQ has no read by receipt: a queue hands a message to one consumer",
         )),
         _ => None,
     }
@@ -201,6 +201,10 @@ impl Readers {
                 Source::Nats(s) if s.jetstream.enabled => {
                     Arc::new(jetstream::JetStreamReader::new(s.clone()))
                 }
+                Source::Rabbitmq(s) => match rabbitmq::RabbitmqReader::new(s) {
+                    Some(r) => Arc::new(r),
+                    None => continue,
+                },
                 Source::File => Arc::new(file::FileReader),
                 Source::Nats(_) | Source::None => continue,
             };
@@ -228,7 +232,12 @@ impl Readers {
             return f;
         }
         let Some(reader) = self.by_sink.get(sink) else {
-            return Finding::unverifiable("no reader for this sink");
+            return Finding::unverifiable(match receipt {
+                Receipt::Rabbitmq { .. } => {
+                    "RabbitMQ has no read by receipt, and the sink declares no audit queue"
+                }
+                _ => "no reader for this sink",
+            });
         };
         let mut wait = RETRY_FIRST;
         let mut last = None;
