@@ -373,7 +373,11 @@ async fn the_audit_finds_exactly_the_deleted_kafka_records_missing() {
             // After their 200s, behind the bridge's back: the first three records go.
             delete_records(brokers, &topic, 3).await;
             let a = audit_of(&app, "events").await;
-            assert_eq!(a["unaudited"].as_u64(), Some(3), "deleted before the audit: {a}");
+            assert_eq!(
+                a["unaudited"].as_u64(),
+                Some(3),
+                "deleted before the audit: {a}"
+            );
         }
     }
 
@@ -479,7 +483,11 @@ async fn the_audit_finds_exactly_the_purged_jetstream_message_missing() {
                 "the message was there"
             );
             let a = audit_of(&app, "bus").await;
-            assert_eq!(a["unaudited"].as_u64(), Some(2), "deleted before the audit: {a}");
+            assert_eq!(
+                a["unaudited"].as_u64(),
+                Some(2),
+                "deleted before the audit: {a}"
+            );
         }
     }
 
@@ -598,7 +606,11 @@ async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue
          {{name: \"{real}\", binding_key: \"calls.#\", durable: false}}, \
          {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, audit: true}}]}}\n"
     );
-    let app = spawn(&with_sections("audit: {delay_secs: 5}", &config_with_sinks(&sink))).await;
+    let app = spawn(&with_sections(
+        "audit: {delay_secs: 5}",
+        &config_with_sinks(&sink),
+    ))
+    .await;
     app.await_ready(true).await;
     let call = unique("audit-mq");
     let mut ids = Vec::new();
@@ -618,7 +630,11 @@ async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue
         .expect("purged");
     assert_eq!(purged, 2, "both were in the audit queue");
     let a = audit_of(&app, "mq").await;
-    assert_eq!(a["unaudited"].as_u64(), Some(2), "purged before the audit: {a}");
+    assert_eq!(
+        a["unaudited"].as_u64(),
+        Some(2),
+        "purged before the audit: {a}"
+    );
     for status in ["completed", "failed"] {
         let r = app.post(&status_payload(&call, status)).await;
         assert_eq!(r.status, 200, "{}", r.body);
@@ -626,11 +642,21 @@ async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue
     }
 
     let a = audited(&app, "mq", 4).await;
-    assert_eq!(strings(&a["missing_ids"]), ids[..2], "exactly the purged ones: {a}");
-    assert_eq!((a["verified"].as_u64(), a["missing"].as_u64()), (Some(2), Some(2)), "{a}");
+    assert_eq!(
+        strings(&a["missing_ids"]),
+        ids[..2],
+        "exactly the purged ones: {a}"
+    );
+    assert_eq!(
+        (a["verified"].as_u64(), a["missing"].as_u64()),
+        (Some(2), Some(2)),
+        "{a}"
+    );
     app.stop().await;
     for q in [&real, &audit] {
         let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
     }
-    let _ = ch.exchange_delete(&exchange, ExchangeDeleteOptions::default()).await;
+    let _ = ch
+        .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+        .await;
 }

@@ -129,7 +129,12 @@ impl RabbitmqReader {
 
 #[async_trait]
 impl Reader for RabbitmqReader {
-    async fn read(&self, event_id: &str, receipt: &Receipt, _: Duration) -> Result<Finding, ReadError> {
+    async fn read(
+        &self,
+        event_id: &str,
+        receipt: &Receipt,
+        _: Duration,
+    ) -> Result<Finding, ReadError> {
         if !matches!(receipt, Receipt::Rabbitmq { .. }) {
             return Err(ReadError::Other("not a RabbitMQ receipt".into()));
         }

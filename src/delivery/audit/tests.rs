@@ -110,8 +110,15 @@ fn receipts_of_what_stores_nothing_or_cannot_be_read_are_unverifiable() {
         );
     }
     assert_eq!(receipt_finding(&kafka(1)), None);
-    let amqp = Receipt::Rabbitmq { exchange: "x".into(), routing_key: "k".into() };
-    assert_eq!(receipt_finding(&amqp), None, "read back when the sink has an audit queue");
+    let amqp = Receipt::Rabbitmq {
+        exchange: "x".into(),
+        routing_key: "k".into(),
+    };
+    assert_eq!(
+        receipt_finding(&amqp),
+        None,
+        "read back when the sink has an audit queue"
+    );
     assert_eq!(
         receipt_finding(&Receipt::File {
             path: "p".into(),
@@ -162,11 +169,16 @@ async fn a_sink_without_reader_and_a_receipt_that_says_it_are_unverifiable() {
         .judge("k", "e1", &Receipt::Null { stored: false }, 0)
         .await;
     assert_eq!(f.verdict, Verdict::Unverifiable);
-    let amqp = Receipt::Rabbitmq { exchange: "x".into(), routing_key: "k".into() };
+    let amqp = Receipt::Rabbitmq {
+        exchange: "x".into(),
+        routing_key: "k".into(),
+    };
     let f = Readers::default().judge("r", "e1", &amqp, 0).await;
     assert_eq!(
         f,
-        Finding::unverifiable("RabbitMQ has no read by receipt, and the sink declares no audit queue")
+        Finding::unverifiable(
+            "RabbitMQ has no read by receipt, and the sink declares no audit queue"
+        )
     );
     let f = Readers::default()
         .with("r", fake(0, |_| Finding::verified()))
