@@ -26,7 +26,8 @@
 //!                (index.rs, pure; store.rs its table in the spool's redb file; routes.rs
 //!                `GET /deliveries`, cli.rs `callbridge deliveries|audit`); audit/ reads each
 //!                200's copies back by receipt, one file per broker (kafka.rs, jetstream.rs,
-//!                file.rs), each with a pure verdict function: docs/deliveries.md
+//!                rabbitmq.rs: the sink's audit queue, file.rs), each with a pure verdict
+//!                function: docs/deliveries.md
 //! ledger/        per event id and sink: a receipt or a publish in flight (bounded, windowed);
 //!                shared.rs: the claims and receipts every replica shares (NATS KV, CAS + lease)
 //! spool/         for `on_unavailable: spool`: what a sink could not confirm, durably —
