@@ -95,6 +95,7 @@ impl Application {
         }
 
         let metrics = Arc::new(Metrics::new());
+        metrics.set_build_info(crate::event::SCHEMA_VERSION);
         let handles = sinks::build_all(settings.sinks.iter().map(|s| s.spec())).await?;
         let ledger = Ledger::new(
             Duration::from_secs(settings.idempotency.window_secs),
@@ -102,12 +103,17 @@ impl Application {
         );
         let mut fanout = Fanout::new(handles, ledger, metrics.clone());
         if settings.idempotency.store == crate::config::LedgerStore::NatsKv {
+            let namespace = crate::ledger::shared::namespace(
+                settings.idempotency.namespace.as_deref(),
+                &settings.event.source,
+            );
             let shared = crate::ledger::shared::SharedLedger::connect(
                 &settings.idempotency,
+                &namespace,
                 metrics.clone(),
             )
             .await?;
-            tracing::info!(bucket = %settings.idempotency.bucket, "shared ledger (nats-kv)");
+            tracing::info!(bucket = %settings.idempotency.bucket, namespace, "shared ledger (nats-kv)");
             fanout = fanout.with_shared_ledger(Arc::new(shared));
         }
         let spool = settings
@@ -133,10 +139,11 @@ impl Application {
             .map(bind)
             .transpose()?;
 
+        let auth = Arc::new(Authenticator::new(&settings.auth));
         let routes_state = web::Data::new(crate::delivery::routes::RouteState {
             deliveries: Some(deliveries),
             authorize: {
-                let auth = Authenticator::new(&settings.auth);
+                let auth = auth.clone();
                 Arc::new(move |headers: &actix_web::http::header::HeaderMap| {
                     auth.check(headers).is_ok()
                 })
@@ -144,22 +151,14 @@ impl Application {
         });
         let admin_routes_state = routes_state.clone();
         let state = web::Data::new(AppState {
-            auth: Authenticator::new(&settings.auth),
+            gates: crate::ingest::gates::Gates::new(server_settings, auth.clone(), metrics.clone()),
+            auth,
             fanout: fanout.clone(),
             metrics: metrics.clone(),
             event: settings.event.clone(),
-            max_body_bytes: server_settings.max_body_bytes,
             deadline: Duration::from_millis(server_settings.deadline_ms),
             retry_after_secs: server_settings.retry_after_secs,
             redact_pii: settings.log.redact_pii,
-            rate_limit: server_settings
-                .rate_limit
-                .as_ref()
-                .map(crate::ingest::ratelimit::RateLimiter::new),
-            requests: Arc::new(tokio::sync::Semaphore::new(server_settings.max_in_flight)),
-            body_bytes: Arc::new(tokio::sync::Semaphore::new(
-                server_settings.max_in_flight_bytes,
-            )),
             reconciler,
             publisher: tokio::runtime::Handle::current(),
         });

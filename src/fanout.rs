@@ -268,11 +268,8 @@ impl Fanout {
                 };
                 self.metrics.sink_outcome(&s.name, error.code());
                 tracing::warn!(sink = %s.name, reason = error.code(), error = %error.detail(), "event too large, published nowhere");
-                // Kept for the operator, who may raise the limit and redrive it.
                 if let Some(spool) = &self.spool {
-                    if let Err(e) = spool.bury(&s.name, &outgoing, &error.detail()).await {
-                        tracing::warn!(sink = %s.name, error = %crate::sinks::error_chain(&e), "cannot keep the refused event in the dead-letter store");
-                    }
+                    dead_letter(spool, &s.name, &outgoing, &error).await;
                 }
                 reports.push(report(s, SinkOutcome::Failed { error }));
             }
@@ -293,6 +290,7 @@ impl Fanout {
                     .spool
                     .clone()
                     .filter(|_| s.on_unavailable == OnUnavailable::Spool),
+                dead_letters: self.spool.clone(),
                 shared: self.shared.clone(),
             };
             // Its own task, in the request's span: an optional sink outlives the answer.
@@ -360,6 +358,9 @@ struct Driver {
     settle_limit: Duration,
     /// Set for a sink with `on_unavailable: spool`.
     spool: Option<Arc<Spool>>,
+    /// The spool's dead-letter store, for every sink when a spool is configured: where an event
+    /// the broker refuses for its size is kept.
+    dead_letters: Option<Arc<Spool>>,
     shared: Option<Arc<SharedLedger>>,
 }
 
@@ -401,20 +402,23 @@ impl Driver {
         }
     }
 
-    /// The local ledger granted the publish; with the shared ledger, the pair is claimed there
-    /// too: another replica's receipt makes this a duplicate, its live claim is waited for
-    /// (until the deadline), and an unreachable bucket fails closed (503, or the spool).
+    /// The local ledger granted the publish. One look at the spool decides, once, whether the
+    /// event queues behind the call's spooled events (unpublished: the replay publishes it, with
+    /// its own claim) or is published now — with the shared ledger, under a claim there: another
+    /// replica's receipt makes this a duplicate, its live claim is waited for (until the
+    /// deadline), and an unreachable bucket fails closed (503, or the spool). Deciding twice
+    /// would let a replay that drains in between send the event to a publish without a claim.
     async fn claimed(self, id: String) -> SinkOutcome {
+        if let Some(spool) = &self.spool {
+            if spool.has_waiting(&self.sink.name, &self.outgoing.event.subject) {
+                self.ledger.settle(&id, &self.sink.name, None);
+                return spool_it(spool, &self.metrics, &self.sink.name, &self.outgoing, None).await;
+            }
+        }
         let Some(shared) = self.shared.clone() else {
             return self.publish_or_spool(id, None).await;
         };
         let name = self.sink.name.clone();
-        if let Some(spool) = &self.spool {
-            if spool.has_waiting(&name, &self.outgoing.event.subject) {
-                // Queued behind the call's spooled events, unpublished: the replay claims it.
-                return self.publish_or_spool(id, None).await;
-            }
-        }
         loop {
             match shared.claim(&id, &name).await {
                 Ok(Claim::Mine { revision }) => {
@@ -451,10 +455,30 @@ impl Driver {
         }
     }
 
-    /// [`Driver::publish`], with the spool behind it for a spooling sink: a call with events
-    /// already waiting there queues behind them (order per call), and a transient failure is
-    /// spooled instead of failing the webhook.
+    /// [`Driver::publish_or_queue`], and an event the broker refused for its size (a topic's
+    /// `max.message.bytes` below the producer's, a server's own limit) kept in the dead-letter
+    /// store like one the size check refused before publishing: answered 413 either way, and
+    /// never kept nowhere.
     async fn publish_or_spool(self, id: String, claim: SharedClaim) -> SinkOutcome {
+        let dead_letters = self.dead_letters.clone();
+        let (name, outgoing) = (self.sink.name.clone(), self.outgoing.clone());
+        let outcome = self.publish_or_queue(id, claim).await;
+        if let (
+            SinkOutcome::Failed {
+                error: error @ SinkError::TooLarge(_),
+            },
+            Some(spool),
+        ) = (&outcome, &dead_letters)
+        {
+            dead_letter(spool, &name, &outgoing, error).await;
+        }
+        outcome
+    }
+
+    /// [`Driver::publish`], with the spool behind it for a spooling sink: a transient failure
+    /// is spooled instead of failing the webhook. (Whether the event queues behind the call's
+    /// spooled ones was decided before: [`Driver::claimed`].)
+    async fn publish_or_queue(self, id: String, claim: SharedClaim) -> SinkOutcome {
         let Some(spool) = self.spool.clone() else {
             return self.publish(id, claim).await;
         };
@@ -463,11 +487,6 @@ impl Driver {
             self.outgoing.clone(),
             self.metrics.clone(),
         );
-        if spool.has_waiting(&name, &outgoing.event.subject) {
-            // Not published here: the replayer publishes it after the call's earlier events.
-            self.ledger.settle(&id, &name, None);
-            return spool_it(&spool, &metrics, &name, &outgoing, None).await;
-        }
         match self.publish(id, claim).await {
             SinkOutcome::Failed { error } if error.is_transient() => {
                 spool_it(&spool, &metrics, &name, &outgoing, Some(error)).await
@@ -582,6 +601,20 @@ impl Driver {
     }
 }
 
+/// Keeps an event `sink` can never take (`error` says why) in the spool's dead-letter store,
+/// for the operator, who may raise the limit and redrive it. A failure to keep it is logged:
+/// the answer (413) is the same either way.
+async fn dead_letter(spool: &Spool, sink: &str, outgoing: &Outgoing, error: &SinkError) {
+    match spool.bury(sink, outgoing, &error.detail()).await {
+        Ok(()) => {
+            tracing::info!(sink, event_id = %outgoing.event.id, reason = error.code(), "event kept as a dead letter")
+        }
+        Err(e) => {
+            tracing::warn!(sink, error = %crate::sinks::error_chain(&e), "cannot keep the refused event in the dead-letter store")
+        }
+    }
+}
+
 /// Writes the event to the spool for `sink`: `Spooled` once it is durable, else the failure
 /// (with the publish's own error, when there was one, first).
 async fn spool_it(
@@ -605,9 +638,9 @@ async fn spool_it(
             metrics.sink_outcome(sink, "spool_failed");
             tracing::warn!(sink, error = %crate::sinks::error_chain(&e), "cannot spool the event");
             SinkOutcome::Failed {
-                error: SinkError::Broker {
+                error: SinkError::NotSpooled {
                     message: why,
-                    source: Some(Box::new(e)),
+                    source: Box::new(e),
                 },
             }
         }

@@ -126,6 +126,9 @@ enum Command {
     },
     /// Print the JSON Schema of the canonical event.
     Schema,
+    /// Print an AsyncAPI 3.0 document of what this configuration publishes: channels, servers
+    /// (without credentials), messages and their CloudEvents bindings (docs/asyncapi.md).
+    Asyncapi,
     /// Print the configuration reference (docs/configuration.md), generated from the code.
     ConfigReference {
         /// Print the configuration's JSON Schema (docs/schema/config.json) instead.
@@ -225,6 +228,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Schema => {
             print!("{}", event::json_schema_pretty());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Asyncapi => {
+            let (settings, _, _) = Settings::load(cli.config.as_deref())?;
+            print!(
+                "{}",
+                callbridge::contract::asyncapi::document_pretty(&settings)?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::ConfigReference { json } => {

@@ -11,7 +11,17 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::ledger::LedgerStats;
+/// What the idempotency ledger reports about itself ([`Metrics::observe_ledger`]). Defined here
+/// so that `metrics` stays a leaf: the ledger reports to it, it imports nothing of the crate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LedgerStats {
+    pub entries: usize,
+    pub expired: u64,
+    pub evicted_early: u64,
+    /// Age of the oldest entry: how far back a redelivery is still recognised right now
+    /// (the window when the cap is large enough, less when it is not).
+    pub retention: std::time::Duration,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -25,7 +35,7 @@ pub struct Metrics {
     pub sink_ready: IntGaugeVec,
     pub unknown_status: IntCounter,
     pub unknown_event_type: IntCounter,
-    /// Requests shed, by which limit (`requests`, `bytes`: 503; `rate`: 429).
+    /// Requests shed, by which limit (`requests`, `bytes`, `processing`: 503; `rate`: 429).
     pub shed: IntCounterVec,
     /// `server.tls` certificate reloads after a file change, by outcome (`ok`, `failed`).
     pub tls_reloads: IntCounterVec,
@@ -138,7 +148,7 @@ impl Metrics {
         let shed = IntCounterVec::new(
             Opts::new(
                 "callbridge_http_shed_total",
-                "Webhook requests shed by a limit: requests or bytes in flight (503), rate (server.rate_limit, 429)",
+                "Webhook requests shed by a limit: requests, bytes being received or processing bytes in flight (503), rate (server.rate_limit, 429)",
             ),
             &["limit"],
         )
@@ -199,9 +209,6 @@ impl Metrics {
             &["version", "schema"],
         )
         .expect("valid metric");
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), crate::event::SCHEMA_VERSION])
-            .set(1);
         let ledger_entries = IntGauge::new(
             "callbridge_ledger_entries",
             "Event ids the idempotency ledger remembers",
@@ -249,7 +256,7 @@ impl Metrics {
             Opts::new(
                 "callbridge_reconcile_api_errors_total",
                 "Failed requests to the platform's API, by reason (rate_limited, server_error, \
-                 client_error, unauthorized, timeout, connect, decode)",
+                 client_error, unauthorized, timeout, connect, decode, too_large)",
             ),
             &["reason"],
         )
@@ -323,6 +330,13 @@ impl Metrics {
             ledger_kv_takeovers,
             ledger_kv_seconds,
         }
+    }
+
+    /// `callbridge_build_info{version, schema}` = 1; the caller names the event schema it emits.
+    pub fn set_build_info(&self, schema: &str) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), schema])
+            .set(1);
     }
 
     /// Brings the ledger's figures up to date (at scrape time: the ledger keeps the counts).

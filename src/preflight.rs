@@ -25,6 +25,7 @@ use crate::config::{Settings, SinkSettings};
 use crate::event::{
     envelope, CallData, Event, EventFilter, EventKind, EventSettings, Family, KNOWN_STATUSES,
 };
+use crate::sinks::file::FileSinkSettings;
 use crate::sinks::nats::SubjectTemplate;
 use crate::sinks::preflight::{Check, Probe, ProbeError, Verdict};
 use crate::sinks::{kafka, nats, rabbitmq};
@@ -284,28 +285,100 @@ pub fn check(settings: &Settings) -> std::io::Result<Report> {
 }
 
 /// The destinations one sink's template gives, and how each kind of sink names them.
-struct Target {
-    routes: Routes,
+#[derive(Debug)]
+pub struct Target {
+    pub routes: Routes,
     /// `topic`, `key`, `subject`.
-    noun: &'static str,
+    pub noun: &'static str,
     /// Prefix before the noun, e.g. `exchange calls`.
-    prefix: String,
+    pub prefix: String,
 }
 
-fn target(
-    template: &str,
-    noun: &'static str,
-    prefix: String,
-    render: impl Fn(&Template, &Event) -> String,
-    filters: Option<&[EventFilter]>,
-    settings: &EventSettings,
-) -> Result<Target, String> {
-    let t = Template::parse(template).map_err(|e| e.to_string())?;
-    Ok(Target {
-        routes: routes(|e| render(&t, e), filters, settings),
-        noun,
-        prefix,
+impl Target {
+    /// How the report names a destination: `topic calls.status`, `exchange calls key x`.
+    pub fn named(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("{} {name}", self.noun)
+        } else {
+            format!("{} {} {name}", self.prefix, self.noun)
+        }
+    }
+}
+
+/// What one sink publishes to, as `validate --connect` checks it and `callbridge asyncapi`
+/// documents it: one enumeration for both, so the contract names exactly what is checked.
+#[derive(Debug)]
+pub enum SinkTargets<'a> {
+    /// The null sink: stores nothing.
+    Nothing,
+    /// The file sink: one file (`routes.checkable` holds it once, with the events it wants).
+    File {
+        settings: &'a FileSinkSettings,
+        routes: Routes,
+    },
+    /// A broker sink: its template over every producible event it wants.
+    Broker(Target),
+}
+
+/// The sink's `events` filters (`None`: every event). Invalid entries were refused by
+/// `validate`; here they are left out.
+fn sink_filters(sink: &SinkSettings) -> Option<Vec<EventFilter>> {
+    sink.spec().common().events.map(|list| {
+        list.iter()
+            .filter_map(|f| EventFilter::parse(f).ok())
+            .collect()
     })
+}
+
+/// Where `sink` sends what it wants; `Err` names an invalid destination template.
+pub fn sink_targets<'a>(
+    sink: &'a SinkSettings,
+    settings: &EventSettings,
+) -> Result<SinkTargets<'a>, String> {
+    let filters = sink_filters(sink);
+    let filters = filters.as_deref();
+    let target = |template: &str,
+                  noun: &'static str,
+                  prefix: String,
+                  render: &dyn Fn(&Template, &Event) -> String| {
+        let t = Template::parse(template).map_err(|e| e.to_string())?;
+        Ok(SinkTargets::Broker(Target {
+            routes: routes(|e| render(&t, e), filters, settings),
+            noun,
+            prefix,
+        }))
+    };
+    match sink {
+        SinkSettings::Null(_) => Ok(SinkTargets::Nothing),
+        SinkSettings::File(f) => {
+            let path = f.path.display().to_string();
+            Ok(SinkTargets::File {
+                settings: f,
+                routes: routes(|_| path.clone(), filters, settings),
+            })
+        }
+        SinkSettings::Kafka(k) => target(&k.topic, "topic", String::new(), &|t, e| {
+            t.render_escaped(e, &KAFKA_TOPIC)
+        }),
+        SinkSettings::Rabbitmq(r) => target(
+            &r.routing_key,
+            "key",
+            if r.exchange.is_empty() {
+                "default exchange".into()
+            } else {
+                format!("exchange {}", r.exchange)
+            },
+            &|t, e| t.render_escaped(e, &AMQP_ROUTING_KEY),
+        ),
+        SinkSettings::Nats(n) => {
+            let subject = SubjectTemplate::parse(&n.subject)?;
+            Ok(SinkTargets::Broker(Target {
+                routes: routes(|e| subject.render(e), filters, settings),
+                noun: "subject",
+                prefix: String::new(),
+            }))
+        }
+    }
 }
 
 async fn check_sink(sink: &SinkSettings, settings: &EventSettings) -> Vec<Line> {
@@ -316,12 +389,6 @@ async fn check_sink(sink: &SinkSettings, settings: &EventSettings) -> Vec<Line> 
     } else {
         format!("{} ({}, optional)", c.name, spec.kind())
     };
-    let filters: Option<Vec<EventFilter>> = c.events.map(|list| {
-        list.iter()
-            .filter_map(|f| EventFilter::parse(f).ok())
-            .collect()
-    });
-    let filters = filters.as_deref();
     let line = |state, destination: String, detail: String, events: String| Line {
         state,
         sink: label.clone(),
@@ -330,8 +397,8 @@ async fn check_sink(sink: &SinkSettings, settings: &EventSettings) -> Vec<Line> 
         events,
     };
 
-    let target = match sink {
-        SinkSettings::Null(_) => {
+    let target = match sink_targets(sink, settings) {
+        Ok(SinkTargets::Nothing) => {
             return vec![line(
                 State::Ok,
                 String::new(),
@@ -339,9 +406,11 @@ async fn check_sink(sink: &SinkSettings, settings: &EventSettings) -> Vec<Line> 
                 String::new(),
             )]
         }
-        SinkSettings::File(f) => {
-            let all = routes(|_| f.path.display().to_string(), filters, settings);
-            let events = all
+        Ok(SinkTargets::File {
+            settings: f,
+            routes,
+        }) => {
+            let events = routes
                 .checkable
                 .first()
                 .map(|d| describe(&d.events))
@@ -357,37 +426,7 @@ async fn check_sink(sink: &SinkSettings, settings: &EventSettings) -> Vec<Line> 
                 }),
             );
         }
-        SinkSettings::Kafka(k) => target(
-            &k.topic,
-            "topic",
-            String::new(),
-            |t, e| t.render_escaped(e, &KAFKA_TOPIC),
-            filters,
-            settings,
-        ),
-        SinkSettings::Rabbitmq(r) => target(
-            &r.routing_key,
-            "key",
-            if r.exchange.is_empty() {
-                "default exchange".into()
-            } else {
-                format!("exchange {}", r.exchange)
-            },
-            |t, e| t.render_escaped(e, &AMQP_ROUTING_KEY),
-            filters,
-            settings,
-        ),
-        SinkSettings::Nats(n) => match SubjectTemplate::parse(&n.subject) {
-            Ok(subject) => Ok(Target {
-                routes: routes(|e| subject.render(e), filters, settings),
-                noun: "subject",
-                prefix: String::new(),
-            }),
-            Err(e) => Err(e),
-        },
-    };
-    let target = match target {
-        Ok(t) => t,
+        Ok(SinkTargets::Broker(t)) => t,
         Err(e) => {
             return vec![line(
                 State::Missing,
@@ -397,13 +436,7 @@ async fn check_sink(sink: &SinkSettings, settings: &EventSettings) -> Vec<Line> 
             )]
         }
     };
-    let named = |name: &str| {
-        if target.prefix.is_empty() {
-            format!("{} {name}", target.noun)
-        } else {
-            format!("{} {} {name}", target.prefix, target.noun)
-        }
-    };
+    let named = |name: &str| target.named(name);
 
     let mut lines: Vec<Line> = target
         .routes

@@ -1,6 +1,6 @@
 //! The ingest path from raw bytes: headers and body → signature check → JSON → normalise →
 //! serialise (structured and every binary binding), as a request goes through
-//! `ingest::handler` minus the network.
+//! `ingest::gates` minus the network.
 //!
 //! Input layout: the first line is the query string, then `name: value` header lines, an empty
 //! line, and the body. Input without an empty line is all body (so plain JSON files are seeds).
@@ -14,7 +14,7 @@ use callbridge::config::AuthSettings;
 use callbridge::event::binding::{Format, Headers, Outgoing};
 use callbridge::event::EventSettings;
 use callbridge::ingest::auth::Authenticator;
-use callbridge::ingest::handler::parse_body;
+use callbridge::ingest::gates::parse_body;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

@@ -2,10 +2,12 @@
 run, so runs never share anything). Runs in the Python examples' venv.
 
   examples_admin.py create-topics BROKERS PARTITIONS TOPIC...
+  examples_admin.py publish-bad RUN --kafka BROKERS TOPIC --rabbitmq URL EXCHANGE KEY --nats URL SUBJECT
   examples_admin.py cleanup --kafka BROKERS TOPIC,... --rabbitmq URL EXCHANGE QUEUE,... --nats URL STREAM
 """
 
 import asyncio
+import json
 import sys
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -54,9 +56,63 @@ async def delete_stream(url, stream):
     await nc.close()
 
 
+def bad_records(run):
+    """Two messages that are not callbridge events, as (event id or None, body): a valid call
+    record without an event id, and an id with a body the event's schema refuses (no call_id)."""
+    record = {"kind": "status", "family": "callback", "call_id": f"{run}-bad", "status": "completed",
+              "callback_params": {}, "extra": {}}
+    return [(None, json.dumps(record).encode()), (f"{run}-bad-body", b'{"kind": "status"}')]
+
+
+def publish_bad(run, args):
+    """Publishes bad_records() to each broker where the bridge publishes (each consumer must
+    skip and count both, and still report every real event)."""
+    opts = {args[i]: args[i + 1 : i + 4] for i in range(len(args)) if args[i].startswith("--")}
+    records = bad_records(run)
+    from confluent_kafka import Producer
+
+    brokers, topic = opts["--kafka"][:2]
+    producer = Producer({"bootstrap.servers": brokers, "acks": "all"})
+    errors = []
+    for event_id, body in records:
+        headers = [("ce_id", event_id.encode())] if event_id else []
+        producer.produce(topic, body, key=f"{run}-bad", headers=headers,
+                         on_delivery=lambda err, _msg: err and errors.append(err))
+    if producer.flush(30) or errors:
+        sys.exit(f"kafka: not delivered: {errors}")
+    print(f"published {len(records)} bad records to kafka topic {topic}")
+
+    import pika
+
+    url, exchange, key = opts["--rabbitmq"][:3]
+    conn = pika.BlockingConnection(pika.URLParameters(url))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    for event_id, body in records:
+        props = pika.BasicProperties(message_id=event_id, content_type="application/json", delivery_mode=2)
+        ch.basic_publish(exchange, key, body, props, mandatory=True)  # raises unless confirmed
+    conn.close()
+    print(f"published {len(records)} bad messages to rabbitmq exchange {exchange} key {key}")
+
+    async def to_nats(url, subject):
+        import nats
+
+        nc = await nats.connect(url)
+        js = nc.jetstream()
+        for event_id, body in records:
+            await js.publish(subject, body, headers={"Nats-Msg-Id": event_id} if event_id else None)
+        await nc.close()
+
+    url, subject = opts["--nats"][:2]
+    asyncio.run(to_nats(url, subject))
+    print(f"published {len(records)} bad messages to nats subject {subject}")
+
+
 def main(argv):
     if argv[0] == "create-topics":
         return create_topics(argv[1], argv[2], argv[3:])
+    if argv[0] == "publish-bad":
+        return publish_bad(argv[1], argv[2:])
     if argv[0] != "cleanup":
         sys.exit(__doc__)
     args, i, failed = argv[1:], 0, False

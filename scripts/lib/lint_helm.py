@@ -16,7 +16,9 @@ On top of what Helm checks, for every values file:
   schema    the values coalesced over the chart's, against values.schema.json (jsonschema), so
             errors are shown by field path;
   manifest  the rendered objects keep the chart's promises (non-root, read-only root FS,
-            probes, grace period, checksum annotation, every optional object of "everything on");
+            probes, grace period, checksum annotations — checksum/secret is the Secret's data —,
+            a PDB whenever two pods run, pods spread over nodes, every optional object of
+            "everything on");
   validate  the rendered ConfigMap's config.yaml passes `callbridge validate`, with the
             environment the pod would get from the chart's Secret; so does the local stack's
             deploy/callbridge.compose.yaml, with the environment docker-compose.yml gives it, and
@@ -24,9 +26,20 @@ On top of what Helm checks, for every values file:
   examples  examples/helm/NAME-values.yaml's configOverride is examples/configs/NAME.yaml.
   metrics   every callbridge_* series the dashboard and the PrometheusRule query is one that
             src/metrics.rs registers.
-  refusals  values the chart must refuse (no sinks, a required file sink on the emptyDir) fail
-            to render with a message saying so; a configOverride given as file text (--set-file)
+  refusals  values the chart must refuse (REFUSALS: no sinks, no image, a required file sink or
+            the spool on any emptyDir, a spool with the HPA or on a shared claim, a ReadWriteOnce
+            claim with more than one pod, a ${VAR} nothing provides, a memory limit below the
+            ledger + in-flight + Kafka sum) fail to render with a message saying so, and values
+            close to them (ACCEPTED) render; a configOverride given as file text (--set-file)
             reaches the ConfigMap verbatim.
+  key       the Secret and checksum/secret are the same on every render and change with the key
+            (no key generated at render time).
+  plain     every examples/helm file installs on a cluster without the Prometheus Operator's API
+            (no ServiceMonitor, no PrometheusRule; NOTES says so).
+  logs      no shipped config sets a log.level that drops the bridge's default lapin=off,
+            async_nats=off.
+  outcomes  every outcome the code counts in callbridge_sink_publish_total is classified as a
+            success or a failure, and CallbridgeSinkPublishFailing fires on exactly the failures.
 
 Usage: python lint_helm.py CHART CALLBRIDGE_BIN [VALUES_FILE...]
 (the chart's defaults, the refusals, the compose config and the examples are always checked).
@@ -36,6 +49,7 @@ Exits non-zero when anything fails.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
@@ -68,9 +82,27 @@ METRICS_SOURCE = "src/metrics.rs"
 # Modules that register metrics of their own into the same registry.
 MORE_METRICS_SOURCES = ["src/delivery/metrics.rs"]
 
-# Values the chart must refuse to render, and a part of the message it must give.
+# What a user passes with --set on top of any values file: the image they built and pushed (the
+# chart has no default; the refusals below check it says so).
+USER_IMAGE = {"image": {"repository": "registry.example.com/platform/callbridge", "tag": "0.1.0"}}
+
+SPOOL_NULL = {"auth": {"mode": "none"}, "spool": {"path": "/var/lib/callbridge/spool.redb"},
+              "sinks": [{"name": "bus", "type": "null", "on_unavailable": "spool"}]}
+PV = {"persistentVolume": {"enabled": True}}
+KEY = {"secret": {"env": {"CALLBRIDGE_API_KEY": "k-0123456789"}}}
+NULL_SINK = [{"name": "bus", "type": "null"}]
+
+
+def file_sink(path: str) -> dict:
+    return {"configOverride": {"auth": {"mode": "none"}, "sinks": [{"name": "a", "type": "file", "path": path}]}}
+
+
+# Values the chart must refuse to render, and a part of the message it must give. USER_IMAGE is
+# merged under each (as a user's --set), except where the image itself is what is missing.
 REFUSALS = [
     ("no sinks (the chart's defaults)", {}, "config has no sinks"),
+    ("no image.repository (there is no public image)", {"image": {"repository": ""}, **KEY, "config": {"sinks": NULL_SINK}},
+     "image.repository is not set"),
     (
         "a required file sink on the emptyDir",
         {"config": {"sinks": [{"name": "archive", "type": "file", "path": "/var/lib/callbridge/events.jsonl"}]}},
@@ -81,19 +113,60 @@ REFUSALS = [
         {"configOverride": {"auth": {"mode": "none"}, "sinks": [{"name": "a", "type": "file", "path": "data/e.jsonl", "required": True}]}},
         "vanish with the pod",
     ),
+    ("a required file sink under /tmp (an emptyDir), even with a claim on the data volume",
+     {**file_sink("/tmp/events.jsonl"), "data": PV}, "required file sink on an emptyDir (/tmp/events.jsonl)"),
+    ("a required file sink on an emptyDir from extraVolumes",
+     {**file_sink("/scratch/out/e.jsonl"), "extraVolumes": [{"name": "scratch", "emptyDir": {}}],
+      "extraVolumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]},
+     "required file sink on an emptyDir (/scratch/out/e.jsonl)"),
     (
         "a spool on the emptyDir",
-        {"configOverride": {"auth": {"mode": "none"}, "spool": {"path": "/var/lib/callbridge/spool.redb"},
-                            "sinks": [{"name": "bus", "type": "null", "on_unavailable": "spool"}]}},
+        {"configOverride": SPOOL_NULL},
         "would vanish with the pod",
     ),
+    ("a spool under /tmp (an emptyDir) although the data volume is a claim per pod",
+     {"data": PV, "configOverride": {**SPOOL_NULL, "spool": {"path": "/tmp/spool.redb"}}}, "is on an emptyDir"),
     (
-        "a spool on one claim shared by two pods",
-        {"replicaCount": 2, "data": {"existingClaim": "shared"},
-         "configOverride": {"auth": {"mode": "none"}, "spool": {"path": "/var/lib/callbridge/spool.redb"},
-                            "sinks": [{"name": "bus", "type": "null", "on_unavailable": "spool"}]}},
+        "a spool on one ReadWriteMany claim shared by two pods",
+        {"replicaCount": 2, "data": {"existingClaim": "shared", "existingClaimAccessMode": "ReadWriteMany"},
+         "configOverride": SPOOL_NULL},
         "would share one spool file",
     ),
+    ("a spool with the HorizontalPodAutoscaler", {"data": PV, "autoscaling": {"enabled": True}, "configOverride": SPOOL_NULL},
+     "a spool with autoscaling.enabled"),
+    ("a ReadWriteOnce existingClaim with two replicas",
+     {"replicaCount": 2, "data": {"existingClaim": "archive"}, **file_sink("/var/lib/callbridge/e.jsonl")},
+     "Multi-Attach"),
+    ("a ReadWriteOnce existingClaim with one replica and a rollout surge (maxSurge 1)",
+     {"replicaCount": 1, "data": {"existingClaim": "archive"}, **file_sink("/var/lib/callbridge/e.jsonl")},
+     "up to 2 pods may run at once"),
+    ("a ReadWriteOnce existingClaim with the HorizontalPodAutoscaler",
+     {"replicaCount": 1, "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}, "autoscaling": {"enabled": True},
+      "data": {"existingClaim": "archive"}, **file_sink("/var/lib/callbridge/e.jsonl")},
+     "Multi-Attach"),
+    ("the default config's ${CALLBRIDGE_API_KEY} with no Secret giving it (no key generated)",
+     {"config": {"sinks": NULL_SINK}}, "references ${CALLBRIDGE_API_KEY} but nothing gives the pod"),
+    ("a memory limit below the ledger the config keeps (README: 1 800 000 ids ≈ 690 MiB)",
+     {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}}},
+     "Raise resources.limits.memory to at least 837Mi"),
+    ("a memory limit below the bodies being parsed and two Kafka sinks",
+     {**KEY, "config": {"server": {"max_processing_bytes": 4194304},
+                        "sinks": [{"name": "k1", "type": "kafka", "brokers": "k:9092", "topic": "t"},
+                                  {"name": "k2", "type": "kafka", "brokers": "k:9092", "topic": "u"}]}},
+     "+ 280 MiB parsing (server.max_processing_bytes 4194304 × 70) + 32 MiB arriving (server.max_in_flight_bytes 33554432) + 128 MiB for 2 Kafka sink(s)"),
+]
+
+# Values that look close to a refusal but are fine: they must render.
+ACCEPTED = [
+    ("one pod on a ReadWriteOnce existingClaim, rolled without surge",
+     {"replicaCount": 1, "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}, "data": {"existingClaim": "archive"},
+      **file_sink("/var/lib/callbridge/e.jsonl")}),
+    ("a required file sink on a claim mounted from extraVolumes under /tmp",
+     {**file_sink("/tmp/archive/e.jsonl"), "extraVolumes": [{"name": "archive", "persistentVolumeClaim": {"claimName": "a"}}],
+      "extraVolumeMounts": [{"name": "archive", "mountPath": "/tmp/archive"}]}),
+    ("the ledger of 1 800 000 ids with the memory it needs",
+     {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}},
+      "resources": {"limits": {"memory": "837Mi"}}}),
 ]
 
 # helm's support.Severity: UnknownSev, InfoSev, WarningSev, ErrorSev.
@@ -236,6 +309,9 @@ GROUPS = {
 
 
 class StubApi(BaseHTTPRequestHandler):
+    # The API groups this cluster serves (a plain cluster: without the Prometheus Operator's).
+    groups = GROUPS
+
     def log_message(self, *args):
         pass
 
@@ -280,13 +356,13 @@ class StubApi(BaseHTTPRequestHandler):
                     "versions": [{"groupVersion": gv, "version": gv.split("/")[1]}],
                     "preferredVersion": {"groupVersion": gv, "version": gv.split("/")[1]},
                 }
-                for gv in GROUPS
+                for gv in self.groups
             ]
             return self.send_json(200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
         if path == "/api/v1":
             return self.send_json(200, self.resource_list("v1", CORE))
-        if path.startswith("/apis/") and path[6:] in GROUPS:
-            return self.send_json(200, self.resource_list(path[6:], GROUPS[path[6:]]))
+        if path.startswith("/apis/") and path[6:] in self.groups:
+            return self.send_json(200, self.resource_list(path[6:], self.groups[path[6:]]))
         # Nothing exists yet: lookups, release history and conflict checks all find nothing.
         return self.send_json(
             404,
@@ -297,12 +373,21 @@ class StubApi(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("Content-Length", 0)))  # protobuf or JSON; unused
         parts = self.path.split("?")[0].strip("/").split("/")
         gv = "v1" if parts[0] == "api" else f"{parts[1]}/{parts[2]}"
-        kinds = {name: kind for name, kind, _ in (CORE if gv == "v1" else GROUPS.get(gv, []))}
+        kinds = {name: kind for name, kind, _ in (CORE if gv == "v1" else self.groups.get(gv, []))}
         kind = kinds.get(parts[-1])
         if kind is None:
             return self.send_json(404, {"kind": "Status", "apiVersion": "v1", "code": 404})
         meta = {"name": "created", "namespace": "callbridge", "uid": f"uid-{time.monotonic_ns()}", "resourceVersion": "1"}
         return self.send_json(201, {"kind": kind, "apiVersion": gv, "metadata": meta})
+
+
+class PlainStubApi(StubApi):
+    groups = {gv: r for gv, r in GROUPS.items() if not gv.startswith("monitoring.coreos.com/")}
+
+
+def with_image(values: dict) -> dict:
+    """The values as a user installs them: with the image they pushed (--set image.repository)."""
+    return coalesce(USER_IMAGE, values)
 
 
 def helm_install(chart: Path, user_values: dict, kubeconfig: Path) -> tuple[dict | None, str]:
@@ -316,7 +401,7 @@ def helm_install(chart: Path, user_values: dict, kubeconfig: Path) -> tuple[dict
 
 
 def check_refusal(chart: Path, user_values: dict, label: str, expected: str, kubeconfig: Path) -> None:
-    result, stderr = helm_install(chart, user_values, kubeconfig)
+    result, stderr = helm_install(chart, with_image(user_values), kubeconfig)
     name = f"the chart refuses to render [{label}]"
     if result is None:
         return report(name, False, f"install did not run:\n{stderr}")
@@ -392,6 +477,33 @@ def check_manifest(docs: list[dict], values: dict, label: str, everything_on: bo
             problems.append("no checksum/config annotation on the pod template")
         if not c.get("lifecycle", {}).get("preStop"):
             problems.append("no preStop pause")
+        # A node drain must not take every pod at once: a PDB whenever two pods or more run,
+        # and the pods spread over nodes unless the values give their own constraints.
+        min_pods = (values.get("autoscaling") or {}).get("minReplicas", 1) if (values.get("autoscaling") or {}).get("enabled") else values.get("replicaCount", 1)
+        if (values.get("podDisruptionBudget") or {}).get("enabled") and min_pods >= 2 and "PodDisruptionBudget" not in by_kind:
+            problems.append(f"no PodDisruptionBudget although {min_pods} pods run")
+        if "PodDisruptionBudget" in by_kind and min_pods < 2:
+            problems.append("a PodDisruptionBudget with a single pod (it blocks every drain)")
+        spread = spec.get("topologySpreadConstraints") or []
+        selector = by_kind["Deployment"][0]["spec"]["selector"]["matchLabels"]
+        if (values.get("topologySpread") or {}).get("enabled") and not values.get("topologySpreadConstraints"):
+            keys = [t.get("topologyKey") for t in spread]
+            if "kubernetes.io/hostname" not in keys:
+                problems.append(f"pods not spread over nodes: {keys}")
+            if any((t.get("labelSelector") or {}).get("matchLabels") != selector for t in spread):
+                problems.append("a spread constraint does not select the release's pods")
+        # The pods roll when the key material they get changes: the checksum is the Secret's.
+        secrets = [d for d in by_kind.get("Secret", [])]
+        annotations = pod["metadata"].get("annotations", {})
+        if secrets:
+            # As Helm's toJson writes it (Go's encoding/json: sorted keys, compact, <>& escaped).
+            data = json.dumps(secrets[0].get("stringData") or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            want = hashlib.sha256(data.encode()).hexdigest()
+            if annotations.get("checksum/secret") != want:
+                problems.append(f"checksum/secret {annotations.get('checksum/secret')} is not the Secret's data ({want})")
+        if c.get("readinessProbe", {}).get("timeoutSeconds", 1) < 3:
+            problems.append("readiness probe timeout below 3 s (a spool probe write may take 2 s)")
         mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
         if "/etc/callbridge" not in mounts or "/var/lib/callbridge" not in mounts:
             problems.append("config or data volume not mounted")
@@ -559,12 +671,148 @@ def check_refusals_and_set_file(chart: Path, repo: Path, kubeconfig: Path) -> No
         return
     text = cfg.read_text()
     label = f"configOverride as file text ({cfg.relative_to(repo)})"
-    docs = helm_render(chart, {"configOverride": text}, label, kubeconfig)
+    docs = helm_render(chart, with_image({"configOverride": text, **KEY}), label, kubeconfig)
     if docs is None:
         return
     cms = [d for d in docs if d["kind"] == "ConfigMap" and "config.yaml" in (d.get("data") or {})]
     got = cms[0]["data"]["config.yaml"] if cms else ""
     report(f"the ConfigMap holds the file verbatim [{label}]", got.strip() == text.strip(), "" if cms else "no ConfigMap")
+
+
+def check_plain_cluster(chart: Path, repo: Path, kubeconfig: Path) -> None:
+    """Every example installs on a cluster without the Prometheus Operator: its ServiceMonitor and
+    PrometheusRule are left out (and NOTES says so) instead of failing the install."""
+    for values_file in sorted((repo / EXAMPLE_VALUES).glob("*-values.yaml")):
+        label = f"{values_file.relative_to(repo)} on a plain cluster"
+        user = load_yaml(values_file)
+        result, stderr = helm_install(chart, with_image(user), kubeconfig)
+        if result is None or "error" in result:
+            report(f"helm install [{label}]", False, result["error"] if result else stderr)
+            continue
+        kinds = sorted({d["kind"] for d in yaml.safe_load_all(result["manifest"]) if d})
+        operator = [k for k in kinds if k in ("ServiceMonitor", "PrometheusRule")]
+        report(f"helm install [{label}]", not operator, f"rendered {operator}" if operator else ", ".join(kinds))
+        wanted = (user.get("metrics") or {})
+        if (wanted.get("serviceMonitor") or {}).get("enabled") or (wanted.get("prometheusRule") or {}).get("enabled"):
+            said = "were not installed" in result["notes"]
+            report(f"NOTES says the monitoring objects were skipped [{label}]", said, "" if said else result["notes"])
+
+
+def check_stable_key(chart: Path, kubeconfig: Path) -> None:
+    """The chart generates no key: two renders give the same Secret and checksum (helm template,
+    Argo CD, --dry-run), and another key gives another checksum (the pods roll)."""
+    def render(key: str) -> tuple[dict, str]:
+        values = with_image({"secret": {"env": {"CALLBRIDGE_API_KEY": key}}, "config": {"sinks": NULL_SINK}})
+        result, stderr = helm_install(chart, values, kubeconfig)
+        if result is None or "error" in result:
+            raise RuntimeError(result["error"] if result else stderr)
+        docs = [d for d in yaml.safe_load_all(result["manifest"]) if d]
+        secret = next(d for d in docs if d["kind"] == "Secret")
+        dep = next(d for d in docs if d["kind"] == "Deployment")
+        return secret.get("stringData") or {}, dep["spec"]["template"]["metadata"]["annotations"].get("checksum/secret", "")
+    try:
+        a, b, c = render("key-one-0123456789"), render("key-one-0123456789"), render("key-two-0123456789")
+    except RuntimeError as e:
+        return report("the API key is stable across renders", False, str(e))
+    report("the API key is stable across renders (same Secret, same checksum)", a == b and bool(a[1]), f"{a} / {b}")
+    report("another key rolls the pods (checksum/secret changes)", a[1] != c[1], f"{a[1]} / {c[1]}")
+
+
+# The log level the bridge defaults to: a `log.level` that drops these brings the AMQP and NATS
+# clients' reconnect storms back.
+QUIET_CLIENTS = ("lapin=off", "async_nats=off")
+
+
+def check_log_levels(chart: Path, repo: Path) -> None:
+    """No shipped config replaces the bridge's log default with one that lets the clients talk."""
+    sources = [(f"{chart.relative_to(repo)}/values.yaml config", load_yaml(chart / "values.yaml").get("config") or {})]
+    for f in sorted((repo / EXAMPLE_CONFIGS).glob("*.yaml")) + [repo / COMPOSE_CONFIG]:
+        sources.append((str(f.relative_to(repo)), load_yaml(f)))
+    for f in sorted((chart / "ci").glob("*-values.yaml")) + sorted((repo / EXAMPLE_VALUES).glob("*-values.yaml")):
+        sources.append((str(f.relative_to(repo)), effective_config(load_yaml(f))))
+    for name, cfg in sources:
+        level = (cfg.get("log") or {}).get("level")
+        ok = level is None or all(q in str(level) for q in QUIET_CLIENTS)
+        report(f"log.level keeps the bridge's default quiet clients [{name}]", ok, f"level: {level}" if level else "default")
+
+
+# Every outcome of callbridge_sink_publish_total, as the code names them, classified. A new
+# outcome fails this script until it is put in one of the two sets, so the alert can never
+# silently fire on a success or miss a failure.
+OK_OUTCOMES = {"acked", "skipped", "spooled", "replayed", "spool_already_acked", "in_progress"}
+FAILED_OUTCOMES = {"timeout", "not_connected", "rejected", "queue_full", "too_large", "io", "broker",
+                   "ledger_unavailable", "in_doubt", "in_doubt_abandoned", "spool_failed", "dead_lettered"}
+
+
+def code_outcomes(repo: Path) -> set[str]:
+    found: set[str] = set()
+    consts = {}
+    for f in (repo / "src").rglob("*.rs"):
+        text = f.read_text()
+        consts.update(dict(re.findall(r'pub const ([A-Z_]+): &str = "([a-z_]+)";', text)))
+        found.update(re.findall(r'sink_outcome\(\s*[^,]+,\s*"([a-z_]+)"\s*\)', text))
+        for name in re.findall(r'sink_outcome\(\s*[^,]+,\s*([A-Z_]+)\s*\)', text):
+            found.add(consts.get(name, name))
+    # error.code(): the reasons of SinkError.
+    sinks = (repo / "src/sinks/mod.rs").read_text()
+    body = sinks[sinks.index("pub fn code(&self)"):]
+    body = body[: body.index("\n    }\n")]
+    found.update(re.findall(r'=> "([a-z_]+)"', body))
+    return {consts.get(o, o) for o in found}
+
+
+def check_outcomes_classified(repo: Path) -> None:
+    outcomes = code_outcomes(repo)
+    unclassified = sorted(outcomes - OK_OUTCOMES - FAILED_OUTCOMES)
+    report("every publish outcome the code counts is classified (success or failure)", not unclassified,
+           f"unclassified: {', '.join(unclassified)} (add them to OK_OUTCOMES or FAILED_OUTCOMES in {__file__})"
+           if unclassified else ", ".join(sorted(outcomes)))
+
+
+def check_alert_outcomes(docs: list[dict], repo: Path, label: str) -> None:
+    for d in docs:
+        if d["kind"] != "PrometheusRule":
+            continue
+        for g in d["spec"]["groups"]:
+            for r in g["rules"]:
+                if r.get("alert") != "CallbridgeSinkPublishFailing":
+                    continue
+                m = re.search(r'outcome!~"([^"]+)"', r["expr"])
+                if not m:
+                    return report(f"CallbridgeSinkPublishFailing selects failures only [{label}]", False, r["expr"])
+                excluded = re.compile(f"^(?:{m.group(1)})$")
+                fires_on = sorted(o for o in OK_OUTCOMES if not excluded.match(o))
+                misses = sorted(o for o in FAILED_OUTCOMES if excluded.match(o))
+                report(f"CallbridgeSinkPublishFailing fires on every failure and no success [{label}]",
+                       not fires_on and not misses,
+                       f"fires on {fires_on}, misses {misses}" if fires_on or misses else m.group(1))
+
+
+def check_admin_token_scrape(chart: Path, kubeconfig: Path) -> None:
+    """With admin tokens in the config (the admin plane), Prometheus scrapes the admin port with one."""
+    values = with_image({
+        "secret": {"env": {"CALLBRIDGE_API_KEY": "k-0123456789", "CALLBRIDGE_ADMIN_TOKEN": "t-0123456789"}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+        "configOverride": {"server": {"listen": "0.0.0.0:8080", "admin_listen": "0.0.0.0:9090"},
+                           "admin": {"tokens": ["${CALLBRIDGE_ADMIN_TOKEN}"]},
+                           "auth": {"api_keys": {"keys": ["${CALLBRIDGE_API_KEY}"]}}, "sinks": NULL_SINK},
+    })
+    result, stderr = helm_install(chart, values, kubeconfig)
+    name = "the ServiceMonitor scrapes the admin port with the admin token (config admin.tokens)"
+    if result is None or "error" in result:
+        return report(name, False, result["error"] if result else stderr)
+    sm = [d for d in yaml.safe_load_all(result["manifest"]) if d and d["kind"] == "ServiceMonitor"]
+    ep = sm[0]["spec"]["endpoints"][0] if sm else {}
+    auth = ((ep.get("authorization") or {}).get("credentials") or {})
+    ok = ep.get("port") == "admin" and auth == {"name": "callbridge", "key": "CALLBRIDGE_ADMIN_TOKEN"}
+    report(name, ok, json.dumps(ep))
+
+
+def check_accepted(chart: Path, kubeconfig: Path) -> None:
+    for label, values in ACCEPTED:
+        result, stderr = helm_install(chart, with_image(values), kubeconfig)
+        ok = result is not None and "error" not in result
+        report(f"the chart renders [{label}]", ok, "" if ok else (result or {}).get("error", stderr))
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -579,32 +827,45 @@ def main() -> int:
     schema = json.loads((chart / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
 
+    # Two stub clusters: one serving the Prometheus Operator's API, and a plain one.
     server = ThreadingHTTPServer(("127.0.0.1", 0), StubApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    plain = ThreadingHTTPServer(("127.0.0.1", 0), PlainStubApi)
+    for srv in (server, plain):
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
     tmp = Path(tempfile.mkdtemp(prefix="lint-helm-"))
-    kubeconfig = tmp / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-                "users": [{"name": "stub", "user": {"token": "stub"}}],
-                "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": "callbridge"}}],
-                "current-context": "stub",
-            }
+
+    def kubeconfig_for(srv, name: str) -> Path:
+        path = tmp / name
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "stub", "cluster": {"server": f"http://127.0.0.1:{srv.server_address[1]}"}}],
+                    "users": [{"name": "stub", "user": {"token": "stub"}}],
+                    "contexts": [{"name": "stub", "context": {"cluster": "stub", "user": "stub", "namespace": "callbridge"}}],
+                    "current-context": "stub",
+                }
+            )
         )
-    )
+        return path
+
+    kubeconfig = kubeconfig_for(server, "kubeconfig")
+    plain_kubeconfig = kubeconfig_for(plain, "kubeconfig-plain")
     try:
         # The defaults carry no sinks: they pass the schema, and the chart refuses to render them
         # (checked with the other refusals below).
         label = f"{chart.relative_to(repo)}/values.yaml (defaults)"
         errs = sorted(jsonschema.Draft7Validator(schema).iter_errors(defaults), key=lambda e: list(e.path))
         report(f"values.schema.json [{label}]", not errs, "; ".join(e.message for e in errs))
+        # One node drain must not take every pod: on by default, not left to the user.
+        on = [k for k in ("podDisruptionBudget", "topologySpread") if (defaults.get(k) or {}).get("enabled")]
+        report(f"PodDisruptionBudget and topology spread on by default [{label}]", len(on) == 2, ", ".join(on))
         cases = []
         for f in files:
             rel = str(f.relative_to(repo)) if f.is_relative_to(repo) else str(f)
-            cases.append((rel, load_yaml(f), "everything-on" in f.name, VALIDATE_PENDING.get(rel)))
+            # A values file without an image is installed as a user does: with --set image.*.
+            cases.append((rel, with_image(load_yaml(f)), "everything-on" in f.name, VALIDATE_PENDING.get(rel)))
         for label, user, everything_on, pending in cases:
             started = time.monotonic()
             values = coalesce(defaults, user)
@@ -620,14 +881,22 @@ def main() -> int:
                 check_manifest(docs, values, label, everything_on)
                 check_validate(docs, values, label, binary, pending)
                 check_metrics(docs, repo, label)
+                check_alert_outcomes(docs, repo, label)
             print(f"     ({label}: {time.monotonic() - started:.1f}s)", flush=True)
         check_refusals_and_set_file(chart, repo, kubeconfig)
+        check_accepted(chart, kubeconfig)
+        check_admin_token_scrape(chart, kubeconfig)
+        check_stable_key(chart, kubeconfig)
+        check_plain_cluster(chart, repo, plain_kubeconfig)
+        check_log_levels(chart, repo)
+        check_outcomes_classified(repo)
         if (repo / COMPOSE_FILE).exists():
             check_compose(repo, binary)
         if (repo / EXAMPLE_CONFIGS).exists():
             check_example_configs(repo, binary)
     finally:
         server.shutdown()
+        plain.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
 
     passed = sum(ok for _, ok in RESULTS)

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::validate::Issues;
+use crate::validate::Issues;
 
 /// The prefix of override variables: `CALLBRIDGE__SERVER__LISTEN` sets `server.listen`.
 const OVERRIDE_PREFIX: &str = "CALLBRIDGE";

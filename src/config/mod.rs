@@ -6,15 +6,14 @@
 //! Every string may hold `${VAR}` or `${VAR:-default}` ([`mod@env`]).
 //!
 //! The sections are here; the `sinks` list is in [`sinks`] and each sink kind's settings live
-//! with the sink (`crate::sinks::<kind>`). Every check reports through [`validate::Issues`], a
-//! leaf module, so dependencies point one way: config → a sink's settings → config::validate.
+//! with the sink (`crate::sinks::<kind>`). Every check reports through [`crate::validate::Issues`], a
+//! leaf module, so dependencies point one way: config → a sink's settings → validate.
 
 pub mod env;
 pub mod reference;
 pub mod security;
 mod shape;
 pub mod sinks;
-pub mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,9 +23,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::EventSettings;
+pub use crate::ledger::settings::{IdempotencySettings, LedgerStore, LEDGER_BYTES_PER_ENTRY};
+pub use crate::spool::settings::SpoolSettings;
+pub use crate::validate::{ConfigIssue, Issues};
 pub use env::Env;
 pub use sinks::SinkSettings;
-pub use validate::{ConfigIssue, Issues};
 
 /// The embedded default configuration: one `file` sink, the documentation's sample API key.
 /// Embedded so that `cargo run --release` and the installed binary work from any directory.
@@ -112,24 +113,6 @@ pub struct Settings {
     pub sinks: Vec<SinkSettings>,
 }
 
-/// Where events wait while a sink with `on_unavailable: spool` cannot take them: an embedded,
-/// crash-safe database file (redb), written and fsynced before the webhook is answered.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SpoolSettings {
-    /// The spool's database file (its directory is created). On Kubernetes, a persistent volume:
-    /// a spool on an `emptyDir` is lost with the pod.
-    pub path: PathBuf,
-    /// Most bytes of events held (all sinks together); when full, a spooling sink fails
-    /// (503) like `on_unavailable: fail`. Never unbounded disk, never a silent drop.
-    #[serde(default = "default_spool_max_bytes")]
-    pub max_bytes: u64,
-}
-
-fn default_spool_max_bytes() -> u64 {
-    1 << 30
-}
-
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
@@ -165,12 +148,20 @@ pub struct ServerSettings {
     /// Webhook requests handled at once; more are answered 503 + `Retry-After` at once.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Body bytes admitted at once (the Content-Length, or `max_body_bytes` when none is
-    /// announced); a request that would exceed it is answered 503 + `Retry-After` before its
-    /// body is read. Parsing multiplies a body's memory (a 1 MiB body of tiny JSON values costs
-    /// tens of MiB), so this is the knob that bounds memory. At least `max_body_bytes`.
+    /// Body bytes being received at once, all requests together, counted as they arrive (a
+    /// client that announces a large body and sends it slowly holds only what it has sent); a
+    /// request whose next bytes do not fit is answered 503 + `Retry-After` and its connection
+    /// closed. At least `max_body_bytes`.
     #[serde(default = "default_max_in_flight_bytes")]
     pub max_in_flight_bytes: usize,
+    /// Body bytes being parsed and delivered at once, all requests together: a body whose
+    /// signature (when configured) has been verified takes its size from this budget until it
+    /// is answered, or is answered 503 + `Retry-After` when it does not fit. Parsing multiplies
+    /// a body's memory (a 1 MiB body of tiny JSON values costs tens of MiB), so this is the
+    /// knob that bounds memory. At least `max_body_bytes`; `max_body_bytes` when omitted (one
+    /// maximum-size body at a time, hundreds of ordinary few-KiB ones).
+    #[serde(default)]
+    pub max_processing_bytes: Option<usize>,
     /// A request rate limit per client address or credential (429 + `Retry-After`); off when
     /// absent.
     #[serde(default)]
@@ -194,6 +185,7 @@ impl Default for ServerSettings {
             workers: 0,
             max_in_flight: default_max_in_flight(),
             max_in_flight_bytes: default_max_in_flight_bytes(),
+            max_processing_bytes: None,
             rate_limit: None,
             tls: None,
         }
@@ -213,12 +205,24 @@ fn default_max_body_bytes() -> usize {
 fn default_max_in_flight() -> usize {
     256
 }
-/// One maximum-size body: a hostile 1 MiB body of tiny JSON values was measured at about
-/// 70 MiB of peak memory once parsed, normalised and serialised; four of them took the process
-/// past the Helm chart's 256 MiB limit, and two peaked at 210–275 MiB (the top under a loaded
-/// machine), too close to it. Ordinary bodies are a few KiB, so 1 MiB still admits hundreds.
+/// 32 maximum-size bodies: bytes still arriving cost only their own size (they are not parsed
+/// yet), so 32 MiB is a twelfth of the Helm chart's 384 MiB limit beside the processing budget's
+/// worst case (the chart checks the sum), and admits 32 large bodies or thousands of ordinary few-KiB ones arriving at
+/// once. A slow or hostile client holds only the bytes it has sent: 32 connections announcing
+/// 1 MiB and sending a byte a second hold a few hundred bytes of it, not all of it.
 fn default_max_in_flight_bytes() -> usize {
-    1024 * 1024
+    32 * 1024 * 1024
+}
+
+impl ServerSettings {
+    /// `max_processing_bytes`, or one maximum-size body when omitted: a hostile 1 MiB body of
+    /// tiny JSON values was measured at about 70 MiB of peak memory once parsed, normalised and
+    /// serialised; four of them took the process past 256 MiB, and two peaked at 210–275 MiB
+    /// (the top under a loaded machine). Ordinary bodies
+    /// are a few KiB, so 1 MiB still admits hundreds.
+    pub fn processing_bytes(&self) -> usize {
+        self.max_processing_bytes.unwrap_or(self.max_body_bytes)
+    }
 }
 fn default_deadline_ms() -> u64 {
     8000
@@ -281,119 +285,6 @@ pub struct BearerSettings {
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-pub struct IdempotencySettings {
-    /// How long the bridge remembers which sinks acknowledged an event id. The default (30 min)
-    /// outlasts the sender's retry horizon (1 + 5 + 15 minutes).
-    #[serde(default = "default_window_secs")]
-    pub window_secs: u64,
-    /// Hard cap on remembered ids, so memory stays bounded under any load. The ledger holds
-    /// its window only while `max_entries` ≥ `window_secs` × the event rate; beyond that the
-    /// oldest ids go early (`callbridge_ledger_evicted_total{reason="cap"}`).
-    #[serde(default = "default_max_entries")]
-    pub max_entries: usize,
-    /// The peak event rate this deployment expects (events per second, optional). Only for
-    /// `validate`: it warns when `max_entries` cannot hold `window_secs` at this rate.
-    #[serde(default)]
-    pub expected_rate_per_sec: Option<u64>,
-    /// Where the ledger lives: `memory` (this replica's own, the default) or `nats-kv` (a NATS
-    /// JetStream key-value bucket every replica shares: a retry that lands on another replica
-    /// publishes only to the sinks without a receipt, and two replicas never publish one event
-    /// to one sink at once). With `nats-kv` the local ledger still answers first; the bucket
-    /// is asked before each publish. docs/shared-ledger.md.
-    #[serde(default)]
-    pub store: LedgerStore,
-    /// `nats-kv`: the NATS server(s) holding the bucket (`nats://host:4222`, comma-separated for a
-    /// cluster), as the NATS sink's `url`.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// `nats-kv`: the bucket; created when absent, with `replicas` and a max age of
-    /// `window_secs` (the bucket's retention is the window, at any rate).
-    #[serde(default = "default_ledger_bucket")]
-    pub bucket: String,
-    /// `nats-kv`: replicas of the bucket when the bridge creates it (3 on a three-node cluster).
-    #[serde(default = "default_ledger_replicas")]
-    pub replicas: usize,
-    /// `nats-kv`: how long a replica's claim on (event id, sink) holds while it publishes. A
-    /// replica that dies mid-publish blocks that sink for this long; the default outlasts the
-    /// longest a publish stays in doubt (50 s), so a takeover never races a publish that may
-    /// still land.
-    #[serde(default = "default_lease_secs")]
-    pub lease_secs: u64,
-    /// `nats-kv`: username/password authentication (both or neither).
-    #[serde(default)]
-    pub user: Option<String>,
-    /// `nats-kv`: the password for `user`.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub password: Option<SecretString>,
-    /// `nats-kv`: token authentication.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub token: Option<SecretString>,
-    /// `nats-kv`: NKey seed (`SU...`) authentication.
-    #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub nkey: Option<SecretString>,
-    /// `nats-kv`: a `.creds` file (JWT + NKey seed).
-    #[serde(default)]
-    pub credentials_file: Option<PathBuf>,
-}
-
-/// Where the idempotency ledger lives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum LedgerStore {
-    /// In this replica's memory (bounded by `max_entries`).
-    #[default]
-    Memory,
-    /// In a NATS JetStream key-value bucket shared by every replica.
-    NatsKv,
-}
-
-fn default_ledger_bucket() -> String {
-    "callbridge-ledger".into()
-}
-fn default_ledger_replicas() -> usize {
-    1
-}
-fn default_lease_secs() -> u64 {
-    52
-}
-
-/// Measured ledger memory per remembered id with three broker sinks' receipts, in the steady
-/// state at the cap (`benches/ledger_memory.rs`: 400 000 ids through a cap of 200 000,
-/// mimalloc: 364–396 bytes between runs): what sizing `max_entries` costs.
-pub const LEDGER_BYTES_PER_ENTRY: u64 = 400;
-
-impl Default for IdempotencySettings {
-    fn default() -> Self {
-        Self {
-            window_secs: default_window_secs(),
-            max_entries: default_max_entries(),
-            expected_rate_per_sec: None,
-            store: LedgerStore::Memory,
-            url: None,
-            bucket: default_ledger_bucket(),
-            replicas: default_ledger_replicas(),
-            lease_secs: default_lease_secs(),
-            user: None,
-            password: None,
-            token: None,
-            nkey: None,
-            credentials_file: None,
-        }
-    }
-}
-
-fn default_window_secs() -> u64 {
-    1800
-}
-fn default_max_entries() -> usize {
-    100_000
-}
-
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// `pretty` for people at a terminal, `json` (one object per line) for log collectors.
     #[serde(default)]
@@ -402,11 +293,12 @@ pub struct LogSettings {
     /// `info,lapin=off,async_nats=off`: the AMQP and NATS clients log every failed reconnect,
     /// which the sinks already report (by sink name, repeats summarised every 30 s).
     #[serde(default)]
+    #[schemars(extend("default" = "info,lapin=off,async_nats=off"))]
     pub level: Option<String>,
     /// Replace every field of `data` that is not an identifier (phone numbers, transcripts,
     /// analysis, custom arguments, extras, …) with `[redacted]` wherever an event is logged
     /// (debug level). On by default: logs must not hold personal data unless asked to.
-    #[serde(default = "validate::default_true")]
+    #[serde(default = "crate::validate::default_true")]
     pub redact_pii: bool,
 }
 
@@ -486,6 +378,39 @@ pub enum LogFormat {
 }
 
 /// `sinks[1].topic` → `sinks[1] (bus).topic`: an operator knows sinks by name, not by index.
+/// When the file has shape errors, the semantic errors of what does deserialise (the shape
+/// errors' sections and sinks taken out), so one `validate` run reports both. Sink indices are
+/// those of the file; a check about the sinks list as a whole is left out when a sink was taken
+/// out (it would be about a list the file does not have).
+fn meaning_of_the_rest(raw: &Value) -> Vec<ConfigIssue> {
+    let Some((fixed, kept)) = shape::repaired(raw) else {
+        return Vec::new();
+    };
+    let total = raw
+        .get("sinks")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    let Ok(settings) = serde_json::from_value::<Settings>(fixed) else {
+        return Vec::new();
+    };
+    let mut issues = Issues::default();
+    settings.validate(&mut issues);
+    issues
+        .errors
+        .into_iter()
+        .filter_map(|mut issue| {
+            if let Some(rest) = issue.path.strip_prefix("sinks[") {
+                let (index, tail) = rest.split_once(']')?;
+                let original = kept.get(index.parse::<usize>().ok()?)?;
+                issue.path = format!("sinks[{original}]{tail}");
+            } else if issue.path == "sinks" && kept.len() < total {
+                return None;
+            }
+            Some(issue)
+        })
+        .collect()
+}
+
 fn name_sinks(raw: &Value, issues: &mut [ConfigIssue]) {
     for issue in issues {
         let Some(rest) = issue.path.strip_prefix("sinks[") else {
@@ -557,6 +482,7 @@ impl Settings {
                 let path = if path == "." { "(root)".into() } else { path };
                 let first = shape::issue(path, e.into_inner().to_string());
                 let mut errors = shape::errors(&raw, first);
+                errors.extend(meaning_of_the_rest(&raw));
                 name_sinks(&raw, &mut errors);
                 return Err(ConfigError::Invalid(errors));
             }
@@ -611,19 +537,21 @@ impl Settings {
         if s.max_in_flight == 0 {
             issues.error("server.max_in_flight", "must be greater than 0");
         }
-        if s.max_in_flight_bytes < s.max_body_bytes {
-            issues.error(
-                "server.max_in_flight_bytes",
-                format!(
-                    "must be at least server.max_body_bytes ({}), or a body of the allowed size could never be admitted",
-                    s.max_body_bytes
-                ),
-            );
-        } else if s.max_in_flight_bytes > u32::MAX as usize {
-            issues.error(
-                "server.max_in_flight_bytes",
-                format!("must be at most {}", u32::MAX),
-            );
+        for (field, bytes) in [
+            ("server.max_in_flight_bytes", s.max_in_flight_bytes),
+            ("server.max_processing_bytes", s.processing_bytes()),
+        ] {
+            if bytes < s.max_body_bytes {
+                issues.error(
+                    field,
+                    format!(
+                        "must be at least server.max_body_bytes ({}), or a body of the allowed size could never be admitted",
+                        s.max_body_bytes
+                    ),
+                );
+            } else if bytes > u32::MAX as usize {
+                issues.error(field, format!("must be at most {}", u32::MAX));
+            }
         }
         if s.deadline_ms == 0 {
             issues.error("server.deadline_ms", "must be greater than 0");
@@ -657,7 +585,7 @@ impl Settings {
                 "shorter than the sender's 21-minute retry horizon: late retries may publish again",
             );
         }
-        self.validate_shared_ledger(issues);
+        self.idempotency.validate_shared(issues);
         if self.idempotency.max_entries == 0 {
             issues.error("idempotency.max_entries", "must be greater than 0");
         }
@@ -725,47 +653,9 @@ impl Settings {
         }
     }
 
-    fn validate_shared_ledger(&self, issues: &mut Issues) {
-        let l = &self.idempotency;
-        if l.store != LedgerStore::NatsKv {
-            return;
-        }
-        if l.url.as_deref().is_none_or(|u| u.trim().is_empty()) {
-            issues.error("idempotency.url", "is required with `store: nats-kv`");
-        }
-        if l.bucket.is_empty()
-            || !l
-                .bucket
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            issues.error(
-                "idempotency.bucket",
-                format!("`{}`: letters, digits, `-` and `_` only", l.bucket),
-            );
-        }
-        if !(1..=5).contains(&l.replicas) {
-            issues.error("idempotency.replicas", "must be between 1 and 5");
-        }
-        if l.lease_secs == 0 {
-            issues.error("idempotency.lease_secs", "must be greater than 0");
-        }
-        if l.user.is_some() != l.password.is_some() {
-            issues.error(
-                "idempotency.user",
-                "`user` and `password` go together (both or neither)",
-            );
-        }
-    }
-
     fn validate_spool(&self, issues: &mut Issues) {
         if let Some(spool) = &self.spool {
-            if spool.path.as_os_str().is_empty() {
-                issues.error("spool.path", "must not be empty");
-            }
-            if spool.max_bytes == 0 {
-                issues.error("spool.max_bytes", "must be greater than 0");
-            }
+            spool.validate(issues);
         }
         for (i, sink) in self.sinks.iter().enumerate() {
             let c = sink.spec().common();
@@ -873,8 +763,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use super::validate::assert_paths;
     use super::*;
+    use crate::validate::assert_paths;
 
     const MINIMAL: &str = r#"
 auth: {api_keys: {keys: ["k1"]}}
@@ -892,6 +782,42 @@ sinks:
             Err(e) => vec![format!("{e:#}")],
             Ok(_) => vec![],
         }
+    }
+
+    #[test]
+    fn shape_and_meaning_are_reported_in_one_run() {
+        // A typo'd section, a sink with a shape error and two sinks with semantic errors: every
+        // one of them in one run, each sink by its index in the file.
+        let errs = errors(
+            r#"
+auth: {api_keys: {keys: ["k1"]}}
+logs: {level: debug}
+sinks:
+  - {name: bus, type: kafka, brokers: "k:9092", topic: "calls.{knd}"}
+  - {name: amqp, type: rabbitmq, url: "amqp://h", exchange: x, routing_key: r, colour: red}
+  - {name: archive, type: file, path: ""}
+"#,
+        );
+        let want = [
+            "(root): unknown section `logs` (did you mean `log`?)",
+            "sinks[1] (amqp).colour: unknown field `colour`",
+            "sinks[0] (bus).topic: ",
+            "sinks[2] (archive).path: ",
+        ];
+        for w in want {
+            assert!(
+                errs.iter().any(|e| e.starts_with(w)),
+                "missing {w:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), want.len(), "{errs:#?}");
+        // A required section that does not deserialise leaves nothing meaningful to check.
+        let errs = errors("auth: {api_kys: {}}\nsinks: [{name: a, type: file, path: ''}]\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert!(errs[0].starts_with("auth.api_kys"), "{errs:#?}");
+        // Sinks taken out do not make the list look empty.
+        let errs = errors("auth: {mode: none}\nsinks: [{name: a, type: fil, path: x}]\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
     }
 
     #[test]
@@ -964,18 +890,19 @@ sinks:
             ("callbridge-ledger", 1, 52)
         );
         let errs = errors(&format!(
-            "idempotency: {{store: nats-kv, bucket: \"a.b\", replicas: 6, lease_secs: 0, user: u}}\n{MINIMAL}"
+            "idempotency: {{store: nats-kv, bucket: \"a.b\", namespace: \"x.y\", replicas: 6, lease_secs: 0, user: u}}\n{MINIMAL}"
         ));
         for path in [
             "idempotency.url",
             "idempotency.bucket",
+            "idempotency.namespace",
             "idempotency.replicas",
             "idempotency.lease_secs",
             "idempotency.user",
         ] {
             assert!(errs.iter().any(|e| e.contains(path)), "{path}: {errs:?}");
         }
-        assert_eq!(errs.len(), 5, "{errs:?}");
+        assert_eq!(errs.len(), 6, "{errs:?}");
         // The memory store ignores the nats-kv keys.
         assert!(errors(&format!("idempotency: {{replicas: 9}}\n{MINIMAL}")).is_empty());
     }
@@ -1023,21 +950,48 @@ sinks:
     fn in_flight_limits_are_checked() {
         let sinks = "auth: {mode: none}\nsinks: [{name: a, type: file, path: /tmp/x}]";
         let errs = errors(&format!(
-            "server: {{max_in_flight: 0, max_body_bytes: 2048, max_in_flight_bytes: 2047}}\n{sinks}"
+            "server: {{max_in_flight: 0, max_body_bytes: 2048, max_in_flight_bytes: 2047, max_processing_bytes: 100}}\n{sinks}"
         ));
         assert_paths(
             &errs,
-            &["server.max_in_flight", "server.max_in_flight_bytes"],
+            &[
+                "server.max_in_flight",
+                "server.max_in_flight_bytes",
+                "server.max_processing_bytes",
+            ],
         );
         let errs = errors(&format!(
-            "server: {{max_in_flight_bytes: 8589934592}}\n{sinks}"
+            "server: {{max_in_flight_bytes: 8589934592, max_processing_bytes: 8589934592}}\n{sinks}"
         ));
-        assert_paths(&errs, &["server.max_in_flight_bytes"]);
+        assert_paths(
+            &errs,
+            &["server.max_in_flight_bytes", "server.max_processing_bytes"],
+        );
         let (s, _) = load(&format!(
-            "server: {{max_body_bytes: 2048, max_in_flight_bytes: 2048}}\n{sinks}"
+            "server: {{max_body_bytes: 2048, max_in_flight_bytes: 2048, max_processing_bytes: 2048}}\n{sinks}"
         ))
         .unwrap();
         assert_eq!(s.server.max_in_flight, 256, "default");
+        let (s, _) = load(sinks).unwrap();
+        assert_eq!(
+            s.server.max_in_flight_bytes,
+            32 * s.server.max_body_bytes,
+            "many bodies arriving at once"
+        );
+        assert_eq!(
+            s.server.processing_bytes(),
+            s.server.max_body_bytes,
+            "one maximum-size body parsed at once"
+        );
+        let (s, _) = load(&format!(
+            "server: {{max_body_bytes: 4194304, max_in_flight_bytes: 4194304}}\n{sinks}"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.server.processing_bytes(),
+            4194304,
+            "follows max_body_bytes"
+        );
         assert!(errors(&format!("server: {{max_in_flite: 3}}\n{sinks}"))
             .iter()
             .any(|e| e.contains("max_in_flite")));

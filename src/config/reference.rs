@@ -373,6 +373,58 @@ mod tests {
     }
 
     #[test]
+    fn an_optional_choice_shows_its_default() {
+        // An enum field that may be omitted always has a default: the reference must say which
+        // (it showed "—" for `rate_limit.by` and `idempotency.store`).
+        let schema = json_schema();
+        let defs = schema["$defs"].as_object().cloned().unwrap_or_default();
+        let is_enum = |p: &Value| {
+            p.get("enum").is_some()
+                || p.get("$ref")
+                    .and_then(Value::as_str)
+                    .and_then(|r| r.strip_prefix("#/$defs/"))
+                    .and_then(|d| defs.get(d))
+                    .is_some_and(|d| {
+                        d.get("enum").is_some()
+                            || d.get("oneOf").is_some_and(|o| {
+                                o.as_array().is_some_and(|a| {
+                                    a.iter().all(|v| {
+                                        v.get("const").is_some() || v.get("enum").is_some()
+                                    })
+                                })
+                            })
+                    })
+        };
+        let mut missing = Vec::new();
+        for (name, def) in defs
+            .iter()
+            .chain(std::iter::once((&"(root)".to_string(), &schema)))
+        {
+            let required: Vec<&str> = def["required"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            for (key, prop) in def["properties"].as_object().into_iter().flatten() {
+                if key != "type"
+                    && !required.contains(&key.as_str())
+                    && is_enum(prop)
+                    && prop.get("default").is_none()
+                {
+                    missing.push(format!("{name}.{key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "enum fields without a default in the schema: {missing:?}"
+        );
+        let md = markdown();
+        assert!(md.contains("| `by` | `address` \\| `credential` | `address` |"));
+        assert!(md.contains("| `store` | `memory` \\| `nats-kv` | `memory` |"));
+        assert!(md.contains("| `level` | string | `info,lapin=off,async_nats=off` |"));
+    }
+
+    #[test]
     fn an_undocumented_field_is_found() {
         let schema = serde_json::json!({"properties": {"a": {"description": "x"}, "b": {"type": "string"}},
             "$defs": {"D": {"properties": {"c": {}}}}});

@@ -10,7 +10,7 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::validate::Issues;
+use crate::validate::Issues;
 
 /// Verifies an HMAC over each webhook's raw body (and a timestamp), so a request seen once can
 /// neither be altered nor replayed later.
@@ -63,7 +63,9 @@ pub enum SignatureScheme {
     Hmac,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum HmacAlgorithm {
     #[default]
@@ -71,7 +73,9 @@ pub enum HmacAlgorithm {
     Sha512,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureEncoding {
     #[default]
@@ -185,7 +189,9 @@ fn default_rate_period_secs() -> u64 {
     1
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, Deserialize, serde::Serialize, schemars::JsonSchema, PartialEq, Eq, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum RateLimitKey {
     #[default]
@@ -248,8 +254,8 @@ impl TlsSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::assert_paths;
     use crate::config::{ConfigError, Env, Settings};
+    use crate::validate::assert_paths;
 
     fn errors(signature: &str) -> Vec<String> {
         let yaml = format!(

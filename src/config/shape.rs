@@ -9,11 +9,11 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::validate::ConfigIssue;
 use super::{
     AuthSettings, IdempotencySettings, LogSettings, ServerSettings, SinkSettings, TraceSettings,
 };
 use crate::event::EventSettings;
+use crate::validate::ConfigIssue;
 
 /// Top-level sections, and whether the file must have them.
 const SECTIONS: [(&str, bool); 9] = [
@@ -81,6 +81,55 @@ pub(super) fn errors(raw: &Value, first: ConfigIssue) -> Vec<ConfigIssue> {
         out.push(first);
     }
     out
+}
+
+/// `raw` with what does not deserialise taken out — unknown top-level sections, optional
+/// sections that fail on their own, sinks that fail on their own — so that the meaning of the rest
+/// can be checked in the same run (a typo'd `logs:` must not hide a bad routing template). Also
+/// the original index of each sink kept. `None` when a required section fails: nothing
+/// meaningful is left to check.
+pub(super) fn repaired(raw: &Value) -> Option<(Value, Vec<usize>)> {
+    let root = raw.as_object()?;
+    let mut fixed = serde_json::Map::new();
+    let mut kept = Vec::new();
+    for (key, value) in root {
+        let Some(&(_, required)) = SECTIONS.iter().find(|(k, _)| k == key) else {
+            continue;
+        };
+        let mut probe = Vec::new();
+        if key == "sinks" {
+            let sinks = value.as_array()?;
+            let mut good = Vec::new();
+            for (i, sink) in sinks.iter().enumerate() {
+                check::<SinkSettings>("", sink, &mut probe);
+                if probe.is_empty() {
+                    good.push(sink.clone());
+                    kept.push(i);
+                }
+                probe.clear();
+            }
+            fixed.insert(key.clone(), Value::Array(good));
+            continue;
+        }
+        match key.as_str() {
+            "server" => check::<ServerSettings>(key, value, &mut probe),
+            "auth" => check::<AuthSettings>(key, value, &mut probe),
+            "event" => check::<EventSettings>(key, value, &mut probe),
+            "idempotency" => check::<IdempotencySettings>(key, value, &mut probe),
+            "log" => check::<LogSettings>(key, value, &mut probe),
+            "traces" => check::<TraceSettings>(key, value, &mut probe),
+            "spool" => check::<Option<super::SpoolSettings>>(key, value, &mut probe),
+            _ => check::<Option<crate::reconcile::ReconcileSettings>>(key, value, &mut probe),
+        }
+        match (probe.is_empty(), required) {
+            (true, _) => {
+                fixed.insert(key.clone(), value.clone());
+            }
+            (false, true) => return None,
+            (false, false) => {}
+        }
+    }
+    Some((Value::Object(fixed), kept))
 }
 
 /// Deserialises one section and records its first error under `prefix`.

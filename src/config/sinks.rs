@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::validate::Issues;
 use crate::event::EventFilter;
 use crate::sinks::file::FileSinkSettings;
 use crate::sinks::kafka::KafkaSinkSettings;
@@ -15,6 +14,7 @@ use crate::sinks::nats::NatsSinkSettings;
 use crate::sinks::null::NullSinkSettings;
 use crate::sinks::rabbitmq::RabbitmqSinkSettings;
 use crate::sinks::SinkSpec;
+use crate::validate::Issues;
 
 /// One configured sink. The `type` key selects the kind.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

@@ -9,6 +9,7 @@ pub mod binding;
 pub mod callback;
 mod fields;
 pub mod id;
+pub mod samples;
 pub mod transcript;
 
 use std::collections::BTreeMap;

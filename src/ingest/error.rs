@@ -176,8 +176,12 @@ impl ResponseError for ApiError {
             _ => json!({ "error": error }),
         };
         let mut resp = HttpResponse::build(self.status_code()).json(body);
-        if matches!(self, ApiError::BodyTimeout { .. }) {
-            // The rest of the announced body may still come: the connection cannot be reused.
+        if matches!(
+            self,
+            ApiError::BodyTimeout { .. } | ApiError::Overloaded { .. }
+        ) {
+            // The rest of the announced body may still come (unread): the connection cannot be
+            // reused.
             resp.head_mut().set_connection_type(ConnectionType::Close);
         }
         if let Some(secs) = self.retry_after() {

@@ -1,45 +1,35 @@
-//! The webhook handler and the small operational endpoints.
+//! The webhook handler and the small operational endpoints. The webhook's checks before the
+//! fan-out are its gates (gates.rs); what follows them here is the fan-out and the answer.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{web, HttpRequest, HttpResponse};
-use futures::StreamExt;
 use serde_json::{json, Value};
-use time::format_description::well_known::Rfc3339;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::error::ApiError;
-use super::ratelimit::Client;
 use super::response::delivery_body;
-use crate::config::security::RateLimitKey;
-use crate::event::{self, Event, EventKind, EventSettings, KNOWN_STATUSES};
+use crate::event::{Event, EventKind, EventSettings, KNOWN_STATUSES};
 use crate::fanout::{Fanout, SinkOutcome, IN_PROGRESS};
 use crate::metrics::Metrics;
 
 /// Everything a request needs, shared by all HTTP workers.
 pub struct AppState {
-    pub auth: Authenticator,
+    /// Every check a webhook passes before the fan-out, in order (gates.rs).
+    pub gates: super::gates::Gates,
+    /// The webhook credentials (the gates hold the same); the operator routes check them too.
+    pub auth: Arc<Authenticator>,
     pub fanout: Arc<Fanout>,
     pub metrics: Arc<Metrics>,
     pub event: EventSettings,
-    pub max_body_bytes: usize,
     /// Answer within this, whatever the brokers do (below the sender's 10 s timeout).
     pub deadline: Duration,
     pub retry_after_secs: u64,
     /// `log.redact_pii`: keep everything in `data` that is not an identifier out of logs.
     pub redact_pii: bool,
-    /// `server.rate_limit`: a request budget per client address or credential.
-    pub rate_limit: Option<super::ratelimit::RateLimiter>,
-    /// `server.max_in_flight`: one permit per webhook request being handled.
-    pub requests: Arc<tokio::sync::Semaphore>,
-    /// `server.max_in_flight_bytes`: one permit per body byte admitted.
-    pub body_bytes: Arc<tokio::sync::Semaphore>,
     /// `reconcile` when configured: `POST /reconcile` runs a pass (`callbridge reconcile`).
     pub reconciler: Option<Arc<crate::reconcile::Reconciler>>,
     /// Publishing runs on this runtime (where the broker clients live), as its own task, so a
@@ -73,26 +63,11 @@ async fn handle(
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + state.deadline);
-
-    rate_limit(&req, &state, RateLimitKey::Address)?;
-    state.auth.check(req.headers())?;
-    rate_limit(&req, &state, RateLimitKey::Credential)?;
-    // A stale or unsigned request is refused before its body is read.
-    state.auth.check_signature_headers(req.headers())?;
-    let _admitted = admit(&req, &state)?;
-    // The deadline covers the body too: a client that announces more than it sends is answered
-    // (503 + Retry-After, connection closed) when the deadline passes, never held.
-    let body = tokio::time::timeout_at(deadline, read_body(&req, payload, state.max_body_bytes))
-        .await
-        .map_err(|_| ApiError::BodyTimeout {
-            deadline_ms: state.deadline.as_millis() as u64,
-            retry_after_secs: state.retry_after_secs,
-        })??;
-    // On the raw bytes, before anything parses them.
-    state.auth.verify_signature(req.headers(), &body)?;
-    let mut event = parse(&req, &body, &state.event)?;
-    // The raw body is not needed once normalised: free it before the (long) fan-out wait.
-    drop(body);
+    let (mut event, _admitted) = state
+        .gates
+        .webhook(&req, payload, &state.event, deadline)
+        .await?
+        .into_parts();
 
     let span = tracing::Span::current();
     span.record("event_id", event.id.as_str());
@@ -203,113 +178,6 @@ fn sink_summary(d: &crate::fanout::Delivery) -> String {
         };
     }
     s.trim_end().to_string()
-}
-
-/// `server.rate_limit`, at the step of the request path its key belongs to: by address before
-/// authentication (also slows down guessing credentials), by credential after it (only a
-/// credential that authenticated counts; signature-only requests count by address).
-fn rate_limit(req: &HttpRequest, state: &AppState, step: RateLimitKey) -> Result<(), ApiError> {
-    let Some(limiter) = state.rate_limit.as_ref().filter(|l| l.by == step) else {
-        return Ok(());
-    };
-    let credential = match step {
-        RateLimitKey::Address => None,
-        RateLimitKey::Credential => state.auth.matched_credential(req.headers()),
-    };
-    let client = match (credential, req.peer_addr()) {
-        (Some(c), _) => Client::Credential(c),
-        (None, Some(addr)) => Client::Address(addr.ip()),
-        // No peer address (not over TCP): nothing to key by.
-        (None, None) => return Ok(()),
-    };
-    limiter.check(&client).map_err(|limited| {
-        state.metrics.shed.with_label_values(&["rate"]).inc();
-        ApiError::RateLimited(limited)
-    })
-}
-
-/// Takes this request's share of the in-flight limits, or sheds it (503 + `Retry-After`) at
-/// once: a request slot, and its body bytes (the announced Content-Length; `max_body_bytes`
-/// when none is announced). Released when the answer is built.
-fn admit(
-    req: &HttpRequest,
-    state: &AppState,
-) -> Result<(OwnedSemaphorePermit, OwnedSemaphorePermit), ApiError> {
-    let shed = |limit| {
-        state.metrics.shed.with_label_values(&[limit]).inc();
-        tracing::warn!(limit, "in-flight limit reached, request shed");
-        ApiError::Overloaded {
-            limit,
-            retry_after_secs: state.retry_after_secs,
-        }
-    };
-    let request = state
-        .requests
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| shed("requests"))?;
-    let bytes = declared_length(req)
-        .unwrap_or(state.max_body_bytes)
-        .min(state.max_body_bytes);
-    // A body over max_body_bytes is refused (413) right after; validation caps the total at u32.
-    let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
-    let body = state
-        .body_bytes
-        .clone()
-        .try_acquire_many_owned(bytes)
-        .map_err(|_| shed("bytes"))?;
-    Ok((request, body))
-}
-
-fn declared_length(req: &HttpRequest) -> Option<usize> {
-    req.headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-}
-
-/// Reads the body up to `limit` bytes. The Content-Length is checked first so an oversized body
-/// is refused without reading it.
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::Bytes, ApiError> {
-    let declared = declared_length(req);
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge { limit });
-    }
-    let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(ApiError::BodyRead)?;
-        if buf.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// JSON whatever the Content-Type says (the sender sets none by default), then normalise.
-fn parse(req: &HttpRequest, body: &[u8], settings: &EventSettings) -> Result<Event, ApiError> {
-    let now = time::OffsetDateTime::now_utc()
-        .format(&Rfc3339)
-        .unwrap_or_default();
-    parse_body(req.query_string(), body, settings, now)
-}
-
-/// The parsing half of the request path, free of HTTP types: the query string and the raw body
-/// to a normalised event. Public for the fuzzer (fuzz/), which drives exactly this.
-pub fn parse_body(
-    query: &str,
-    body: &[u8],
-    settings: &EventSettings,
-    now: String,
-) -> Result<Event, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(ApiError::InvalidJson)?;
-    let params: BTreeMap<String, String> =
-        serde_urlencoded::from_str(query).map_err(ApiError::InvalidQuery)?;
-    event::normalize(&value, params, settings, now).map_err(ApiError::InvalidPayload)
 }
 
 pub async fn healthz() -> HttpResponse {
@@ -451,20 +319,15 @@ pub async fn reconcile(
     Ok(HttpResponse::Ok().json(report))
 }
 
+/// `GET /readyz`: 200 when this process can answer a webhook 200 now, else 503; the body says
+/// why per sink (`crate::health`).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let mut sinks = serde_json::Map::new();
-    for (name, required, ready) in refresh_readiness(&state) {
-        sinks.insert(
-            name.to_string(),
-            json!({"ready": ready, "required": required}),
-        );
-    }
-    let ready = state.fanout.ready();
-    let body = json!({"ready": ready, "sinks": sinks});
-    if ready {
-        HttpResponse::Ok().json(body)
+    refresh_readiness(&state);
+    let verdict = crate::health::readiness(&state.fanout).await;
+    if verdict.ready {
+        HttpResponse::Ok().json(verdict)
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
+        HttpResponse::ServiceUnavailable().json(verdict)
     }
 }
 

@@ -1,6 +1,8 @@
 //! The body of a delivery answer: `{"status", "event_id", "sinks": {NAME: {...}}}`, one entry
 //! per sink in configuration order. The fan-out reports what happened; this module decides how
-//! the sender sees it.
+//! the sender sees it: sink names, outcomes, receipts and error codes with a message in our
+//! words, never a file path or the broker's own text (whoever can post a webhook would learn
+//! our infrastructure from them; the log line of the failure has them).
 
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -14,7 +16,7 @@ pub struct SinkStatus<'a> {
     pub ok: bool,
     pub required: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<&'a Receipt>,
+    pub receipt: Option<PublicReceipt<'a>>,
     /// Set when the receipt comes from an earlier delivery of the same event.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub duplicate: bool,
@@ -33,7 +35,22 @@ pub struct SinkStatus<'a> {
     pub error: Option<SinkErrorBody>,
 }
 
-/// Why a sink holds no receipt: a machine-readable code and the message with its causes.
+/// A receipt as the sender sees it: a file sink's without its path (the offset still
+/// identifies the line); every other kind whole (topics, exchanges, streams are what the sender
+/// routes to, not our machine's layout).
+#[derive(Debug)]
+pub struct PublicReceipt<'a>(pub &'a Receipt);
+
+impl Serialize for PublicReceipt<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Receipt::File { offset, .. } => json!({ "offset": offset }).serialize(serializer),
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+/// Why a sink holds no receipt: a machine-readable code and what it means, in our words.
 #[derive(Debug, Serialize)]
 pub struct SinkErrorBody {
     pub code: &'static str,
@@ -55,11 +72,11 @@ impl<'a> SinkStatus<'a> {
         };
         match &report.outcome {
             SinkOutcome::Acked { receipt, latency } => {
-                s.receipt = Some(receipt);
+                s.receipt = Some(PublicReceipt(receipt));
                 s.latency_ms = Some((latency.as_secs_f64() * 1e6).round() / 1e3);
             }
             SinkOutcome::AlreadyAcked { receipt } => {
-                s.receipt = Some(receipt);
+                s.receipt = Some(PublicReceipt(receipt));
                 s.duplicate = true;
             }
             SinkOutcome::Skipped => s.skipped = true,
@@ -69,7 +86,7 @@ impl<'a> SinkStatus<'a> {
                 // Why it was not published now (none: queued behind the call's earlier events).
                 s.error = cause.as_ref().map(|e| SinkErrorBody {
                     code: e.code(),
-                    message: e.detail(),
+                    message: e.public_message(),
                 });
             }
             SinkOutcome::InProgress => {
@@ -81,7 +98,7 @@ impl<'a> SinkStatus<'a> {
             SinkOutcome::Failed { error } => {
                 s.error = Some(SinkErrorBody {
                     code: error.code(),
-                    message: error.detail(),
+                    message: error.public_message(),
                 })
             }
         }

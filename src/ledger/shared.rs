@@ -12,6 +12,10 @@
 //! - a replica that dies mid-publish leaves a lease that expires, and a retry elsewhere takes
 //!   over (counted as a takeover).
 //!
+//! Keys live under the deployment's namespace (`idempotency.namespace`, by default derived from
+//! `event.source`): two deployments sharing a bucket and a sink name would otherwise answer each
+//! other's events `duplicate` and publish nothing.
+//!
 //! One key per (event id, sink): sinks of one event never contend for a key. The bucket's max
 //! age is the ledger's window, so retention holds at any rate (no count cap). Lease expiry is
 //! judged on this replica's clock against the expiry the owner wrote with its own: replicas'
@@ -29,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use crate::config::IdempotencySettings;
+use super::settings::IdempotencySettings;
 use crate::metrics::Metrics;
 use crate::sinks::Receipt;
 
@@ -101,6 +105,8 @@ pub enum Claim {
 
 pub struct SharedLedger {
     settings: IdempotencySettings,
+    /// The keys' prefix with its `.`, or empty ([`namespace`]).
+    prefix: String,
     client: async_nats::Client,
     store: OnceCell<kv::Store>,
     /// This process: a random id, so a restarted replica never mistakes its old leases for
@@ -140,9 +146,26 @@ fn owner_id() -> String {
     hex::encode(&Sha256::digest(seed.as_bytes())[..8])
 }
 
-/// The key of (event id, sink).
+/// The key of (event id, sink) without a namespace.
 pub fn key(id: &str, sink: &str) -> String {
     format!("{}.{}", token(id), token(sink))
+}
+
+/// The namespace of this deployment's keys: `idempotency.namespace` when set (validated as a
+/// key token; empty for none), else derived from `event.source` — the source itself when it is
+/// a valid key token, a digest of it otherwise (a source is usually a URI reference).
+pub fn namespace(configured: Option<&str>, source: &str) -> String {
+    match configured {
+        Some(ns) => ns.to_string(),
+        None => token(source),
+    }
+}
+
+impl SharedLedger {
+    /// The bucket key of (event id, sink) in this deployment's namespace.
+    fn key(&self, id: &str, sink: &str) -> String {
+        format!("{}{}", self.prefix, key(id, sink))
+    }
 }
 
 /// Reconciliation's question, answered from the bucket: every replica's receipts, across
@@ -155,7 +178,7 @@ impl super::DeliveryRecord for SharedLedger {
         let unavailable =
             |e: SharedLedgerError| super::LedgerError::Unavailable(crate::sinks::error_chain(&e));
         let store = self.store().await.map_err(unavailable)?;
-        let found = tokio::time::timeout(KV_TIMEOUT, store.entry(key(id, sink)))
+        let found = tokio::time::timeout(KV_TIMEOUT, store.entry(self.key(id, sink)))
             .await
             .map_err(|e| unavailable(kv_err("read", e)))?
             .map_err(|e| unavailable(kv_err("read", e)))?;
@@ -175,6 +198,7 @@ impl SharedLedger {
     /// created on first use.
     pub async fn connect(
         settings: &IdempotencySettings,
+        namespace: &str,
         metrics: Arc<Metrics>,
     ) -> Result<SharedLedger, SharedLedgerError> {
         let url = settings.url.clone().unwrap_or_default();
@@ -209,6 +233,11 @@ impl SharedLedger {
             .map_err(|e| connect_err(Box::new(e)))?;
         Ok(SharedLedger {
             settings: settings.clone(),
+            prefix: if namespace.is_empty() {
+                String::new()
+            } else {
+                format!("{namespace}.")
+            },
             client,
             store: OnceCell::new(),
             owner: owner_id(),
@@ -287,7 +316,7 @@ impl SharedLedger {
 
     async fn claim_inner(&self, id: &str, sink: &str) -> Result<Claim, SharedLedgerError> {
         let store = self.store().await?;
-        let key = key(id, sink);
+        let key = self.key(id, sink);
         for _ in 0..MAX_ROUNDS {
             let lease = serde_json::to_vec(&Record::Lease {
                 owner: self.owner.clone(),
@@ -353,7 +382,7 @@ impl SharedLedger {
     ) -> Result<(), SharedLedgerError> {
         let started = Instant::now();
         let store = self.store().await?;
-        let key = key(id, sink);
+        let key = self.key(id, sink);
         let result = match receipt {
             Some(r) => {
                 let value =
@@ -400,6 +429,25 @@ mod tests {
         assert!(a.starts_with('h') && b.starts_with('h') && a != b, "{odd}");
         assert_ne!(key("a", "b.c"), key("a", "b_c"));
         assert!(token("").starts_with('h'));
+    }
+
+    #[test]
+    fn namespaces_come_from_the_configuration_or_the_source() {
+        assert_eq!(namespace(Some("prod-eu"), "/callbridge"), "prod-eu");
+        assert_eq!(namespace(Some(""), "/callbridge"), "");
+        assert_eq!(namespace(None, "billing_bridge"), "billing_bridge");
+        let a = namespace(None, "/callbridge");
+        let b = namespace(None, "/callbridge-eu");
+        assert_eq!(
+            a, "hd9b82506917319f36c0ffeb5d418ae5d",
+            "as docs/shared-ledger.md says"
+        );
+        assert!(b.starts_with('h') && a != b, "{a} {b}");
+        assert_eq!(
+            a,
+            namespace(None, "/callbridge"),
+            "the same on every replica"
+        );
     }
 
     #[test]

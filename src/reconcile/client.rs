@@ -6,6 +6,14 @@
 //! 429 (after its `Retry-After`), a 5xx, a timeout or a refused connection, with exponential
 //! backoff, up to `max_attempts`. Each failed attempt is counted by reason. The key travels
 //! only in its header: it is never in a URL, a log line or an error.
+//!
+//! The key goes to `api_base` and nowhere else: redirects are not followed at all (reqwest's
+//! default follows ten, across hosts and from https to http, and keeps `X-API-KEY` on every
+//! hop; a same-origin-only policy would still need the key stripped, and the platform's API
+//! does not redirect), so a 3xx is an answer like any other non-2xx (`client_error`, not
+//! retried). `api_base` must be https unless it is a loopback address (validation). Every
+//! answer's body is read as a stream and refused past [`MAX_ANSWER_BYTES`], so a broken or
+//! hostile endpoint cannot make a pass hold an unbounded answer.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -28,6 +36,9 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Pages a listing may take before it is cut short (a guard against an API that never ends).
 const MAX_PAGES: u64 = 10_000;
+/// The largest answer body read. A history page holds at most `MAX_PAGE_SIZE` (500) rows of a
+/// few KiB, and a call's details one transcript and its analyses: a few MiB at the very most.
+pub const MAX_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,6 +53,9 @@ pub enum ApiError {
     Connect(String),
     #[error("unexpected answer from the platform API: {0}")]
     Decode(String),
+    /// The answer's body is larger than anything the API sends: not read further.
+    #[error("the platform API's answer exceeds {limit} bytes; not read")]
+    TooLarge { limit: usize },
 }
 
 impl ApiError {
@@ -57,6 +71,7 @@ impl ApiError {
             ApiError::Timeout(_) => "timeout",
             ApiError::Connect(_) => "connect",
             ApiError::Decode(_) => "decode",
+            ApiError::TooLarge { .. } => "too_large",
         }
     }
 
@@ -65,7 +80,7 @@ impl ApiError {
         match self {
             ApiError::Status { status, .. } => *status == 429 || *status >= 500,
             ApiError::Timeout(_) | ApiError::Connect(_) => true,
-            ApiError::Decode(_) => false,
+            ApiError::Decode(_) | ApiError::TooLarge { .. } => false,
         }
     }
 
@@ -162,6 +177,8 @@ impl PlatformClient {
     pub fn new(settings: &ReconcileSettings, metrics: Arc<Metrics>) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(settings.timeout_ms))
+            // The key is sent to `api_base` only (module docs).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("callbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ApiError::Connect(crate::sinks::error_chain(&e)))?;
@@ -238,10 +255,37 @@ impl PlatformClient {
                 retry_after,
             });
         }
-        resp.json::<Value>()
+        let body = read_capped(resp, MAX_ANSWER_BYTES)
             .await
-            .map_err(|e| ApiError::from_reqwest(e, self.timeout_ms))
+            .map_err(|e| match e {
+                Capped::TooLarge => ApiError::TooLarge {
+                    limit: MAX_ANSWER_BYTES,
+                },
+                Capped::Read(e) => ApiError::from_reqwest(e, self.timeout_ms),
+            })?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
     }
+}
+
+enum Capped {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+/// The answer's body, chunk by chunk, refused as soon as it passes `limit` (an announced
+/// Content-Length above it is refused before reading anything).
+async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, Capped> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Capped::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Capped::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[async_trait::async_trait]

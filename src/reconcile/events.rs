@@ -326,7 +326,7 @@ mod tests {
             row: &row,
             details: Some(&d),
         };
-        let cb = crate::cli::sample_payload("c-1", "status", "completed");
+        let cb = crate::event::samples::sample_payload("c-1", "status", "completed");
         let webhook = crate::event::normalize(&cb, BTreeMap::new(), &s, "t".into()).unwrap();
         let ours = status_event(&facts, Family::Callback, &s, "t");
         assert_eq!(ours.event.id, webhook.id);
@@ -335,7 +335,7 @@ mod tests {
         assert_eq!(ours.event.origin.as_deref(), Some("reconcile"));
         assert_eq!(webhook.origin, None);
 
-        let ae = crate::cli::sample_agent_event("c-1", "call_completed", "completed");
+        let ae = crate::event::samples::sample_agent_event("c-1", "call_completed", "completed");
         let webhook = crate::event::normalize(&ae, BTreeMap::new(), &s, "t".into()).unwrap();
         let ours = status_event(&facts, Family::AgentEvent, &s, "t");
         assert_eq!(ours.event.id, webhook.id);
@@ -347,7 +347,7 @@ mod tests {
             .delivered_as
             .contains(&status_event(&facts, Family::Callback, &s, "t").event.id));
 
-        let ca = crate::cli::sample_payload("c-1", "analysis", "completed");
+        let ca = crate::event::samples::sample_payload("c-1", "analysis", "completed");
         let webhook = crate::event::normalize(&ca, BTreeMap::new(), &s, "t".into()).unwrap();
         let ours = analysis_events(&facts, Family::Callback, &s, "t");
         assert_eq!(ours.len(), 1);
@@ -358,7 +358,8 @@ mod tests {
         );
         assert_eq!(ours[0].event.data.extra["client_analysis"]["lead"], "hot");
 
-        let pa = crate::cli::sample_agent_event("c-1", "platform_analysis_completed", "");
+        let pa =
+            crate::event::samples::sample_agent_event("c-1", "platform_analysis_completed", "");
         let webhook = crate::event::normalize(&pa, BTreeMap::new(), &s, "t".into()).unwrap();
         let ours = analysis_events(&facts, Family::AgentEvent, &s, "t");
         assert_eq!(ours.len(), 2);

@@ -727,7 +727,8 @@ mod tests {
         s.fake.add("recent", "completed", 5, Some(a.clone()));
         s.fake.add("erroring", "completed", 40, Some(a));
         s.fake.failing.lock().unwrap().insert("erroring".into());
-        let cb = |id: &str, kind: &str| crate::cli::sample_payload(id, kind, "completed");
+        let cb =
+            |id: &str, kind: &str| crate::event::samples::sample_payload(id, kind, "completed");
         webhook(&s, cb("delivered", "status")).await;
         webhook(&s, cb("delivered", "analysis")).await;
         let status_id = webhook(&s, cb("status-only", "status")).await;
@@ -859,7 +860,7 @@ mod tests {
             0.0,
             "a dry run is not a pass"
         );
-        let ae = crate::cli::sample_agent_event("lost", "call_completed", "completed");
+        let ae = crate::event::samples::sample_agent_event("lost", "call_completed", "completed");
         let would =
             crate::event::normalize(&ae, BTreeMap::new(), &EventSettings::default(), "t".into())
                 .unwrap();
@@ -876,17 +877,17 @@ mod tests {
             .add("c", "completed", 40, Some(json!({"summary": "ok"})));
         webhook(
             &s,
-            crate::cli::sample_agent_event("c", "call_completed", "completed"),
+            crate::event::samples::sample_agent_event("c", "call_completed", "completed"),
         )
         .await;
         webhook(
             &s,
-            crate::cli::sample_agent_event("c", "platform_analysis_completed", ""),
+            crate::event::samples::sample_agent_event("c", "platform_analysis_completed", ""),
         )
         .await;
         webhook(
             &s,
-            crate::cli::sample_agent_event("c", "client_analysis_completed", ""),
+            crate::event::samples::sample_agent_event("c", "client_analysis_completed", ""),
         )
         .await;
         let r = s.reconciler.pass(opts(false)).await;
@@ -918,7 +919,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_spooled_backfill_is_not_spooled_again_by_the_next_pass() {
         let dir = tempfile::tempdir().unwrap();
-        let spool = crate::spool::Spool::open(&crate::config::SpoolSettings {
+        let spool = crate::spool::Spool::open(&crate::spool::settings::SpoolSettings {
             path: dir.path().join("spool.redb"),
             max_bytes: 1 << 20,
         })

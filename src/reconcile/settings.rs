@@ -3,8 +3,8 @@
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::validate::Issues;
 use crate::event::Family;
+use crate::validate::Issues;
 
 /// The sender gives up on a callback after its third retry, 1 + 5 + 15 minutes after the first
 /// attempt (each attempt may take its 10 s timeout): a call younger than this may still get its
@@ -17,7 +17,8 @@ pub const SENDER_RETRY_HORIZON_SECS: u64 = 21 * 60 + 4 * 10;
 #[serde(deny_unknown_fields)]
 pub struct ReconcileSettings {
     /// Base URL of the platform's API (its docs: `https://prod-api.ringg.ai/ca/api/v0`);
-    /// `/calling/history` and `/calling/call-details` are appended.
+    /// `/calling/history` and `/calling/call-details` are appended. https, since the key travels
+    /// with every request (plain http only to a loopback address); redirects are not followed.
     pub api_base: String,
     /// The platform API key, sent as `X-API-KEY` (write `${RINGG_API_KEY}`). Never logged.
     #[schemars(with = "String")]
@@ -60,7 +61,7 @@ pub struct ReconcileSettings {
     /// Also backfill the analysis of completed calls (`send_analysis=true`). Costs one
     /// call-details request per completed call in the window whose analysis no sink confirmed,
     /// every pass, until it arrives or the call leaves the window.
-    #[serde(default = "crate::config::validate::default_true")]
+    #[serde(default = "crate::validate::default_true")]
     pub analysis: bool,
 }
 
@@ -89,6 +90,20 @@ fn default_family() -> Family {
     Family::Callback
 }
 
+/// `localhost`, 127.0.0.0/8 or ::1: where plain http carries the key no further than this
+/// machine (a sidecar, a test's fake API).
+fn is_loopback(u: &reqwest::Url) -> bool {
+    let Some(host) = u.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The largest page the history endpoint is asked for (its docs show 10 by default).
 pub const MAX_PAGE_SIZE: u32 = 500;
 
@@ -97,10 +112,18 @@ impl ReconcileSettings {
     pub fn validate(&self, window_secs: u64, issues: &mut Issues) {
         let p = |f: &str| format!("reconcile.{f}");
         match reqwest::Url::parse(&self.api_base) {
-            Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
+            Ok(u) if u.scheme() == "https" => {}
+            Ok(u) if u.scheme() == "http" && is_loopback(&u) => {}
+            Ok(u) if u.scheme() == "http" => issues.error(
+                p("api_base"),
+                format!(
+                    "must be https: the API key would cross the network in clear to {}; plain                      http is accepted only to a loopback address",
+                    u.host_str().unwrap_or_default()
+                ),
+            ),
             _ => issues.error(
                 p("api_base"),
-                format!("expected an http(s) URL, got {:?}", self.api_base),
+                format!("expected an https URL, got {:?}", self.api_base),
             ),
         }
         if self.api_key.expose_secret().trim().is_empty() {
@@ -179,8 +202,8 @@ impl ReconcileSettings {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::validate::assert_paths;
     use crate::config::{ConfigError, Env, Settings};
+    use crate::validate::assert_paths;
     use secrecy::ExposeSecret;
 
     fn yaml(reconcile: &str, window: u64) -> String {
@@ -264,6 +287,24 @@ mod tests {
         assert!(errs.iter().any(|e| e.contains("intervl_secs")), "{errs:?}");
         let errs = errors("{api_key: k}", 3600);
         assert!(errs.iter().any(|e| e.contains("api_base")), "{errs:?}");
+    }
+
+    #[test]
+    fn api_base_is_https_unless_loopback() {
+        for remote in ["http://api.example/v0", "http://10.0.0.7:8080/v0"] {
+            let errs = errors(&format!("{{api_base: \"{remote}\", api_key: k}}"), 3600);
+            assert_paths(&errs, &["reconcile.api_base"]);
+            assert!(errs[0].contains("must be https"), "{errs:?}");
+        }
+        for ok in [
+            "https://api.example/v0",
+            "http://127.0.0.1:8080/v0",
+            "http://localhost/v0",
+            "http://[::1]:9/v0",
+        ] {
+            let errs = errors(&format!("{{api_base: \"{ok}\", api_key: k}}"), 3600);
+            assert!(errs.is_empty(), "{ok}: {errs:?}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::preflight::Check;
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError, SinkSpec};
-use crate::config::validate::Issues;
+use crate::validate::Issues;
 
 sink_settings! {
     "file",

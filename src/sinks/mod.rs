@@ -30,10 +30,10 @@ macro_rules! sink_settings {
             /// The sink's name in answers, metrics and logs: letters, digits, `-` and `_`.
             pub name: String,
             /// A failed required sink fails the webhook (503); an optional one is only reported.
-            #[serde(default = "crate::config::validate::default_true")]
+            #[serde(default = "crate::validate::default_true")]
             pub required: bool,
             /// How long a publish may wait for the destination's confirmation.
-            #[serde(default = "crate::config::validate::default_sink_timeout_ms")]
+            #[serde(default = "crate::validate::default_sink_timeout_ms")]
             pub timeout_ms: u64,
             /// Which events this sink wants (`call.status`, `call.analysis.completed`, ...);
             /// every event when absent.
@@ -80,9 +80,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::config::validate::Issues;
 pub use crate::event::binding::Outgoing;
 use crate::event::{Event, EventFilter};
+use crate::validate::Issues;
 
 /// Proof that a destination stored the event, echoed in the HTTP answer.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
@@ -139,6 +139,14 @@ pub enum SinkError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// A spooling sink could not confirm the event and the spool could not keep it either
+    /// (full, or its disk failing): `message` says why it was not published.
+    #[error("{message}")]
+    NotSpooled {
+        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl SinkError {
@@ -152,6 +160,7 @@ impl SinkError {
             SinkError::TooLarge(_) => "too_large",
             SinkError::Io { .. } => "io",
             SinkError::Broker { .. } => "broker",
+            SinkError::NotSpooled { .. } => "spool_failed",
         }
     }
 
@@ -161,9 +170,28 @@ impl SinkError {
         !matches!(self, SinkError::Rejected(_) | SinkError::TooLarge(_))
     }
 
-    /// The message with its whole `source` chain, for answers and logs.
+    /// The message with its whole `source` chain, for logs and the dead-letter store: it can
+    /// name files, destinations and quote the broker.
     pub fn detail(&self) -> String {
         error_chain(self)
+    }
+
+    /// What the sender is told, beside [`SinkError::code`]: the kind of failure in our words,
+    /// never a file path, a destination's name or the broker's own text (those describe our
+    /// infrastructure to whoever can post a webhook; the log line has them).
+    pub fn public_message(&self) -> String {
+        match self {
+            SinkError::Timeout(ms) => format!("no acknowledgement within {ms} ms"),
+            SinkError::NotConnected(_) => "the destination is not reachable now".into(),
+            SinkError::Rejected(_) => "the destination refused the event".into(),
+            SinkError::QueueFull(_) => "too many events waiting for this destination".into(),
+            SinkError::TooLarge(_) => "the event is larger than this destination accepts".into(),
+            SinkError::Io { .. } => "the destination could not be written".into(),
+            SinkError::Broker { .. } => "the destination failed to store the event".into(),
+            SinkError::NotSpooled { .. } => {
+                "not confirmed by the destination, and the spool could not keep it".into()
+            }
+        }
     }
 
     pub fn broker(
@@ -386,7 +414,7 @@ pub(crate) mod test_support {
     use serde::de::DeserializeOwned;
 
     use super::SinkSpec;
-    use crate::config::validate::Issues;
+    use crate::validate::Issues;
 
     /// One sink entry's settings (YAML without `type`) and what its checks found, as if it were
     /// the first entry of `sinks`. Err: the YAML does not parse (the serde message).

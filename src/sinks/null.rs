@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{BuildError, Outgoing, Receipt, Sink, SinkError, SinkSpec};
-use crate::config::validate::Issues;
+use crate::validate::Issues;
 
 sink_settings! {
     "null",

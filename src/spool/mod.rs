@@ -24,22 +24,24 @@
 //! spooling sink fail like `on_unavailable: fail` (503), never drop silently.
 
 mod entry;
+mod layout;
 pub mod redb_store;
 pub mod replay;
 pub mod salvage;
+pub mod settings;
 pub mod store;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::config::SpoolSettings;
 use crate::sinks::Outgoing;
+use settings::SpoolSettings;
 
 pub use entry::Entry;
 use entry::{dead_record, dead_record_bytes, decode, encode, now_ms};
@@ -105,7 +107,24 @@ pub struct Spool {
     state: Mutex<State>,
     /// Woken when an entry is appended for a sink (its replayer sleeps on it).
     appended: Mutex<HashMap<String, Arc<Notify>>>,
+    /// An append was refused for room, and nothing was taken out since: the next event of that
+    /// size is refused too, so readiness counts the spool as full (cleared when room is freed).
+    refused_full: AtomicBool,
 }
+
+/// Whether the spool can take responsibility for an event now ([`Spool::health`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpoolHealth {
+    /// A write was made durable just now, and there is room.
+    Writable { held: u64, max: u64 },
+    /// At `max_bytes`, or an append was refused for room since the last entry left.
+    Full { held: u64, max: u64 },
+    /// The backend could not make a write durable (a full disk, a read-only volume, i/o errors).
+    Unwritable { error: String },
+}
+
+/// How long [`Spool::health`] waits for its probe write: below a readiness probe's timeout.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct State {
@@ -166,6 +185,7 @@ impl Spool {
             next_seq: AtomicU64::new(last_seq + 1),
             state: Mutex::new(state),
             appended: Mutex::new(HashMap::new()),
+            refused_full: AtomicBool::new(false),
         }))
     }
 
@@ -210,6 +230,7 @@ impl Spool {
             // the later event can never be stored under a lower sequence).
             let mut st = self.state();
             if st.bytes + size > self.max_bytes {
+                self.refused_full.store(true, Ordering::Relaxed);
                 return Err(SpoolError::Full {
                     held: st.bytes,
                     max: self.max_bytes,
@@ -230,6 +251,9 @@ impl Spool {
     fn forget(&self, sink: &str, call_id: &str, size: u64) {
         let mut st = self.state();
         st.bytes = st.bytes.saturating_sub(size);
+        if size > 0 {
+            self.refused_full.store(false, Ordering::Relaxed);
+        }
         if let Some(calls) = st.waiting.get_mut(sink) {
             if let Some(n) = calls.get_mut(call_id) {
                 *n -= 1;
@@ -402,6 +426,38 @@ impl Spool {
     /// Bytes held in waiting entries (all sinks).
     pub fn bytes(&self) -> u64 {
         self.state().bytes
+    }
+
+    /// The cap on [`Spool::bytes`] (`spool.max_bytes`).
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Whether an event given to the spool now would be made durable: full when at the cap (or
+    /// an append was refused for room since the last entry left), else a probe write through
+    /// the backend's commit path (within [`PROBE_TIMEOUT`]) says whether it is writable, after
+    /// the backend checked there is room on the disk for an event. The probe is one durable
+    /// commit, shared with whatever writes are queued with it.
+    pub async fn health(&self) -> SpoolHealth {
+        let (held, max) = (self.bytes(), self.max_bytes);
+        if held >= max || self.refused_full.load(Ordering::Relaxed) {
+            return SpoolHealth::Full { held, max };
+        }
+        match tokio::time::timeout(PROBE_TIMEOUT, self.store.probe()).await {
+            Ok(Ok(())) => SpoolHealth::Writable {
+                held: self.bytes(),
+                max,
+            },
+            Ok(Err(e)) => SpoolHealth::Unwritable {
+                error: crate::sinks::error_chain(&e),
+            },
+            Err(_) => SpoolHealth::Unwritable {
+                error: format!(
+                    "a probe write was not durable within {} ms",
+                    PROBE_TIMEOUT.as_millis()
+                ),
+            },
+        }
     }
 }
 

@@ -24,29 +24,20 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable};
 
+use super::layout::{create, DEAD, ENTRIES};
 use super::store::{DeadRecord, Pending, Redrive, SpoolStore, Table, Tally};
 use super::SpoolError;
 
-/// (sink name, sequence) → entry. Sequences only grow, so a sink's entries come back in the
-/// order they were written.
-pub(super) const ENTRIES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("entries");
-/// (sink name, sequence) → dead-letter record: the entry and why it can never be delivered.
-pub(super) const DEAD: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead");
+/// The free space [`SpoolStore::probe`] wants on the spool's file system: room for an event of
+/// this size (webhook bodies are a few KiB; a transcript can be tens). An empty commit still
+/// succeeds on a full disk, and so does a rewritten record (it reuses the pages its previous
+/// version freed), so the probe asks the file system.
+pub const PROBE_FREE_BYTES: u64 = 64 * 1024;
 
 /// Writes committed together at most: bounds one transaction's size and the wait of the last.
 pub const MAX_BATCH: usize = 256;
-
-/// redb's page cache. Its default (1 GiB) let a bridge holding 64 000 spooled events reach
-/// 400 MiB of RSS; a spool is written once and read once, oldest first, so a small cache costs
-/// little speed.
-pub const CACHE_BYTES: usize = 16 << 20;
-
-/// Opens (or creates) a redb file with the spool's cache size.
-pub(super) fn create(path: &Path) -> Result<Database, redb::DatabaseError> {
-    Database::builder().set_cache_size(CACHE_BYTES).create(path)
-}
 
 enum Op {
     Put {
@@ -60,6 +51,8 @@ enum Op {
         seq: u64,
         dead: Option<DeadRecord>,
     },
+    /// Changes nothing: commits with its batch (alone, an empty durable commit).
+    Probe,
 }
 
 struct Write {
@@ -372,11 +365,32 @@ fn commit(db: &Database, ops: Vec<Op>) -> Result<Vec<u64>, Failure> {
                     }
                     results.push(removed.len() as u64);
                 }
+                Op::Probe => results.push(0),
             }
         }
     }
     txn.commit().map_err(|e| failed("commit", e))?;
     Ok(results)
+}
+
+/// Whether the file system holding `path` has [`PROBE_FREE_BYTES`] free for this process.
+fn room_on_disk(path: &Path) -> Result<(), SpoolError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let fs = nix::sys::statvfs::statvfs(dir).map_err(|e| storage("probe", e))?;
+    let free = fs.blocks_available().saturating_mul(fs.fragment_size());
+    if free < PROBE_FREE_BYTES {
+        return Err(storage(
+            "probe",
+            std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("No space left on device: {free} bytes free beside the spool"),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The writer's answer as the spool's result.
@@ -439,6 +453,14 @@ impl SpoolStore for RedbStore {
             dead,
         });
         Box::pin(finish("remove", rx))
+    }
+
+    fn probe(&self) -> Pending<()> {
+        if let Err(e) = room_on_disk(&self.path) {
+            return Box::pin(async move { Err(e) });
+        }
+        let rx = self.queue(Op::Probe);
+        Box::pin(async move { finish("write", rx).await.map(|_| ()) })
     }
 
     fn oldest(&self, sink: &str) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{DatabaseError, ReadableDatabase, ReadableTable, StorageError};
 
-use super::redb_store::{DEAD, ENTRIES};
+use super::layout::{DEAD, ENTRIES};
 
 /// redb's page size: a cut is tried at every page boundary.
 const PAGE: u64 = 4096;
@@ -43,7 +43,7 @@ type Rows = Vec<(String, u64, Vec<u8>)>;
 /// when the file does not open. redb may panic on damaged pages: a panic ends the read.
 fn read_all(path: &Path) -> Option<(Rows, Rows)> {
     let guarded = std::panic::catch_unwind(|| -> Option<(Rows, Rows)> {
-        let db = super::redb_store::create(path).ok()?;
+        let db = super::layout::create(path).ok()?;
         let txn = db.begin_read().ok()?;
         let mut tables = Vec::new();
         for def in [ENTRIES, DEAD] {
@@ -109,7 +109,7 @@ pub fn cut_damaged_tail(path: &Path) -> std::io::Result<Option<Salvaged>> {
 }
 
 fn write_fresh(path: &Path, entries: &Rows, dead: &Rows) -> Result<(), redb::Error> {
-    let db = super::redb_store::create(path)?;
+    let db = super::layout::create(path)?;
     let txn = db.begin_write()?;
     for (def, rows) in [(ENTRIES, entries), (DEAD, dead)] {
         let mut t = txn.open_table(def)?;

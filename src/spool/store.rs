@@ -62,6 +62,11 @@ pub trait SpoolStore: Send + Sync {
     /// in the dead table in the same commit. Resolves to the bytes the entry held (0 if absent).
     fn take_out(&self, sink: &str, seq: u64, dead: Option<DeadRecord>) -> Pending<u64>;
 
+    /// Resolves once the backend showed it can still take an event: room for one, and a
+    /// durable commit through the same path as every write (queued behind them). Readiness
+    /// asks this while a spooling sink's broker is down (`src/health.rs`).
+    fn probe(&self) -> Pending<()>;
+
     /// The lowest-sequence waiting entry of `sink`. Blocking.
     fn oldest(&self, sink: &str) -> Result<Option<(u64, Vec<u8>)>, SpoolError>;
 

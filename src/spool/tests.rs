@@ -281,3 +281,95 @@ async fn redrive_moves_what_fits_and_reports_how_many() {
     assert!(spool.has_waiting("s", "call-a"));
     assert!(!spool.has_waiting("s", "call-b"));
 }
+
+#[tokio::test]
+async fn health_is_full_from_a_refusal_until_room_is_freed_and_writable_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (event("e-a", "call-a"), event("e-b", "call-b"));
+    // Room for one event and a half: the second is refused although the spool is not at its cap.
+    let max = size_of(&a) * 3 / 2;
+    let spool = open(&dir, max);
+    assert_eq!(spool.health().await, SpoolHealth::Writable { held: 0, max });
+    spool.append("s", &a).await.unwrap();
+    let held = size_of(&a);
+    assert_eq!(spool.health().await, SpoolHealth::Writable { held, max });
+    assert!(matches!(
+        spool.append("s", &b).await,
+        Err(SpoolError::Full { .. })
+    ));
+    assert_eq!(spool.health().await, SpoolHealth::Full { held, max });
+    let head = spool.oldest("s").await.unwrap().unwrap();
+    spool.remove("s", &head).await.unwrap();
+    assert_eq!(spool.health().await, SpoolHealth::Writable { held: 0, max });
+}
+
+#[tokio::test]
+async fn health_at_the_cap_is_full_without_a_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = event("e-a", "call-a");
+    let spool = open(&dir, size_of(&a));
+    spool.append("s", &a).await.unwrap();
+    let n = size_of(&a);
+    assert_eq!(spool.health().await, SpoolHealth::Full { held: n, max: n });
+}
+
+/// A backend whose writes fail, as on a volume gone read-only: the spool's probe says so.
+struct Unwritable(redb_store::RedbStore);
+
+impl SpoolStore for Unwritable {
+    fn recover(&self, each: &mut dyn FnMut(&str, u64, &[u8])) -> Result<u64, SpoolError> {
+        self.0.recover(each)
+    }
+    fn write(&self, _: Table, _: &str, _: u64, _: Vec<u8>) -> store::Pending<()> {
+        Box::pin(async { Err(read_only()) })
+    }
+    fn take_out(&self, s: &str, q: u64, d: Option<store::DeadRecord>) -> store::Pending<u64> {
+        self.0.take_out(s, q, d)
+    }
+    fn probe(&self) -> store::Pending<()> {
+        Box::pin(async { Err(read_only()) })
+    }
+    fn oldest(&self, sink: &str) -> Result<Option<(u64, Vec<u8>)>, SpoolError> {
+        self.0.oldest(sink)
+    }
+    fn tally(&self) -> Result<Vec<(String, store::Tally)>, SpoolError> {
+        self.0.tally()
+    }
+    fn dead(&self, each: &mut dyn FnMut(&str, u64, &[u8])) -> Result<(), SpoolError> {
+        self.0.dead(each)
+    }
+    fn redrive(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> Redrive) -> Result<(), SpoolError> {
+        self.0.redrive(pick)
+    }
+}
+
+fn read_only() -> SpoolError {
+    SpoolError::Storage {
+        what: "write",
+        source: Box::new(std::io::Error::from_raw_os_error(30)),
+    }
+}
+
+#[tokio::test]
+async fn health_is_unwritable_when_the_backend_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = redb_store::RedbStore::open(&dir.path().join("spool.redb")).unwrap();
+    let spool = Spool::with_store(Arc::new(Unwritable(store)), dir.path().into(), 1 << 20).unwrap();
+    match spool.health().await {
+        SpoolHealth::Unwritable { error } => {
+            assert!(error.contains("spool write failed"), "{error}")
+        }
+        other => panic!("expected Unwritable, got {other:?}"),
+    }
+}
+
+/// The probe goes through the writer's commit path: one more durable commit each time.
+#[tokio::test]
+async fn the_probe_is_a_durable_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(redb_store::RedbStore::open(&dir.path().join("spool.redb")).unwrap());
+    let before = store.commits();
+    store.probe().await.unwrap();
+    store.probe().await.unwrap();
+    assert_eq!(store.commits(), before + 2);
+}

@@ -128,7 +128,7 @@ sinks:
 fn the_readme_config_example_validates() {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let section = &readme[readme.find("## Configuration").expect("section")..];
+    let section = &readme[readme.find("## Configure").expect("section")..];
     let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
     let yaml = &section[start..start + section[start..].find("```").unwrap()];
     let out = validate(

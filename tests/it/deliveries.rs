@@ -527,7 +527,7 @@ async fn a_replay_from_the_spool_updates_the_record_and_is_audited() {
     );
     let app = spawn(&config).await;
     proxy.cut();
-    app.await_ready(false).await;
+    app.await_connected("bus", false).await;
     let call = unique("dlv-spool");
     let r = app.post(&status_payload(&call, "completed")).await;
     assert_eq!(r.body["sinks"]["bus"]["spooled"], true, "{}", r.body);

@@ -507,8 +507,9 @@ async fn requests_over_the_in_flight_limit_are_shed_with_retry_after() {
     app.stop().await;
 }
 
-/// Body bytes in flight are bounded too: a request whose announced body does not fit in what
-/// is left of `max_in_flight_bytes` is shed before its body is read.
+/// Body bytes in flight are bounded too, counted as they arrive: while half of one body is
+/// held, a second body whose bytes do not fit in what is left of `max_in_flight_bytes` is shed
+/// (503, connection closed); the first completes, and the second fits once it is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_bytes_over_the_in_flight_limit_are_shed() {
     let (app, path, _dir) =

@@ -15,6 +15,7 @@ mod delivery;
 mod golden;
 mod http;
 mod kafka;
+mod layout;
 mod nats;
 mod preflight;
 mod rabbitmq;

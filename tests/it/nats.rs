@@ -359,14 +359,6 @@ async fn no_stream_for_the_subject_is_503_naming_the_sink() {
     let s = &a.body["sinks"]["orphan"];
     assert_eq!(s["ok"], false, "{}", a.body);
     assert_eq!(s["error"]["code"], "rejected", "{}", a.body);
-    assert!(
-        s["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("no responders"),
-        "{}",
-        a.body
-    );
     assert!(took < Duration::from_secs(2), "no responders is immediate");
     app.stop().await;
 }
@@ -667,6 +659,11 @@ async fn startup_survives_an_unreachable_server() {
     let r = app.get("/readyz").await;
     assert_eq!(r.status, 503);
     assert_eq!(r.body["sinks"]["bus"]["ready"], false, "{}", r.body);
+    assert_eq!(
+        r.body["sinks"]["bus"]["reason"], "not_connected",
+        "no spool: a sink that cannot reach its broker makes the pod unready: {}",
+        r.body
+    );
     let (a, took) = app
         .post_timed(&status_payload(&unique("down"), "completed"))
         .await;
@@ -801,13 +798,6 @@ async fn max_payload_counts_headers_and_a_too_large_event_is_413() {
         assert!(a.retry_after.is_none());
         assert_eq!(a.body["error"]["code"], "event_too_large");
         assert_eq!(a.body["sinks"]["bus"]["error"]["code"], "too_large");
-        let msg = a.body["sinks"]["bus"]["error"]["message"]
-            .as_str()
-            .unwrap_or_default();
-        assert!(
-            msg.contains(&format!("max_payload of {max} bytes")),
-            "{msg}"
-        );
     }
     assert_eq!(app.post(&edge).await.status, 413, "a retry is a 413 again");
     assert!(app.is_ready().await, "the connection was never closed");
@@ -876,5 +866,42 @@ async fn a_stalled_optional_sink_does_not_delay_the_200() {
     .await;
     proxy.restore();
     app.handle.stop(true).await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
+/// Issue #28, item 7: a stream whose `max_msg_size` is below the event (the server's
+/// `max_payload` is not) refuses it at publish time: `too_large` (413, as for the size check
+/// before publishing), never a 503 retried in vain; a small event still passes.
+#[tokio::test]
+async fn a_message_the_stream_refuses_for_its_size_is_413() {
+    let js = js().await;
+    let (stream, prefix) = names("msgsize");
+    js.create_stream(jetstream::stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: jetstream::stream::StorageType::Memory,
+        max_message_size: 4000,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let app = spawn(&config_with_sinks(&bus_via(
+        NATS_URL,
+        &format!("{prefix}.{{kind}}"),
+        &stream,
+        "    timeout_ms: 2000\n",
+    )))
+    .await;
+    let mut big = status_payload(&unique("msgsize"), "completed");
+    big["data"]["custom_args_values"] = serde_json::json!({"blob": "x".repeat(8000)});
+    let a = app.post(&big).await;
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(a.body["sinks"]["bus"]["error"]["code"], "too_large");
+    let small = app
+        .post(&status_payload(&unique("msgsize"), "completed"))
+        .await;
+    assert_eq!(small.status, 200, "{}", small.body);
+    assert_eq!(stored(&js, &stream).await, 1, "only the small one");
+    app.stop().await;
     js.delete_stream(&stream).await.unwrap();
 }

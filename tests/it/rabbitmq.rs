@@ -402,12 +402,15 @@ async fn unroutable_event_is_503_and_nothing_is_delivered() {
     assert!(a.retry_after.is_some());
     assert_eq!(a.body["sinks"][SINK]["ok"], false);
     assert_eq!(a.body["sinks"][SINK]["error"]["code"], "rejected");
+    // The broker's reply (NO_ROUTE) and the routing key are in the log, not the answer.
     let msg = error_message(&a.body);
+    assert_eq!(msg, "the destination refused the event");
+    assert!(!a.body.to_string().contains("NO_ROUTE"), "{}", a.body);
     assert!(
-        msg.contains("unroutable") && msg.contains("NO_ROUTE"),
-        "{msg}"
+        !a.body.to_string().contains("calls.status.completed"),
+        "{}",
+        a.body
     );
-    assert!(msg.contains("calls.status.completed"), "{msg}");
     assert_eq!(b.message_count(&queue).await, 0, "nothing was delivered");
     assert!(
         app.is_ready().await,
@@ -438,8 +441,10 @@ async fn full_queue_with_reject_publish_is_nacked_and_503() {
     assert_eq!(second.status, 503, "{}", second.body);
     assert!(second.retry_after.is_some());
     assert_eq!(second.body["sinks"][SINK]["error"]["code"], "rejected");
-    let msg = error_message(&second.body);
-    assert!(msg.contains("nack"), "{msg}");
+    assert_eq!(
+        error_message(&second.body),
+        "the destination refused the event"
+    );
     let got = b.drain(&queue).await;
     assert_eq!(got.len(), 1, "only the first event is in the queue");
     assert_eq!(
@@ -481,7 +486,11 @@ async fn concurrent_routable_and_unroutable_publishes_are_told_apart() {
             expected.insert(a.body["event_id"].as_str().expect("id").to_string());
         } else {
             assert_eq!(a.status, 503, "{}", a.body);
-            assert!(error_message(&a.body).contains("unroutable"), "{}", a.body);
+            assert_eq!(
+                a.body["sinks"][SINK]["error"]["code"], "rejected",
+                "{}",
+                a.body
+            );
         }
     }
     let got = b.message_ids(&queue).await;
@@ -631,8 +640,8 @@ async fn exchange_deleted_at_runtime_is_declared_again() {
         .await;
     assert_eq!(during.status, 503, "{}", during.body);
     assert!(
-        error_message(&during.body).contains("NOT_FOUND"),
-        "{}",
+        !during.body.to_string().contains("NOT_FOUND"),
+        "the broker's words stay in the log: {}",
         during.body
     );
 
@@ -1162,7 +1171,7 @@ async fn an_unroutable_spooled_event_is_dead_lettered_listed_and_redriven() {
     app.await_ready(true).await;
 
     proxy.cut();
-    app.await_ready(false).await;
+    app.await_connected(SINK, false).await;
     let r = app.post(&status_payload(&unique("dlq"), "completed")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["sinks"][SINK]["spooled"], true, "{}", r.body);

@@ -724,29 +724,24 @@ async fn the_cli_runs_a_pass_on_the_running_bridge_and_never_logs_the_key() {
     platform.handle.stop(true).await;
 }
 
-/// The configuration in docs/reconcile.md is valid (with a sink and auth around it), and so is
-/// the README's.
+/// The configuration in docs/reconcile.md is valid (with a sink and auth around it).
 #[test]
 fn the_documented_examples_validate() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for (file, heading) in [
-        ("docs/reconcile.md", "## Configuration"),
-        ("README.md", "## Reconciliation"),
-    ] {
-        let text = std::fs::read_to_string(root.join(file)).unwrap();
-        let section = &text[text.find(heading).expect("section")..];
-        let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
-        let yaml = &section[start..start + section[start..].find("```").unwrap()];
-        let whole =
-            format!("auth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]\n{yaml}");
-        let (s, warnings) = Settings::from_yaml(&whole, file, &Env::vars([("RINGG_API_KEY", "k")]))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-        assert!(s.reconcile.is_some(), "{file}");
-        assert!(
-            !warnings.iter().any(|w| w.path.starts_with("reconcile")),
-            "{file}: {warnings:?}"
-        );
-    }
+    let file = "docs/reconcile.md";
+    let text = std::fs::read_to_string(root.join(file)).unwrap();
+    let section = &text[text.find("## Configuration").expect("section")..];
+    let start = section.find("```yaml\n").expect("yaml block") + "```yaml\n".len();
+    let yaml = &section[start..start + section[start..].find("```").unwrap()];
+    let whole =
+        format!("auth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]\n{yaml}");
+    let (s, warnings) = Settings::from_yaml(&whole, file, &Env::vars([("RINGG_API_KEY", "k")]))
+        .unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert!(s.reconcile.is_some(), "{file}");
+    assert!(
+        !warnings.iter().any(|w| w.path.starts_with("reconcile")),
+        "{file}: {warnings:?}"
+    );
 }
 
 /// A request that takes longer than `timeout_ms` is a `timeout`, tried `max_attempts` times,
@@ -882,4 +877,145 @@ async fn with_the_shared_ledger_a_pass_sees_what_another_replica_delivered() {
     a.stop().await;
     b.stop().await;
     platform.handle.stop(true).await;
+}
+
+/// Reconcile client settings for `api_base` (the fake's key, one attempt).
+fn client_settings(api_base: &str) -> callbridge::reconcile::ReconcileSettings {
+    let yaml = format!(
+        "auth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]\n\
+         idempotency: {{window_secs: 3600}}\n\
+         reconcile: {{api_base: \"{api_base}\", api_key: {PLATFORM_KEY}, max_attempts: 1, \
+         timeout_ms: 5000, requests_per_sec: 50}}\n"
+    );
+    Settings::from_yaml(&yaml, "test", &Env::empty())
+        .unwrap()
+        .0
+        .reconcile
+        .unwrap()
+}
+
+/// A server on its own port answering every request with `answer`; it counts the requests it
+/// got and those that carried `X-API-KEY`.
+async fn serve_any(
+    answer: fn(&HttpRequest) -> HttpResponse,
+) -> (u16, Arc<Mutex<(u32, u32)>>, actix_web::dev::ServerHandle) {
+    let seen = Arc::new(Mutex::new((0u32, 0u32)));
+    let data = web::Data::from(seen.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).default_service(web::to(
+            move |req: HttpRequest, seen: web::Data<Mutex<(u32, u32)>>| async move {
+                let mut s = seen.lock().unwrap();
+                s.0 += 1;
+                if req.headers().contains_key("x-api-key") {
+                    s.1 += 1;
+                }
+                answer(&req)
+            },
+        ))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    let handle = server.handle();
+    tokio::spawn(server);
+    (port, seen, handle)
+}
+
+/// Issue #28, item 8: the platform API answering with a redirect to another port (another
+/// origin) does not get the key sent there: the redirect is not followed, and the answer is a
+/// `client_error`, not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_client_follows_no_redirect_with_the_key() {
+    use callbridge::reconcile::client::{ApiError, CallSource, PlatformClient};
+    let (elsewhere, elsewhere_seen, elsewhere_handle) =
+        serve_any(|_| HttpResponse::Ok().json(json!({"data": {"id": "stolen"}}))).await;
+    static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TARGET
+        .set(format!(
+            "http://127.0.0.1:{elsewhere}/ca/api/v0/calling/call-details?id=x"
+        ))
+        .unwrap();
+    let (api, api_seen, api_handle) = serve_any(|_| {
+        HttpResponse::Found()
+            .insert_header(("Location", TARGET.get().unwrap().as_str()))
+            .finish()
+    })
+    .await;
+    let metrics = Arc::new(callbridge::metrics::Metrics::new());
+    let client = PlatformClient::new(
+        &client_settings(&format!("http://127.0.0.1:{api}/ca/api/v0")),
+        metrics.clone(),
+    )
+    .unwrap();
+    let err = client.details("x", false).await.unwrap_err();
+    assert!(
+        matches!(err, ApiError::Status { status: 302, .. }),
+        "the redirect is the answer: {err}"
+    );
+    assert_eq!(err.reason(), "client_error");
+    assert_eq!(
+        *api_seen.lock().unwrap(),
+        (1, 1),
+        "asked once, with the key"
+    );
+    assert_eq!(
+        *elsewhere_seen.lock().unwrap(),
+        (0, 0),
+        "the other origin got no request, hence no key"
+    );
+    api_handle.stop(true).await;
+    elsewhere_handle.stop(true).await;
+}
+
+/// Issue #28, item 8: an answer larger than any the API sends is refused once the cap is
+/// reached, whether it announces its length or streams without end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_client_refuses_an_oversized_answer() {
+    use callbridge::reconcile::client::{ApiError, CallSource, PlatformClient, MAX_ANSWER_BYTES};
+    // Endless: a JSON string that never closes, 64 KiB a chunk.
+    let (endless, _, endless_handle) = serve_any(|_| {
+        let chunk = web::Bytes::from(vec![b'x'; 64 * 1024]);
+        let head = futures::stream::once(async {
+            Ok::<_, std::io::Error>(web::Bytes::from_static(b"{\"data\": \""))
+        });
+        let tail = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(chunk.clone()));
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .streaming(futures::StreamExt::chain(head, tail))
+    })
+    .await;
+    // Announced: a whole body one byte over the cap.
+    let (announced, _, announced_handle) = serve_any(|_| {
+        let mut body = vec![b' '; MAX_ANSWER_BYTES + 1];
+        body[..2].copy_from_slice(b"{}");
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .body(body)
+    })
+    .await;
+    for port in [endless, announced] {
+        let metrics = Arc::new(callbridge::metrics::Metrics::new());
+        let client = PlatformClient::new(
+            &client_settings(&format!("http://127.0.0.1:{port}/ca/api/v0")),
+            metrics.clone(),
+        )
+        .unwrap();
+        let err = client.details("x", false).await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::TooLarge { limit } if limit == MAX_ANSWER_BYTES),
+            "{err}"
+        );
+        assert_eq!(
+            metrics
+                .reconcile_api_errors
+                .with_label_values(&["too_large"])
+                .get(),
+            1
+        );
+    }
+    endless_handle.stop(false).await;
+    announced_handle.stop(false).await;
 }

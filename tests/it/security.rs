@@ -503,3 +503,146 @@ async fn tls_listener_serves_https_and_picks_up_a_rotated_certificate() {
         .contains("callbridge_tls_reloads_total{outcome=\"ok\"} 1"));
     app.stop().await;
 }
+
+/// One stranger connection, as issue #28 describes it: forged Standard Webhooks headers (a
+/// fresh timestamp, a signature of nothing), `Content-Length: 1048576`, then one body byte a
+/// second. Counts itself in `answered` once the bridge answers it (or closes the connection).
+async fn stranger(
+    addr: String,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    statuses: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /callback HTTP/1.1\r\nHost: {addr}\r\nwebhook-id: msg_stranger\r\n\
+         webhook-timestamp: {}\r\nwebhook-signature: v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\
+         Content-Length: 1048576\r\n\r\n",
+        now()
+    );
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    let (mut rd, mut wr) = conn.into_split();
+    let trickle = async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if wr.write_all(b"x").await.is_err() {
+                // The bridge closed the connection: wait for its answer on the read side.
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let mut got = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::select! {
+        _ = trickle => {}
+        _ = read => {}
+    }
+    let status = String::from_utf8_lossy(&got)
+        .lines()
+        .next()
+        .unwrap_or("(closed without an answer)")
+        .to_string();
+    statuses.lock().unwrap().push(status);
+    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Issue #28, item 2: with signature-only auth, strangers that announce 1 MiB bodies with forged
+/// signature headers and trickle them a byte a second do not make correctly signed webhooks
+/// fail. Against the binary's real listener, with the default limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stranger_cannot_shed_signed_webhooks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    const STRANGERS: usize = 32;
+    const SIGNED: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let yaml = format!(
+        "server: {{listen: \"127.0.0.1:0\", admin_listen: \"127.0.0.1:0\"}}\nlog: {{format: json}}\n\
+         auth: {{signature: {{scheme: standard-webhooks, secrets: [{NEW_SECRET}]}}}}\n\
+         sinks:\n{}",
+        file_sink("archive", &path, "")
+    );
+    let bridge = Bridge::start(dir.path(), &yaml, &[]);
+    let addr = format!("127.0.0.1:{}", bridge.port);
+    let client = reqwest::Client::new();
+
+    let answered = Arc::new(AtomicUsize::new(0));
+    let statuses = Arc::new(Mutex::new(Vec::new()));
+    let strangers: Vec<_> = (0..STRANGERS)
+        .map(|_| tokio::spawn(stranger(addr.clone(), answered.clone(), statuses.clone())))
+        .collect();
+    // Every stranger is either being handled (its body awaited) or was already answered.
+    let metrics_url = format!("{}/metrics", bridge.admin_base());
+    eventually(
+        std::time::Duration::from_secs(10),
+        "every stranger handled or answered",
+        || async {
+            let m = client
+                .get(&metrics_url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let in_flight: usize = m
+                .lines()
+                .find_map(|l| l.strip_prefix("callbridge_http_requests_in_flight "))?
+                .trim()
+                .parse()
+                .ok()?;
+            (in_flight + answered.load(Ordering::SeqCst) >= STRANGERS).then_some(())
+        },
+    )
+    .await;
+
+    let url = format!("http://{addr}/callback");
+    let signed = futures::future::join_all((0..SIGNED).map(|i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let body = status_payload(&unique(&format!("signed{i}")), "ongoing").to_string();
+            let (id, ts) = (format!("msg_signed_{i}"), now());
+            let mut req = client.post(&url).body(body.clone());
+            for (k, v) in standard_headers(&id, ts, sign(NEW_SECRET, &id, ts, body.as_bytes())) {
+                req = req.header(k, v);
+            }
+            answer(req.send().await.expect("answered")).await
+        }
+    }))
+    .await;
+    let still_trickling = STRANGERS - answered.load(Ordering::SeqCst);
+    let strangers_answered = statuses.lock().unwrap().clone();
+    let refused: Vec<String> = signed
+        .iter()
+        .filter(|a| a.status != 200)
+        .map(|a| format!("{} {}", a.status, a.body))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} of {SIGNED} signed webhooks refused, e.g. {:?}; strangers answered: {strangers_answered:?}",
+        refused.len(),
+        refused.first(),
+    );
+    assert_eq!(
+        still_trickling, STRANGERS,
+        "every stranger was still trickling while the signed webhooks were answered: \
+         {strangers_answered:?}"
+    );
+    assert_eq!(read_lines(&path).len(), SIGNED);
+    for s in strangers {
+        s.abort();
+    }
+    bridge.stop().await;
+}

@@ -279,3 +279,69 @@ async fn an_unreachable_ledger_fails_closed() {
     );
     b1.cleanup().await;
 }
+
+/// Issue #28, item 9: two deployments (different `event.source`) share one bucket and each has
+/// a sink named `r1`: the same webhook sent to both is published by both, neither answers the
+/// other's event `duplicate`. An explicit `idempotency.namespace` shared by both makes them one
+/// deployment again (the second is a duplicate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_ledger_namespace_keeps_two_deployments_on_one_bucket_apart() {
+    let bucket = unique("ledger-ns");
+    let (b1, q1) = exchange_with_queue("kv-ns-a").await;
+    let (b2, q2) = exchange_with_queue("kv-ns-b").await;
+    let deployment = |source: &str, exchange: &str, namespace: &str| {
+        let yaml = config(&bucket, &[("r1", AMQP_URL, exchange)], 52)
+            .replace(
+                "log: {format: json}\n",
+                &format!("event: {{source: \"{source}\"}}\n"),
+            )
+            .replace("lease_secs: 52}", &format!("lease_secs: 52{namespace}}}"));
+        settings(&yaml)
+    };
+    let a = spawn_settings(deployment("/billing", &b1.exchange, "")).await;
+    let b = spawn_settings(deployment("/support", &b2.exchange, "")).await;
+    a.await_ready(true).await;
+    b.await_ready(true).await;
+
+    let body = status_payload(&unique("kvns"), "completed");
+    let first = a.post(&body).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let second = b.post(&body).await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.event_id(), first.event_id(), "the same event id");
+    assert!(
+        second.body["sinks"]["r1"]["duplicate"].is_null(),
+        "not the other deployment's duplicate: {}",
+        second.body
+    );
+    assert_eq!(b1.message_count(&q1).await, 1, "published by the first");
+    assert_eq!(b2.message_count(&q2).await, 1, "and by the second");
+    a.stop().await;
+    b.stop().await;
+
+    // One namespace configured on both: one deployment, whatever their sources say.
+    let ns = ", namespace: shared-ns";
+    let a = spawn_settings(deployment("/billing", &b1.exchange, ns)).await;
+    let b = spawn_settings(deployment("/support", &b2.exchange, ns)).await;
+    a.await_ready(true).await;
+    b.await_ready(true).await;
+    let body = status_payload(&unique("kvns-one"), "completed");
+    assert_eq!(a.post(&body).await.status, 200);
+    let again = b.post(&body).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(
+        again.body["sinks"]["r1"]["duplicate"], true,
+        "{}",
+        again.body
+    );
+    assert_eq!(b1.message_count(&q1).await, 2);
+    assert_eq!(
+        b2.message_count(&q2).await,
+        1,
+        "nothing more published by the second"
+    );
+    a.stop().await;
+    b.stop().await;
+    b1.cleanup().await;
+    b2.cleanup().await;
+}

@@ -61,7 +61,7 @@ async fn an_outage_is_answered_200_spooled_and_replayed_in_order_per_call() {
     assert!(app.is_ready().await);
 
     proxy.cut();
-    app.await_ready(false).await;
+    app.await_connected("bus", false).await;
     let (a, b) = (unique("spool-a"), unique("spool-b"));
     let mut ids = Vec::new();
     for (call, status) in [
@@ -127,6 +127,69 @@ async fn an_outage_is_answered_200_spooled_and_replayed_in_order_per_call() {
     js.delete_stream(&stream).await.unwrap();
 }
 
+/// Readiness means "can answer 200 now": a required sink that spools, whose broker is down,
+/// keeps the pod ready (in the Service) while the spool takes its events, so webhooks still
+/// reach it and are answered 200 `spooled`; `/readyz` says why per sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spooling_sink_whose_broker_is_down_keeps_the_pod_ready() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "spoolready").await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(&spooling_config(
+        &url,
+        &prefix,
+        &stream,
+        &dir.path().join("spool.redb"),
+        "",
+    ))
+    .await;
+    app.await_ready(true).await;
+    let r = app.get("/readyz").await;
+    assert_eq!(r.body["sinks"]["bus"]["reason"], "connected", "{}", r.body);
+
+    proxy.cut();
+    app.await_connected("bus", false).await;
+    let r = app.get("/readyz").await;
+    assert_eq!(
+        r.status, 200,
+        "ready while the spool takes events: {}",
+        r.body
+    );
+    let bus = &r.body["sinks"]["bus"];
+    assert_eq!(
+        (
+            bus["ready"].as_bool(),
+            bus["connected"].as_bool(),
+            bus["reason"].as_str()
+        ),
+        (Some(true), Some(false), Some("spooling")),
+        "{}",
+        r.body
+    );
+    let a = app
+        .post(&status_payload(&unique("ready"), "completed"))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.body["sinks"]["bus"]["spooled"], true, "{}", a.body);
+    assert!(app.is_ready().await, "still ready with an event spooled");
+
+    proxy.restore();
+    let js_ref = &js;
+    let stream_ref = &stream;
+    eventually(
+        Duration::from_secs(20),
+        "the spooled event in the stream",
+        || async move { (stored(js_ref, stream_ref).await == 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        ids_in_stream(&stream, 1).await,
+        vec![a.event_id().to_string()]
+    );
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
+}
+
 /// `max_bytes` bounds the spool: once full, a spooling sink fails like `on_unavailable: fail`
 /// (503, saying why), and what was spooled before is still delivered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +201,7 @@ async fn a_full_spool_is_a_503_never_a_silent_drop() {
         .replace("max_bytes: 200000", "max_bytes: 6000");
     let app = spawn(&yaml).await;
     proxy.cut();
-    app.await_ready(false).await;
+    app.await_connected("bus", false).await;
     let mut spooled = 0;
     let mut refused = None;
     for i in 0..20 {
@@ -155,12 +218,34 @@ async fn a_full_spool_is_a_503_never_a_silent_drop() {
     }
     let r = refused.expect("the spool fills up");
     assert_eq!(r.status, 503, "{}", r.body);
-    let msg = r.body["sinks"]["bus"]["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(msg.contains("not spooled") && msg.contains("full"), "{msg}");
+    assert_eq!(
+        r.body["sinks"]["bus"]["error"]["code"], "spool_failed",
+        "{}",
+        r.body
+    );
     assert!(spooled >= 1, "some fit before it was full");
+    // The next event would be refused too: the pod leaves the Service, and says why.
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let bus = &r.body["sinks"]["bus"];
+    assert_eq!(
+        (
+            bus["ready"].as_bool(),
+            bus["connected"].as_bool(),
+            bus["reason"].as_str()
+        ),
+        (Some(false), Some(false), Some("spool_full")),
+        "{}",
+        r.body
+    );
+    assert!(
+        bus["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("of 6000 bytes"),
+        "{}",
+        r.body
+    );
     proxy.restore();
     let js_ref = &js;
     let stream_ref = &stream;
@@ -170,6 +255,8 @@ async fn a_full_spool_is_a_503_never_a_silent_drop() {
         || async move { (stored(js_ref, stream_ref).await == spooled).then_some(()) },
     )
     .await;
+    // Drained and connected: ready again.
+    app.await_ready(true).await;
     app.stop().await;
     js.delete_stream(&stream).await.unwrap();
 }
@@ -486,27 +573,8 @@ async fn a_full_disk_fails_appends_and_the_spool_works_again_once_there_is_room(
     use callbridge::sinks::Outgoing;
     use callbridge::spool::Spool;
 
-    struct Tmpfs(std::path::PathBuf);
-    impl Drop for Tmpfs {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.0)
-                .status();
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs(dir.path().join("disk"));
-    std::fs::create_dir_all(&disk.0).unwrap();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(&disk.0)
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        mounted,
-        "mount -t tmpfs needs root (scripts/test runs as root)"
-    );
+    let disk = Tmpfs::mount(&dir.path().join("disk"));
 
     let spool = Spool::open(&SpoolSettings {
         path: disk.0.join("spool.redb"),
@@ -528,15 +596,7 @@ async fn a_full_disk_fails_appends_and_the_spool_works_again_once_there_is_room(
         .await
         .expect("an append with room");
 
-    // Fill the file system.
-    let filler = disk.0.join("filler");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        while f.write(&chunk).is_ok_and(|n| n > 0) {}
-        while f.write(&chunk[..512]).is_ok_and(|n| n > 0) {}
-    }
+    let filler = disk.fill();
     // The database file may still have free pages: append until one needs the disk.
     let mut refused = None;
     for _ in 0..500 {
@@ -547,8 +607,22 @@ async fn a_full_disk_fails_appends_and_the_spool_works_again_once_there_is_room(
     }
     let refused = refused.expect("an append on a full disk fails");
     assert!(refused.contains("No space left"), "{refused}");
+    // Readiness asks the spool: it cannot write, so a pod spooling into it is not ready.
+    match spool.health().await {
+        callbridge::spool::SpoolHealth::Unwritable { error } => {
+            assert!(error.contains("No space left"), "{error}")
+        }
+        other => panic!("a full disk reads as {other:?}"),
+    }
 
     std::fs::remove_file(&filler).unwrap();
+    assert!(
+        matches!(
+            spool.health().await,
+            callbridge::spool::SpoolHealth::Writable { .. }
+        ),
+        "writable again once the disk has room"
+    );
     spool
         .append("bus", &event(&unique("disk")))
         .await
@@ -560,4 +634,90 @@ async fn a_full_disk_fails_appends_and_the_spool_works_again_once_there_is_room(
             .expect("a delivered entry is removed");
     }
     assert_eq!(spool.bytes(), 0, "every entry removed");
+}
+
+/// A 2 MiB tmpfs of the test's own, unmounted when dropped (mounting needs root, as
+/// scripts/test runs).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            mounted,
+            "mount -t tmpfs needs root (scripts/test runs as root)"
+        );
+        Tmpfs(at.to_path_buf())
+    }
+
+    /// Fills the file system with a file; returns it (remove it to make room again).
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write(&chunk).is_ok_and(|n| n > 0) {}
+        while f.write(&chunk[..512]).is_ok_and(|n| n > 0) {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A spool that cannot write (its disk full) while the broker is down: the pod is unready and
+/// says why, and ready again once the disk has room — without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_that_cannot_write_makes_the_pod_unready_until_it_can() {
+    let js = js().await;
+    let (stream, prefix, proxy, url) = proxied_stream(&js, "spooldisk").await;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&dir.path().join("disk"));
+    let app = spawn(&spooling_config(
+        &url,
+        &prefix,
+        &stream,
+        &disk.0.join("spool.redb"),
+        "",
+    ))
+    .await;
+    proxy.cut();
+    app.await_connected("bus", false).await;
+    assert!(app.is_ready().await, "the spool has room");
+
+    let filler = disk.fill();
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let bus = &r.body["sinks"]["bus"];
+    assert_eq!(bus["reason"], "spool_unwritable", "{}", r.body);
+    assert!(
+        bus["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("No space left"),
+        "{}",
+        r.body
+    );
+    let a = app
+        .post(&status_payload(&unique("disk"), "completed"))
+        .await;
+    assert_eq!(a.status, 503, "not spooled, so not 200: {}", a.body);
+
+    std::fs::remove_file(&filler).unwrap();
+    let r = app.get("/readyz").await;
+    assert_eq!(r.status, 200, "room again: {}", r.body);
+    assert_eq!(r.body["sinks"]["bus"]["reason"], "spooling", "{}", r.body);
+    app.stop().await;
+    js.delete_stream(&stream).await.unwrap();
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
 	"sort"
 )
 
@@ -19,14 +21,6 @@ var rank = map[string]int{
 // unknownRank is what a status the table does not know (the platform may add some) counts as.
 const unknownRank = 1
 
-// data is the part of the event's `data` this consumer needs (binary mode: the message body).
-type data struct {
-	CallID string  `json:"call_id"`
-	Kind   string  `json:"kind"`
-	Status *string `json:"status"`
-	Retry  *int    `json:"retry"`
-}
-
 type held struct {
 	Status string `json:"status"`
 	Retry  int    `json:"retry"`
@@ -40,6 +34,7 @@ type calls struct {
 	name       string
 	seen       map[string]bool // in production: a table keyed by event id, or an idempotent upsert
 	received   int
+	skipped    int
 	duplicates int
 	stale      int
 	latest     map[string]held
@@ -49,9 +44,30 @@ func newCalls(name string) *calls {
 	return &calls{name: name, seen: map[string]bool{}, latest: map[string]held{}}
 }
 
-// handle processes one message; false means a duplicate (already processed).
-func (c *calls) handle(eventID string, d data) bool {
+// parse reads one message's `data` with the typed model generated from the event's JSON Schema
+// (models.go, scripts/gen-models). A message that is not an event (no id, or a body the model
+// refuses) is counted as skipped, with the reason on stderr, and nil returned: the caller acks it
+// and goes on, so it never blocks the events behind it.
+func (c *calls) parse(eventID string, body []byte, where string) *CallData {
 	c.received++
+	var d CallData
+	err := json.Unmarshal(body, &d)
+	switch {
+	case eventID == "":
+		err = fmt.Errorf("no event id")
+	case err == nil && d.CallID == "":
+		err = fmt.Errorf("no call_id")
+	}
+	if err != nil {
+		c.skipped++
+		fmt.Fprintf(os.Stderr, "skipped %s: %v\n", where, err)
+		return nil
+	}
+	return &d
+}
+
+// handle processes one parsed event; false means a duplicate (already processed).
+func (c *calls) handle(eventID string, d *CallData) bool {
 	if c.seen[eventID] {
 		c.duplicates++
 		return false
@@ -64,14 +80,15 @@ func (c *calls) handle(eventID string, d data) bool {
 	if d.Retry != nil {
 		retry = *d.Retry
 	}
-	r, ok := rank[*d.Status]
+	status := *d.Status
+	r, ok := rank[status]
 	if !ok {
 		r = unknownRank
 	}
 	h, known := c.latest[d.CallID]
 	switch {
 	case !known || retry > h.Retry || (retry == h.Retry && r > h.rank):
-		c.latest[d.CallID] = held{Status: *d.Status, Retry: retry, rank: r}
+		c.latest[d.CallID] = held{Status: status, Retry: retry, rank: r}
 	case retry < h.Retry || r < h.rank:
 		c.stale++ // an older status arriving late: discarded
 	}
@@ -87,6 +104,7 @@ func (c *calls) summary() string {
 	out := map[string]any{
 		"consumer":   c.name,
 		"received":   c.received,
+		"skipped":    c.skipped,
 		"duplicates": c.duplicates,
 		"events":     len(c.seen),
 		"stale":      c.stale,

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 
@@ -15,7 +13,8 @@ var kinds = []string{"started", "status", "recording", "analysis", "processed", 
 
 // consumeKafka reads callbridge's topics in a consumer group (franz-go). Each record: value = the
 // event's `data`, key = the call id, CloudEvents attributes in `ce_*` headers (`ce_id` = the
-// event id). Offsets are committed after processing: a crash re-reads, the dedupe absorbs it.
+// event id). A record that is not an event (no `ce_id`, or a value the typed model refuses) is
+// skipped and counted. Offsets are committed after processing: a crash re-reads, the dedupe absorbs it.
 func consumeKafka(ctx context.Context, drain bool) (*calls, error) {
 	defaults := make([]string, len(kinds))
 	for i, k := range kinds {
@@ -75,7 +74,6 @@ func consumeKafka(ctx context.Context, drain bool) (*calls, error) {
 		if errs := fetches.Errors(); len(errs) > 0 {
 			return nil, errs[0].Err
 		}
-		var failed error
 		fetches.EachRecord(func(r *kgo.Record) {
 			var id string
 			for _, h := range r.Headers {
@@ -83,12 +81,8 @@ func consumeKafka(ctx context.Context, drain bool) (*calls, error) {
 					id = string(h.Value)
 				}
 			}
-			var d data
-			if err := json.Unmarshal(r.Value, &d); err != nil || id == "" {
-				failed = errors.Join(failed, fmt.Errorf("record %s/%d@%d: no ce_id or bad data: %v", r.Topic, r.Partition, r.Offset, err))
-				return
-			}
-			if c.handle(id, d) {
+			where := fmt.Sprintf("record %s/%d@%d", r.Topic, r.Partition, r.Offset)
+			if d := c.parse(id, r.Value, where); d != nil && c.handle(id, d) {
 				printEvent(drain, d)
 			}
 			if end, ok := remaining[r.Topic][r.Partition]; ok && r.Offset+1 >= end {
@@ -98,9 +92,6 @@ func consumeKafka(ctx context.Context, drain bool) (*calls, error) {
 				}
 			}
 		})
-		if failed != nil {
-			return nil, failed
-		}
 		if err := client.CommitUncommittedOffsets(context.Background()); err != nil {
 			return nil, err
 		}

@@ -59,7 +59,7 @@ func main() {
 }
 
 // printEvent shows a processed event while following (not while draining).
-func printEvent(drain bool, d data) {
+func printEvent(drain bool, d *CallData) {
 	if drain {
 		return
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -14,6 +13,8 @@ import (
 // consumeNATS reads the stream with a durable pull consumer (nats.go jetstream). Each message:
 // payload = the event's `data`, Nats-Msg-Id = the event id (the stream already drops a second
 // copy within its duplicate window), CloudEvents attributes in `ce-*` headers (percent-encoded).
+// A message that is not an event (no Nats-Msg-Id, or a payload the typed model refuses) is
+// skipped and counted, never taken for a duplicate.
 // The durable consumer keeps its position across restarts; unacked messages are redelivered.
 func consumeNATS(ctx context.Context, drain bool) (*calls, error) {
 	nc, err := nats.Connect(env("NATS_URL", nats.DefaultURL))
@@ -47,11 +48,8 @@ func consumeNATS(ctx context.Context, drain bool) (*calls, error) {
 			return nil, err
 		}
 		for m := range batch.Messages() {
-			var d data
-			if err := json.Unmarshal(m.Data(), &d); err != nil {
-				return nil, fmt.Errorf("message %s: %w", m.Subject(), err)
-			}
-			if c.handle(m.Headers().Get(nats.MsgIdHdr), d) {
+			id := m.Headers().Get(nats.MsgIdHdr)
+			if d := c.parse(id, m.Data(), "message "+m.Subject()); d != nil && c.handle(id, d) {
 				printEvent(drain, d)
 			}
 			if err := m.Ack(); err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -10,7 +9,8 @@ import (
 
 // consumeRabbitMQ reads a queue bound to callbridge's exchange (amqp091-go), manual acks. Each
 // message: body = the event's `data`, MessageId = the event id, Type = the event type,
-// CloudEvents attributes in `cloudEvents_*` headers. Acked after processing: a crash redelivers,
+// CloudEvents attributes in `cloudEvents_*` headers; one that is not an event (no MessageId, or
+// a body the typed model refuses) is skipped and counted. Acked after processing: a crash redelivers,
 // the dedupe absorbs it.
 func consumeRabbitMQ(ctx context.Context, drain bool) (*calls, error) {
 	conn, err := amqp.Dial(env("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"))
@@ -51,11 +51,8 @@ func consumeRabbitMQ(ctx context.Context, drain bool) (*calls, error) {
 			if !ok {
 				return nil, fmt.Errorf("the channel closed")
 			}
-			var d data
-			if err := json.Unmarshal(m.Body, &d); err != nil {
-				return nil, fmt.Errorf("message %s: %w", m.MessageId, err)
-			}
-			if c.handle(m.MessageId, d) {
+			where := fmt.Sprintf("message %s#%d", m.RoutingKey, m.DeliveryTag)
+			if d := c.parse(m.MessageId, m.Body, where); d != nil && c.handle(m.MessageId, d) {
 				printEvent(drain, d)
 			}
 			if err := m.Ack(false); err != nil { // after the work is done

@@ -3,12 +3,12 @@
     KAFKA_BROKERS=127.0.0.1:9092 python kafka_consumer.py [--drain]
 
 Each record: value = the event's `data` (JSON), key = the call id, CloudEvents attributes in
-`ce_*` headers; `ce_id` is the event id. Offsets are committed after processing, so a crash
+`ce_*` headers; `ce_id` is the event id. A record that is not an event (no `ce_id`, or a value
+the typed model refuses) is skipped and counted. Offsets are committed after processing, so a crash
 re-reads (at-least-once) and the dedupe by id absorbs it. --drain: stop once every partition is
 read up to where it ended at startup, then print the summary (without it: run until Ctrl-C).
 """
 
-import json
 import os
 import signal
 import sys
@@ -59,10 +59,11 @@ def main():
                 continue
             if msg.error():
                 raise KafkaException(msg.error())
-            headers = {k: (v or b"").decode() for k, v in (msg.headers() or [])}
-            data = json.loads(msg.value())
-            if calls.handle(headers["ce_id"], data) and not drain:
-                print(f"{data['call_id']} {data['kind']} {data.get('status')}", flush=True)
+            headers = {k: (v or b"").decode(errors="replace") for k, v in (msg.headers() or [])}
+            where = f"record {msg.topic()}/{msg.partition()}@{msg.offset()}"
+            data = calls.parse(headers.get("ce_id"), msg.value(), where)
+            if data is not None and calls.handle(headers["ce_id"], data) and not drain:
+                print(f"{data.call_id} {data.kind} {data.status}", flush=True)
             consumer.commit(message=msg, asynchronous=False)
             key = (msg.topic(), msg.partition())
             if key in remaining and msg.offset() + 1 >= remaining[key]:

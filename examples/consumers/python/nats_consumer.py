@@ -4,13 +4,13 @@
 
 Each message: payload = the event's `data` (JSON), `Nats-Msg-Id` = the event id (the stream
 already drops a second copy within its duplicate window), CloudEvents attributes in `ce-*`
-headers (percent-encoded). The durable consumer remembers its position across restarts; a
+headers (percent-encoded). A message that is not an event (no `Nats-Msg-Id`, or a payload the
+typed model refuses) is skipped and counted, never taken for a duplicate. The durable consumer remembers its position across restarts; a
 message is acked after processing and redelivered if it is not. --drain: process what the stream
 held for this consumer at startup, then print the summary (without it: run until Ctrl-C).
 """
 
 import asyncio
-import json
 import os
 import sys
 
@@ -46,9 +46,10 @@ async def main():
             except NatsTimeout:
                 continue
             for msg in msgs:
-                data = json.loads(msg.data)
-                if calls.handle(msg.headers["Nats-Msg-Id"], data) and not drain:
-                    print(f"{data['call_id']} {data['kind']} {data.get('status')}", flush=True)
+                event_id = (msg.headers or {}).get("Nats-Msg-Id")
+                data = calls.parse(event_id, msg.data, f"message {msg.subject}")
+                if data is not None and calls.handle(event_id, data) and not drain:
+                    print(f"{data.call_id} {data.kind} {data.status}", flush=True)
                 await msg.ack()
                 waiting -= 1
     except (KeyboardInterrupt, asyncio.CancelledError):

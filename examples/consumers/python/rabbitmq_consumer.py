@@ -3,12 +3,12 @@
     RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/%2f RABBITMQ_QUEUE=calls.all python rabbitmq_consumer.py [--drain]
 
 Each message: body = the event's `data` (JSON), `message_id` = the event id, `type` = the event
-type, CloudEvents attributes in `cloudEvents_*` headers. A message is acked after it is processed
+type, CloudEvents attributes in `cloudEvents_*` headers. A message that is not an event (no
+`message_id`, or a body the typed model refuses) is skipped and counted. A message is acked after it is processed
 (a crash redelivers it; the dedupe by id absorbs that). --drain: process the messages the queue
 held at startup, then print the summary (without it: run until Ctrl-C).
 """
 
-import json
 import os
 import sys
 
@@ -34,9 +34,9 @@ def main():
 
     def on_message(ch, method, props, body):
         nonlocal waiting
-        data = json.loads(body)
-        if calls.handle(props.message_id, data) and not drain:
-            print(f"{data['call_id']} {data['kind']} {data.get('status')}", flush=True)
+        data = calls.parse(props.message_id, body, f"message {method.routing_key}#{method.delivery_tag}")
+        if data is not None and calls.handle(props.message_id, data) and not drain:
+            print(f"{data.call_id} {data.kind} {data.status}", flush=True)
         ch.basic_ack(method.delivery_tag)  # after the work is done
         waiting -= 1
         if drain and waiting == 0:

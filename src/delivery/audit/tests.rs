@@ -327,3 +327,37 @@ async fn a_retry_answered_from_the_ledger_is_not_audited_again() {
     );
     assert_eq!(worker.rx.len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_copy_is_read_back_no_sooner_than_delay_secs_after_its_200() {
+    let metrics = Arc::new(DeliveryMetrics::unregistered());
+    let reader = fake(0, |_| Finding::verified());
+    let readers = Readers::default().with("k", reader.clone());
+    let delayed = AuditSettings {
+        delay_secs: 5,
+        ..settings(1, 10)
+    };
+    let (queue, worker) = channel(&delayed, readers, metrics);
+    let d =
+        Arc::new(Deliveries::new(&DeliverySettings::default(), m_unregistered()).with_audit(queue));
+    worker.spawn(Arc::downgrade(&d));
+    let acked = SinkEntry::new("k", "kafka", true, Outcome::Acked).with_receipt(kafka(1));
+    d.answered(&meta("e"), Answer::Accepted, vec![acked]);
+    tokio::time::sleep(Duration::from_millis(4_900)).await;
+    assert_eq!(
+        reader.calls.load(Ordering::SeqCst),
+        0,
+        "not before the delay"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        reader.calls.load(Ordering::SeqCst),
+        1,
+        "read once the delay passed"
+    );
+    assert_eq!(audited(&d, "e", "k"), Some(Verdict::Verified));
+}
+
+fn m_unregistered() -> Arc<DeliveryMetrics> {
+    Arc::new(DeliveryMetrics::unregistered())
+}

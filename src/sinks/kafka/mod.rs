@@ -154,8 +154,8 @@ impl Inner {
 }
 
 /// The record's headers: the W3C `traceparent`, the `content-type`, then (binary mode) every
-/// attribute as a `ce_*` header.
-fn headers(message: &Message<'_>) -> OwnedHeaders {
+/// attribute as a `ce_*` header. Public so that `callbridge asyncapi` documents what is sent.
+pub fn headers(message: &Message<'_>) -> OwnedHeaders {
     let traceparent = message.traceparent.map(|t| ("traceparent", t));
     let content_type = message.content_type.map(|c| ("content-type", c));
     let attributes = message

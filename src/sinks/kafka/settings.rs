@@ -13,10 +13,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 use super::KafkaSink;
-use crate::config::validate::{check_template, Issues};
 use crate::event::binding::Format;
 use crate::sinks::{BuildError, Sink, SinkSpec};
 use crate::template::Template;
+use crate::validate::{check_template, Issues};
 
 sink_settings! {
     "kafka",
@@ -282,8 +282,8 @@ pub(super) fn redact_config_error(e: &KafkaError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::assert_paths;
     use crate::sinks::test_support::validated;
+    use crate::validate::assert_paths;
 
     fn load(yaml: &str) -> Result<(KafkaSinkSettings, Issues), String> {
         validated::<KafkaSinkSettings>(yaml)

@@ -95,6 +95,24 @@ pub fn encode(format: Format, out: &Outgoing) -> (HeaderMap, Bytes) {
     (headers, message.payload)
 }
 
+/// The whole message of one event: the binding's headers and payload, and in JetStream mode
+/// (`jetstream`: `Some(the configured stream, if any)`) `Nats-Msg-Id` and
+/// `Nats-Expected-Stream`. Public so that `callbridge asyncapi` documents what is sent.
+pub fn message(
+    format: Format,
+    jetstream: Option<Option<&str>>,
+    event: &Outgoing,
+) -> (HeaderMap, Bytes) {
+    let (mut headers, payload) = encode(format, event);
+    if let Some(stream) = jetstream {
+        headers.insert(header::NATS_MESSAGE_ID, event.event.id.as_str());
+        if let Some(stream) = stream {
+            headers.insert(header::NATS_EXPECTED_STREAM, stream);
+        }
+    }
+    (headers, payload)
+}
+
 struct Inner {
     name: String,
     url: String,
@@ -198,17 +216,10 @@ impl NatsSink {
 }
 
 impl NatsSink {
-    /// The whole message of one event: the binding's headers and payload, and in JetStream
-    /// mode `Nats-Msg-Id` and `Nats-Expected-Stream`.
+    /// The whole message of one event: see [`message`].
     fn message(&self, event: &Outgoing) -> (HeaderMap, Bytes) {
-        let (mut headers, payload) = encode(self.format, event);
-        if self.inner.js.is_some() {
-            headers.insert(header::NATS_MESSAGE_ID, event.event.id.as_str());
-            if let Some(stream) = &self.inner.stream {
-                headers.insert(header::NATS_EXPECTED_STREAM, stream.as_str());
-            }
-        }
-        (headers, payload)
+        let jetstream = self.inner.js.as_ref().map(|_| self.inner.stream.as_deref());
+        message(self.format, jetstream, event)
     }
 
     /// Refuses a message above the server's `max_payload`, which counts headers and payload:
@@ -249,10 +260,21 @@ impl NatsSink {
                 SinkError::QueueFull("max_in_flight PubAcks already pending".into())
             }
             _ => {
-                let not_match = std::error::Error::source(&e)
+                let code = std::error::Error::source(&e)
                     .and_then(|s| s.downcast_ref::<jetstream::Error>())
-                    .is_some_and(|je| je.error_code() == jetstream::ErrorCode::STREAM_NOT_MATCH);
-                if not_match {
+                    .map(|je| je.error_code());
+                let not_match = code == Some(jetstream::ErrorCode::STREAM_NOT_MATCH);
+                // The stream's own `max_msg_size` (or its header limit): no retry fits it.
+                let too_large = code.is_some_and(|c| {
+                    c == jetstream::ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM
+                        || c == jetstream::ErrorCode::STREAM_HEADER_EXCEEDS_MAXIMUM
+                });
+                if too_large {
+                    SinkError::TooLarge(format!(
+                        "stream {} refused the message for its size (its max_msg_size)",
+                        inner.stream.as_deref().unwrap_or("?")
+                    ))
+                } else if not_match {
                     SinkError::Rejected(format!(
                         "subject {subject} is not captured by stream {}",
                         inner.stream.as_deref().unwrap_or("?")

@@ -11,10 +11,10 @@ use serde::Deserialize;
 
 use super::subject::{check_filter, filter_covers, SubjectTemplate};
 use super::NatsSink;
-use crate::config::validate::{check_template, default_true, Issues};
 use crate::event::binding::Format;
 use crate::sinks::{BuildError, Sink, SinkSpec};
 use crate::template::Template;
+use crate::validate::{check_template, default_true, Issues};
 
 sink_settings! {
     "nats",

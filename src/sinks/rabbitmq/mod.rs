@@ -36,6 +36,7 @@ mod pool;
 pub mod preflight;
 mod settings;
 mod settle;
+mod socket;
 mod supervisor;
 
 use std::fmt;

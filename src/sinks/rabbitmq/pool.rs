@@ -11,7 +11,7 @@ use lapin::{Channel, Connection};
 use tokio::sync::Notify;
 
 use super::channel::{End, Message, NotTaken, Pipe, Reply};
-use super::supervisor::{ConnectError, Shared, SocketSlot};
+use super::socket::{ConnectError, SocketSlot};
 use super::CONNECT_TIMEOUT;
 
 /// How each channel is run.
@@ -27,7 +27,8 @@ pub(super) struct PipeSettings {
 pub(super) struct Link {
     pub(super) connection: Connection,
     pub(super) socket: SocketSlot,
-    shared: Weak<Shared>,
+    /// The supervisor's wake-up: a broken channel asks it to replace the connection.
+    wake: Weak<Notify>,
     sink: Arc<str>,
     settings: PipeSettings,
     pipes: RwLock<Vec<Arc<Pipe>>>,
@@ -44,14 +45,15 @@ impl Link {
     pub(super) fn new(
         connection: Connection,
         socket: SocketSlot,
-        shared: &Arc<Shared>,
+        sink: &str,
+        wake: &Arc<Notify>,
         settings: PipeSettings,
     ) -> Arc<Link> {
         Arc::new(Link {
             connection,
             socket,
-            shared: Arc::downgrade(shared),
-            sink: Arc::from(shared.sink.as_str()),
+            wake: Arc::downgrade(wake),
+            sink: Arc::from(sink),
             settings,
             pipes: RwLock::new(Vec::with_capacity(settings.channels)),
             changed: Notify::new(),
@@ -133,8 +135,8 @@ impl Link {
     }
 
     fn wake_supervisor(&self) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.wake.notify_one();
+        if let Some(wake) = self.wake.upgrade() {
+            wake.notify_one();
         }
     }
 

@@ -13,9 +13,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use super::{RabbitmqSink, CONNECT_TIMEOUT};
-use crate::config::validate::{check_template, default_true, Issues};
 use crate::event::binding::Format;
 use crate::sinks::{BuildError, Sink, SinkSpec};
+use crate::validate::{check_template, default_true, Issues};
 
 /// Heartbeat asked for when the URL does not say: a silently dead peer (no RST) is noticed
 /// within about two intervals instead of RabbitMQ's default 60 s.
@@ -348,8 +348,8 @@ pub(super) fn redacted(uri: &AMQPUri) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::validate::assert_paths;
     use crate::sinks::test_support::validated;
+    use crate::validate::assert_paths;
 
     fn load(yaml: &str) -> Result<RabbitmqSinkSettings, Vec<String>> {
         let (s, issues) = validated::<RabbitmqSinkSettings>(yaml).map_err(|e| vec![e])?;

@@ -16,6 +16,7 @@ use tokio::sync::{watch, Notify};
 
 use super::pool::{Link, PipeSettings};
 use super::settings::{redacted, ExchangeDeclare, QueueBinding};
+use super::socket::{ConnectError, SocketSlot};
 use super::CONNECT_TIMEOUT;
 use crate::sinks::SinkError;
 
@@ -25,76 +26,12 @@ const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// How often the supervisor re-checks the connection status besides its events.
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Why one connection attempt (or refilling the pool) failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{context}")]
-pub(super) struct ConnectError {
-    context: String,
-    #[source]
-    source: Option<lapin::Error>,
-}
-
-impl ConnectError {
-    pub(super) fn new(context: impl Into<String>, source: lapin::Error) -> Self {
-        ConnectError {
-            context: context.into(),
-            source: Some(source),
-        }
-    }
-    fn plain(context: impl Into<String>) -> Self {
-        ConnectError {
-            context: context.into(),
-            source: None,
-        }
-    }
-    pub(super) fn detail(&self) -> String {
-        match &self.source {
-            Some(s) => format!("{}: {s}", self.context),
-            None => self.context.clone(),
-        }
-    }
-}
-
 /// What the supervisor needs to (re)build a connection.
 pub(super) struct Topology {
     pub(super) exchange: String,
     pub(super) declare: Option<ExchangeDeclare>,
     pub(super) queues: Vec<QueueBinding>,
     pub(super) pipes: PipeSettings,
-}
-
-/// A duplicate of a connection's socket, so the supervisor can shut it down. lapin runs one I/O
-/// thread per connection and has no handshake timeout: an attempt abandoned on a black-holed
-/// path (or a stalled connection) would keep its thread until the peer closed the socket — one
-/// more thread per retry. `shutdown` acts on the socket itself, so lapin's copy fails at once.
-#[derive(Clone, Default)]
-pub(super) struct SocketSlot(Arc<Mutex<Option<std::net::TcpStream>>>);
-
-impl SocketSlot {
-    /// Called by lapin's connector with the fresh stream (plain, or TLS mid-handshake).
-    fn keep(&self, stream: &lapin::tcp::HandshakeResult) {
-        let tcp = match stream {
-            Ok(s) => s,
-            Err(lapin::tcp::HandshakeError::WouldBlock(mid)) => mid.get_ref(),
-            Err(_) => return,
-        };
-        #[cfg(unix)]
-        {
-            use std::os::fd::AsFd;
-            if let Ok(fd) = tcp.as_fd().try_clone_to_owned() {
-                *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
-                    Some(std::net::TcpStream::from(fd));
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tcp;
-    }
-
-    pub(super) fn kill(&self) {
-        if let Some(s) = self.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
 }
 
 /// State shared by the sink, its supervisor and in-flight publishes.
@@ -106,7 +43,7 @@ pub(super) struct Shared {
     link: RwLock<Option<Arc<Link>>>,
     last_error: Mutex<String>,
     /// Publishers poke the supervisor when they see a dead channel or connection.
-    pub(super) wake: Notify,
+    pub(super) wake: Arc<Notify>,
     shutdown: AtomicBool,
     stop: Notify,
     /// Connection attempts so far (successful or not): `start` waits for the first.
@@ -125,7 +62,7 @@ pub(super) async fn start(sink: &str, uri: AMQPUri, topology: Topology) -> Arc<S
         endpoint: redacted(&uri),
         link: RwLock::new(None),
         last_error: Mutex::new(String::new()),
-        wake: Notify::new(),
+        wake: Arc::new(Notify::new()),
         shutdown: AtomicBool::new(false),
         stop: Notify::new(),
         attempts: watch::channel(0).0,
@@ -389,7 +326,7 @@ async fn connect(
     }
     let _ = setup.close(200, "topology declared").await;
 
-    let link = Link::new(connection, socket, shared, t.pipes);
+    let link = Link::new(connection, socket, &shared.sink, &shared.wake, t.pipes);
     if let Err(e) = link.fill().await {
         link.close("connecting failed");
         return Err(e);

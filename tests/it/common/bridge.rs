@@ -29,6 +29,8 @@ pub struct Bridge {
     /// `None` once waited for.
     child: Option<Child>,
     pub port: u16,
+    /// The admin listener's port, when the configuration sets `server.admin_listen`.
+    pub admin_port: Option<u16>,
     /// Reads stderr to the end (so the child never blocks on a full pipe) and returns it.
     logs: Option<JoinHandle<String>>,
 }
@@ -59,9 +61,9 @@ impl Bridge {
             .spawn()
             .expect("callbridge starts");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let (addr_tx, addr_rx) = mpsc::channel::<String>();
+        let (addr_tx, addr_rx) = mpsc::channel::<(String, Option<u16>)>();
         let logs = std::thread::spawn(move || read_logs(stderr, addr_tx));
-        let addr = addr_rx
+        let (addr, admin_port) = addr_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the bridge logs `listening` within 30 s");
         let port = addr
@@ -72,12 +74,19 @@ impl Bridge {
         Bridge {
             child: Some(child),
             port,
+            admin_port,
             logs: Some(logs),
         }
     }
 
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin listener's base URL (`server.admin_listen` must be set).
+    pub fn admin_base(&self) -> String {
+        let port = self.admin_port.expect("server.admin_listen is set");
+        format!("http://127.0.0.1:{port}")
     }
 
     /// Sends SIGTERM, as an orchestrator stopping the pod does.
@@ -111,8 +120,9 @@ impl Bridge {
 }
 
 /// Collects stderr; sends the `addr` of the `listening` line once it has arrived whole (a read
-/// can end in the middle of a line).
-fn read_logs(mut stderr: impl Read, addr: mpsc::Sender<String>) -> String {
+/// can end in the middle of a line), with the admin listener's port when an earlier line named
+/// it.
+fn read_logs(mut stderr: impl Read, addr: mpsc::Sender<(String, Option<u16>)>) -> String {
     let mut all = Vec::new();
     let mut buf = [0u8; 4096];
     let mut sent = false;
@@ -127,12 +137,22 @@ fn read_logs(mut stderr: impl Read, addr: mpsc::Sender<String>) -> String {
         let Some(end) = all.iter().rposition(|&b| b == b'\n') else {
             continue;
         };
-        let listening = String::from_utf8_lossy(&all[..end])
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&all[..end])
             .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["message"] == "listening");
-        if let Some(v) = listening {
-            let _ = addr.send(v["addr"].as_str().unwrap_or_default().to_string());
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let admin_port = lines
+            .iter()
+            .filter(|v| {
+                v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("admin listener"))
+            })
+            .find_map(|v| v["port"].as_u64())
+            .and_then(|p| u16::try_from(p).ok());
+        if let Some(v) = lines.iter().find(|v| v["message"] == "listening") {
+            let listening = v["addr"].as_str().unwrap_or_default().to_string();
+            let _ = addr.send((listening, admin_port));
             sent = true;
         }
     }

@@ -170,6 +170,24 @@ impl TestApp {
         .await;
     }
 
+    /// Waits (up to 30 s) until the sink's `callbridge_sink_ready` gauge says it reaches its
+    /// destination (`true`) or not: the broker's state, whatever readiness makes of it.
+    pub async fn await_connected(&self, sink: &str, connected: bool) {
+        let line = format!(
+            "callbridge_sink_ready{{sink=\"{sink}\"}} {}",
+            u8::from(connected)
+        );
+        let line = &line;
+        eventually(Duration::from_secs(30), line, || async move {
+            self.metrics()
+                .await
+                .lines()
+                .any(|l| l == line)
+                .then_some(())
+        })
+        .await;
+    }
+
     pub async fn metrics(&self) -> String {
         self.client
             .get(format!("{}/metrics", self.base))

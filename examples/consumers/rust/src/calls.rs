@@ -4,10 +4,16 @@
 //! latest status is decided by the status order of docs/events.md, never by arrival order: a
 //! webhook answered 503 is retried by the sender minutes later and can arrive after the call's
 //! later statuses.
+//!
+//! A message is parsed with the typed model generated from the event's JSON Schema (models.rs,
+//! `scripts/gen-models`). One that is not an event (no id, or a body the model refuses) is
+//! counted as skipped and acknowledged, so that it never blocks the events behind it.
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+
+use crate::models::CallData;
 
 /// docs/events.md, "Status order": the rank of a status within one attempt of the call. A status
 /// the table does not know (the platform may add some) counts as in progress.
@@ -18,15 +24,6 @@ fn rank(status: &str) -> u8 {
         "completed" | "failed" | "error" | "cancelled" | "retry" => 2,
         _ => 1,
     }
-}
-
-/// The part of the event's `data` (binary mode: the message body) this consumer needs.
-#[derive(Deserialize)]
-pub struct CallData {
-    pub call_id: String,
-    pub kind: String,
-    pub status: Option<String>,
-    pub retry: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -41,6 +38,7 @@ struct Held {
 pub struct Calls {
     consumer: &'static str,
     received: u64,
+    skipped: u64,
     duplicates: u64,
     events: usize,
     stale: u64,
@@ -54,6 +52,7 @@ impl Calls {
         Calls {
             consumer,
             received: 0,
+            skipped: 0,
             duplicates: 0,
             events: 0,
             stale: 0,
@@ -62,9 +61,24 @@ impl Calls {
         }
     }
 
-    /// Processes one message; false means a duplicate (already processed).
-    pub fn handle(&mut self, event_id: &str, data: &CallData) -> bool {
+    /// The message's `data` as the typed model, or `None` when it is not an event: counted as
+    /// skipped (with the reason on stderr), never an error that stops the consumer.
+    pub fn parse(&mut self, event_id: Option<&str>, body: &[u8], place: &str) -> Option<CallData> {
         self.received += 1;
+        let why = match event_id {
+            None | Some("") => "no event id".to_owned(),
+            Some(_) => match serde_json::from_slice::<CallData>(body) {
+                Ok(data) => return Some(data),
+                Err(e) => format!("not a call event: {e}"),
+            },
+        };
+        self.skipped += 1;
+        eprintln!("skipped {place}: {why}");
+        None
+    }
+
+    /// Processes one parsed event; false means a duplicate (already processed).
+    pub fn handle(&mut self, event_id: &str, data: &CallData) -> bool {
         if !self.seen.insert(event_id.to_owned()) {
             self.duplicates += 1;
             return false;
@@ -74,7 +88,9 @@ impl Calls {
         let Some(status) = &data.status else {
             return true;
         };
-        let new = (data.retry.unwrap_or(0), rank(status));
+        // The schema says `minimum: 0`; the generated model reads any integer.
+        let retry = u64::try_from(data.retry.unwrap_or(0)).unwrap_or(0);
+        let new = (retry, rank(status));
         match self.calls.get(&data.call_id) {
             Some(held) if new < (held.retry, held.rank) => self.stale += 1, // late: discarded
             Some(held) if new == (held.retry, held.rank) => {}

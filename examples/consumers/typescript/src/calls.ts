@@ -4,6 +4,14 @@
 // latest status is decided by the status order of docs/events.md, never by arrival order: a
 // webhook answered 503 is retried by the sender minutes later and can arrive after the call's
 // later statuses.
+//
+// A message is parsed with the typed model generated from the event's JSON Schema (models.ts,
+// `scripts/gen-models`; its converters check the JSON against the schema's types). One that is
+// not an event (no id, or a body the model refuses) is counted as skipped and acknowledged, so
+// that it never blocks the events behind it.
+import { CallData, Convert } from "./models";
+
+export { CallData };
 
 // docs/events.md, "Status order": the rank of a status within one attempt of the call.
 const RANK: Record<string, number> = {
@@ -18,14 +26,6 @@ const RANK: Record<string, number> = {
 // A status the table does not know (the platform may add some) counts as in progress.
 const UNKNOWN_RANK = 1;
 
-/** The part of the event's `data` (binary mode: the message body) this consumer needs. */
-export interface CallData {
-  call_id: string;
-  kind: string;
-  status: string | null;
-  retry: number | null;
-}
-
 interface Held {
   status: string;
   retry: number;
@@ -35,15 +35,36 @@ interface Held {
 export class Calls {
   private seen = new Set<string>(); // in production: a table keyed by event id, or an idempotent upsert
   private received = 0;
+  private skipped = 0;
   private duplicates = 0;
   private stale = 0;
   private latest = new Map<string, Held>();
 
   constructor(private name: string) {}
 
-  /** Processes one message; false means a duplicate (already processed). */
-  handle(eventId: string, data: CallData): boolean {
+  /**
+   * The message's `data` as the typed model, or null when it is not an event: counted as
+   * skipped (with the reason on stderr), never an error that stops the consumer.
+   */
+  parse(eventId: string | undefined, body: Buffer | Uint8Array | string | null | undefined, where: string): CallData | null {
     this.received++;
+    let why: string;
+    if (!eventId) {
+      why = "no event id";
+    } else {
+      try {
+        return Convert.toCallData(body == null ? "" : Buffer.from(body).toString("utf8"));
+      } catch (err) {
+        why = `not a call event: ${err instanceof Error ? err.message : err}`;
+      }
+    }
+    this.skipped++;
+    console.error(`skipped ${where}: ${why}`);
+    return null;
+  }
+
+  /** Processes one parsed event; false means a duplicate (already processed). */
+  handle(eventId: string, data: CallData): boolean {
     if (this.seen.has(eventId)) {
       this.duplicates++;
       return false;
@@ -70,6 +91,7 @@ export class Calls {
     return JSON.stringify({
       consumer: this.name,
       received: this.received,
+      skipped: this.skipped,
       duplicates: this.duplicates,
       events: this.seen.size,
       stale: this.stale,

@@ -3,11 +3,12 @@
 //   KAFKA_BROKERS=127.0.0.1:9092 node dist/kafka.js [--drain]
 //
 // Each record: value = the event's `data` (JSON), key = the call id, CloudEvents attributes in
-// `ce_*` headers; `ce_id` is the event id. Offsets are committed after processing (a crash
+// `ce_*` headers; `ce_id` is the event id. A record that is not an event (no `ce_id`, or a value
+// the typed model refuses) is skipped and counted. Offsets are committed after processing (a crash
 // re-reads, the dedupe absorbs it). --drain: stop once every partition is read up to where it
 // ended at startup, then print the summary (without it: run until Ctrl-C).
 import { Kafka, logLevel } from "kafkajs";
-import { CallData, Calls, drain, drainTimeoutMs, env, printEvent, run } from "./calls";
+import { Calls, drain, drainTimeoutMs, env, printEvent, run } from "./calls";
 
 const KINDS = ["started", "status", "recording", "analysis", "processed", "other"];
 
@@ -42,10 +43,9 @@ run(async (stopped) => {
   await consumer.run({
     autoCommit: false,
     eachMessage: async ({ topic, partition, message }) => {
-      const data: CallData = JSON.parse(message.value!.toString());
       const id = message.headers?.ce_id?.toString();
-      if (!id) throw new Error(`record ${topic}/${partition}@${message.offset} has no ce_id`);
-      if (calls.handle(id, data)) printEvent(data);
+      const data = calls.parse(id, message.value, `record ${topic}/${partition}@${message.offset}`);
+      if (data && id && calls.handle(id, data)) printEvent(data);
       const next = BigInt(message.offset) + 1n;
       await consumer.commitOffsets([{ topic, partition, offset: next.toString() }]);
       const key = `${topic}/${partition}`;

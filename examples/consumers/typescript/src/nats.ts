@@ -4,11 +4,12 @@
 //
 // Each message: payload = the event's `data` (JSON), Nats-Msg-Id = the event id (the stream
 // already drops a second copy within its duplicate window), CloudEvents attributes in `ce-*`
-// headers (percent-encoded). The durable consumer keeps its position across restarts; unacked
+// headers (percent-encoded). A message that is not an event (no Nats-Msg-Id, or a payload the
+// typed model refuses) is skipped and counted, never taken for a duplicate. The durable consumer keeps its position across restarts; unacked
 // messages are redelivered. --drain: process what the stream held for this consumer at startup,
 // then print the summary (without it: run until Ctrl-C).
 import { AckPolicy, DeliverPolicy, connect } from "nats";
-import { CallData, Calls, drain, drainTimeoutMs, env, printEvent, run } from "./calls";
+import { Calls, drain, drainTimeoutMs, env, printEvent, run } from "./calls";
 
 run(async (stopped) => {
   const nc = await connect({ servers: env("NATS_URL", "nats://127.0.0.1:4222") });
@@ -33,8 +34,9 @@ run(async (stopped) => {
       if (drain && Date.now() > deadline) throw new Error(`drain timed out with ${waiting} unread`);
       const batch = await consumer.fetch({ max_messages: 64, expires: 1000 });
       for await (const m of batch) {
-        const data: CallData = m.json();
-        if (calls.handle(m.headers?.get("Nats-Msg-Id") ?? "", data)) printEvent(data);
+        const id = m.headers?.get("Nats-Msg-Id");
+        const data = calls.parse(id, m.data, `message ${m.subject}`);
+        if (data && id && calls.handle(id, data)) printEvent(data);
         m.ack();
         waiting--;
       }

@@ -3,11 +3,12 @@
 //   RABBITMQ_URL=amqp://guest:guest@127.0.0.1:5672/%2f RABBITMQ_QUEUE=calls.all node dist/rabbitmq.js [--drain]
 //
 // Each message: body = the event's `data` (JSON), messageId = the event id, type = the event
-// type, CloudEvents attributes in `cloudEvents_*` headers. Acked after processing (a crash
+// type, CloudEvents attributes in `cloudEvents_*` headers; one that is not an event (no
+// messageId, or a body the typed model refuses) is skipped and counted. Acked after processing (a crash
 // redelivers, the dedupe absorbs it). --drain: process the messages the queue held at startup,
 // then print the summary (without it: run until Ctrl-C).
 import amqp from "amqplib";
-import { CallData, Calls, drain, drainTimeoutMs, env, printEvent, run } from "./calls";
+import { Calls, drain, drainTimeoutMs, env, printEvent, run } from "./calls";
 
 run(async (stopped) => {
   const queue = env("RABBITMQ_QUEUE", "calls.all");
@@ -25,8 +26,9 @@ run(async (stopped) => {
       queue,
       (msg) => {
         if (!msg) return;
-        const data: CallData = JSON.parse(msg.content.toString());
-        if (calls.handle(msg.properties.messageId, data)) printEvent(data);
+        const id: string | undefined = msg.properties.messageId;
+        const data = calls.parse(id, msg.content, `message ${msg.fields.routingKey}#${msg.fields.deliveryTag}`);
+        if (data && id && calls.handle(id, data)) printEvent(data);
         ch.ack(msg); // after the work is done
         if (--waiting === 0 && drain) done();
       },

@@ -2,7 +2,7 @@
 //! check and the serde defaults shared by several sections.
 //!
 //! A leaf on purpose: `config` uses each sink's settings, and each sink's settings use this
-//! module, so dependencies point one way (config → a sink's settings → config::validate) and a
+//! module, so dependencies point one way (config → a sink's settings → validate) and a
 //! sink never needs the rest of `config`.
 
 use std::fmt;
