@@ -36,6 +36,8 @@ pub enum StartError {
     SharedLedger(#[from] crate::ledger::shared::SharedLedgerError),
     #[error("server.tls")]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Deliveries(#[from] crate::delivery::store::StoreError),
 }
 
 pub struct Application {
@@ -115,8 +117,14 @@ impl Application {
             tracing::info!(bucket = %settings.idempotency.bucket, namespace, "shared ledger (nats-kv)");
             fanout = fanout.with_shared_ledger(Arc::new(shared));
         }
-        if let Some(spool_settings) = &settings.spool {
-            let spool = crate::spool::Spool::open(spool_settings)?;
+        let spool = settings
+            .spool
+            .as_ref()
+            .map(crate::spool::Spool::open)
+            .transpose()?;
+        let deliveries = start_deliveries(&settings, &metrics, spool.as_ref())?;
+        fanout = fanout.with_deliveries(deliveries.clone());
+        if let Some(spool) = spool {
             tracing::info!(path = %spool.path().display(), held_bytes = spool.bytes(), "spool open");
             fanout = fanout.with_spool(spool);
         }
@@ -146,6 +154,20 @@ impl Application {
             metrics: metrics.clone(),
             reconciler,
             publisher: tokio::runtime::Handle::current(),
+        });
+        // The delivery index's routes are operator routes: on the admin listener, behind
+        // `admin.tokens` (the same check and failure budget as the spool's).
+        let routes_state = web::Data::new(crate::delivery::routes::RouteState {
+            deliveries: Some(deliveries),
+            authorize: {
+                let admin = admin_state.clone();
+                Arc::new(move |req: &actix_web::HttpRequest| {
+                    admin
+                        .authenticate(req)
+                        .err()
+                        .map(|e| actix_web::ResponseError::error_response(&e))
+                })
+            },
         });
         let paths: Vec<String> = std::iter::once(server_settings.path.clone())
             .chain(server_settings.extra_paths.iter().cloned())
@@ -234,6 +256,7 @@ impl Application {
             App::new()
                 .app_data(probe_state.clone())
                 .app_data(admin_state.clone())
+                .app_data(routes_state.clone())
                 .configure(crate::admin::routes::configure)
                 .default_service(web::to(handler::not_found))
         })
@@ -314,6 +337,9 @@ impl Application {
         }
         tracing::info!("server stopped; flushing sinks");
         fanout.close().await;
+        if let Some(d) = fanout.deliveries() {
+            d.flush();
+        }
         tracing::info!("shutdown complete");
         result
     }
@@ -322,6 +348,44 @@ impl Application {
 /// The host part of a `host:port` address, for the log line that names where it listens.
 fn host_of(addr: &str) -> &str {
     addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("0.0.0.0")
+}
+
+/// The delivery index (its own table in the spool's database when a spool is configured) and,
+/// unless `audit.enabled` is false, the audit reading each 200's copies back.
+fn start_deliveries(
+    settings: &Settings,
+    metrics: &Metrics,
+    spool: Option<&Arc<crate::spool::Spool>>,
+) -> Result<Arc<crate::delivery::Deliveries>, StartError> {
+    use crate::delivery::{audit, metrics::DeliveryMetrics, store, Deliveries};
+    let m = DeliveryMetrics::register(metrics);
+    let mut d = Deliveries::new(&settings.deliveries, m.clone());
+    if let Some(spool) = spool.filter(|s| s.database().is_some()) {
+        let spool = spool.clone();
+        let db: store::Db = Arc::new(move || spool.database());
+        d = d.with_store(Arc::new(store::Redb::new(db)))?;
+        tracing::info!(
+            events = d.len(),
+            "delivery index kept in the spool's database"
+        );
+    }
+    let mut worker = None;
+    if settings.audit.enabled {
+        let readers = audit::Readers::build(
+            settings
+                .sinks
+                .iter()
+                .map(|s| (s.spec().common().name.to_string(), s.audit_source())),
+        );
+        let (queue, w) = audit::channel(&settings.audit, readers, m);
+        d = d.with_audit(queue);
+        worker = Some(w);
+    }
+    let d = Arc::new(d);
+    if let Some(w) = worker {
+        w.spawn(Arc::downgrade(&d));
+    }
+    Ok(d)
 }
 
 type Reconcile = (

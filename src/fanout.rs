@@ -18,6 +18,8 @@ use crate::metrics::Metrics;
 use crate::sinks::{OnUnavailable, Outgoing, Receipt, SinkError, SinkHandle};
 use crate::spool::Spool;
 
+mod record;
+
 /// The reason code of [`SinkOutcome::InProgress`], in answers, logs and metrics.
 pub const IN_PROGRESS: &str = "in_progress";
 
@@ -40,6 +42,8 @@ pub struct Fanout {
     spool: Option<Arc<Spool>>,
     /// The ledger every replica shares (`idempotency.store: nats-kv`), when configured.
     shared: Option<Arc<SharedLedger>>,
+    /// Where every answer is recorded (`record.rs`), when configured.
+    deliveries: Option<Arc<crate::delivery::Deliveries>>,
 }
 
 /// Of a spooling sink's budget, what is kept back for writing the event to the spool (a
@@ -64,6 +68,8 @@ pub enum SinkOutcome {
     /// when the sink recovers. Counts as stored for the answer.
     Spooled {
         cause: Option<SinkError>,
+        /// Its sequence in the spool.
+        seq: u64,
     },
     /// Another delivery's publish of the same event id to this sink was still in flight at
     /// this delivery's deadline: nothing was published, and the sender's retry will find its
@@ -143,6 +149,7 @@ impl Fanout {
             settle_limit: SETTLE_LIMIT,
             spool: None,
             shared: None,
+            deliveries: None,
         }
     }
 
@@ -164,6 +171,7 @@ impl Fanout {
                 self.ledger.clone(),
                 self.shared.clone(),
                 self.metrics.clone(),
+                self.deliveries.clone(),
             );
         }
         self.spool = Some(spool);
@@ -203,12 +211,8 @@ impl Fanout {
         self.ledger.stats()
     }
 
-    /// Publishes `event` to every sink that wants it and has not acknowledged it yet, and
-    /// answers as soon as every *required* sink has decided (acked, failed, timed out, or busy
-    /// with another delivery's publish past the deadline). Optional sinks still deciding then are
-    /// reported `Pending` and finish in the background; their outcome reaches the ledger, the
-    /// metrics and the log.
-    pub async fn deliver(&self, event: Event, deadline: tokio::time::Instant) -> Delivery {
+    /// [`Fanout::deliver`] without recording it (record.rs).
+    async fn fan_out(&self, event: Event, deadline: tokio::time::Instant) -> Delivery {
         let event_id = event.id.clone();
         let mut reports: Vec<SinkReport> = Vec::with_capacity(self.sinks.len());
         let wanted: Vec<&SinkHandle> = self
@@ -305,6 +309,7 @@ impl Fanout {
                 joined(task.await)
             } else {
                 // Detached: the driver records its outcome itself.
+                record::follow(self.deliveries.as_ref(), &outgoing.event, s, task);
                 SinkOutcome::Pending
             };
             reports.push(report(s, outcome));
@@ -623,7 +628,7 @@ async fn spool_it(
         Ok(seq) => {
             metrics.sink_outcome(sink, "spooled");
             tracing::info!(sink, seq, event_id = %outgoing.event.id, cause = cause.as_ref().map(|c| c.code()).unwrap_or("queued_behind_call"), "event spooled");
-            SinkOutcome::Spooled { cause }
+            SinkOutcome::Spooled { cause, seq }
         }
         Err(e) => {
             let why = match &cause {

@@ -23,7 +23,14 @@
 //!                structured, content types, the structured JSON; `Outgoing`)
 //!   ↓
 //! fanout.rs      per sink a task: take the sink in the ledger → publish → settle on the real
-//!                outcome; the answer waits for the required sinks only
+//!                outcome; the answer waits for the required sinks only; fanout/record.rs the
+//!                one call that puts every answer into the delivery index
+//! delivery/      the delivery index: per event each answer, per sink the outcome and receipt
+//!                (index.rs, pure; store.rs its table in the spool's redb file; routes.rs
+//!                `GET /deliveries`, cli.rs `callbridge deliveries|audit`); audit/ reads each
+//!                200's copies back by receipt, one file per broker (kafka.rs, jetstream.rs,
+//!                rabbitmq.rs: the sink's audit queue, file.rs), each with a pure verdict
+//!                function: docs/deliveries.md
 //! ledger/        per event id and sink: a receipt or a publish in flight (bounded, windowed);
 //!                shared.rs: the claims and receipts every replica shares (NATS KV, CAS + lease);
 //!                settings.rs its `idempotency:` section
@@ -73,6 +80,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod delivery;
 pub mod event;
 pub mod fanout;
 pub mod health;

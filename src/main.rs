@@ -116,6 +116,25 @@ enum Command {
         #[arg(long)]
         standalone: bool,
     },
+    /// A call's timeline from the running bridge's delivery index: every event received for
+    /// it, each answer, what each sink did and where each copy is.
+    Deliveries {
+        call_id: String,
+        /// The bridge's admin listener. Default: this config's `server.admin_listen`.
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// The audit's report from the running bridge: per sink, the 200s answered since
+    /// `--since`, and of their copies how many were verified, missing, unverifiable. Exit 1
+    /// when any is missing.
+    Audit {
+        /// How far back (`1h`, `30m`) or since when (RFC 3339).
+        #[arg(long, default_value = "1h")]
+        since: String,
+        /// The bridge's admin listener. Default: this config's `server.admin_listen`.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Print the JSON Schema of the canonical event.
     Schema,
     /// Print an AsyncAPI 3.0 document of what this configuration publishes: channels, servers
@@ -278,6 +297,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             action: SpoolAction::Status { url },
         } => spool_status(cli.config, cli.token, url),
         Command::Dlq { action } => dlq(cli.config, cli.token, action),
+        Command::Deliveries { call_id, url } => deliveries(cli.config, cli.token, url, &call_id),
+        Command::Audit { since, url } => deliveries_audit(cli.config, cli.token, url, &since),
         Command::Replay { from, to } => replay(cli.config, &from, &to),
         Command::Reconcile {
             since,
@@ -398,6 +419,42 @@ async fn ask(
         Err(e) if e.is_connect() => Ok(None),
         Err(e) => Err(anyhow::Error::new(e).context(format!("asking {}", admin.base))),
     }
+}
+
+/// `deliveries CALL_ID`: the call's timeline, from the running bridge's admin listener.
+fn deliveries(
+    config: Option<PathBuf>,
+    token: Option<String>,
+    url: Option<String>,
+    call_id: &str,
+) -> anyhow::Result<ExitCode> {
+    use callbridge::delivery::cli as d;
+    let (settings, _, _) = Settings::load(config.as_deref())?;
+    let admin = admin_client(&settings, token, url, Duration::from_secs(10))?;
+    let request = |path: &str| admin.request(reqwest::Method::GET, path);
+    let records = tokio::runtime::Runtime::new()?.block_on(d::call_records(&request, call_id))?;
+    print!("{}", d::timeline(call_id, &records));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit --since`: per sink, answered, verified, missing, unverifiable; exit 1 if any missing.
+fn deliveries_audit(
+    config: Option<PathBuf>,
+    token: Option<String>,
+    url: Option<String>,
+    since: &str,
+) -> anyhow::Result<ExitCode> {
+    use callbridge::delivery::cli as d;
+    let (settings, _, _) = Settings::load(config.as_deref())?;
+    let admin = admin_client(&settings, token, url, Duration::from_secs(10))?;
+    let request = |path: &str| admin.request(reqwest::Method::GET, path);
+    let sinks = tokio::runtime::Runtime::new()?.block_on(d::audit_report(&request, since))?;
+    print!("{}", d::audit_table(&sinks));
+    Ok(if sinks.iter().any(|s| s.missing > 0) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn spool_status(

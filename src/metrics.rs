@@ -387,6 +387,13 @@ impl Metrics {
         self.idempotency_hits.with_label_values(&[sink]).inc();
     }
 
+    /// Registers a module's own metrics (the delivery index's, the audit's) with the rest.
+    pub fn register(&self, c: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(c) {
+            tracing::warn!(error = %e, "a metric could not be registered");
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -79,6 +79,8 @@ COMPOSE_CONFIG = "deploy/callbridge.compose.yaml"
 EXAMPLE_CONFIGS = "examples/configs"
 EXAMPLE_VALUES = "examples/helm"
 METRICS_SOURCE = "src/metrics.rs"
+# Modules that register metrics of their own into the same registry.
+MORE_METRICS_SOURCES = ["src/delivery/metrics.rs"]
 
 # What a user passes with --set on top of any values file: the image they built and pushed (the
 # chart has no default; the refusals below check it says so).
@@ -599,7 +601,9 @@ METRIC_RE = re.compile(r"\bcallbridge_[a-z_]+")
 
 def registered_metrics(repo: Path) -> set[str]:
     """Series names src/metrics.rs registers (a histogram also has _bucket, _sum and _count)."""
-    text = (repo / METRICS_SOURCE).read_text()
+    text = "\n".join(
+        (repo / f).read_text() for f in [METRICS_SOURCE, *MORE_METRICS_SOURCES]
+    )
     names = set()
     for m in re.finditer(r'"(callbridge_[a-z_]+)"', text):
         names.add(m.group(1))

@@ -16,7 +16,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/spool/dead", web::get().to(spool::dead_letters))
         .route("/spool/dead/purge", web::post().to(spool::purge))
         .route("/spool/redrive", web::post().to(spool::redrive))
-        .route("/reconcile", web::post().to(reconcile::reconcile));
+        .route("/reconcile", web::post().to(reconcile::reconcile))
+        .configure(crate::delivery::routes::routes);
 }
 
 /// `GET /metrics`: Prometheus text. Not behind the admin token: it is what a scraper reads

@@ -104,6 +104,15 @@ pub struct Settings {
     /// (absent: off; docs/reconcile.md).
     #[serde(default)]
     pub reconcile: Option<crate::reconcile::ReconcileSettings>,
+    /// The delivery index: per event, each answer and what each sink did with it, where each
+    /// copy is (`GET /deliveries`, `callbridge deliveries CALL_ID`; docs/deliveries.md). Kept
+    /// in memory, and in the spool's database when a spool is configured.
+    #[serde(default)]
+    pub deliveries: crate::delivery::DeliverySettings,
+    /// The audit: each copy answered 200 read back from its broker by its receipt, counted
+    /// verified or missing (`callbridge audit`; docs/deliveries.md).
+    #[serde(default)]
+    pub audit: crate::delivery::audit::AuditSettings,
     /// Where events go. Every event is published to every sink whose `events` filter it matches,
     /// concurrently; the answer is 200 only when every required sink confirmed.
     pub sinks: Vec<SinkSettings>,
@@ -611,6 +620,19 @@ impl Settings {
 
         sinks::validate(&self.sinks, s.deadline_ms, issues);
         self.validate_spool(issues);
+        for (path, message, error) in self
+            .deliveries
+            .check(self.idempotency.expected_rate_per_sec)
+        {
+            if error {
+                issues.error(path, message);
+            } else {
+                issues.warn(path, message);
+            }
+        }
+        for (path, message) in self.audit.check() {
+            issues.error(path, message);
+        }
         if let Some(r) = &self.reconcile {
             r.validate(self.idempotency.window_secs, issues);
         }

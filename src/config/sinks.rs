@@ -38,6 +38,18 @@ impl SinkSettings {
             SinkSettings::Kafka(s) => s,
         }
     }
+
+    /// Where the audit reads this sink's copies back.
+    pub fn audit_source(&self) -> crate::delivery::audit::Source<'_> {
+        use crate::delivery::audit::Source;
+        match self {
+            SinkSettings::Kafka(s) => Source::Kafka(s),
+            SinkSettings::Nats(s) => Source::Nats(s.as_ref()),
+            SinkSettings::Rabbitmq(s) => Source::Rabbitmq(s),
+            SinkSettings::File(_) => Source::File,
+            SinkSettings::Null(_) => Source::None,
+        }
+    }
 }
 
 /// Checks every entry: the fields all kinds share, then the kind's own. `deadline_ms` is the

@@ -81,7 +81,7 @@ impl<'a> SinkStatus<'a> {
             }
             SinkOutcome::Skipped => s.skipped = true,
             SinkOutcome::Pending => s.pending = true,
-            SinkOutcome::Spooled { cause } => {
+            SinkOutcome::Spooled { cause, .. } => {
                 s.spooled = true;
                 // Why it was not published now (none: queued behind the call's earlier events).
                 s.error = cause.as_ref().map(|e| SinkErrorBody {

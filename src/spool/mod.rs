@@ -331,6 +331,12 @@ impl Spool {
         &self.path
     }
 
+    /// The spool's redb database, for the delivery index's own table (see
+    /// [`store::SpoolStore::database`]).
+    pub fn database(&self) -> Option<Arc<redb::Database>> {
+        self.store.database()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

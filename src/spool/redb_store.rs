@@ -412,6 +412,10 @@ async fn finish(
 }
 
 impl SpoolStore for RedbStore {
+    fn database(&self) -> Option<Arc<Database>> {
+        current(&self.db, &self.path).ok()
+    }
+
     fn recover(&self, each: &mut dyn FnMut(&str, u64, &[u8])) -> Result<u64, SpoolError> {
         self.reading(|db| {
             let txn = db.begin_read().map_err(|e| failed("read", e))?;

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::delivery::{Deliveries, Outcome};
 use crate::event::Event;
 use crate::ledger::shared::{Claim, SharedLedger};
 use crate::ledger::{Ledger, Take};
@@ -31,8 +32,9 @@ pub fn spawn(
     ledger: Arc<Ledger>,
     shared: Option<Arc<SharedLedger>>,
     metrics: Arc<Metrics>,
+    deliveries: Option<Arc<Deliveries>>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(spool, sink, ledger, shared, metrics))
+    tokio::spawn(run(spool, sink, ledger, shared, metrics, deliveries))
 }
 
 /// What became of the queue's head.
@@ -51,8 +53,15 @@ async fn run(
     ledger: Arc<Ledger>,
     shared: Option<Arc<SharedLedger>>,
     metrics: Arc<Metrics>,
+    deliveries: Option<Arc<Deliveries>>,
 ) {
     let shared = shared.as_deref();
+    // What each replay did goes to the event's record in the delivery index.
+    let record = |event: &Event, entry: &Entry, outcome, receipt, reason: Option<&str>| {
+        if let Some(d) = &deliveries {
+            d.replayed(event, &sink, entry.seq, outcome, receipt, reason);
+        }
+    };
     let appended = spool.appended(&sink.name);
     let throttle = Throttle::default();
     let mut backoff = BACKOFF_FIRST;
@@ -61,7 +70,7 @@ async fn run(
         let notified = appended.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match step(&spool, &sink, &ledger, shared, &metrics, &throttle).await {
+        match step(&spool, &sink, &ledger, shared, &metrics, &throttle, &record).await {
             Step::Done => backoff = BACKOFF_FIRST,
             Step::Empty => {
                 backoff = BACKOFF_FIRST;
@@ -82,6 +91,7 @@ async fn step(
     shared: Option<&SharedLedger>,
     metrics: &Metrics,
     throttle: &Throttle,
+    record: &impl Fn(&Event, &Entry, Outcome, Option<crate::sinks::Receipt>, Option<&str>),
 ) -> Step {
     let name = sink.name.as_str();
     let entry = match spool.oldest(name).await {
@@ -104,7 +114,14 @@ async fn step(
     let out = Outgoing::new(event);
     let id = out.event.id.clone();
     match ledger.take(&id, name) {
-        Take::Acked(_) => {
+        Take::Acked(receipt) => {
+            record(
+                &out.event,
+                &entry,
+                Outcome::AlreadyAcked,
+                Some(receipt),
+                None,
+            );
             metrics.sink_outcome(name, "spool_already_acked");
             return removed(spool, sink, &entry).await;
         }
@@ -117,6 +134,13 @@ async fn step(
         Some(s) => match s.claim(&id, name).await {
             Ok(Claim::Mine { revision }) => Some((s, revision)),
             Ok(Claim::Acked(receipt)) => {
+                record(
+                    &out.event,
+                    &entry,
+                    Outcome::AlreadyAcked,
+                    Some(receipt.clone()),
+                    None,
+                );
                 ledger.settle(&id, name, Some(receipt));
                 metrics.sink_outcome(name, "spool_already_acked");
                 return removed(spool, sink, &entry).await;
@@ -148,12 +172,26 @@ async fn step(
     }
     match result {
         Ok(receipt) => {
+            record(
+                &out.event,
+                &entry,
+                Outcome::Replayed,
+                Some(receipt.clone()),
+                None,
+            );
             ledger.settle(&id, name, Some(receipt));
             metrics.sink_outcome(name, "replayed");
             tracing::debug!(sink = name, event_id = %id, "spooled event delivered");
             removed(spool, sink, &entry).await
         }
         Err(e) if !e.is_transient() => {
+            record(
+                &out.event,
+                &entry,
+                Outcome::DeadLettered,
+                None,
+                Some(&e.detail()),
+            );
             ledger.settle(&id, name, None);
             dead_letter(spool, sink, metrics, &entry, &e.detail()).await
         }

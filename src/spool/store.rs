@@ -11,6 +11,8 @@
 //! sequence": the replayer, reading the lowest sequence first, can never see an event of a
 //! call before the call's earlier event it was spooled behind.
 
+use std::sync::Arc;
+
 use futures::future::BoxFuture;
 
 use super::SpoolError;
@@ -89,6 +91,13 @@ pub trait SpoolStore: Send + Sync {
     /// Offers every dead letter to `pick`, in the order of [`SpoolStore::dead`], and applies
     /// the moves it asks for in one durable commit. Blocking.
     fn redrive(&self, pick: &mut dyn FnMut(&str, u64, &[u8]) -> Redrive) -> Result<(), SpoolError>;
+
+    /// The redb database the backend keeps the spool in, for other tables of the bridge's
+    /// (the delivery index); None for a backend that is not redb. Ask for it per use: the
+    /// handle is replaced after an i/o error.
+    fn database(&self) -> Option<Arc<redb::Database>> {
+        None
+    }
 }
 
 /// How a dead-letter record is built from the entry it replaces (inside the backend's commit,

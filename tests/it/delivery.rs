@@ -569,7 +569,7 @@ async fn a_calls_events_queue_behind_its_spooled_ones_and_nothing_is_published_t
     assert!(
         matches!(
             &first.reports[0].outcome,
-            SinkOutcome::Spooled { cause: Some(e) } if e.code() == "timeout"
+            SinkOutcome::Spooled { cause: Some(e), .. } if e.code() == "timeout"
         ),
         "{:?}",
         first.reports
@@ -582,7 +582,7 @@ async fn a_calls_events_queue_behind_its_spooled_ones_and_nothing_is_published_t
     assert!(
         matches!(
             &second.reports[0].outcome,
-            SinkOutcome::Spooled { cause: None }
+            SinkOutcome::Spooled { cause: None, .. }
         ),
         "queued behind the call's spooled event: {:?}",
         second.reports

@@ -97,7 +97,7 @@ pub(crate) async fn credentials(
     Ok(opts)
 }
 
-pub(super) async fn connect_options(
+pub(crate) async fn connect_options(
     settings: &NatsSinkSettings,
     recheck: &Arc<Notify>,
 ) -> Result<ConnectOptions, BuildError> {

@@ -52,6 +52,9 @@ use crate::event::binding::{Format, Headers};
 use crate::event::Event;
 use stream::EnsureError;
 
+/// For the audit, which reads JetStream copies back with the sink's connection settings.
+pub(crate) use client::connect_options;
+pub(crate) use settings::parse_servers;
 pub use settings::{
     EnsureStreamSettings, JetStreamSettings, NatsSinkSettings, NatsStorage, NatsTlsSettings,
 };

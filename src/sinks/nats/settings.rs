@@ -297,7 +297,7 @@ fn valid_stream_name(name: &str) -> bool {
             .all(|c| c.is_ascii_graphic() && c != b'.' && c != b'*' && c != b'>')
 }
 
-pub(super) fn parse_servers(url: &str) -> Result<Vec<ServerAddr>, String> {
+pub(crate) fn parse_servers(url: &str) -> Result<Vec<ServerAddr>, String> {
     url.split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())

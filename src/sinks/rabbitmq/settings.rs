@@ -125,6 +125,30 @@ pub struct QueueBinding {
     /// broker restart; the default.
     #[serde(default = "default_true")]
     pub durable: bool,
+    /// Most messages the queue holds (`x-max-length`); beyond it the oldest are dropped.
+    #[serde(default)]
+    pub max_length: Option<u64>,
+    /// The audit's queue for this sink: the audit reads each 200's message back from it, by
+    /// its message id (RabbitMQ has no read by delivery tag), and consumes what it reads. Bind
+    /// it like the real queues (e.g. `#` on a topic exchange), bound its length, and keep its
+    /// length above the event rate × `audit.delay_secs`, or the oldest are dropped before they
+    /// are read and count as missing (docs/deliveries.md).
+    #[serde(default)]
+    pub audit: bool,
+}
+
+impl QueueBinding {
+    /// The queue's arguments at declaration.
+    pub(super) fn arguments(&self) -> lapin::types::FieldTable {
+        let mut args = lapin::types::FieldTable::default();
+        if let Some(n) = self.max_length {
+            args.insert(
+                "x-max-length".into(),
+                lapin::types::AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+            );
+        }
+        args
+    }
 }
 
 impl RabbitmqSinkSettings {}
@@ -189,6 +213,15 @@ impl SinkSpec for RabbitmqSinkSettings {
                     format!("longer than {SHORTSTR_MAX} bytes"),
                 );
             }
+            if q.audit && q.max_length.is_none() {
+                issues.warn(
+                    format!("{qpath}.max_length"),
+                    "an audit queue without a bound grows without limit while the audit is off",
+                );
+            }
+        }
+        if self.queues.iter().filter(|q| q.audit).count() > 1 {
+            issues.error(format!("{path}.queues"), "at most one audit queue per sink");
         }
         if let Some(m) = &self.management_url {
             if let Err(e) = parse_management_url(m.expose_secret()) {

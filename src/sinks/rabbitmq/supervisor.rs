@@ -304,7 +304,7 @@ async fn connect(
                     durable: q.durable,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                q.arguments(),
             )
             .await
             .map_err(|e| ConnectError::new(format!("cannot declare queue {:?}", q.name), e))?;
