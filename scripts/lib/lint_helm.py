@@ -148,7 +148,7 @@ REFUSALS = [
      {"config": {"sinks": NULL_SINK}}, "references ${CALLBRIDGE_API_KEY} but nothing gives the pod"),
     ("a memory limit below the ledger the config keeps (README: 1 800 000 ids ≈ 690 MiB)",
      {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}}},
-     "Raise resources.limits.memory to at least 837Mi"),
+     "Raise resources.limits.memory to at least 966Mi"),
     ("a memory limit below the bodies being parsed and two Kafka sinks",
      {**KEY, "config": {"server": {"max_processing_bytes": 4194304},
                         "sinks": [{"name": "k1", "type": "kafka", "brokers": "k:9092", "topic": "t"},
@@ -166,7 +166,7 @@ ACCEPTED = [
       "extraVolumeMounts": [{"name": "archive", "mountPath": "/tmp/archive"}]}),
     ("the ledger of 1 800 000 ids with the memory it needs",
      {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}},
-      "resources": {"limits": {"memory": "837Mi"}}}),
+      "resources": {"limits": {"memory": "966Mi"}}}),
 ]
 
 # helm's support.Severity: UnknownSev, InfoSev, WarningSev, ErrorSev.
