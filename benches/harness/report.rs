@@ -73,8 +73,8 @@ pub(crate) fn report(
     }
     md.push_str(
         "\n## Where the CPU went (cores used during each scenario's best point, of 2)\n\n\
-         | scenario | c | acked/s | load generator | bridge | rabbitmq | kafka | nats | other | machine |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | scenario | c | acked/s | load generator | bridge | bridge µs per event | rabbitmq | kafka | nats | other | machine |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut seen: Vec<&str> = Vec::new();
     for p in points {
@@ -87,12 +87,14 @@ pub(crate) fn report(
         };
         let c = |g: &str| b.cpu.get(g).copied().unwrap_or(f64::NAN);
         md.push_str(&format!(
-            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
+            "| {} | {} | {:.0} | {:.2} | {:.2} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |\n",
             b.scenario,
             b.level(),
             b.rate(),
             c("load generator"),
             c("bridge"),
+            // The bridge's CPU time per acknowledged event: the figure that holds on any machine.
+            c("bridge") / b.rate() * 1e6,
             c("rabbitmq"),
             c("kafka"),
             c("nats"),
