@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::auth::Authenticator;
 use super::error::ApiError;
 use super::ratelimit::Client;
-use super::response::delivery_body;
+use super::response::DeliveryBody;
 use crate::config::security::RateLimitKey;
 use crate::event::{self, Event, EventKind, EventSettings, KNOWN_STATUSES};
 use crate::fanout::{Fanout, SinkOutcome, IN_PROGRESS};
@@ -129,7 +129,7 @@ async fn handle(
         "webhook handled"
     );
     if accepted {
-        Ok(HttpResponse::Ok().json(delivery_body(&delivery, "accepted")))
+        Ok(HttpResponse::Ok().json(DeliveryBody::new(&delivery, "accepted")))
     } else if delivery.too_large() {
         Err(ApiError::EventTooLarge { delivery })
     } else {
