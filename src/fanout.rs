@@ -5,10 +5,12 @@
 //! a receipt, from this delivery or an earlier one. Each publish runs under the sink's
 //! `timeout_ms`, and all of them under the request deadline, so the answer always comes in time.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use futures::FutureExt;
 use tracing::Instrument;
 
 use crate::event::Event;
@@ -293,16 +295,27 @@ impl Fanout {
                 dead_letters: self.spool.clone(),
                 shared: self.shared.clone(),
             };
-            // Its own task, in the request's span: an optional sink outlives the answer.
-            let task = tokio::spawn(driver.run().instrument(tracing::Span::current()));
             if s.required {
-                required.push((s, task));
+                // In this task: the answer waits for it anyway, and a task per sink per event
+                // costs a spawn and a wake-up. A panic in it stays that sink's failure.
+                required.push((s, AssertUnwindSafe(driver.run()).catch_unwind()));
             } else {
-                optional.push((s, task));
+                // Its own task, in the request's span: an optional sink outlives the answer.
+                optional.push((
+                    s,
+                    tokio::spawn(driver.run().instrument(tracing::Span::current())),
+                ));
             }
         }
-        for (s, task) in required {
-            reports.push(report(s, joined(task.await)));
+        let (names, drivers): (Vec<_>, Vec<_>) = required.into_iter().unzip();
+        for (s, outcome) in names.into_iter().zip(join_all(drivers).await) {
+            let outcome = outcome.unwrap_or_else(|_| SinkOutcome::Failed {
+                error: SinkError::Broker {
+                    message: "the publish task failed".into(),
+                    source: None,
+                },
+            });
+            reports.push(report(s, outcome));
         }
         for (s, task) in optional {
             let outcome = if task.is_finished() {
@@ -505,21 +518,26 @@ impl Driver {
     /// for it only until the sink's timeout or the deadline.
     async fn publish(self, id: String, claim: SharedClaim) -> SinkOutcome {
         let s = &self.sink;
-        let destination = match s.sink.destination(&self.outgoing.event) {
-            d if d.is_empty() => s.name.clone(),
-            d => d,
-        };
         let span = tracing::info_span!(
             "publish",
             otel.kind = "producer",
-            otel.name = %format!("send {destination}"),
+            otel.name = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
             messaging.system = s.kind,
             messaging.operation.type = "send",
-            messaging.destination.name = %destination,
+            messaging.destination.name = tracing::field::Empty,
             messaging.message.id = %id,
             sink = %s.name,
         );
+        // The destination is rendered for a recorded span only: a template per sink per event.
+        if !span.is_disabled() {
+            let destination = match s.sink.destination(&self.outgoing.event) {
+                d if d.is_empty() => s.name.clone(),
+                d => d,
+            };
+            span.record("otel.name", format!("send {destination}"));
+            span.record("messaging.destination.name", destination);
+        }
         let started = Instant::now();
         let settle_by = tokio::time::Instant::now() + self.settle_limit;
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -71,10 +71,13 @@ pub fn split(before: &Snapshot, after: &Snapshot) -> Split {
 }
 
 /// The broker or bridge a process belongs to, by its command name (and Kafka's JVM by its
-/// command line).
+/// command line); the bare handler counts as the bridge, being the server under test.
 fn group_of(pid: u32, comm: &str) -> Option<&'static str> {
     match comm {
         "callbridge" => Some("bridge"),
+        // The bare handler is this harness re-executed (`harness-<hash>`; this process itself
+        // is the load generator, matched before): the server under test in its scenario.
+        c if c.starts_with("harness-") => Some("bridge"),
         "wrk" => Some("load generator"),
         "beam.smp" | "epmd" | "erl_child_setup" => Some("rabbitmq"),
         "nats-server" => Some("nats"),

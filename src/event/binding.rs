@@ -53,6 +53,26 @@ const fn attribute(
     }
 }
 
+/// The attribute names of [`ATTRIBUTES`] with a binding's prefix, spelled out at compile time:
+/// the header names are fixed per binding, so no publish formats them.
+macro_rules! prefixed {
+    ($prefix:literal) => {
+        [
+            concat!($prefix, "specversion"),
+            concat!($prefix, "id"),
+            concat!($prefix, "source"),
+            concat!($prefix, "type"),
+            concat!($prefix, "subject"),
+            concat!($prefix, "time"),
+            concat!($prefix, "datacontenttype"),
+            concat!($prefix, "callstatus"),
+            concat!($prefix, "partitionkey"),
+            concat!($prefix, "origin"),
+            concat!($prefix, "traceparent"),
+        ]
+    };
+}
+
 /// Every attribute but `data`, in the order of the structured form (the fields of [`Event`]).
 const ATTRIBUTES: [Attribute; 11] = [
     attribute("specversion", |e| Some(&e.specversion), true),
@@ -137,6 +157,8 @@ pub struct Headers {
     own_content_type: bool,
     /// The content type a structured-mode message declares.
     structured_content_type: &'static str,
+    /// Each attribute's header name (`prefix` + name), in the order of [`ATTRIBUTES`].
+    names: &'static [&'static str; ATTRIBUTES.len()],
 }
 
 impl Headers {
@@ -147,6 +169,7 @@ impl Headers {
         percent_encode: false,
         own_content_type: true,
         structured_content_type: "application/cloudevents+json; charset=UTF-8",
+        names: &prefixed!("ce_"),
     };
 
     /// The NATS protocol binding: `ce-<name>` headers, values percent-encoded, and
@@ -156,6 +179,7 @@ impl Headers {
         percent_encode: true,
         own_content_type: false,
         structured_content_type: STRUCTURED_CONTENT_TYPE,
+        names: &prefixed!("ce-"),
     };
 
     /// The AMQP protocol binding (application properties `cloudEvents_<name>`), so AMQP 1.0
@@ -166,6 +190,7 @@ impl Headers {
         percent_encode: false,
         own_content_type: true,
         structured_content_type: STRUCTURED_CONTENT_TYPE,
+        names: &prefixed!("cloudEvents_"),
     };
 
     /// The header name of attribute `name`.
@@ -187,19 +212,19 @@ impl Headers {
             Format::Binary => {
                 // Attributes every event has first, then the extensions it carries: the order
                 // Kafka headers have always had (AMQP and NATS headers are unordered maps).
-                let always = ATTRIBUTES.iter().filter(|a| a.always);
-                let optional = ATTRIBUTES.iter().filter(|a| !a.always);
+                let always = ATTRIBUTES.iter().zip(self.names).filter(|(a, _)| a.always);
+                let optional = ATTRIBUTES.iter().zip(self.names).filter(|(a, _)| !a.always);
                 let attributes = always
                     .chain(optional)
-                    .filter(|a| !(self.own_content_type && a.name == DATACONTENTTYPE))
-                    .filter_map(|a| {
+                    .filter(|(a, _)| !(self.own_content_type && a.name == DATACONTENTTYPE))
+                    .filter_map(|(a, name)| {
                         let value = (a.value)(event)?;
                         let value = if self.percent_encode {
                             percent_encode(value)
                         } else {
                             Cow::Borrowed(value)
                         };
-                        Some((self.name(a.name), value))
+                        Some((*name, value))
                     })
                     .collect();
                 Message {
@@ -227,7 +252,7 @@ pub struct Message<'a> {
     /// consumers' tracing libraries (binary mode also has it as an attribute).
     pub traceparent: Option<&'a str>,
     /// Binary mode: every attribute as (header name, value). Structured mode: none.
-    pub attributes: Vec<(String, Cow<'a, str>)>,
+    pub attributes: Vec<(&'static str, Cow<'a, str>)>,
 }
 
 /// Percent-encodes a header value as the CloudEvents NATS (and HTTP) binding asks: space, `"`,
@@ -315,7 +340,7 @@ mod tests {
         assert_eq!(m.content_type, Some("application/json"));
         assert_eq!(m.traceparent, Some(TRACEPARENT));
         // The full order, with the headers around it, is pinned by the Kafka sink's test.
-        let first_optional = m.attributes.iter().position(|(n, _)| n == "ce_callstatus");
+        let first_optional = m.attributes.iter().position(|(n, _)| *n == "ce_callstatus");
         assert_eq!(first_optional, Some(m.attributes.len() - 2));
         assert_eq!(m.attributes[0].0, "ce_specversion");
         let nats = Headers::NATS.encode(Format::Binary, &out);
@@ -323,7 +348,7 @@ mod tests {
         assert!(nats
             .attributes
             .iter()
-            .any(|(n, v)| n == "ce-datacontenttype" && v == "application/json"));
+            .any(|(n, v)| *n == "ce-datacontenttype" && v == "application/json"));
     }
 
     #[test]
@@ -344,15 +369,24 @@ mod tests {
             assert!(
                 m.attributes
                     .iter()
-                    .any(|(n, v)| n == name && v == "reconcile"),
+                    .any(|(n, v)| *n == name && v == "reconcile"),
                 "{name}: {:?}",
                 m.attributes
             );
             let m = headers.encode(Format::Binary, &plain);
-            assert!(!m.attributes.iter().any(|(n, _)| n == name), "{name}");
+            assert!(!m.attributes.iter().any(|(n, _)| *n == name), "{name}");
         }
         let plain: serde_json::Value = serde_json::from_slice(&plain.structured).unwrap();
         assert!(plain.get("origin").is_none());
+    }
+
+    #[test]
+    fn every_bindings_header_names_are_its_prefix_and_the_attribute() {
+        for headers in [Headers::KAFKA, Headers::NATS, Headers::AMQP] {
+            for (a, name) in ATTRIBUTES.iter().zip(headers.names) {
+                assert_eq!(*name, headers.name(a.name));
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::auth::Authenticator;
 use super::error::ApiError;
-use super::response::delivery_body;
+use super::response::DeliveryBody;
 use crate::event::{Event, EventKind, EventSettings, KNOWN_STATUSES};
 use crate::fanout::{Fanout, SinkOutcome, IN_PROGRESS};
 use crate::metrics::Metrics;
@@ -103,7 +103,7 @@ async fn handle(
         "webhook handled"
     );
     if accepted {
-        Ok(HttpResponse::Ok().json(delivery_body(&delivery, "accepted")))
+        Ok(HttpResponse::Ok().json(DeliveryBody::new(&delivery, "accepted")))
     } else if delivery.too_large() {
         Err(ApiError::EventTooLarge { delivery })
     } else {

@@ -5,7 +5,7 @@
 //! our infrastructure from them; the log line of the failure has them).
 
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::fanout::{Delivery, SinkOutcome, SinkReport, IN_PROGRESS};
 use crate::sinks::Receipt;
@@ -107,14 +107,108 @@ impl<'a> SinkStatus<'a> {
 }
 
 pub fn delivery_body(delivery: &Delivery, status: &str) -> Value {
-    let sinks: Map<String, Value> = delivery
-        .reports
-        .iter()
-        .map(|r| (r.name.clone(), json!(SinkStatus::of(r))))
-        .collect();
-    json!({
-        "status": status,
-        "event_id": delivery.event_id,
-        "sinks": sinks,
-    })
+    serde_json::to_value(DeliveryBody::new(delivery, status)).unwrap_or_default()
+}
+
+/// The answer's body as a borrowing view of the delivery, serialised straight into the response
+/// (no intermediate JSON tree: the accepted answer is written once per webhook).
+#[derive(Debug, Serialize)]
+pub struct DeliveryBody<'a> {
+    status: &'a str,
+    event_id: &'a str,
+    sinks: Sinks<'a>,
+}
+
+impl<'a> DeliveryBody<'a> {
+    pub fn new(delivery: &'a Delivery, status: &'a str) -> DeliveryBody<'a> {
+        DeliveryBody {
+            status,
+            event_id: &delivery.event_id,
+            sinks: Sinks(&delivery.reports),
+        }
+    }
+}
+
+/// `{NAME: SinkStatus}` in the reports' (configuration) order.
+#[derive(Debug)]
+struct Sinks<'a>(&'a [SinkReport]);
+
+impl Serialize for Sinks<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for r in self.0 {
+            map.serialize_entry(&r.name, &SinkStatus::of(r))?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::sinks::SinkError;
+
+    fn report(name: &str, required: bool, outcome: SinkOutcome) -> SinkReport {
+        SinkReport {
+            name: name.into(),
+            kind: "kafka",
+            required,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn the_answer_lists_every_sink_in_order_with_its_status() {
+        let delivery = Delivery {
+            event_id: "ev-1".into(),
+            reports: vec![
+                report(
+                    "kafka",
+                    true,
+                    SinkOutcome::Acked {
+                        receipt: Receipt::Kafka {
+                            topic: "calls".into(),
+                            partition: 2,
+                            offset: 7,
+                        },
+                        latency: Duration::from_micros(2_500),
+                    },
+                ),
+                report("audit", false, SinkOutcome::Skipped),
+                report(
+                    "amqp",
+                    true,
+                    SinkOutcome::Failed {
+                        error: SinkError::TooLarge("over the frame".into()),
+                    },
+                ),
+            ],
+        };
+        let written = serde_json::to_string(&DeliveryBody::new(&delivery, "accepted")).unwrap();
+        let value: Value = serde_json::from_str(&written).unwrap();
+        assert_eq!(
+            value.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["status", "event_id", "sinks"]
+        );
+        assert_eq!(value["status"], "accepted");
+        assert_eq!(value["event_id"], "ev-1");
+        let sinks = value["sinks"].as_object().unwrap();
+        assert_eq!(sinks.keys().collect::<Vec<_>>(), ["kafka", "audit", "amqp"]);
+        assert_eq!(sinks["kafka"]["ok"], true);
+        assert_eq!(sinks["kafka"]["latency_ms"], 2.5);
+        assert_eq!(sinks["kafka"]["receipt"]["offset"], 7);
+        assert_eq!(
+            sinks["audit"],
+            json!({"ok": true, "required": false, "skipped": true})
+        );
+        assert_eq!(sinks["amqp"]["ok"], false);
+        assert_eq!(sinks["amqp"]["error"]["code"], "too_large");
+        // The error answer is the same body as a JSON tree.
+        assert_eq!(delivery_body(&delivery, "accepted"), value);
+    }
 }

@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use secrecy::ExposeSecret;
@@ -129,17 +130,36 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a topic's retention settings are reused.
 const RETENTION_TTL: Duration = Duration::from_secs(60);
 
+/// The audit's clients keep librdkafka's own complaints (a broker down, a reconnect) at debug
+/// level: the sink already reports the broker's state, and a read that fails is an
+/// *unverifiable* verdict, not a log line per attempt (no log storm during an outage).
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, _level: RDKafkaLogLevel, fac: &str, msg: &str) {
+        tracing::debug!(fac, "librdkafka (audit): {msg}");
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::debug!(error = %error, "librdkafka (audit): {reason}");
+    }
+}
+
+impl ConsumerContext for Quiet {}
+
 pub struct KafkaReader {
-    consumer: std::sync::Arc<Mutex<BaseConsumer>>,
-    admin: AdminClient<DefaultClientContext>,
+    consumer: std::sync::Arc<Mutex<BaseConsumer<Quiet>>>,
+    admin: AdminClient<Quiet>,
     retention: Mutex<HashMap<String, (Instant, Retention)>>,
 }
 
 impl KafkaReader {
     pub fn new(s: &KafkaSinkSettings) -> Result<KafkaReader, rdkafka::error::KafkaError> {
         Ok(KafkaReader {
-            consumer: std::sync::Arc::new(Mutex::new(consumer_config(s).create()?)),
-            admin: client_config(s).create()?,
+            consumer: std::sync::Arc::new(Mutex::new(
+                consumer_config(s).create_with_context(Quiet)?,
+            )),
+            admin: client_config(s).create_with_context(Quiet)?,
             retention: Mutex::new(HashMap::new()),
         })
     }
@@ -187,7 +207,12 @@ impl KafkaReader {
 }
 
 /// What `c` finds at the offset (blocking).
-fn probe(c: &BaseConsumer, topic: &str, partition: i32, offset: i64) -> Result<Probe, ReadError> {
+fn probe(
+    c: &BaseConsumer<Quiet>,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<Probe, ReadError> {
     let (low, high) = c
         .fetch_watermarks(topic, partition, READ_TIMEOUT)
         .map_err(ReadError::Kafka)?;

@@ -161,7 +161,7 @@ pub fn headers(message: &Message<'_>) -> OwnedHeaders {
     let attributes = message
         .attributes
         .iter()
-        .map(|(name, value)| (name.as_str(), value.as_ref()));
+        .map(|(name, value)| (*name, value.as_ref()));
     traceparent
         .into_iter()
         .chain(content_type)

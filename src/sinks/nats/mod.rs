@@ -72,7 +72,7 @@ pub fn message_size(headers: &HeaderMap, payload: &[u8]) -> usize {
                 .flat_map(|(name, values)| {
                     values
                         .iter()
-                        .map(move |v| name.to_string().len() + v.as_str().len() + 4)
+                        .map(move |v| AsRef::<[u8]>::as_ref(name).len() + v.as_str().len() + 4)
                 })
                 .sum::<usize>()
     };

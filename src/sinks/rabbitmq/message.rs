@@ -36,11 +36,11 @@ pub fn build_message(format: Format, out: &Outgoing, seq: u64) -> (bytes::Bytes,
     if let Some(c) = message.content_type {
         props = props.with_content_type(ShortString::from(c));
     }
-    let traceparent = message.traceparent.map(|t| ("traceparent".to_string(), t));
+    let traceparent = message.traceparent.map(|t| ("traceparent", t));
     let attributes = message
         .attributes
         .iter()
-        .map(|(name, value)| (name.clone(), value.as_ref()));
+        .map(|(name, value)| (*name, value.as_ref()));
     let mut headers = FieldTable::default();
     for (name, value) in traceparent.into_iter().chain(attributes) {
         headers.insert(
