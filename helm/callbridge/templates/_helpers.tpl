@@ -350,7 +350,7 @@ as configured:
 {{- end }}
 {{- end }}
 {{- if $missing }}
-{{- fail (printf "the config references ${%s} but nothing gives the pod %s: the chart generates no keys (a random one would change on every helm template). Set secret.env (e.g. --set secret.env.CALLBRIDGE_API_KEY=$(openssl rand -hex 24)) or secret.existingSecret to a Secret you manage" (join "}, ${" $missing) (join ", " $missing)) }}
+{{- fail (printf "the config references ${%s} but nothing gives the pod %s: the chart generates no keys (a random one would change on every helm template). Set secret.env (e.g. --set secret.env.%s=$(openssl rand -hex 24)) or secret.existingSecret to a Secret you manage" (join "}, ${" $missing) (join ", " $missing) (index $missing 0)) }}
 {{- end }}
 {{- end }}
 {{- with .Values.resources.limits }}
