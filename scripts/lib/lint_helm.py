@@ -29,9 +29,13 @@ On top of what Helm checks, for every values file:
   refusals  values the chart must refuse (REFUSALS: no sinks, no image, a required file sink or
             the spool on any emptyDir, a spool with the HPA or on a shared claim, a ReadWriteOnce
             claim with more than one pod, a ${VAR} nothing provides, a memory limit below the
-            ledger + in-flight + Kafka sum) fail to render with a message saying so, and values
+            ledger + in-flight + Kafka sum, a non-loopback admin listener without admin.tokens, a
+            ServiceMonitor with /metrics on loopback) fail to render with a message saying so, and values
             close to them (ACCEPTED) render; a configOverride given as file text (--set-file)
             reaches the ConfigMap verbatim.
+  admin     the ServiceMonitor scrapes the admin port with no credential (https with
+            server.tls.admin); `callbridge validate` refuses the chart's config without
+            admin.tokens as the chart does, and passes it with them.
   key       the Secret and checksum/secret are the same on every render and change with the key
             (no key generated at render time).
   plain     every examples/helm file installs on a cluster without the Prometheus Operator's API
@@ -89,7 +93,9 @@ USER_IMAGE = {"image": {"repository": "registry.example.com/platform/callbridge"
 SPOOL_NULL = {"auth": {"mode": "none"}, "spool": {"path": "/var/lib/callbridge/spool.redb"},
               "sinks": [{"name": "bus", "type": "null", "on_unavailable": "spool"}]}
 PV = {"persistentVolume": {"enabled": True}}
-KEY = {"secret": {"env": {"CALLBRIDGE_API_KEY": "k-0123456789"}}}
+# The chart's config references both: the webhook key and the admin listener's token.
+KEY = {"secret": {"env": {"CALLBRIDGE_API_KEY": "k-0123456789", "CALLBRIDGE_ADMIN_TOKEN": "admin-token-0123456789abcdef"}}}
+API_KEY_ONLY = {"secret": {"env": {"CALLBRIDGE_API_KEY": "k-0123456789"}}}
 NULL_SINK = [{"name": "bus", "type": "null"}]
 
 
@@ -144,8 +150,21 @@ REFUSALS = [
      {"replicaCount": 1, "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}, "autoscaling": {"enabled": True},
       "data": {"existingClaim": "archive"}, **file_sink("/var/lib/callbridge/e.jsonl")},
      "Multi-Attach"),
-    ("the default config's ${CALLBRIDGE_API_KEY} with no Secret giving it (no key generated)",
-     {"config": {"sinks": NULL_SINK}}, "references ${CALLBRIDGE_API_KEY} but nothing gives the pod"),
+    ("the default config's ${CALLBRIDGE_API_KEY} and ${CALLBRIDGE_ADMIN_TOKEN} with no Secret giving them (no key generated)",
+     {"config": {"sinks": NULL_SINK}},
+     # (in the order of the rendered config, whose keys are sorted: admin before auth)
+     "references ${CALLBRIDGE_ADMIN_TOKEN}, ${CALLBRIDGE_API_KEY} but nothing gives the pod"),
+    ("the default config with the API key but no CALLBRIDGE_ADMIN_TOKEN",
+     {**API_KEY_ONLY, "config": {"sinks": NULL_SINK}}, "references ${CALLBRIDGE_ADMIN_TOKEN} but nothing gives the pod"),
+    ("the chart's non-loopback admin listener with its tokens removed (the bridge would refuse to start)",
+     {**KEY, "config": {"sinks": NULL_SINK, "admin": None}},
+     "server.admin_listen 0.0.0.0:9090 is not a loopback address but admin.tokens is empty"),
+    ("an admin listener on [::] without tokens (configOverride)",
+     {"configOverride": {"auth": {"mode": "none"}, "server": {"admin_listen": "[::]:9090"}, "sinks": NULL_SINK}},
+     "server.admin_listen [::]:9090 is not a loopback address but admin.tokens is empty"),
+    ("a ServiceMonitor while /metrics is on a loopback admin listener (the bridge's default)",
+     {"metrics": {"serviceMonitor": {"enabled": True}}, "configOverride": {"auth": {"mode": "none"}, "sinks": NULL_SINK}},
+     "Prometheus could not scrape it"),
     ("a memory limit below the ledger the config keeps (README: 1 800 000 ids ≈ 690 MiB)",
      {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}}},
      "Raise resources.limits.memory to at least 966Mi"),
@@ -164,6 +183,8 @@ ACCEPTED = [
     ("a required file sink on a claim mounted from extraVolumes under /tmp",
      {**file_sink("/tmp/archive/e.jsonl"), "extraVolumes": [{"name": "archive", "persistentVolumeClaim": {"claimName": "a"}}],
       "extraVolumeMounts": [{"name": "archive", "mountPath": "/tmp/archive"}]}),
+    ("a loopback admin listener without tokens (the bridge's default; `kubectl exec` reaches it)",
+     {"configOverride": {"auth": {"mode": "none"}, "server": {"admin_listen": "127.0.0.1:9191"}, "sinks": NULL_SINK}}),
     ("the ledger of 1 800 000 ids with the memory it needs",
      {**KEY, "config": {"sinks": NULL_SINK, "idempotency": {"max_entries": 1800000}},
       "resources": {"limits": {"memory": "966Mi"}}}),
@@ -514,24 +535,37 @@ def check_manifest(docs: list[dict], values: dict, label: str, everything_on: bo
         listen = server.get("listen", "0.0.0.0:8080")
         if c["ports"][0]["containerPort"] != int(str(listen).rsplit(":", 1)[1]):
             problems.append("containerPort differs from config.server.listen")
-        # The probes go where the bridge serves them: the admin listener when there is one
-        # (the webhook listener answers 404), HTTPS when the webhook listener has TLS.
-        admin = server.get("admin_listen")
+        # The probes stay on the webhook listener (it serves /healthz and /readyz, and it is what
+        # the Service sends webhooks to), over HTTPS when it has TLS. The admin listener gets the
+        # `admin` ports when the pod network reaches it; the ServiceMonitor scrapes it there,
+        # without any credential (/metrics needs none: Prometheus never holds the admin token).
+        admin = str(server.get("admin_listen", "127.0.0.1:9090"))
+        admin_host = admin.rsplit(":", 1)[0]
+        routable = not (admin_host.startswith("127.") or admin_host == "[::1]")
         probes = [c.get(p, {}).get("httpGet", {}) for p in ("startupProbe", "livenessProbe", "readinessProbe")]
-        if admin:
-            ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-            if ports.get("admin") != int(str(admin).rsplit(":", 1)[1]):
+        if any(p.get("port") != "http" for p in probes):
+            problems.append(f"probes not on the webhook port 'http': {[p.get('port') for p in probes]}")
+        if server.get("tls") and any(p.get("scheme") != "HTTPS" for p in probes):
+            problems.append("probes are plain HTTP although the listener has TLS")
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        svc_ports = [p["name"] for p in by_kind["Service"][0]["spec"]["ports"]] if by_kind.get("Service") else []
+        if routable:
+            if ports.get("admin") != int(admin.rsplit(":", 1)[1]):
                 problems.append("no container port 'admin' for config.server.admin_listen")
-            if any(p.get("port") != "admin" for p in probes):
-                problems.append("probes not on the admin port although server.admin_listen is set")
-            svc_ports = [p["name"] for p in by_kind["Service"][0]["spec"]["ports"]] if by_kind.get("Service") else []
             if "admin" not in svc_ports:
                 problems.append("the Service has no 'admin' port for /metrics")
-            for sm in by_kind.get("ServiceMonitor", []):
-                if sm["spec"]["endpoints"][0].get("port") != "admin":
-                    problems.append("the ServiceMonitor does not scrape the admin port")
-        elif server.get("tls") and any(p.get("scheme") != "HTTPS" for p in probes):
-            problems.append("probes are plain HTTP although the listener has TLS")
+            if not (effective_config(values).get("admin") or {}).get("tokens"):
+                problems.append("a non-loopback admin listener without admin.tokens rendered")
+        elif "admin" in ports or "admin" in svc_ports:
+            problems.append(f"an 'admin' port for a loopback admin listener ({admin}) nothing outside the pod reaches")
+        for sm in by_kind.get("ServiceMonitor", []):
+            ep = sm["spec"]["endpoints"][0]
+            if ep.get("port") != "admin":
+                problems.append("the ServiceMonitor does not scrape the admin port")
+            if "authorization" in ep or "bearerTokenSecret" in ep:
+                problems.append("the ServiceMonitor carries a credential (/metrics needs none)")
+            if (server.get("tls") or {}).get("admin") and ep.get("scheme") != "https":
+                problems.append("the ServiceMonitor scrapes a TLS admin listener over http")
     report(f"rendered objects keep the chart's promises [{label}]", not problems, "; ".join(problems))
 
 
@@ -702,7 +736,8 @@ def check_stable_key(chart: Path, kubeconfig: Path) -> None:
     """The chart generates no key: two renders give the same Secret and checksum (helm template,
     Argo CD, --dry-run), and another key gives another checksum (the pods roll)."""
     def render(key: str) -> tuple[dict, str]:
-        values = with_image({"secret": {"env": {"CALLBRIDGE_API_KEY": key}}, "config": {"sinks": NULL_SINK}})
+        values = with_image({"secret": {"env": {"CALLBRIDGE_API_KEY": key, "CALLBRIDGE_ADMIN_TOKEN": "admin-token-0123456789abcdef"}},
+                             "config": {"sinks": NULL_SINK}})
         result, stderr = helm_install(chart, values, kubeconfig)
         if result is None or "error" in result:
             raise RuntimeError(result["error"] if result else stderr)
@@ -788,24 +823,52 @@ def check_alert_outcomes(docs: list[dict], repo: Path, label: str) -> None:
                        f"fires on {fires_on}, misses {misses}" if fires_on or misses else m.group(1))
 
 
-def check_admin_token_scrape(chart: Path, kubeconfig: Path) -> None:
-    """With admin tokens in the config (the admin plane), Prometheus scrapes the admin port with one."""
-    values = with_image({
-        "secret": {"env": {"CALLBRIDGE_API_KEY": "k-0123456789", "CALLBRIDGE_ADMIN_TOKEN": "t-0123456789"}},
-        "metrics": {"serviceMonitor": {"enabled": True}},
-        "configOverride": {"server": {"listen": "0.0.0.0:8080", "admin_listen": "0.0.0.0:9090"},
-                           "admin": {"tokens": ["${CALLBRIDGE_ADMIN_TOKEN}"]},
-                           "auth": {"api_keys": {"keys": ["${CALLBRIDGE_API_KEY}"]}}, "sinks": NULL_SINK},
-    })
-    result, stderr = helm_install(chart, values, kubeconfig)
-    name = "the ServiceMonitor scrapes the admin port with the admin token (config admin.tokens)"
-    if result is None or "error" in result:
-        return report(name, False, result["error"] if result else stderr)
-    sm = [d for d in yaml.safe_load_all(result["manifest"]) if d and d["kind"] == "ServiceMonitor"]
-    ep = sm[0]["spec"]["endpoints"][0] if sm else {}
-    auth = ((ep.get("authorization") or {}).get("credentials") or {})
-    ok = ep.get("port") == "admin" and auth == {"name": "callbridge", "key": "CALLBRIDGE_ADMIN_TOKEN"}
-    report(name, ok, json.dumps(ep))
+def check_admin_scrape(chart: Path, kubeconfig: Path) -> None:
+    """The chart's own config (admin listener 0.0.0.0:9090 with admin.tokens): Prometheus scrapes
+    the admin port with no credential (/metrics needs none, the admin token stays with operators);
+    with server.tls.admin, over https with the given tlsConfig."""
+    for label, server, tls_config in [
+        ("plain admin listener", {}, None),
+        ("server.tls.admin", {"tls": {"cert_file": "/etc/tls/tls.crt", "key_file": "/etc/tls/tls.key", "admin": True}},
+         {"serverName": "callbridge.callbridge.svc"}),
+    ]:
+        sm_values = {"enabled": True, **({"tlsConfig": tls_config} if tls_config else {})}
+        values = with_image({**KEY, "metrics": {"serviceMonitor": sm_values},
+                             "config": {"server": server, "sinks": NULL_SINK}})
+        result, stderr = helm_install(chart, values, kubeconfig)
+        name = f"the ServiceMonitor scrapes the admin port without the admin token [{label}]"
+        if result is None or "error" in result:
+            report(name, False, result["error"] if result else stderr)
+            continue
+        sm = [d for d in yaml.safe_load_all(result["manifest"]) if d and d["kind"] == "ServiceMonitor"]
+        ep = sm[0]["spec"]["endpoints"][0] if sm else {}
+        ok = ep.get("port") == "admin" and ep.get("path") == "/metrics" and "authorization" not in ep
+        if tls_config:
+            ok = ok and ep.get("scheme") == "https" and ep.get("tlsConfig") == tls_config
+        else:
+            ok = ok and "scheme" not in ep
+        report(name, ok, json.dumps(ep))
+
+
+def check_admin_listener_validate(chart: Path, binary: Path) -> None:
+    """What the chart refuses, the bridge refuses too: the chart's config with a non-loopback admin
+    listener and its tokens removed fails `callbridge validate`, naming the fix; with them, it
+    passes (so the chart's refusal is never stricter than the bridge)."""
+    cfg = copy.deepcopy(load_yaml(chart / "values.yaml")["config"])
+    cfg["sinks"] = NULL_SINK
+    env = {"CALLBRIDGE_API_KEY": "k-0123456789", "CALLBRIDGE_ADMIN_TOKEN": "admin-token-0123456789abcdef"}
+    run_validate("callbridge validate [the chart's config: admin listener 0.0.0.0:9090 with admin.tokens]",
+                 yaml.safe_dump(cfg), env, binary, None)
+    cfg.pop("admin", None)
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("CALLBRIDGE")}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        p = subprocess.run([str(binary), "--config", str(path), "validate"], capture_output=True, text=True,
+                           env={**clean_env, **env}, timeout=60)
+    output = (p.stdout + p.stderr).strip()
+    report("callbridge validate refuses [the chart's config with a non-loopback admin listener and no admin.tokens]",
+           p.returncode != 0 and "server.admin_listen" in output and "admin.tokens" in output, output)
 
 
 def check_accepted(chart: Path, kubeconfig: Path) -> None:
@@ -885,7 +948,8 @@ def main() -> int:
             print(f"     ({label}: {time.monotonic() - started:.1f}s)", flush=True)
         check_refusals_and_set_file(chart, repo, kubeconfig)
         check_accepted(chart, kubeconfig)
-        check_admin_token_scrape(chart, kubeconfig)
+        check_admin_scrape(chart, kubeconfig)
+        check_admin_listener_validate(chart, binary)
         check_stable_key(chart, kubeconfig)
         check_plain_cluster(chart, repo, plain_kubeconfig)
         check_log_levels(chart, repo)

@@ -1047,6 +1047,8 @@ mod tests {
         let env = Env::vars([
             ("CALLBRIDGE_API_KEY", "k"),
             ("CALLBRIDGE_BEARER_TOKEN", "t"),
+            // The example configs' admin listener (0.0.0.0:9090) needs its token.
+            ("CALLBRIDGE_ADMIN_TOKEN", "admin-token-0123456789"),
         ]);
         match Settings::from_yaml(yaml, "test", &env) {
             Ok((s, _)) => s,

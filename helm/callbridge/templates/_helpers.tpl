@@ -109,32 +109,40 @@ otherwise `config` is used, which Helm deep-merges with the chart's defaults.
 {{- $port }}
 {{- end }}
 
-{{/* The admin listener's port (server.admin_listen), or "" when the probes and /metrics are on
-the webhook listener. */}}
-{{- define "callbridge.adminPort" -}}
+{{/* The admin listener (server.admin_listen, default 127.0.0.1:9090) as "port|loopback": its
+port, and "true" when it listens on a loopback address (127.0.0.0/8, [::1]), where nothing outside
+the pod reaches it. */}}
+{{- define "callbridge.adminListen" -}}
 {{- $server := fromYaml (include "callbridge.serverYaml" .) }}
-{{- with $server.admin_listen }}
-{{- $port := splitList ":" (toString .) | last }}
+{{- $listen := $server.admin_listen | default "127.0.0.1:9090" | toString }}
+{{- $port := splitList ":" $listen | last }}
 {{- if not (regexMatch "^[0-9]+$" $port) }}
-{{- fail (printf "config: server.admin_listen must be host:port with a numeric port, got %q" (toString .)) }}
+{{- fail (printf "config: server.admin_listen must be host:port with a numeric port, got %q" $listen) }}
 {{- end }}
-{{- $port }}
+{{- $host := trimSuffix (printf ":%s" $port) $listen }}
+{{- $loopback := or (regexMatch "^127\\.[0-9]+\\.[0-9]+\\.[0-9]+$" $host) (eq $host "[::1]") }}
+{{- printf "%s|%t" $port $loopback }}
+{{- end }}
+
+{{/* The admin listener's port when the pod network reaches it (server.admin_listen not on
+loopback): the container and Service port `admin`, for /metrics and `kubectl port-forward`;
+else "". */}}
+{{- define "callbridge.adminPort" -}}
+{{- $a := splitList "|" (include "callbridge.adminListen" .) }}
+{{- if eq (index $a 1) "false" }}
+{{- index $a 0 }}
 {{- end }}
 {{- end }}
 
-{{/* A probe from values, pointed at the listener that serves the probes: the admin port when
-server.admin_listen is set (the webhook listener answers 404 there), HTTPS when the webhook
-listener has TLS and no admin listener is set. A probe naming another port is left alone. */}}
+{{/* A probe from values, on the webhook listener (port `http`), which serves /healthz and
+/readyz (so does the admin listener): the kubelet then checks the listener the Service sends
+webhooks to. HTTPS when that listener has TLS. A probe naming another port is left alone. */}}
 {{- define "callbridge.probe" -}}
 {{- $probe := deepCopy .probe }}
 {{- $server := fromYaml (include "callbridge.serverYaml" .root) }}
 {{- with $probe.httpGet }}
-{{- if eq (toString .port) "http" }}
-{{- if (include "callbridge.adminPort" $.root) }}
-{{- $_ := set . "port" "admin" }}
-{{- else if $server.tls }}
+{{- if and (eq (toString .port) "http") $server.tls }}
 {{- $_ := set . "scheme" "HTTPS" }}
-{{- end }}
 {{- end }}
 {{- end }}
 {{- toYaml $probe }}
@@ -285,6 +293,8 @@ as configured:
   - data.existingClaim that is ReadWriteOnce while more than one pod may run (replicas, the HPA,
     or a rollout's surge): the second pod on another node cannot attach it;
   - a ${VAR} in the config that nothing gives the pod (no Secret key, no extraEnv);
+  - a non-loopback server.admin_listen without admin.tokens (the bridge would refuse to start);
+  - a ServiceMonitor while the admin listener, the only one serving /metrics, is on loopback;
   - a memory limit below what the ledger, the in-flight bytes and the sinks can hold.
 */}}
 {{- define "callbridge.checkConfig" -}}
@@ -295,6 +305,13 @@ as configured:
 {{- end }}
 {{- if not .Values.image.repository }}
 {{- fail "image.repository is not set: there is no public callbridge image. Build deploy/Dockerfile, push it to your registry and set image.repository (and image.tag), e.g. --set image.repository=registry.example.com/platform/callbridge; see docs/kubernetes.md, The image" }}
+{{- end }}
+{{- $admin := splitList "|" (include "callbridge.adminListen" .) }}
+{{- if and (eq (index $admin 1) "false") (not (($cfg.admin | default dict).tokens)) }}
+{{- fail (printf "config: server.admin_listen %s is not a loopback address but admin.tokens is empty: the bridge refuses to start (anyone on the pod network could use the operator routes). Add admin: {tokens: [\"${CALLBRIDGE_ADMIN_TOKEN}\"]} and CALLBRIDGE_ADMIN_TOKEN to the Secret (e.g. --set secret.env.CALLBRIDGE_ADMIN_TOKEN=$(openssl rand -hex 32)), or listen on 127.0.0.1" (toString ($cfg.server | default dict).admin_listen)) }}
+{{- end }}
+{{- if and .Values.metrics.serviceMonitor.enabled (eq (index $admin 1) "true") }}
+{{- fail (printf "metrics.serviceMonitor.enabled but the admin listener (server.admin_listen %s), the only one serving /metrics, is on loopback: Prometheus could not scrape it. Set server.admin_listen: \"0.0.0.0:9090\" with admin: {tokens: [\"${CALLBRIDGE_ADMIN_TOKEN}\"]} (docs/kubernetes.md, Monitoring), or turn the ServiceMonitor off" (toString (($cfg.server | default dict).admin_listen | default "127.0.0.1:9090"))) }}
 {{- end }}
 {{- $maxPods := include "callbridge.maxPods" . | int }}
 {{- $claimShared := and .Values.data.existingClaim (not .Values.data.persistentVolume.enabled) }}
@@ -337,7 +354,7 @@ as configured:
 {{- end }}
 {{- end }}
 {{- if $missing }}
-{{- fail (printf "the config references ${%s} but nothing gives the pod %s: the chart generates no keys (a random one would change on every helm template). Set secret.env (e.g. --set secret.env.CALLBRIDGE_API_KEY=$(openssl rand -hex 24)) or secret.existingSecret to a Secret you manage" (join "}, ${" $missing) (join ", " $missing)) }}
+{{- fail (printf "the config references ${%s} but nothing gives the pod %s: the chart generates no keys (a random one would change on every helm template). Set secret.env (e.g. --set secret.env.%s=$(openssl rand -hex 24)) or secret.existingSecret to a Secret you manage" (join "}, ${" $missing) (join ", " $missing) (index $missing 0)) }}
 {{- end }}
 {{- end }}
 {{- with .Values.resources.limits }}
