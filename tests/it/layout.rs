@@ -132,7 +132,9 @@ fn named_paths(code: &str) -> Vec<(bool, Vec<String>)> {
                         inner_pos += ws + 1;
                         break;
                     }
-                    let used = read(t, path.clone(), out);
+                    // Always move on, whatever the element was (a glob, a `self`, something
+                    // this reader does not know), so the loop ends on any input.
+                    let used = read(t, path.clone(), out).max(1);
                     inner_pos += ws + used;
                     let after = group[inner_pos..].trim_start();
                     inner_pos = group.len() - after.len();
@@ -146,7 +148,12 @@ fn named_paths(code: &str) -> Vec<(bool, Vec<String>)> {
             let (name, _) = ident(trimmed);
             if name.is_empty() {
                 out.push(path);
-                return pos;
+                // A glob (`a::*`) ends the path; it names the module before it.
+                return if trimmed.starts_with('*') {
+                    pos + skipped + 1
+                } else {
+                    pos
+                };
             }
             path.push(name.to_string());
             pos += skipped + name.len();
@@ -345,7 +352,10 @@ fn the_checker_finds_a_circle_through_super_and_crate_paths() {
         "b.rs",
         "#[serde(default = \"crate::metrics::f\")]\nstruct S;\n#[cfg(test)]\nuse crate::a::x;\n",
     );
-    write("metrics.rs", "use crate::{b::S, a};\n");
+    write(
+        "metrics.rs",
+        "use crate::{b::S, a};\nuse crate::{a::*, b::*};\n",
+    );
     let graph = edges(root);
     let get = |m: &str| -> Vec<String> {
         let key: Module = m.split("::").map(str::to_string).collect();

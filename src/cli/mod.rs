@@ -1,4 +1,21 @@
-//! What the subcommands do, kept in the library so tests can call it.
+//! The command line's subcommands, in the library so tests can call them: `args.rs` what
+//! `callbridge` accepts, `run.rs` the dispatch, a file per subcommand (`serve.rs`, `spool.rs`,
+//! `dlq.rs`, `replay.rs`, `reconcile.rs`, `deliveries.rs`), `admin.rs` how the operator
+//! commands reach the running bridge; here: `send-test`, the replay of a file, the reconcile
+//! report, and the admin HTTP client.
+
+mod admin;
+mod args;
+mod deliveries;
+mod dlq;
+mod reconcile;
+mod replay;
+mod run;
+mod serve;
+mod spool;
+
+pub use args::Cli;
+pub use run::run;
 
 use serde_json::Value;
 
