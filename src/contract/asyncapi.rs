@@ -27,6 +27,7 @@ use crate::event::{json_schema, EventKind, EventSettings, SPEC_VERSION};
 use crate::preflight::{self, describe, Destination, Producible, SinkTargets, Target};
 use crate::sinks::kafka::KafkaSinkSettings;
 use crate::sinks::nats::NatsSinkSettings;
+use crate::sinks::rabbitmq::preflight::percent_decode;
 use crate::sinks::rabbitmq::RabbitmqSinkSettings;
 use crate::sinks::{kafka, nats, rabbitmq};
 use crate::template::{Template, TemplateError, Var};
@@ -939,28 +940,6 @@ fn amqp_vhost(r: &RabbitmqSinkSettings) -> String {
             }
         })
         .unwrap_or_else(|| "/".into())
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = s
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The RabbitMQ server: scheme, host, port and vhost of the URL; never its user or password.

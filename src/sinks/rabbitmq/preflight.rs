@@ -285,8 +285,8 @@ impl Management {
             (amqp_user.username.clone(), amqp_user.password.clone())
         } else {
             (
-                decode(url.username()),
-                decode(url.password().unwrap_or_default()),
+                percent_decode(url.username()),
+                percent_decode(url.password().unwrap_or_default()),
             )
         };
         let _ = url.set_username("");
@@ -352,8 +352,9 @@ impl Management {
     }
 }
 
-/// Percent-decodes URL userinfo.
-fn decode(s: &str) -> String {
+/// Percent-decodes a part of an AMQP URL (userinfo, the vhost); `%` without two hex digits stays
+/// as it is.
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -505,7 +506,7 @@ mod tests {
         ));
         assert_eq!(encode_segment("/"), "%2F");
         assert_eq!(encode_segment("calls.x:y"), "calls.x%3Ay");
-        assert_eq!(decode("p%40ss%3Aw"), "p@ss:w");
-        assert_eq!(decode("100%"), "100%");
+        assert_eq!(percent_decode("p%40ss%3Aw"), "p@ss:w");
+        assert_eq!(percent_decode("100%"), "100%");
     }
 }
