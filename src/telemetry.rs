@@ -57,7 +57,7 @@ impl Drop for TelemetryGuard {
 
 type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
 
-/// Installs the global subscriber. `RUST_LOG` wins over `log.level`; default [`DEFAULT_LEVEL`]. A second
+/// Installs the global subscriber. `RUST_LOG` wins over `log.level`; default `DEFAULT_LEVEL`. A second
 /// call (as in tests) leaves the first subscriber in place.
 pub fn init(log: &LogSettings, traces: &TraceSettings) -> Result<TelemetryGuard, TelemetryError> {
     let filter = EnvFilter::try_from_default_env()

@@ -12,30 +12,41 @@
 //! * the **payload schemas** are the committed JSON Schema ([`crate::event::json_schema`]), its
 //!   definitions moved under `components/schemas`;
 //! * the **headers and properties** of each message are read off the sinks' own encoders
-//!   ([`kafka::headers`], [`rabbitmq::message::build_message`], [`nats::message`]) run over
+//!   ([`crate::sinks::kafka::headers`], [`crate::sinks::rabbitmq::message::build_message`],
+//!   [`crate::sinks::nats::message`]) run over
 //!   synthetic events: a header present on an event without the optional attributes is
 //!   required, and one whose value is the same on two events that differ in everything an event
 //!   can differ in is a constant. So the document says what the code writes.
+//!
+//! ```text
+//! asyncapi.rs   the document: channels, operations, messages, the sinks' extension
+//! wire.rs       synthetic events and each sink's wire form of them; what each header carries
+//! bindings.rs   the Kafka and AMQP channel and operation bindings
+//! servers.rs    the servers, from host, port and path only (never a credential)
+//! error.rs      why no document can be made
+//! ```
 
-use lapin::types::AMQPValue;
-use secrecy::ExposeSecret;
 use serde_json::{json, Map, Value};
 
 use crate::config::{Settings, SinkSettings};
-use crate::event::binding::{Format, Headers, Outgoing, ORIGIN_RECONCILE};
+use crate::event::binding::Format;
 use crate::event::{json_schema, EventKind, EventSettings, SPEC_VERSION};
 use crate::preflight::{self, describe, Destination, Producible, SinkTargets, Target};
-use crate::sinks::kafka::KafkaSinkSettings;
-use crate::sinks::nats::NatsSinkSettings;
-use crate::sinks::rabbitmq::preflight::percent_decode;
-use crate::sinks::rabbitmq::RabbitmqSinkSettings;
-use crate::sinks::{kafka, nats, rabbitmq};
-use crate::template::{Template, TemplateError, Var};
+use crate::template::{Template, Var};
+
+mod bindings;
+mod error;
+mod servers;
+mod wire;
+
+pub use error::AsyncApiError;
+
+use bindings::{channel_bindings, operation_bindings, AMQP_BINDING, KAFKA_BINDING};
+use servers::{amqp_server, kafka_servers, nats_servers};
+use wire::{describe_header, describe_property, samples, Protocol};
 
 /// The AsyncAPI version of the document.
 pub const ASYNCAPI_VERSION: &str = "3.0.0";
-const KAFKA_BINDING: &str = "0.5.0";
-const AMQP_BINDING: &str = "0.3.0";
 /// Where the committed JSON Schema's definitions go in the document.
 const SCHEMAS: &str = "#/components/schemas/";
 /// The event (structured form) among them.
@@ -47,22 +58,6 @@ pub const X_DESTINATION: &str = "x-callbridge-destination";
 /// Extension at the root: per sink, its destination template and the values each of the
 /// template's variables takes (those the configuration bounds, as an `enum`).
 pub const X_SINKS: &str = "x-callbridge-sinks";
-
-/// Why no document can be made (only for settings that `validate` would refuse).
-#[derive(Debug, thiserror::Error)]
-pub enum AsyncApiError {
-    #[error("sink {sink}: invalid destination template: {message}")]
-    Destination { sink: String, message: String },
-    #[error("sink {sink}: invalid key template")]
-    Key {
-        sink: String,
-        #[source]
-        source: TemplateError,
-    },
-    /// The message never repeats the URL (it may hold a password).
-    #[error("sink {sink}: the broker URL does not parse: {message}")]
-    Url { sink: String, message: String },
-}
 
 /// The document for `settings`, as JSON.
 pub fn document(settings: &Settings) -> Result<Value, AsyncApiError> {
@@ -192,161 +187,6 @@ struct Doc {
     sinks: Map<String, Value>,
 }
 
-/// How one sink writes its messages.
-#[derive(Clone, Copy)]
-enum Protocol<'a> {
-    Kafka(&'a KafkaSinkSettings, &'a Template),
-    Amqp(&'a RabbitmqSinkSettings),
-    Nats(&'a NatsSinkSettings),
-    File,
-}
-
-/// A message's wire form for one synthetic event: headers, protocol properties (AMQP), the
-/// record key (Kafka), the payload's content type.
-#[derive(Default)]
-struct Wire {
-    headers: Vec<(String, Value)>,
-    properties: Vec<(String, Value)>,
-    key: Option<String>,
-    content_type: Option<String>,
-}
-
-impl Protocol<'_> {
-    fn format(self) -> Format {
-        match self {
-            Protocol::Kafka(k, _) => k.format,
-            Protocol::Amqp(r) => r.format,
-            Protocol::Nats(n) => n.format,
-            Protocol::File => Format::Structured,
-        }
-    }
-
-    /// The message the sink writes for `out` (`variant` numbers AMQP's publish sequence).
-    fn wire(self, out: &Outgoing, variant: u64) -> Wire {
-        match self {
-            Protocol::Kafka(k, key) => {
-                use rdkafka::message::Headers as _;
-                let h = kafka::headers(&Headers::KAFKA.encode(k.format, out));
-                let headers: Vec<(String, Value)> = h
-                    .iter()
-                    .map(|h| {
-                        let v = String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned();
-                        (h.key.to_string(), Value::String(v))
-                    })
-                    .collect();
-                let content_type = headers
-                    .iter()
-                    .find(|(n, _)| n == "content-type")
-                    .and_then(|(_, v)| v.as_str().map(str::to_string));
-                Wire {
-                    headers,
-                    properties: Vec::new(),
-                    key: Some(key.render(&out.event)),
-                    content_type,
-                }
-            }
-            Protocol::Amqp(r) => {
-                let (_, props) = rabbitmq::message::build_message(r.format, out, variant);
-                let value = |v: &AMQPValue| match v {
-                    AMQPValue::LongString(s) => {
-                        Value::String(String::from_utf8_lossy(s.as_bytes()).into_owned())
-                    }
-                    AMQPValue::ShortString(s) => Value::String(s.as_str().to_string()),
-                    AMQPValue::LongLongInt(n) => json!(n),
-                    other => Value::String(format!("{other:?}")),
-                };
-                let headers = props
-                    .headers()
-                    .as_ref()
-                    .map(|t| {
-                        t.inner()
-                            .iter()
-                            .map(|(k, v)| (k.as_str().to_string(), value(v)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let short = |s: &Option<lapin::types::ShortString>| {
-                    s.as_ref().map(|s| Value::String(s.as_str().to_string()))
-                };
-                let properties = [
-                    ("content_type", short(props.content_type())),
-                    ("delivery_mode", props.delivery_mode().map(|m| json!(m))),
-                    ("message_id", short(props.message_id())),
-                    ("timestamp", props.timestamp().map(|t| json!(t))),
-                    ("type", short(props.kind())),
-                    ("app_id", short(props.app_id())),
-                ]
-                .into_iter()
-                .filter_map(|(n, v)| v.map(|v| (n.to_string(), v)))
-                .collect::<Vec<_>>();
-                let content_type = properties
-                    .iter()
-                    .find(|(n, _)| n == "content_type")
-                    .and_then(|(_, v)| v.as_str().map(str::to_string));
-                Wire {
-                    headers,
-                    properties,
-                    key: None,
-                    content_type,
-                }
-            }
-            Protocol::Nats(n) => {
-                let js = n.jetstream.enabled.then_some(n.jetstream.stream.as_deref());
-                let (h, _) = nats::message(n.format, js, out);
-                let mut headers: Vec<(String, Value)> = h
-                    .iter()
-                    .filter_map(|(name, values)| {
-                        let v = values.first()?.as_str().to_string();
-                        Some((name.to_string(), Value::String(v)))
-                    })
-                    .collect();
-                // A hash map: in a stable order for the document.
-                headers.sort_by(|a, b| a.0.cmp(&b.0));
-                let content_type = match n.format {
-                    Format::Binary => Some(out.event.datacontenttype.clone()),
-                    Format::Structured => headers
-                        .iter()
-                        .find(|(n, _)| n == "Content-Type")
-                        .and_then(|(_, v)| v.as_str().map(str::to_string)),
-                };
-                Wire {
-                    headers,
-                    properties: Vec::new(),
-                    key: None,
-                    content_type,
-                }
-            }
-            Protocol::File => Wire {
-                content_type: Some("application/cloudevents+json".into()),
-                ..Wire::default()
-            },
-        }
-    }
-}
-
-/// Three synthetic events of `kind`: two with every optional attribute, differing in every
-/// value an event can differ in, and one with none of them.
-fn samples(kind: EventKind, settings: &EventSettings) -> [Outgoing; 3] {
-    let make = |variant: usize, full: bool| {
-        let status = full.then_some(["completed", "failed"][variant]);
-        let mut e = preflight::synthetic_event(Producible { kind, status }, settings);
-        e.id = format!("00000000-0000-8000-8000-00000000000{variant}");
-        e.time = ["2026-01-01T00:00:00Z", "2026-02-03T04:05:06Z"][variant].into();
-        let call = format!("contract-call-{variant}");
-        e.data.call_id = call.clone();
-        e.subject = call.clone();
-        e.partitionkey = call;
-        if full {
-            e.origin = Some(ORIGIN_RECONCILE.into());
-            e.traceparent = Some(format!(
-                "00-0af7651916cd43dd8448eb211c80319{variant}-b7ad6b7169203331-01"
-            ));
-        }
-        Outgoing::new(e)
-    };
-    [make(0, true), make(1, true), make(0, false)]
-}
-
 /// A JSON Schema object of `fields` (name → value on three samples): required when the bare
 /// sample has it, `const` when both full samples agree.
 fn fields_schema(
@@ -375,71 +215,6 @@ fn fields_schema(
         }
     }
     json!({"type": "object", "properties": properties, "required": required})
-}
-
-/// What each attribute header (any binding's prefix) and each other header carries.
-fn describe_header(name: &str) -> String {
-    let attribute = ["ce_", "ce-", "cloudEvents_"]
-        .iter()
-        .find_map(|p| name.strip_prefix(p));
-    let encoded = if name.starts_with("ce-") {
-        " Percent-encoded (the CloudEvents NATS binding): decode before use."
-    } else {
-        ""
-    };
-    let what = match attribute {
-        Some("specversion") => "CloudEvents `specversion`.",
-        Some("id") => {
-            "CloudEvents `id`: the event id, the same on every redelivery of the same webhook: \
-             deduplicate on it."
-        }
-        Some("source") => "CloudEvents `source` (the configured `event.source`).",
-        Some("type") => "CloudEvents `type`: `<type_prefix>.call.<kind>.v1`.",
-        Some("subject") => "CloudEvents `subject`: the call id.",
-        Some("time") => "CloudEvents `time`: when the bridge received the webhook (RFC 3339).",
-        Some("datacontenttype") => "CloudEvents `datacontenttype` of the payload.",
-        Some("callstatus") => "Extension `callstatus`: the call status, on events that have one.",
-        Some("partitionkey") => "Extension `partitionkey`: the call id.",
-        Some("origin") => {
-            "Extension `origin`: `reconcile` on an event backfilled from the platform's call \
-             API because its webhook never arrived; absent on events from webhooks."
-        }
-        Some("traceparent") => "Extension `traceparent`: W3C trace context, when traced.",
-        _ => match name {
-            "traceparent" => {
-                "W3C trace context of the publish (for tracing libraries), when traced."
-            }
-            "content-type" | "Content-Type" => "The payload's content type.",
-            "Nats-Msg-Id" => {
-                "The event id: JetStream drops a second message with the same id within the \
-                 stream's duplicate window."
-            }
-            "Nats-Expected-Stream" => {
-                "The stream the message must be stored in (the server refuses the publish \
-                 otherwise)."
-            }
-            rabbitmq::SEQ_HEADER => {
-                "Internal: the bridge's sequence number of this publish, with which it matches \
-                 a returned message to its publish. Not the event id; ignore it."
-            }
-            _ => "",
-        },
-    };
-    format!("{what}{encoded}")
-}
-
-/// What each AMQP message property carries.
-fn describe_property(name: &str) -> String {
-    match name {
-        "content_type" => "The payload's content type.",
-        "delivery_mode" => "2: persistent.",
-        "message_id" => "The event id (CloudEvents `id`): deduplicate on it.",
-        "timestamp" => "CloudEvents `time`, in whole seconds since the Unix epoch.",
-        "type" => "CloudEvents `type`.",
-        "app_id" => "The publishing application.",
-        _ => "",
-    }
-    .to_string()
 }
 
 /// The kind's description, from the committed schema's `EventKind`.
@@ -838,183 +613,6 @@ fn message(protocol: Protocol<'_>, kind: EventKind, settings: &EventSettings, si
         }),
     );
     Value::Object(m)
-}
-
-fn channel_bindings(protocol: Protocol<'_>, name: &str, per_call: bool) -> Option<Value> {
-    match protocol {
-        Protocol::Kafka(..) if !per_call => {
-            Some(json!({"kafka": {"topic": name, "bindingVersion": KAFKA_BINDING}}))
-        }
-        Protocol::Amqp(r) => {
-            let vhost = amqp_vhost(r);
-            if r.exchange.is_empty() {
-                return Some(json!({"amqp": {
-                    "is": "queue",
-                    "queue": {"name": name, "vhost": vhost},
-                    "bindingVersion": AMQP_BINDING,
-                }}));
-            }
-            let mut exchange = json!({"name": r.exchange, "vhost": vhost});
-            if let Some(d) = &r.declare {
-                exchange["type"] = serde_json::to_value(d.exchange_type).unwrap_or(Value::Null);
-                exchange["durable"] = json!(d.durable);
-                exchange["autoDelete"] = json!(false);
-            }
-            Some(json!({"amqp": {
-                "is": "routingKey",
-                "exchange": exchange,
-                "bindingVersion": AMQP_BINDING,
-            }}))
-        }
-        _ => None,
-    }
-}
-
-fn operation_bindings(protocol: Protocol<'_>, settings: &EventSettings) -> Option<Value> {
-    match protocol {
-        Protocol::Amqp(r) => {
-            let [full, ..] = samples(EventKind::Status, settings);
-            let (_, props) = rabbitmq::message::build_message(r.format, &full, 0);
-            Some(json!({"amqp": {
-                "deliveryMode": props.delivery_mode().unwrap_or(1),
-                // Every publish is mandatory: an unroutable message comes back and fails it.
-                "mandatory": true,
-                "timestamp": props.timestamp().is_some(),
-                "bindingVersion": AMQP_BINDING,
-            }}))
-        }
-        _ => None,
-    }
-}
-
-/// One server per bootstrap broker.
-fn kafka_servers(k: &KafkaSinkSettings) -> Vec<(String, Value)> {
-    let prop = |name: &str| {
-        k.librdkafka
-            .get(name)
-            .map(|v| v.expose_secret().to_ascii_uppercase())
-    };
-    let security = prop("security.protocol");
-    let secure = matches!(security.as_deref(), Some("SSL" | "SASL_SSL"));
-    let scheme = match prop("sasl.mechanism").as_deref() {
-        _ if !matches!(security.as_deref(), Some("SASL_SSL" | "SASL_PLAINTEXT")) => None,
-        Some("PLAIN") | None => Some("plain"),
-        Some("SCRAM-SHA-256") => Some("scramSha256"),
-        Some("SCRAM-SHA-512") => Some("scramSha512"),
-        Some("GSSAPI") => Some("gssapi"),
-        Some(_) => None,
-    };
-    let n = k.brokers.len();
-    k.brokers
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let id = if n == 1 {
-                k.name.clone()
-            } else {
-                format!("{}-{}", k.name, i + 1)
-            };
-            let mut s = json!({
-                "host": b,
-                "protocol": if secure { "kafka-secure" } else { "kafka" },
-                "description": format!("Kafka bootstrap broker {} of {n} of sink `{}`.", i + 1, k.name),
-            });
-            if let Some(t) = scheme {
-                s["security"] = json!([{"type": t}]);
-            }
-            (id, s)
-        })
-        .collect()
-}
-
-/// The vhost of a RabbitMQ sink's URL (`/` when the URL has no path).
-fn amqp_vhost(r: &RabbitmqSinkSettings) -> String {
-    reqwest::Url::parse(r.url.expose_secret())
-        .ok()
-        .map(|u| {
-            let path = u.path().strip_prefix('/').unwrap_or(u.path()).to_string();
-            if path.is_empty() {
-                "/".to_string()
-            } else {
-                percent_decode(&path)
-            }
-        })
-        .unwrap_or_else(|| "/".into())
-}
-
-/// The RabbitMQ server: scheme, host, port and vhost of the URL; never its user or password.
-fn amqp_server(r: &RabbitmqSinkSettings) -> Result<Value, AsyncApiError> {
-    let url = reqwest::Url::parse(r.url.expose_secret()).map_err(|e| AsyncApiError::Url {
-        sink: r.name.clone(),
-        message: e.to_string(),
-    })?;
-    let secure = url.scheme() == "amqps";
-    let host = url.host_str().unwrap_or("localhost");
-    let port = url.port().unwrap_or(if secure { 5671 } else { 5672 });
-    let mut s = json!({
-        "host": format!("{host}:{port}"),
-        "pathname": format!("/{}", url.path().trim_start_matches('/')),
-        "protocol": if secure { "amqps" } else { "amqp" },
-        "protocolVersion": "0-9-1",
-        "description": format!("RabbitMQ of sink `{}`, vhost `{}`.", r.name, amqp_vhost(r)),
-    });
-    if !url.username().is_empty() {
-        s["security"] = json!([{"type": "userPassword"}]);
-    }
-    Ok(s)
-}
-
-/// One server per URL of a NATS sink's list; host and port only.
-fn nats_servers(n: &NatsSinkSettings) -> Result<Vec<(String, Value)>, AsyncApiError> {
-    let urls: Vec<&str> = n
-        .url
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .collect();
-    let count = urls.len();
-    let auth =
-        n.user.is_some() || n.token.is_some() || n.nkey.is_some() || n.credentials_file.is_some();
-    let mut out = Vec::new();
-    for (i, raw) in urls.into_iter().enumerate() {
-        let with_scheme = if raw.contains("://") {
-            raw.to_string()
-        } else {
-            format!("nats://{raw}")
-        };
-        let url = reqwest::Url::parse(&with_scheme).map_err(|e| AsyncApiError::Url {
-            sink: n.name.clone(),
-            message: e.to_string(),
-        })?;
-        let host = url.host_str().unwrap_or("localhost");
-        let port = url.port().unwrap_or(4222);
-        let tls = url.scheme() == "tls" || n.tls.is_some();
-        let id = if count == 1 {
-            n.name.clone()
-        } else {
-            format!("{}-{}", n.name, i + 1)
-        };
-        let mode = if n.jetstream.enabled {
-            "JetStream: each message is stored and acknowledged by the stream"
-        } else {
-            "core NATS: nothing is stored; only subscribers connected at the time receive it"
-        };
-        let mut s = json!({
-            "host": format!("{host}:{port}"),
-            "protocol": "nats",
-            "description": format!(
-                "NATS server {} of {count} of sink `{}` ({mode}){}.",
-                i + 1,
-                n.name,
-                if tls { ", over TLS" } else { "" }
-            ),
-        });
-        if auth || !url.username().is_empty() {
-            s["security"] = json!([{"type": "userPassword"}]);
-        }
-        out.push((id, s));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

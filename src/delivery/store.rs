@@ -60,7 +60,7 @@ const COMMIT_EVERY: Duration = Duration::from_millis(200);
 pub type Db = Arc<dyn Fn() -> Option<Arc<Database>> + Send + Sync>;
 
 /// The index in the `deliveries` table of the spool's database. One writer thread commits
-/// what queued up every [`COMMIT_EVERY`], so an answer never waits for the disk.
+/// what queued up every `COMMIT_EVERY`, so an answer never waits for the disk.
 pub struct Redb {
     db: Db,
     /// `None` only while dropping: closing it stops the writer.

@@ -10,7 +10,7 @@
 //! **A full disk.** After an i/o error (ENOSPC) redb refuses every later operation on that
 //! handle ("a previous i/o error occurred"), which would leave the spool unusable — appends
 //! 503, delivered entries never removed — until a restart. The handle that failed is closed and
-//! the file opened again ([`reopen`]): redb recovers the last commit, as after a crash, and
+//! the file opened again (`reopen`): redb recovers the last commit, as after a crash, and
 //! the spool works as soon as there is room (found by the fault suite, docs/reliability.md).
 //!
 //! **Crashes.** redb commits copy-on-write with checksummed commit slots: a crash or SIGKILL

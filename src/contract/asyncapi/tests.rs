@@ -1,5 +1,7 @@
 use super::*;
 use crate::config::Env;
+use crate::sinks::rabbitmq;
+use crate::sinks::rabbitmq::preflight::percent_decode;
 
 fn settings(yaml: &str) -> Settings {
     let env = Env::vars([
