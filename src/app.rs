@@ -91,7 +91,7 @@ impl Application {
                 "no admin tokens (admin.tokens): anyone on this host can use the operator routes of the admin listener"
             );
         }
-        if settings.auth.mode == Some(crate::config::AuthMode::None) {
+        if settings.auth.mode == Some(crate::ingest::auth::settings::AuthMode::None) {
             tracing::warn!("authentication is disabled (auth.mode: none): anyone who can reach the endpoint can publish");
         }
 

@@ -12,7 +12,8 @@
 //!                (rate limit 429, credential 401, signature headers 401, request slot 503,
 //!                body 413/503 with its bytes counted as they arrive, signature 401,
 //!                processing budget 503, JSON 400); auth.rs the credentials, signature.rs
-//!                Standard Webhooks / HMAC on the raw body, ratelimit.rs; handler.rs the
+//!                Standard Webhooks / HMAC on the raw body, ratelimit.rs (each with its
+//!                settings.rs), settings.rs the `server:` section; handler.rs the
 //!                fan-out and the answer; error.rs is the one place errors become status
 //!                codes, response.rs the answer's shapes (per-sink status, error body)
 //!   ↓
@@ -55,25 +56,26 @@
 //! `config/shape.rs` every shape error at once with "did you mean", `config/reference.rs`
 //! the generated reference, docs/configuration.md), [`template`] (routing templates shared by every sink, and how each kind of destination
 //! name escapes and caps the sender's values), [`metrics`] (Prometheus),
-//! [`telemetry`] (logs, traces), [`health`] (readiness: can this process answer 200 now — a
+//! [`telemetry`] (logs, traces; `log:` and `trace:` in telemetry/settings.rs), [`health`] (readiness: can this process answer 200 now — a
 //! spooling sink's outage does not count while its spool takes events), [`preflight`] (`validate --connect`: asks each broker whether
 //! every event the config can produce would be stored; the probes are in each sink's folder),
 //! [`contract`] (what subscribers read: `callbridge asyncapi`, from the same enumeration as
 //! `validate --connect`, docs/asyncapi.md; the event schema's compatibility gate, docs/events.md),
 //! [`reconcile`] (asks the platform's call API for what no webhook delivered and backfills it
 //! through the fan-out: docs/reconcile.md), [`tls`] (`server.tls`, the certificate reloaded
-//! when its files change), [`app`] (the server: `Application::build(settings)` binds both
+//! when its files change; tls/settings.rs), [`app`] (the server: `Application::build(settings)` binds both
 //! listeners, `port()` and `admin_port()` tell tests where), [`admin`] (the admin plane on
-//! `server.admin_listen`; its settings are `config/admin.rs`: `admin.tokens` in constant time with failed attempts rate limited
-//! (auth.rs), the routes and `/metrics` (routes.rs), spool status, paged dead letters, redrive
+//! `server.admin_listen`: `admin.tokens` (settings.rs) in constant time with failed attempts
+//! rate limited (auth.rs), the routes and `/metrics` (routes.rs), spool status, paged dead letters, redrive
 //! and purge (spool.rs), one bounded reconcile pass at a time (reconcile.rs)).
 //!
 //! [`validate`] is the issue list every settings type reports its problems to (a leaf).
 //!
 //! Dependencies point one way, and `tests/it/layout.rs` checks it from the source: no circle
 //! between files or between these modules, and [`metrics`] imports nothing of the crate (every
-//! part reports to it). `config` assembles the settings types that live with their modules
-//! (sinks, ledger, spool, reconcile, event); no sink and no part of `event` imports `config`.
+//! part reports to it). `config` only assembles the settings types that live with their modules
+//! (ingest, admin, telemetry, tls, sinks, ledger, spool, reconcile, delivery, event); no sink,
+//! no part of `ingest` and no part of `event` imports `config`.
 
 pub mod admin;
 pub mod app;

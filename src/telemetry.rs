@@ -6,6 +6,8 @@
 //! goes both ways: an incoming `traceparent` is continued, and the outgoing one is written into
 //! the event (the CloudEvents `traceparent` extension) and into every broker message's headers.
 
+pub mod settings;
+
 use std::io::IsTerminal;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -19,7 +21,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogFormat, LogSettings, TraceProtocol, TraceSettings};
+use settings::{LogFormat, LogSettings, TraceProtocol, TraceSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

@@ -7,6 +7,8 @@
 //! key and certificate not matching) is logged and the previous certificate stays: a bad
 //! rotation never takes the listener down.
 
+pub mod settings;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -17,8 +19,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::security::TlsSettings;
 use crate::metrics::Metrics;
+use settings::TlsSettings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -20,7 +20,7 @@ use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::admin::AdminSettings;
+use super::settings::AdminSettings;
 use crate::ingest::error::ApiError;
 use crate::ingest::ratelimit::RateLimited;
 

@@ -4,12 +4,12 @@
 //! The webhook listener serves the webhook paths, `/healthz` and `/readyz` only; everything
 //! else an operator does — the spool's status, the dead letters, redrive and purge, a
 //! reconciliation pass, `/metrics` — is here, where a stranger who can reach the webhooks
-//! cannot. docs/security.md has the threat table. The `admin` section's settings are
-//! `config::admin` (kept there so no import circle closes through `ingest`).
+//! cannot. docs/security.md has the threat table.
 //!
 //! ```text
 //! auth.rs       Bearer tokens in constant time; failed attempts rate limited per address
 //! routes.rs     the routes of the admin listener, `/metrics`
+//! settings.rs   the `admin` section: the listener's tokens and their checks
 //! spool.rs      spool status, dead letters (paged), redrive, purge
 //! reconcile.rs  one pass at a time, a bounded lookback
 //! ```
@@ -17,14 +17,15 @@
 pub mod auth;
 pub mod reconcile;
 pub mod routes;
+pub mod settings;
 pub mod spool;
 
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
 
-pub use crate::config::admin::AdminSettings;
 pub use auth::AdminAuth;
+pub use settings::AdminSettings;
 
 use crate::fanout::Fanout;
 use crate::ingest::error::ApiError;

@@ -5,27 +5,32 @@
 //! embedded default. Environment variables `CALLBRIDGE__SECTION__KEY` override single values.
 //! Every string may hold `${VAR}` or `${VAR:-default}` ([`mod@env`]).
 //!
-//! The sections are here; the `sinks` list is in [`sinks`] and each sink kind's settings live
-//! with the sink (`crate::sinks::<kind>`). Every check reports through [`crate::validate::Issues`], a
+//! Each section's type lives with the module it configures (`server` and `auth` in
+//! `crate::ingest`, `admin`, `log`/`trace` in `crate::telemetry`, `spool`, `idempotency` in
+//! `crate::ledger`, `reconcile`, `audit`, `events`); here they are assembled into [`Settings`].
+//! The `sinks` list is in [`sinks`] and each sink kind's settings live with the sink
+//! (`crate::sinks::<kind>`). Every check reports through [`crate::validate::Issues`], a
 //! leaf module, so dependencies point one way: config → a sink's settings → validate.
 
-pub mod admin;
 pub mod env;
 pub mod reference;
-pub mod security;
+
 mod shape;
 pub mod sinks;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::event::EventSettings;
+use crate::ingest::auth::settings::{AuthMode, AuthSettings};
+use crate::ingest::settings::{ServerSettings, SENDER_TIMEOUT_MS};
 pub use crate::ledger::settings::{IdempotencySettings, LedgerStore, LEDGER_BYTES_PER_ENTRY};
 pub use crate::spool::settings::SpoolSettings;
+use crate::telemetry::settings::{LogSettings, TraceSettings};
 pub use crate::validate::{ConfigIssue, Issues};
 pub use env::Env;
 pub use sinks::SinkSettings;
@@ -83,7 +88,7 @@ pub struct Settings {
     /// The operator's credential for the admin listener (`server.admin_listen`); never a
     /// webhook credential.
     #[serde(default)]
-    pub admin: admin::AdminSettings,
+    pub admin: crate::admin::AdminSettings,
     /// The CloudEvents envelope every event gets.
     #[serde(default)]
     pub event: EventSettings,
@@ -116,275 +121,6 @@ pub struct Settings {
     /// Where events go. Every event is published to every sink whose `events` filter it matches,
     /// concurrently; the answer is 200 only when every required sink confirmed.
     pub sinks: Vec<SinkSettings>,
-}
-
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Address and port to listen on. Behind an ingress keep the default; the embedded
-    /// configuration listens on 127.0.0.1 unless `CALLBRIDGE_LISTEN` says otherwise.
-    #[serde(default = "default_listen")]
-    pub listen: String,
-    /// The admin listener (address and port): the operator routes (`/spool`, `/spool/dead`,
-    /// `/spool/redrive`, `/spool/dead/purge`, `/reconcile`) and `/metrics` are served here only,
-    /// never through the webhook listener (and so never through the ingress in front of it);
-    /// `/healthz` and `/readyz` are on both. A non-loopback address needs `admin.tokens`.
-    /// Plain HTTP unless `server.tls.admin`.
-    #[serde(default = "default_admin_listen")]
-    pub admin_listen: String,
-    /// The webhook path the sender is given.
-    #[serde(default = "default_path")]
-    pub path: String,
-    /// Extra paths that accept the same webhooks (e.g. a separate URL per webhook family).
-    #[serde(default)]
-    pub extra_paths: Vec<String>,
-    /// Largest request body accepted; a larger one is answered 413. The sender's payloads are a
-    /// few KiB, transcripts included.
-    #[serde(default = "default_max_body_bytes")]
-    pub max_body_bytes: usize,
-    /// Every request is answered within this budget. Must stay below the sender's 10 s timeout,
-    /// otherwise the sender gives up and retries while we may still be publishing.
-    #[serde(default = "default_deadline_ms")]
-    pub deadline_ms: u64,
-    /// Sent as `Retry-After` on 503 answers.
-    #[serde(default = "default_retry_after_secs")]
-    pub retry_after_secs: u64,
-    /// HTTP worker threads; 0 means one per core.
-    #[serde(default)]
-    pub workers: usize,
-    /// Webhook requests handled at once; more are answered 503 + `Retry-After` at once.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-    /// Body bytes being received at once, all requests together, counted as they arrive (a
-    /// client that announces a large body and sends it slowly holds only what it has sent); a
-    /// request whose next bytes do not fit is answered 503 + `Retry-After` and its connection
-    /// closed. At least `max_body_bytes`.
-    #[serde(default = "default_max_in_flight_bytes")]
-    pub max_in_flight_bytes: usize,
-    /// Body bytes being parsed and delivered at once, all requests together: a body whose
-    /// signature (when configured) has been verified takes its size from this budget until it
-    /// is answered, or is answered 503 + `Retry-After` when it does not fit. Parsing multiplies
-    /// a body's memory (a 1 MiB body of tiny JSON values costs tens of MiB), so this is the
-    /// knob that bounds memory. At least `max_body_bytes`; `max_body_bytes` when omitted (one
-    /// maximum-size body at a time, hundreds of ordinary few-KiB ones).
-    #[serde(default)]
-    pub max_processing_bytes: Option<usize>,
-    /// A request rate limit per client address or credential (429 + `Retry-After`); off when
-    /// absent.
-    #[serde(default)]
-    pub rate_limit: Option<security::RateLimitSettings>,
-    /// TLS on the webhook listener; plain HTTP when absent (the usual setup behind an ingress
-    /// that terminates TLS).
-    #[serde(default)]
-    pub tls: Option<security::TlsSettings>,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
-            admin_listen: default_admin_listen(),
-            path: default_path(),
-            extra_paths: Vec::new(),
-            max_body_bytes: default_max_body_bytes(),
-            deadline_ms: default_deadline_ms(),
-            retry_after_secs: default_retry_after_secs(),
-            workers: 0,
-            max_in_flight: default_max_in_flight(),
-            max_in_flight_bytes: default_max_in_flight_bytes(),
-            max_processing_bytes: None,
-            rate_limit: None,
-            tls: None,
-        }
-    }
-}
-
-fn default_listen() -> String {
-    "0.0.0.0:8080".into()
-}
-fn default_admin_listen() -> String {
-    "127.0.0.1:9090".into()
-}
-fn default_path() -> String {
-    "/callback".into()
-}
-fn default_max_body_bytes() -> usize {
-    1024 * 1024
-}
-/// Requests are cheap until their bodies arrive; memory is bounded by the byte limit.
-fn default_max_in_flight() -> usize {
-    256
-}
-/// 32 maximum-size bodies: bytes still arriving cost only their own size (they are not parsed
-/// yet), so 32 MiB is a twelfth of the Helm chart's 384 MiB limit beside the processing budget's
-/// worst case (the chart checks the sum), and admits 32 large bodies or thousands of ordinary few-KiB ones arriving at
-/// once. A slow or hostile client holds only the bytes it has sent: 32 connections announcing
-/// 1 MiB and sending a byte a second hold a few hundred bytes of it, not all of it.
-fn default_max_in_flight_bytes() -> usize {
-    32 * 1024 * 1024
-}
-
-impl ServerSettings {
-    /// `max_processing_bytes`, or one maximum-size body when omitted: a hostile 1 MiB body of
-    /// tiny JSON values was measured at about 70 MiB of peak memory once parsed, normalised and
-    /// serialised; four of them took the process past 256 MiB, and two peaked at 210–275 MiB
-    /// (the top under a loaded machine). Ordinary bodies
-    /// are a few KiB, so 1 MiB still admits hundreds.
-    pub fn processing_bytes(&self) -> usize {
-        self.max_processing_bytes.unwrap_or(self.max_body_bytes)
-    }
-}
-fn default_deadline_ms() -> u64 {
-    8000
-}
-fn default_retry_after_secs() -> u64 {
-    60
-}
-/// The sender's own request timeout; our deadline must be below it.
-pub const SENDER_TIMEOUT_MS: u64 = 10_000;
-
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AuthSettings {
-    /// `none` disables authentication; anything else is configured through the credentials below.
-    #[serde(default)]
-    pub mode: Option<AuthMode>,
-    /// Static API keys in a header, as the callback family sends them
-    /// (`callback_args.headers`).
-    #[serde(default)]
-    pub api_keys: Option<ApiKeySettings>,
-    /// Bearer tokens, as agent event subscriptions send them.
-    #[serde(default)]
-    pub bearer: Option<BearerSettings>,
-    /// An HMAC signature over each body (and a timestamp), verified before the body is parsed.
-    /// Alone, it authenticates; beside `api_keys`/`bearer`, a request needs both.
-    #[serde(default)]
-    pub signature: Option<security::SignatureSettings>,
-}
-
-#[derive(
-    Debug, Clone, Copy, Deserialize, schemars::JsonSchema, serde::Serialize, PartialEq, Eq,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeySettings {
-    /// The header the customer put in the sender's `callback_args.headers`.
-    #[serde(default = "default_api_key_header")]
-    pub header: String,
-    /// Every listed key is accepted, so keys can be rotated without downtime.
-    #[schemars(with = "Vec<String>")]
-    pub keys: Vec<SecretString>,
-}
-
-fn default_api_key_header() -> String {
-    "X-API-Key".into()
-}
-
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BearerSettings {
-    /// Accepted `Authorization: Bearer <token>` values (agent event subscriptions use these).
-    #[schemars(with = "Vec<String>")]
-    pub tokens: Vec<SecretString>,
-}
-
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    /// `pretty` for people at a terminal, `json` (one object per line) for log collectors.
-    #[serde(default)]
-    pub format: LogFormat,
-    /// `tracing` filter directive; `RUST_LOG` wins when set. The default is
-    /// `info,lapin=off,async_nats=off`: the AMQP and NATS clients log every failed reconnect,
-    /// which the sinks already report (by sink name, repeats summarised every 30 s).
-    #[serde(default)]
-    #[schemars(extend("default" = "info,lapin=off,async_nats=off"))]
-    pub level: Option<String>,
-    /// Replace every field of `data` that is not an identifier (phone numbers, transcripts,
-    /// analysis, custom arguments, extras, …) with `[redacted]` wherever an event is logged
-    /// (debug level). On by default: logs must not hold personal data unless asked to.
-    #[serde(default = "crate::validate::default_true")]
-    pub redact_pii: bool,
-}
-
-/// Not derived: an omitted `log:` section must redact, like an omitted `redact_pii`.
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            format: LogFormat::default(),
-            level: None,
-            redact_pii: true,
-        }
-    }
-}
-
-/// OpenTelemetry traces over OTLP. Off by default.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TraceSettings {
-    /// Export spans (the request, each sink's publish) to the collector.
-    #[serde(default)]
-    pub enabled: bool,
-    /// Collector base URL (`/v1/traces` is appended unless present).
-    #[serde(default = "default_otlp_endpoint")]
-    pub endpoint: String,
-    /// OTLP over HTTP: protobuf or JSON.
-    #[serde(default)]
-    pub protocol: TraceProtocol,
-    /// Share of new traces to record (0.0 to 1.0); an incoming sampled `traceparent` is honoured.
-    #[serde(default = "default_sampling_ratio")]
-    pub sampling_ratio: f64,
-    /// `service.name` of the exported spans.
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-}
-
-impl Default for TraceSettings {
-    fn default() -> Self {
-        Self {
-            enabled: false,
-            endpoint: default_otlp_endpoint(),
-            protocol: TraceProtocol::default(),
-            sampling_ratio: default_sampling_ratio(),
-            service_name: default_service_name(),
-        }
-    }
-}
-
-#[derive(
-    Debug, Clone, Copy, Deserialize, schemars::JsonSchema, serde::Serialize, Default, PartialEq, Eq,
-)]
-pub enum TraceProtocol {
-    #[default]
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-    #[serde(rename = "http/json")]
-    HttpJson,
-}
-
-fn default_otlp_endpoint() -> String {
-    "http://localhost:4318".into()
-}
-fn default_sampling_ratio() -> f64 {
-    1.0
-}
-fn default_service_name() -> String {
-    "callbridge".into()
-}
-
-#[derive(
-    Debug, Clone, Copy, Deserialize, schemars::JsonSchema, serde::Serialize, Default, PartialEq, Eq,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    #[default]
-    Pretty,
-    Json,
 }
 
 /// `sinks[1].topic` → `sinks[1] (bus).topic`: an operator knows sinks by name, not by index.

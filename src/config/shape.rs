@@ -9,10 +9,11 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::{
-    AuthSettings, IdempotencySettings, LogSettings, ServerSettings, SinkSettings, TraceSettings,
-};
+use super::{IdempotencySettings, SinkSettings};
 use crate::event::EventSettings;
+use crate::ingest::auth::settings::AuthSettings;
+use crate::ingest::settings::ServerSettings;
+use crate::telemetry::settings::{LogSettings, TraceSettings};
 use crate::validate::ConfigIssue;
 
 /// Top-level sections, and whether the file must have them.
@@ -59,7 +60,7 @@ pub(super) fn errors(raw: &Value, first: ConfigIssue) -> Vec<ConfigIssue> {
             Some(value) => match key {
                 "server" => check::<ServerSettings>(key, value, &mut out),
                 "auth" => check::<AuthSettings>(key, value, &mut out),
-                "admin" => check::<super::admin::AdminSettings>(key, value, &mut out),
+                "admin" => check::<crate::admin::AdminSettings>(key, value, &mut out),
                 "event" => check::<EventSettings>(key, value, &mut out),
                 "idempotency" => check::<IdempotencySettings>(key, value, &mut out),
                 "log" => check::<LogSettings>(key, value, &mut out),

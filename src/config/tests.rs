@@ -302,3 +302,113 @@ fn warns_when_a_body_can_make_an_event_a_required_sink_never_takes() {
         "{warnings:?}"
     );
 }
+
+/// The security sections: signature, rate limit, TLS, the admin listener.
+mod security {
+    use crate::config::{ConfigError, Env, Settings};
+    use crate::ingest::signature::settings::SignatureScheme;
+    use crate::validate::assert_paths;
+
+    fn errors(signature: &str) -> Vec<String> {
+        let yaml = format!(
+            "auth: {{signature: {signature}}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]"
+        );
+        match Settings::from_yaml(&yaml, "test", &Env::empty()) {
+            Err(ConfigError::Invalid(v)) => v.iter().map(|i| i.to_string()).collect(),
+            Err(e) => vec![format!("{e:#}")],
+            Ok(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn a_signature_alone_is_enough_authentication_and_takes_defaults() {
+        let yaml = "auth: {signature: {scheme: standard-webhooks, secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}\n\
+                    admin: {tokens: [an-admin-token-of-its-own]}\n\
+                    sinks: [{name: a, type: file, path: /tmp/x}]";
+        let (s, warnings) = Settings::from_yaml(yaml, "test", &Env::empty()).unwrap();
+        let sig = s.auth.signature.unwrap();
+        assert_eq!(sig.scheme, SignatureScheme::StandardWebhooks);
+        assert_eq!(sig.tolerance_secs, 300);
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn scheme_specific_fields_are_checked() {
+        assert_paths(
+            &errors("{scheme: standard-webhooks, secrets: [not!base64], header: X-Sig}"),
+            &["auth.signature.secrets[0]", "auth.signature.header"],
+        );
+        assert_paths(
+            &errors("{scheme: hmac, secrets: [], tolerance_secs: 0}"),
+            &[
+                "auth.signature.secrets",
+                "auth.signature.tolerance_secs",
+                "auth.signature.header",
+            ],
+        );
+        assert_paths(
+            &errors("{scheme: hmac, secrets: [s3cr3t-s3cr3t-s3cr3t-s3cr3t], header: 'bad header', timestamp_header: 'x:y'}"),
+            &["auth.signature.header", "auth.signature.timestamp_header"],
+        );
+        assert!(
+            errors("{scheme: hmac, secrets: [k], header: X-Sig, algorithm: md5}")
+                .iter()
+                .any(|e| e.contains("md5"))
+        );
+        assert!(errors(
+            "{scheme: hmac, secrets: [s3cr3t-s3cr3t-s3cr3t-s3cr3t], header: X-Hub-Signature-256, algorithm: sha512, encoding: base64, prefix: 'sha512=', timestamp_header: X-Timestamp}"
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn admin_listen_and_rate_limit_are_checked() {
+        let errs = |server: &str| {
+            match Settings::from_yaml(
+            &format!("server: {server}\nauth: {{mode: none}}\nsinks: [{{name: a, type: file, path: /tmp/x}}]"),
+            "test",
+            &Env::empty(),
+        ) {
+            Err(ConfigError::Invalid(v)) => v.iter().map(|i| i.to_string()).collect(),
+            Err(e) => vec![format!("{e:#}")],
+            Ok(_) => vec![],
+        }
+        };
+        assert_paths(&errs("{admin_listen: nope}"), &["server.admin_listen"]);
+        assert_paths(
+            &errs("{listen: '0.0.0.0:9000', admin_listen: '0.0.0.0:9000'}"),
+            &["server.admin_listen"],
+        );
+        assert_paths(&errs("{listen: '0.0.0.0:9090'}"), &["server.admin_listen"]);
+        assert!(errs("{admin_listen: '127.0.0.1:9090'}").is_empty());
+        assert!(errs("{listen: '10.0.0.1:9090', admin_listen: '127.0.0.1:9090'}").is_empty());
+        assert_paths(
+            &errs("{rate_limit: {requests: 0, period_secs: 0, burst: 0}}"),
+            &[
+                "server.rate_limit.requests",
+                "server.rate_limit.period_secs",
+                "server.rate_limit.burst",
+            ],
+        );
+        assert!(errs("{rate_limit: {requests: 10, by: nobody}}")
+            .iter()
+            .any(|e| e.contains("nobody")));
+    }
+
+    #[test]
+    fn a_short_secret_is_warned_and_a_window_shorter_than_the_tolerance_too() {
+        let yaml = "idempotency: {window_secs: 60}\n\
+                    auth: {signature: {scheme: hmac, header: X-Sig, secrets: [short]}}\n\
+                    sinks: [{name: a, type: file, path: /tmp/x}]";
+        let (_, warnings) = Settings::from_yaml(yaml, "test", &Env::empty()).unwrap();
+        let paths: Vec<&str> = warnings.iter().map(|w| w.path.as_str()).collect();
+        assert!(paths.contains(&"auth.signature.secrets[0]"), "{paths:?}");
+        assert!(paths.contains(&"idempotency.window_secs"), "{paths:?}");
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.path == "idempotency.window_secs" && w.message.contains("tolerance")),
+            "{warnings:?}"
+        );
+    }
+}

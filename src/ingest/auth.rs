@@ -4,13 +4,15 @@
 //! takes the same time whatever the lengths, and every configured credential is compared (no
 //! early exit), so timing reveals neither which key matched nor how much of one did.
 
+pub mod settings;
+
 use actix_web::http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
 use super::signature::{SignatureFailure, Verifier};
-use crate::config::{AuthMode, AuthSettings};
+use settings::{AuthMode, AuthSettings};
 
 pub struct Authenticator {
     disabled: bool,

@@ -25,9 +25,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Authenticator;
 use super::error::ApiError;
+use super::ratelimit::settings::RateLimitKey;
 use super::ratelimit::{Client, RateLimiter};
-use crate::config::security::RateLimitKey;
-use crate::config::ServerSettings;
+use super::settings::ServerSettings;
 use crate::event::{self, Event, EventSettings};
 use crate::metrics::Metrics;
 
@@ -296,8 +296,8 @@ mod tests {
 
     fn gates(server_yaml: &str) -> Gates {
         let server: ServerSettings = serde_yaml::from_str(server_yaml).unwrap();
-        let auth = crate::config::AuthSettings {
-            mode: Some(crate::config::AuthMode::None),
+        let auth = crate::ingest::auth::settings::AuthSettings {
+            mode: Some(crate::ingest::auth::settings::AuthMode::None),
             api_keys: None,
             bearer: None,
             signature: None,

@@ -12,6 +12,7 @@ pub mod gates;
 pub mod handler;
 pub mod ratelimit;
 pub mod response;
+pub mod settings;
 pub mod signature;
 
 pub use error::ApiError;

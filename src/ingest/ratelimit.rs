@@ -6,6 +6,8 @@
 //! random key beside its valid one. Credentials are keyed by their SHA-256 (the map never holds
 //! a secret).
 
+pub mod settings;
+
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::config::security::{RateLimitKey, RateLimitSettings};
+use settings::{RateLimitKey, RateLimitSettings};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Client {

@@ -17,6 +17,8 @@
 //! Comparisons are constant-time (`subtle`), every secret is tried against every signature (no
 //! early exit), and the secrets are kept in `secrecy` boxes, never printed.
 
+pub mod settings;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::http::header::{HeaderMap, HeaderName};
@@ -26,7 +28,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Sha256, Sha512};
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::config::security::{
+use settings::{
     standard_webhooks_key, HmacAlgorithm, SignatureEncoding, SignatureScheme, SignatureSettings,
 };
 

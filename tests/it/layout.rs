@@ -328,6 +328,30 @@ fn metrics_is_a_leaf() {
     assert!(metrics.is_empty(), "metrics imports {metrics:?}");
 }
 
+/// The settings types live with their modules and `config` only assembles them: what a
+/// request passes through (`ingest`), what it becomes (`event`) and where it goes (`sinks`)
+/// never reach back into `config`.
+#[test]
+fn the_data_path_does_not_import_config() {
+    let graph = edges(&src());
+    let back: Vec<String> = graph
+        .iter()
+        .filter(|(m, _)| {
+            m.first()
+                .is_some_and(|f| ["ingest", "event", "sinks", "fanout"].contains(&f.as_str()))
+        })
+        .flat_map(|(m, tos)| {
+            tos.iter()
+                .filter(|t| t.first().is_some_and(|f| f == "config"))
+                .map(move |t| format!("{} -> {}", show(m), show(t)))
+        })
+        .collect();
+    assert!(
+        back.is_empty(),
+        "imports of config on the data path: {back:?}"
+    );
+}
+
 /// The checker itself finds what it must, on a small tree written here.
 #[test]
 fn the_checker_finds_a_circle_through_super_and_crate_paths() {
