@@ -23,9 +23,10 @@
 //!                binding.rs: the CloudEvents bindings written once (attributes, binary vs
 //!                structured, content types, the structured JSON; `Outgoing`)
 //!   ↓
-//! fanout.rs      per sink a task: take the sink in the ledger → publish → settle on the real
-//!                outcome; the answer waits for the required sinks only; fanout/record.rs the
-//!                one call that puts every answer into the delivery index
+//! fanout.rs      per sink a task (fanout/driver.rs): take the sink in the ledger → publish →
+//!                settle on the real outcome; the answer waits for the required sinks only;
+//!                outcome.rs what it comes to; record.rs the one call that puts every answer
+//!                into the delivery index
 //! delivery/      the delivery index: per event each answer, per sink the outcome and receipt
 //!                (index.rs, pure; store.rs its table in the spool's redb file; routes.rs
 //!                `GET /deliveries`, cli.rs `callbridge deliveries|audit`); audit/ reads each
