@@ -66,7 +66,8 @@
 //! listeners, `port()` and `admin_port()` tell tests where), [`admin`] (the admin plane on
 //! `server.admin_listen`; its settings are `config/admin.rs`: `admin.tokens` in constant time with failed attempts rate limited
 //! (auth.rs), the routes and `/metrics` (routes.rs), spool status, paged dead letters, redrive
-//! and purge (spool.rs), one bounded reconcile pass at a time (reconcile.rs)).
+//! and purge (spool.rs), one bounded reconcile pass at a time (reconcile.rs)); [`console`] (the web page on the admin
+//! listener, `/console/`: sessions, CSRF, overview, find, dead letters: docs/console.md).
 //!
 //! [`validate`] is the issue list every settings type reports its problems to (a leaf).
 //!
@@ -79,6 +80,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub mod delivery;
 pub mod event;
