@@ -74,7 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .add(("Content-Security-Policy", CSP))
                     .add(("X-Content-Type-Options", "nosniff"))
                     .add(("X-Frame-Options", "DENY"))
-                    .add(("Referrer-Policy", "no-referrer"))
+                    .add(("Referrer-Policy", "same-origin"))
                     .add(("Cross-Origin-Opener-Policy", "same-origin"))
                     .add(("Cross-Origin-Resource-Policy", "same-origin")),
             )
@@ -175,13 +175,13 @@ pub fn session_id(req: &HttpRequest) -> Option<String> {
 }
 
 /// Whether the browser says the request comes from another site: `Sec-Fetch-Site` other than
-/// `same-origin`/`none`, or an `Origin` that is not this host (`null` included).
+/// `same-origin`/`none`, or (a browser without fetch metadata) an `Origin` that is not this
+/// host (`null` included).
 pub fn cross_site(req: &HttpRequest, tls: bool) -> bool {
     let h = req.headers();
-    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
-        if !matches!(site, "same-origin" | "none") {
-            return true;
-        }
+    // Set by the browser alone (a page cannot forge it): when present it decides.
+    if let Some(site) = h.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
     }
     if let Some(origin) = h.get(header::ORIGIN) {
         let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -338,5 +338,12 @@ mod tests {
             false
         ));
         assert!(cross_site(&req(&[("origin", "null")]), false));
+        assert!(
+            !cross_site(
+                &req(&[("sec-fetch-site", "same-origin"), ("origin", "null")]),
+                false
+            ),
+            "fetch metadata decides when the browser sends it"
+        );
     }
 }

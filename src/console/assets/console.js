@@ -214,7 +214,7 @@
     if (ev) { ev.preventDefault(); }
     var rows = $("dead-rows");
     $("confirm").hidden = true;
-    api("/console/api/dead?" + filterQuery().toString()).then(function (page) {
+    return api("/console/api/dead?" + filterQuery().toString()).then(function (page) {
       clear(rows);
       page.dead_letters.forEach(function (d) {
         var view = el("button", { type: "button", "class": "secondary" }, "View");
@@ -251,8 +251,9 @@
     box.hidden = true;
     api("/console/api/dead/" + action + "?" + p.toString(), { method: "POST" }).then(function (r) {
       var n = action === "redrive" ? r.redriven : r.purged;
-      listDead();
-      say("dead-status", (action === "redrive" ? "Redriven: " : "Purged: ") + n + ".");
+      return listDead().then(function () {
+        say("dead-status", (action === "redrive" ? "Redriven: " : "Purged: ") + n + ".");
+      });
     }).catch(function (e) { say("dead-status", "Not done: " + e.message); });
   }
 
