@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! routes.rs   the page shell, the versioned assets, sign-in and sign-out, the security headers
+//! guard.rs    the session cookie or an admin token; for a POST: same site, the CSRF token
 //! session.rs  server-side sessions (random ids, bounded, 8 h) and their CSRF tokens
 //! api.rs      the JSON the page reads: session, overview, find, dead letters, redrive, purge
 //! filter.rs   the dead-letter filter from a query string (bad input: a 400 naming it)
@@ -31,6 +32,7 @@
 
 pub mod api;
 pub mod filter;
+pub mod guard;
 pub mod routes;
 pub mod sampler;
 pub mod session;

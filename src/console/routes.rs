@@ -14,12 +14,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use super::guard::{self, cross_site, peer, session_id, COOKIE};
 use super::{api, ConsoleError, ConsoleState};
-
-/// The session cookie's name.
-pub const COOKIE: &str = "callbridge_console";
-/// The header the page sends its CSRF token in.
-pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// Scripts and styles from this origin only, no inline script, no framing, no plugins.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
@@ -162,35 +158,6 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
     }
 }
 
-/// The session id the request's cookie names, if any.
-pub fn session_id(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get_all(header::COOKIE)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
-        .map(|(_, v)| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-/// Whether the browser says the request comes from another site: `Sec-Fetch-Site` other than
-/// `same-origin`/`none`, or (a browser without fetch metadata) an `Origin` that is not this
-/// host (`null` included).
-pub fn cross_site(req: &HttpRequest, tls: bool) -> bool {
-    let h = req.headers();
-    // Set by the browser alone (a page cannot forge it): when present it decides.
-    if let Some(site) = h.get("sec-fetch-site") {
-        return !matches!(site.as_bytes(), b"same-origin" | b"none");
-    }
-    if let Some(origin) = h.get(header::ORIGIN) {
-        let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
-        let expected = host.map(|host| format!("{}://{host}", if tls { "https" } else { "http" }));
-        return expected.as_deref().map(str::as_bytes) != Some(origin.as_bytes());
-    }
-    false
-}
-
 fn cookie(state: &ConsoleState, value: &str, max_age: u64) -> String {
     format!(
         "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={max_age}{}",
@@ -257,20 +224,14 @@ async fn sign_in(
         .finish()
 }
 
-pub fn peer(req: &HttpRequest) -> String {
-    req.peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default()
-}
-
 /// `POST /console/api/signout`: the session is deleted (a state change: the same checks as
 /// every other POST) and the cookie cleared.
 async fn sign_out(
     req: HttpRequest,
     state: web::Data<ConsoleState>,
-) -> Result<HttpResponse, api::AuthRefusal> {
-    let caller = api::authorize_change(&req, &state)?;
-    if let api::Caller::Session(id) = caller {
+) -> Result<HttpResponse, guard::AuthRefusal> {
+    let caller = guard::authorize_change(&req, &state)?;
+    if let guard::Caller::Session(id) = caller {
         state.sessions.remove(&id);
     }
     tracing::info!(peer = %peer(&req), "admin: console signed out");

@@ -155,6 +155,9 @@ async fn post(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> Answer {
     answer(req.send().await.expect("sent")).await
 }
 
+/// What a refused request was, its headers, and its expected status.
+type Refusal<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16);
+
 async fn dead_count(app: &TestApp) -> u64 {
     let r = app.admin_get("/spool/dead").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -259,7 +262,7 @@ async fn the_console_api_needs_a_session_and_refuses_cross_site_and_unconfirmed_
     // State changes with the cookie: from another site, without or with a wrong CSRF token,
     // or with a count the filter no longer selects — refused, and nothing changed.
     let path = "/console/api/dead/redrive?sink=events&expected=1";
-    let refusals: [(&str, Vec<(&str, &str)>, u16); 5] = [
+    let refusals: [Refusal; 5] = [
         (
             "cross-site fetch metadata",
             vec![
