@@ -292,7 +292,7 @@ impl Application {
             addr = %format!("{}:{}", host_of(&server_settings.admin_listen), admin_port),
             tls = server_settings.tls.as_ref().is_some_and(|t| t.admin),
             tokens = settings.admin.tokens.len(),
-            "admin listener: /spool, /spool/dead, /spool/redrive, /reconcile, /metrics, /healthz, /readyz"
+            "admin listener: /spool, /spool/dead, /spool/redrive, /reconcile, /deliveries, /console/, /metrics, /healthz, /readyz"
         );
         let admin = (admin_port, admin);
 

@@ -158,10 +158,12 @@ async fn asset(path: web::Path<String>) -> HttpResponse {
     }
 }
 
-fn cookie(state: &ConsoleState, value: &str, max_age: u64) -> String {
+/// The session cookie: never readable by scripts, never sent on another site's requests, only
+/// under `/console`; `Secure` when the admin listener has TLS.
+fn cookie(tls: bool, value: &str, max_age: u64) -> String {
     format!(
         "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/console; Max-Age={max_age}{}",
-        if state.tls { "; Secure" } else { "" }
+        if tls { "; Secure" } else { "" }
     )
 }
 
@@ -218,7 +220,7 @@ async fn sign_in(
         .insert_header((header::LOCATION, "/console/"))
         .insert_header((
             header::SET_COOKIE,
-            cookie(&state, &new.id, super::session::SESSION_TTL.as_secs()),
+            cookie(state.tls, &new.id, super::session::SESSION_TTL.as_secs()),
         ))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .finish()
@@ -236,7 +238,7 @@ async fn sign_out(
     }
     tracing::info!(peer = %peer(&req), "admin: console signed out");
     Ok(HttpResponse::Ok()
-        .insert_header((header::SET_COOKIE, cookie(&state, "", 0)))
+        .insert_header((header::SET_COOKIE, cookie(state.tls, "", 0)))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(serde_json::json!({"signed_out": true})))
 }
@@ -253,6 +255,16 @@ mod tests {
         assert!(css.ends_with(".css"));
         let hash = hex::encode(Sha256::digest(include_str!("assets/console.js").as_bytes()));
         assert_eq!(js, format!("console-{}.js", &hash[..12]));
+    }
+
+    #[test]
+    fn the_cookie_is_strict_and_secure_behind_tls() {
+        let plain = cookie(false, "abc", 60);
+        assert_eq!(
+            plain,
+            format!("{COOKIE}=abc; HttpOnly; SameSite=Strict; Path=/console; Max-Age=60")
+        );
+        assert!(cookie(true, "abc", 60).ends_with("; Secure"));
     }
 
     #[test]

@@ -640,3 +640,62 @@ async fn in_a_real_browser_an_operator_signs_in_watches_finds_and_redrives() {
     drop(b);
     app.stop().await;
 }
+
+/// Without `admin.tokens` (a loopback admin listener, every operator route open) signing in
+/// needs no token — but the API still wants the session (or an `Authorization` header), and a
+/// change still its CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_admin_tokens_signing_in_needs_no_token_and_changes_still_need_csrf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn(&format!(
+        "server: {{listen: \"127.0.0.1:0\", admin_listen: \"127.0.0.1:0\", deadline_ms: 3000}}\n\
+         auth: {{api_keys: {{header: X-API-Key, keys: [\"{KEY}\"]}}}}\n\
+         spool: {{path: \"{}\"}}\n\
+         sinks:\n{}",
+        dir.path().join("spool.redb").display(),
+        file_sink("archive", &dir.path().join("events.jsonl"), "")
+    ))
+    .await;
+    let page = get(&app, "/console/", None).await;
+    assert!(
+        page.body
+            .as_str()
+            .unwrap_or_default()
+            .contains("leave the field empty"),
+        "the form says no token is needed"
+    );
+    assert_eq!(get(&app, "/console/api/overview", None).await.status, 401);
+    let (r, cookie) = sign_in(&app, "").await;
+    assert_eq!(r.status(), 303);
+    let cookie = cookie
+        .expect("a session")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let s = get(&app, "/console/api/session", Some(&cookie)).await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let csrf = s.body["csrf_token"].as_str().unwrap().to_string();
+    let o = get(&app, "/console/api/overview", Some(&cookie)).await;
+    assert_eq!(o.body["sinks"][0]["name"], "archive", "{}", o.body);
+    let no_csrf = post(
+        &app,
+        "/console/api/dead/purge?expected=0",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(no_csrf.status, 403, "{}", no_csrf.body);
+    let with = post(
+        &app,
+        "/console/api/dead/purge?expected=0",
+        &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+    )
+    .await;
+    assert_eq!(
+        (with.status, &with.body["purged"]),
+        (200, &json!(0)),
+        "{}",
+        with.body
+    );
+    app.stop().await;
+}
