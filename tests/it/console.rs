@@ -636,6 +636,20 @@ async fn in_a_real_browser_an_operator_signs_in_watches_finds_and_redrives() {
     assert_eq!(dead_count(&app).await, 0);
     assert!(b.client.get_alert_text().await.is_err(), "no alert fired");
 
+    // A phone's width: every page fits without scrolling sideways.
+    c.set_window_size(390, 844).await.expect("phone width");
+    for page in ["overview", "find", "dead"] {
+        c.goto(&format!("{}/console/#{page}", app.admin))
+            .await
+            .unwrap();
+        b.await_text(&format!("#page-{page} h2"), "the page", |t| !t.is_empty())
+            .await;
+        let fits = b
+            .js("return document.documentElement.scrollWidth <= window.innerWidth;")
+            .await;
+        assert_eq!(fits, json!(true), "{page} fits a 390 px wide window");
+    }
+
     b.client.clone().close().await.expect("browser closed");
     drop(b);
     app.stop().await;
