@@ -169,6 +169,25 @@ impl Application {
                 })
             },
         });
+        // The console (`/console/`): its sessions are made with the admin plane's credential
+        // check and failure budget.
+        let console_state = web::Data::new(crate::console::ConsoleState::start(
+            {
+                let admin = admin_state.clone();
+                Arc::new(move |headers: &actix_web::http::header::HeaderMap, peer| {
+                    admin
+                        .auth
+                        .check(headers, peer)
+                        .err()
+                        .map(|e| actix_web::ResponseError::error_response(&e))
+                })
+            },
+            fanout.clone(),
+            metrics.clone(),
+            settings.admin.tokens.is_empty(),
+            settings.log.redact_pii,
+            server_settings.tls.as_ref().is_some_and(|t| t.admin),
+        ));
         let paths: Vec<String> = std::iter::once(server_settings.path.clone())
             .chain(server_settings.extra_paths.iter().cloned())
             .collect();
@@ -257,6 +276,7 @@ impl Application {
                 .app_data(probe_state.clone())
                 .app_data(admin_state.clone())
                 .app_data(routes_state.clone())
+                .app_data(console_state.clone())
                 .configure(crate::admin::routes::configure)
                 .default_service(web::to(handler::not_found))
         })
@@ -272,7 +292,7 @@ impl Application {
             addr = %format!("{}:{}", host_of(&server_settings.admin_listen), admin_port),
             tls = server_settings.tls.as_ref().is_some_and(|t| t.admin),
             tokens = settings.admin.tokens.len(),
-            "admin listener: /spool, /spool/dead, /spool/redrive, /reconcile, /metrics, /healthz, /readyz"
+            "admin listener: /spool, /spool/dead, /spool/redrive, /reconcile, /deliveries, /console/, /metrics, /healthz, /readyz"
         );
         let admin = (admin_port, admin);
 

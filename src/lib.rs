@@ -67,8 +67,10 @@
 //! when its files change; tls/settings.rs), [`app`] (the server: `Application::build(settings)` binds both
 //! listeners, `port()` and `admin_port()` tell tests where), [`admin`] (the admin plane on
 //! `server.admin_listen`: `admin.tokens` (settings.rs) in constant time with failed attempts
-//! rate limited (auth.rs), the routes and `/metrics` (routes.rs), spool status, paged dead letters, redrive
-//! and purge (spool.rs), one bounded reconcile pass at a time (reconcile.rs)).
+//! rate limited (auth.rs), the routes and `/metrics` (routes.rs), spool status, paged dead
+//! letters, redrive and purge (spool.rs), one bounded reconcile pass at a time (reconcile.rs));
+//! [`console`] (the web page on the admin listener, `/console/`: sessions, CSRF, overview,
+//! find, dead letters: docs/console.md).
 //!
 //! [`validate`] is the issue list every settings type reports its problems to (a leaf).
 //!
@@ -82,6 +84,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub mod delivery;
 pub mod event;

@@ -17,7 +17,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/spool/dead/purge", web::post().to(spool::purge))
         .route("/spool/redrive", web::post().to(spool::redrive))
         .route("/reconcile", web::post().to(reconcile::reconcile))
-        .configure(crate::delivery::routes::routes);
+        .configure(crate::delivery::routes::routes)
+        .configure(crate::console::configure);
 }
 
 /// `GET /metrics`: Prometheus text. Not behind the admin token: it is what a scraper reads

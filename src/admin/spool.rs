@@ -147,6 +147,7 @@ pub async fn purge(
     let filter = PurgeFilter {
         sink: sink.clone(),
         before_ms,
+        ..PurgeFilter::default()
     };
     let per_sink = blocking(move || spool.purge(&filter)).await?;
     let purged: u64 = per_sink.iter().map(|(_, n)| n).sum();

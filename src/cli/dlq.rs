@@ -52,6 +52,7 @@ pub(super) fn dlq(
             Some(crate::spool::PurgeFilter {
                 sink: sink.clone(),
                 before_ms: before.as_deref().map(before_ms).transpose()?,
+                ..Default::default()
             })
         }
         _ => None,

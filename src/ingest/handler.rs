@@ -149,15 +149,20 @@ const LOGGABLE_DATA: [&str; 24] = [
 fn loggable(event: &Event, redact: bool) -> String {
     let mut v = serde_json::to_value(event).unwrap_or_default();
     if redact {
-        if let Some(data) = v.get_mut("data").and_then(Value::as_object_mut) {
-            for (field, value) in data.iter_mut() {
-                if !value.is_null() && !LOGGABLE_DATA.contains(&field.as_str()) {
-                    *value = Value::from("[redacted]");
-                }
+        redact_data(&mut v);
+    }
+    v.to_string()
+}
+
+/// Redacts the `data` of an event's JSON as [`LOGGABLE_DATA`] says (the logs, the console).
+pub fn redact_data(v: &mut Value) {
+    if let Some(data) = v.get_mut("data").and_then(Value::as_object_mut) {
+        for (field, value) in data.iter_mut() {
+            if !value.is_null() && !LOGGABLE_DATA.contains(&field.as_str()) {
+                *value = Value::from("[redacted]");
             }
         }
     }
-    v.to_string()
 }
 
 /// `name=acked(3.1ms) other=timeout` for the one log line per request.

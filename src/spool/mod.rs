@@ -150,13 +150,38 @@ impl std::fmt::Display for DeadCursor {
     }
 }
 
-/// Which dead letters `purge` removes: of one sink or all, and only those that died before a
-/// time, or all.
-#[derive(Debug, Clone, Default)]
+/// Which dead letters `purge`, `redrive_where`, `count_dead` and a filtered page pick: of one
+/// sink or all, one sequence or all, only those whose reason says something, only those that
+/// died in a time range. Every field given must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PurgeFilter {
     pub sink: Option<String>,
     /// Unix milliseconds: only letters that died strictly before this.
     pub before_ms: Option<u64>,
+    /// Unix milliseconds: only letters that died at or after this.
+    pub since_ms: Option<u64>,
+    /// Only letters whose reason contains this (ASCII case ignored).
+    pub reason: Option<String>,
+    /// Only the letter of this sequence number.
+    pub seq: Option<u64>,
+}
+
+/// The filter the console and `callbridge dlq` share (the same type: one set of rules).
+pub type DeadFilter = PurgeFilter;
+
+impl PurgeFilter {
+    /// Whether the letter `seq` of `sink`, dead at `dead_at_ms` for `reason`, is picked.
+    pub fn matches(&self, sink: &str, seq: u64, dead_at_ms: u64, reason: &str) -> bool {
+        self.sink.as_deref().is_none_or(|want| want == sink)
+            && self.seq.is_none_or(|want| want == seq)
+            && self.before_ms.is_none_or(|before| dead_at_ms < before)
+            && self.since_ms.is_none_or(|since| dead_at_ms >= since)
+            && self.reason.as_deref().is_none_or(|want| {
+                reason
+                    .to_ascii_lowercase()
+                    .contains(&want.to_ascii_lowercase())
+            })
+    }
 }
 
 pub struct Spool {
@@ -584,6 +609,22 @@ impl Spool {
         after: Option<&DeadCursor>,
         limit: usize,
     ) -> Result<DeadLetterPage, SpoolError> {
+        let filter = PurgeFilter {
+            sink: sink.map(str::to_string),
+            ..PurgeFilter::default()
+        };
+        self.dead_letter_page_where(&filter, after, limit)
+    }
+
+    /// A page of the dead letters `filter` picks, by sink then sequence: at most `limit`,
+    /// after `after`. Blocking.
+    pub fn dead_letter_page_where(
+        &self,
+        filter: &PurgeFilter,
+        after: Option<&DeadCursor>,
+        limit: usize,
+    ) -> Result<DeadLetterPage, SpoolError> {
+        let sink = filter.sink.as_deref();
         let mut out = Vec::new();
         let mut more = false;
         use std::ops::Bound;
@@ -597,11 +638,15 @@ impl Spool {
             if sink.is_some_and(|want| want != s) {
                 return false;
             }
+            let letter = dead_letter_of(s, seq, record);
+            if !filter.matches(s, seq, letter.dead_at_ms, &letter.reason) {
+                return true;
+            }
             if out.len() == limit {
                 more = true;
                 return false;
             }
-            out.push(dead_letter_of(s, seq, record));
+            out.push(letter);
             true
         })?;
         let next = more
@@ -627,7 +672,12 @@ impl Spool {
                 return false;
             }
             let (at, _) = dead_record_head(record);
-            if filter.before_ms.is_some_and(|before| at >= before) {
+            // The reason is read only when the filter asks for it (the head is cheaper).
+            let reason = match filter.reason {
+                Some(_) => dead_record(seq, record).0,
+                None => String::new(),
+            };
+            if !filter.matches(s, seq, at, &reason) {
                 return false;
             }
             ids.push((s.to_string(), dead_letter_event_id(seq, record)));
@@ -658,14 +708,60 @@ impl Spool {
     /// behind what waits there, once the cause is fixed. Returns how many; stops early, with
     /// [`SpoolError::Full`], when the spool has no room for the next one. Blocking.
     pub fn redrive(&self, sink: Option<&str>, seq: Option<u64>) -> Result<u64, SpoolError> {
+        self.redrive_where(&PurgeFilter {
+            sink: sink.map(str::to_string),
+            seq,
+            ..PurgeFilter::default()
+        })
+    }
+
+    /// How many dead letters `filter` picks (what a redrive or purge by it would take now).
+    /// Blocking.
+    pub fn count_dead(&self, filter: &PurgeFilter) -> Result<u64, SpoolError> {
+        let mut n = 0;
+        self.store.dead(&mut |s, seq, record| {
+            let (reason, at, _) = dead_record(seq, record);
+            if filter.matches(s, seq, at, &reason) {
+                n += 1;
+            }
+        })?;
+        Ok(n)
+    }
+
+    /// One dead letter and its event's stored JSON (None when there is no such letter).
+    /// Blocking.
+    pub fn dead_letter_event(
+        &self,
+        sink: &str,
+        seq: u64,
+    ) -> Result<Option<(DeadLetter, Vec<u8>)>, SpoolError> {
+        let mut found = None;
+        self.store.dead_from(
+            std::ops::Bound::Included((sink, seq)),
+            &mut |s, q, record| {
+                if s == sink && q == seq {
+                    let event = dead_record(q, record)
+                        .2
+                        .map(|e| e.event)
+                        .unwrap_or_default();
+                    found = Some((dead_letter_of(s, q, record), event));
+                }
+                false
+            },
+        )?;
+        Ok(found)
+    }
+
+    /// [`Spool::redrive`] of the dead letters `filter` picks. Blocking.
+    pub fn redrive_where(&self, filter: &PurgeFilter) -> Result<u64, SpoolError> {
         let mut moved: Vec<(String, String, u64, String)> = Vec::new();
         let mut full = None;
         let mut held = self.state().bytes;
         self.store.redrive(&mut |s, q, record| {
-            if sink.is_some_and(|want| want != s) || seq.is_some_and(|want| want != q) {
+            let (reason, at, entry) = dead_record(q, record);
+            if !filter.matches(s, q, at, &reason) {
                 return Redrive::Skip;
             }
-            let (_, _, entry) = dead_record(q, record);
             let Some(entry) = entry else {
                 return Redrive::Skip;
             };

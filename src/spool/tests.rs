@@ -508,11 +508,13 @@ async fn dead_letters_are_listed_page_by_page_and_purged_by_sink_and_age() {
     let long_ago = PurgeFilter {
         sink: None,
         before_ms: Some(1),
+        ..Default::default()
     };
     assert!(spool.purge(&long_ago).unwrap().is_empty());
     let b = PurgeFilter {
         sink: Some("b".into()),
         before_ms: None,
+        ..Default::default()
     };
     assert_eq!(spool.purge(&b).unwrap(), vec![("b".to_string(), 2)]);
     assert_eq!(spool.dead_letters().unwrap().len(), 3);
@@ -524,6 +526,7 @@ async fn dead_letters_are_listed_page_by_page_and_purged_by_sink_and_age() {
     let all = PurgeFilter {
         sink: None,
         before_ms: Some(u64::MAX),
+        ..Default::default()
     };
     let mut purged = spool.purge(&all).unwrap();
     purged.sort();
@@ -566,7 +569,83 @@ async fn a_dead_letter_of_the_earlier_form_is_deduplicated_too() {
         .purge(&PurgeFilter {
             sink: None,
             before_ms: Some(2),
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(purged, vec![("s".to_string(), 1)], "died at 1 ms, before 2");
+}
+
+#[tokio::test]
+async fn a_filter_picks_by_sink_reason_and_time_for_count_page_redrive_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(&dir, 1 << 20);
+    for (sink, id, reason) in [
+        ("a", "1", "NO_ROUTE: unroutable"),
+        ("a", "2", "too large"),
+        ("b", "3", "no_route again"),
+        ("b", "4", "too large"),
+    ] {
+        spool
+            .bury(sink, &event(&format!("e-{id}"), "call"), reason)
+            .await
+            .unwrap();
+    }
+    let no_route = PurgeFilter {
+        reason: Some("No_Route".into()),
+        ..Default::default()
+    };
+    assert_eq!(spool.count_dead(&no_route).unwrap(), 2, "reason, any case");
+    let page = spool.dead_letter_page_where(&no_route, None, 10).unwrap();
+    let ids: Vec<&str> = page
+        .dead_letters
+        .iter()
+        .map(|d| d.event_id.as_str())
+        .collect();
+    assert_eq!(ids, ["e-1", "e-3"]);
+    let one = spool.dead_letter_page_where(&no_route, None, 1).unwrap();
+    let next = DeadCursor::parse(one.next.as_deref().unwrap()).unwrap();
+    let rest = spool
+        .dead_letter_page_where(&no_route, Some(&next), 1)
+        .unwrap();
+    assert_eq!(rest.dead_letters[0].event_id, "e-3");
+    assert_eq!(rest.next, None);
+
+    let future = PurgeFilter {
+        since_ms: Some(u64::MAX),
+        ..Default::default()
+    };
+    assert_eq!(
+        spool.count_dead(&future).unwrap(),
+        0,
+        "died at or after: none"
+    );
+    let b_no_route = PurgeFilter {
+        sink: Some("b".into()),
+        ..no_route.clone()
+    };
+    assert_eq!(spool.redrive_where(&b_no_route).unwrap(), 1);
+    assert_eq!(spool.count_dead(&no_route).unwrap(), 1, "a's is still dead");
+    let (letter, event) = spool
+        .dead_letter_event("a", page.dead_letters[0].seq)
+        .unwrap()
+        .unwrap();
+    assert_eq!(letter.reason, "NO_ROUTE: unroutable");
+    let v: serde_json::Value = serde_json::from_slice(&event).unwrap();
+    assert_eq!(v["id"], "e-1");
+    assert!(spool.dead_letter_event("a", 999_999).unwrap().is_none());
+
+    let large = PurgeFilter {
+        reason: Some("too large".into()),
+        ..Default::default()
+    };
+    let mut purged = spool.purge(&large).unwrap();
+    purged.sort();
+    assert_eq!(purged, vec![("a".to_string(), 1), ("b".to_string(), 1)]);
+    let left: Vec<String> = spool
+        .dead_letters()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.event_id)
+        .collect();
+    assert_eq!(left, ["e-1"]);
 }

@@ -248,7 +248,7 @@ pub(crate) async fn create_topics(brokers: &str, names: &[&str], partitions: i32
 
 /// A consumer assigned every partition of `topic` from the beginning: no consumer group, so
 /// reading back works while brokers are down or a group coordinator is moving.
-async fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
+pub(crate) async fn consumer(brokers: &str, topic: &str) -> StreamConsumer {
     let md = eventually(
         Duration::from_secs(30),
         &format!("metadata of {topic}"),
@@ -288,13 +288,13 @@ async fn read_at(brokers: &str, topic: &str, partition: i32, offset: i64) -> Rec
 
 /// One consumed record, owned.
 #[derive(Debug, Clone)]
-struct Record {
-    topic: String,
-    partition: i32,
-    offset: i64,
-    key: String,
-    headers: Vec<(String, String)>,
-    value: Value,
+pub(crate) struct Record {
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: String,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) value: Value,
 }
 
 impl Record {
@@ -322,7 +322,7 @@ impl Record {
         }
     }
 
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k == name)
@@ -343,7 +343,10 @@ async fn consume(c: &StreamConsumer, n: usize) -> Vec<Record> {
 
 /// Reads records until `done` holds for all that arrived, or 30 s pass without it; returns
 /// what arrived (the caller asserts, and can say what is missing).
-async fn consume_until(c: &StreamConsumer, done: impl Fn(&[Record]) -> bool) -> Vec<Record> {
+pub(crate) async fn consume_until(
+    c: &StreamConsumer,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !done(&out) {
@@ -357,7 +360,7 @@ async fn consume_until(c: &StreamConsumer, done: impl Fn(&[Record]) -> bool) -> 
     out
 }
 
-fn kafka_sink(name: &str, brokers: &str, extra: &str) -> String {
+pub(crate) fn kafka_sink(name: &str, brokers: &str, extra: &str) -> String {
     format!("  - {{name: {name}, type: kafka, brokers: \"{brokers}\", timeout_ms: 2500{extra}}}\n")
 }
 

@@ -11,6 +11,7 @@ mod common;
 mod admin;
 mod agent_events;
 mod cli;
+mod console;
 mod deliveries;
 mod delivery;
 mod golden;
