@@ -44,6 +44,23 @@ fn key_hashes_fold_both_halves_of_the_key() {
     assert_ne!(hash(a), hash(c), "first half");
 }
 
+/// Without a shared ledger, the layered record answers what this process's ledger knows:
+/// not confirmed before the receipt, confirmed after it, per sink.
+#[tokio::test]
+async fn the_layered_record_without_a_shared_ledger_is_the_local_one() {
+    let local = Arc::new(Ledger::new(Duration::from_secs(60), 10));
+    let layered = Layered {
+        local: local.clone(),
+        shared: None,
+    };
+    assert!(!layered.confirmed("a", "s").await.unwrap());
+    assert_eq!(local.take("a", "s"), Take::Mine);
+    assert!(!layered.confirmed("a", "s").await.unwrap(), "in flight");
+    local.settle("a", "s", Some(receipt()));
+    assert!(layered.confirmed("a", "s").await.unwrap());
+    assert!(!layered.confirmed("a", "other").await.unwrap(), "per sink");
+}
+
 #[tokio::test]
 async fn confirmed_peeks_without_claiming_or_creating() {
     let l = Ledger::new(Duration::from_secs(60), 10);
