@@ -600,8 +600,11 @@ async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue
          declare: {{exchange_type: topic, durable: false}}, \
          routing_key: \"calls.{{kind}}.{{status}}\", timeout_ms: 2000, queues: [\
          {{name: \"{real}\", binding_key: \"calls.#\", durable: false}}, \
-         {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, audit: true}}]}}\n"
+         {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, audit: true, \
+         replica: r1}}]}}\n"
     );
+    // The audit queue is declared under the replica's name.
+    let audit = format!("{audit}.r1");
     let app = spawn(&with_sections(
         "audit: {delay_secs: 5}",
         &config_with_sinks(&sink),
@@ -651,6 +654,89 @@ async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue
     app.stop().await;
     for q in [&real, &audit] {
         let _ = ch.queue_delete(q, QueueDeleteOptions::default()).await;
+    }
+    let _ = ch
+        .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+        .await;
+}
+
+/// Two replicas of the bridge on one exchange, each with the same audit queue in its config:
+/// each declares and reads its own (`<name>.<replica>`), so neither takes the other's copies,
+/// and each verifies exactly its own events, none missing. With one shared queue, each reader
+/// would consume the other's messages and call its own copies missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_rabbitmq_each_audit_their_own_queue_and_miss_nothing() {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+    let url = crate::rabbitmq::AMQP_URL;
+    let exchange = unique("cb-audit-rep");
+    let audit = unique("cb-audit-rep-q");
+    let sink = |replica: &str| {
+        format!(
+            "  - {{name: mq, type: rabbitmq, url: \"{url}\", exchange: \"{exchange}\", \
+             declare: {{exchange_type: topic, durable: false}}, \
+             routing_key: \"calls.{{kind}}.{{status}}\", timeout_ms: 2000, queues: [\
+             {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, \
+             audit: true, replica: {replica}}}]}}\n"
+        )
+    };
+    let mut apps = Vec::new();
+    for replica in ["pod-a", "pod-b"] {
+        let app = spawn(&with_sections(
+            "audit: {delay_secs: 1}",
+            &config_with_sinks(&sink(replica)),
+        ))
+        .await;
+        app.await_ready(true).await;
+        apps.push(app);
+    }
+    // Interleaved, so each replica's queue holds the other's messages too (both are bound to
+    // the exchange with `#`).
+    let call = unique("audit-rep");
+    for status in ["registered", "ongoing", "completed"] {
+        for (i, app) in apps.iter().enumerate() {
+            let r = app
+                .post(&status_payload(&format!("{call}-{i}"), status))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+    for app in &apps {
+        let a = audited(app, "mq", 3).await;
+        assert_eq!(
+            (
+                a["answered"].as_u64(),
+                a["verified"].as_u64(),
+                a["missing"].as_u64()
+            ),
+            (Some(3), Some(3), Some(0)),
+            "each replica verifies its own: {a}"
+        );
+        assert!(strings(&a["missing_ids"]).is_empty(), "{a}");
+    }
+    // Each replica's own queue exists under its name.
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let ch = conn.create_channel().await.expect("channel");
+    for replica in ["pod-a", "pod-b"] {
+        ch.queue_declare(
+            &format!("{audit}.{replica}"),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("the replica's audit queue exists");
+    }
+    for app in apps {
+        app.stop().await;
+    }
+    for replica in ["pod-a", "pod-b"] {
+        let _ = ch
+            .queue_delete(&format!("{audit}.{replica}"), QueueDeleteOptions::default())
+            .await;
     }
     let _ = ch
         .exchange_delete(&exchange, ExchangeDeleteOptions::default())

@@ -99,7 +99,7 @@ impl RabbitmqReader {
         let cap = q.max_length.map_or(100_000, |n| n as usize).min(1_000_000);
         Some(RabbitmqReader {
             url: s.url.clone(),
-            queue: q.name.clone(),
+            queue: q.declared_name(),
             state: tokio::sync::Mutex::new(State {
                 conn: None,
                 passed: Passed::new(cap),
