@@ -116,9 +116,9 @@ impl RabbitmqReader {
             .await
             .map_err(|_| ReadError::Timeout(READ_TIMEOUT.as_millis() as u64))?
             .map_err(|e| ReadError::Other(format!("connect: {e}")))?;
-        let channel = connection
-            .create_channel()
+        let channel = tokio::time::timeout(READ_TIMEOUT, connection.create_channel())
             .await
+            .map_err(|_| ReadError::Timeout(READ_TIMEOUT.as_millis() as u64))?
             .map_err(|e| ReadError::Other(format!("channel: {e}")))?;
         Ok(Conn {
             _connection: connection,
