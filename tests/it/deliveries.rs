@@ -268,6 +268,34 @@ async fn with_the_audit_off_nothing_is_read_back() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn with_the_index_off_nothing_is_kept_and_the_lookup_answers_404() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let config = with_sections(
+        "deliveries: {enabled: false}",
+        &config_with_sinks(&file_sink("archive", &path, "")),
+    );
+    let app = spawn(&config).await;
+    let r = app
+        .post(&status_payload(&unique("idx-off"), "completed"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        std::fs::read_to_string(&path)
+            .expect("the file sink wrote")
+            .contains(r.event_id()),
+        "the event is delivered as ever"
+    );
+    for route in ["/deliveries", "/deliveries/audit"] {
+        let l = app.admin_get(route).await;
+        assert_eq!(l.status, 404, "{route}: {}", l.body);
+    }
+    let m = app.metrics().await;
+    assert!(!m.contains("callbridge_deliveries_events"), "no index: {m}");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_outlives_a_restart_in_the_spools_database() {
     let dir = tempfile::tempdir().expect("tempdir");
