@@ -770,3 +770,36 @@ async fn two_replicas_on_one_rabbitmq_each_audit_their_own_queue_and_miss_nothin
         .exchange_delete(&exchange, ExchangeDeleteOptions::default())
         .await;
 }
+
+/// The Kafka reader keeps up with a burst: each read assigns one partition at one offset, and
+/// with librdkafka's default `fetch.wait.max.ms` (500 ms) each waited for the previous fetch
+/// at a partition's end — 200 copies took more than 30 s (seen failing), now about 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_audit_keeps_up_with_a_burst_over_three_partitions() {
+    let brokers = crate::kafka::broker().await;
+    let topic = unique("cb-audit-rate");
+    crate::kafka::create_topics(brokers, &[&topic], 3).await;
+    let sink = format!(
+        "  - {{name: events, type: kafka, brokers: \"{brokers}\", topic: {topic}, timeout_ms: 2500}}\n"
+    );
+    let app = spawn(&with_sections(
+        "audit: {delay_secs: 0}",
+        &config_with_sinks(&sink),
+    ))
+    .await;
+    for i in 0..200 {
+        let r = app
+            .post(&status_payload(&unique(&format!("rate{i}")), "completed"))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let t = std::time::Instant::now();
+    let a = audited(&app, "events", 200).await;
+    assert_eq!(
+        (a["verified"].as_u64(), a["missing"].as_u64()),
+        (Some(200), Some(0)),
+        "in {:?}: {a}",
+        t.elapsed()
+    );
+    app.stop().await;
+}
