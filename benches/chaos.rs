@@ -16,8 +16,10 @@
 //! Checks, every run: no event answered 200 missing from any sink; no answer after 10 s; every
 //! 503 with Retry-After; no 4xx; per call, statuses answered 200 stored in order (per Kafka
 //! partition, in the queue, the stream and the file); the spool drained; `/readyz` ready again
-//! after each fault without a restart; the bridge's RSS bounded and flat. Duplicates are counted
-//! (delivery is at-least-once, README). Any failed check: non-zero exit.
+//! after each fault without a restart; the bridge's RSS bounded and flat; the bridge's own audit
+//! (one 200 in ten read back by its receipts a second after the answer) with verified copies
+//! at every sink, calling missing exactly what the read-back did not find.
+//! Duplicates are counted (delivery is at-least-once, README). Any failed check: non-zero exit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -28,6 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use nix::sys::signal::Signal;
 
+#[path = "chaos/audit.rs"]
+mod audit;
 #[path = "chaos/bridge.rs"]
 mod bridge;
 #[path = "chaos/fault.rs"]
@@ -147,6 +151,10 @@ struct ModeRun {
     spool_drain: Option<f64>,
     duration: f64,
     notes: Vec<String>,
+    /// The bridge's audit per sink, beside the read-back.
+    audit: BTreeMap<&'static str, audit::SinkAudit>,
+    /// Seconds the audit took to judge every 200 after the last answer (None: not in time).
+    audit_wait: Option<f64>,
 }
 
 fn main() -> Result<()> {

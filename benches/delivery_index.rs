@@ -70,6 +70,7 @@ fn main() {
     let settings = DeliverySettings {
         max_events: events,
         max_age_secs: 1800,
+        ..DeliverySettings::default()
     };
     let before = rss_bytes();
     let d = Deliveries::new(&settings, Arc::new(DeliveryMetrics::unregistered()));

@@ -204,6 +204,37 @@ struct ProcStats {
     cpu_secs: f64,
 }
 
+/// The delivery index's (and its audit's) cost: `bridge-all` against `bridge-all@no-index`
+/// measured in the same run, as CPU per event answered 200 and memory per event held.
+fn index_cost(points: &[Point], stats: &BTreeMap<String, ProcStats>) -> Option<String> {
+    let events = |name: &str| -> u64 {
+        points
+            .iter()
+            .filter(|p| p.scenario == name || p.scenario == format!("{name}-open"))
+            .map(|p| p.ok)
+            .sum()
+    };
+    let (on, off) = (stats.get("bridge-all")?, stats.get("bridge-all@no-index")?);
+    let (n_on, n_off) = (events("bridge-all"), events("bridge-all@no-index"));
+    if n_on == 0 || n_off == 0 {
+        return None;
+    }
+    let cpu = |s: &ProcStats, n: u64| s.cpu_secs / n as f64 * 1e6;
+    let (c_on, c_off) = (cpu(on, n_on), cpu(off, n_off));
+    // The index holds at most its default cap of events.
+    let held = n_on.min(100_000);
+    let bytes = (on.anon_mib - off.anon_mib) * 1024.0 * 1024.0 / held as f64;
+    Some(format!(
+        "index cost (bridge-all with the delivery index and the audit against bridge-all@no-index, same run): \
+         CPU {c_on:.1} µs per event answered 200 against {c_off:.1} µs (×{:.2}); anonymous memory at the end \
+         {:.0} MiB against {:.0} MiB (×{:.2}), {bytes:.0} bytes per event held ({held} events)",
+        c_on / c_off,
+        on.anon_mib,
+        off.anon_mib,
+        on.anon_mib / off.anon_mib.max(1.0)
+    ))
+}
+
 fn main() -> Result<()> {
     if std::env::args().any(|a| a == "--serve-bare") {
         return bare::serve();
@@ -294,19 +325,24 @@ async fn run() -> Result<()> {
         ("bridge-rabbitmq", vec!["rabbitmq"]),
         ("bridge-nats", vec!["nats"]),
         ("bridge-all", vec!["kafka", "rabbitmq", "nats"]),
+        ("bridge-all@no-index", vec!["kafka", "rabbitmq", "nats"]),
     ] {
-        if !want(name) && !want("bridge") {
+        let wanted = want(name) || (name == "bridge-all@no-index" && want("bridge-all"));
+        if !wanted && !want("bridge") {
             continue;
         }
         let (s, v) = bridge_scenario(&o, &o.bridge_bin, name, &sinks, &mut points).await?;
         stats.insert(name.to_string(), s);
         verdicts.extend(v);
-        if let Some(before) = &o.compare_bridge {
+        if let Some(before) = o.compare_bridge.as_ref().filter(|_| !name.contains('@')) {
             let name = format!("{name}@baseline");
             let (s, v) = bridge_scenario(&o, before, &name, &sinks, &mut points).await?;
             stats.insert(name, s);
             verdicts.extend(v);
         }
+    }
+    if let Some(v) = index_cost(&points, &stats) {
+        verdicts.push(v);
     }
     // RabbitMQ alone, open loop at the rate bridge-all-open was offered: the broker's own
     // latency at that rate, beside the bridge's.

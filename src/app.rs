@@ -122,8 +122,14 @@ impl Application {
             .as_ref()
             .map(crate::spool::Spool::open)
             .transpose()?;
-        let deliveries = start_deliveries(&settings, &metrics, spool.as_ref())?;
-        fanout = fanout.with_deliveries(deliveries.clone());
+        let deliveries = if settings.deliveries.enabled {
+            let d = start_deliveries(&settings, &metrics, spool.as_ref())?;
+            fanout = fanout.with_deliveries(d.clone());
+            Some(d)
+        } else {
+            tracing::info!("delivery index off: no record and no audit");
+            None
+        };
         if let Some(spool) = spool {
             tracing::info!(path = %spool.path().display(), held_bytes = spool.bytes(), "spool open");
             fanout = fanout.with_spool(spool);
@@ -158,7 +164,7 @@ impl Application {
         // The delivery index's routes are operator routes: on the admin listener, behind
         // `admin.tokens` (the same check and failure budget as the spool's).
         let routes_state = web::Data::new(crate::delivery::routes::RouteState {
-            deliveries: Some(deliveries),
+            deliveries,
             authorize: {
                 let admin = admin_state.clone();
                 Arc::new(move |req: &actix_web::HttpRequest| {

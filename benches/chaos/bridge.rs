@@ -108,6 +108,35 @@ impl Bridge {
             .map(|a| a.iter().map(|s| s["depth"].as_u64().unwrap_or(0)).sum())
     }
 
+    /// `GET path` on the admin listener, as JSON (None: no answer, or not a 200).
+    pub async fn admin_json(&self, path: &str) -> Option<serde_json::Value> {
+        let r = self
+            .client
+            .get(format!("http://127.0.0.1:{}{path}", self.admin_port))
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    }
+
+    /// One unlabelled sample of `/metrics` (None: no answer, or no such metric).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self
+            .client
+            .get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Sends `sig`; for SIGTERM and SIGKILL waits (up to `timeout`) for the exit. Returns how
     /// long the exit took, or None if the process was still running at the timeout (it is
     /// then killed).

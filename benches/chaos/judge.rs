@@ -284,6 +284,37 @@ pub(crate) fn judge(runs: &[ModeRun]) -> Vec<(bool, String)> {
                 ),
             ));
         }
+        // Informational: the comparison below is over the copies the audit judged, and it
+        // must have verified some at every sink.
+        v.push((
+            true,
+            format!(
+                "{m}: the audit judged every 200 offered to it (informational): {}",
+                run.audit_wait.map_or(
+                    "not within 90 s of the last answer; the rest stay unaudited".into(),
+                    |d| format!("yes, {d:.1} s after the last answer")
+                )
+            ),
+        ));
+        for (sink, a) in &run.audit {
+            v.push((
+                a.verified > 0,
+                format!(
+                    "{m}: the audit verified copies at {sink} (not vacuous): {} of {} answered 200 \
+                     ({} unverifiable, {} unaudited)",
+                    a.verified, a.answered, a.unverifiable, a.unaudited
+                ),
+            ));
+            v.push((
+                a.agrees(),
+                format!(
+                    "{m}: the audit and the read-back agree at {sink}: missing by the audit {}, \
+                     by the read-back {} ({} of them never judged by the audit); called missing \
+                     but read back: {:?}; read back missing but verified: {:?}",
+                    a.missing, a.readback_missing, a.unjudged, a.false_missing, a.overlooked
+                ),
+            ));
+        }
         let peak = run.rss.iter().map(|s| s.1).fold(0.0, f64::max);
         let third = run.duration / 3.0;
         let max_in = |a: f64, b: f64| {

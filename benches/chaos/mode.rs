@@ -52,10 +52,11 @@ pub(crate) async fn run_mode(
         "server: {{listen: \"127.0.0.1:{port}\", admin_listen: \"127.0.0.1:{admin_port}\"}}\n\
          log: {{format: json, level: warn}}\n\
          auth: {{api_keys: {{keys: [{KEY}]}}}}\n\
+         audit: {{delay_secs: 1, sample: 10}}\n\
          {spool_cfg}\
          sinks:\n\
          \x20 - {{name: kafka, type: kafka, brokers: \"{kafka}\", topic: {topic}{extra}}}\n\
-         \x20 - {{name: rabbitmq, type: rabbitmq, url: \"{amqp}\", exchange: {exchange}, routing_key: \"calls.{{kind}}.{{status}}\"{extra}}}\n\
+         \x20 - {{name: rabbitmq, type: rabbitmq, url: \"{amqp}\", exchange: {exchange}, routing_key: \"calls.{{kind}}.{{status}}\", queues: [{{name: {queue}-audit, binding_key: \"#\", max_length: 1000000, audit: true, replica: chaos}}]{extra}}}\n\
          \x20 - {{name: nats, type: nats, url: \"{nats}\", subject: \"{subject}.{{kind}}\", jetstream: {{enabled: true, stream: {stream}}}{extra}}}\n\
          \x20 - {{name: file, type: file, path: \"{file}\"{extra}}}\n",
         port = procs::free_port()?,
@@ -82,6 +83,9 @@ pub(crate) async fn run_mode(
     let port = port_at(1).context("port")?;
     // The admin listener (`/spool`, `/metrics`): loopback and without tokens, as by default.
     let admin_port = port_at(2).context("admin port")?;
+    let since_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
     let mut bridge = bridge::Bridge::new(&o.bridge, &dir, &yaml, port, admin_port)?;
     bridge.start().await?;
     if !wait_until(Duration::from_secs(60), || bridge.ready()).await {
@@ -148,13 +152,9 @@ pub(crate) async fn run_mode(
     };
     sampling.store(false, Ordering::Relaxed);
     let _ = sampler.await;
-    match bridge
-        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(30))
-        .await
-    {
-        Some(d) => notes.push(format!("final SIGTERM: exited in {:.1} s", d.as_secs_f64())),
-        None => notes.push("final SIGTERM: did not exit within 30 s".into()),
-    }
+    // Every answer is in: the audit's verdicts, then the read-back (the bridge still up, so
+    // its index can be asked about what the read-back did not find).
+    let audit_wait = audit::await_audit(&bridge, Instant::now()).await;
     let mut stored = BTreeMap::new();
     stored.insert("kafka", readback::kafka(&w.kafka.direct, &topic).await?);
     stored.insert(
@@ -164,6 +164,14 @@ pub(crate) async fn run_mode(
     stored.insert("nats", readback::nats(&w.nats.direct_url(), &stream).await?);
     stored.insert("file", readback::file(&file_path)?);
     let recs = std::mem::take(&mut *recs.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let audit = audit::compare(&bridge, &recs, &stored, since_ms).await?;
+    match bridge
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(30))
+        .await
+    {
+        Some(d) => notes.push(format!("final SIGTERM: exited in {:.1} s", d.as_secs_f64())),
+        None => notes.push("final SIGTERM: did not exit within 30 s".into()),
+    }
     write_requests(&dir.join("requests.tsv"), &recs)?;
     let rss = std::mem::take(&mut *rss.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     eprintln!("== mode {mode}: {} requests, read back", recs.len());
@@ -176,6 +184,8 @@ pub(crate) async fn run_mode(
         spool_drain,
         duration,
         notes,
+        audit,
+        audit_wait,
     })
 }
 

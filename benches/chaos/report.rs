@@ -72,7 +72,7 @@ pub(crate) fn report(
         w.disk_note,
         o.hold.as_secs()
     ));
-    md.push_str("Columns per sink are `kafka / rabbitmq / nats / file`. *lost* = answered 200 but not in that sink when read back after the run (must be 0); *dup* = extra copies of events answered 200 (allowed: delivery is at-least-once, README); *max s* = slowest answer; *recovery* = from the fault being undone to `/readyz` 200 (for the bridge faults: from the restart). A request is counted in the phase it was sent in, except one that got no answer: in the phase its connection failed in (a request sent during a broker stall can be cut off by the bridge SIGKILL that follows).\n\n");
+    md.push_str("Columns per sink are `kafka / rabbitmq / nats / file`. *lost* = answered 200 but not in that sink when read back after the run (must be 0); *dup* = extra copies of events answered 200 (allowed: delivery is at-least-once, README); *max s* = slowest answer; *unaudited* = copies the audit never judged (its queue is in memory: 200s still waiting when the bridge is killed or stopped are not audited, and without a spool file the killed bridge's index is gone too); *agree* = the audit calls missing exactly the copies the read-back did not find, apart from those it never judged; *recovery* = from the fault being undone to `/readyz` 200 (for the bridge faults: from the restart). A request is counted in the phase it was sent in, except one that got no answer: in the phase its connection failed in (a request sent during a broker stall can be cut off by the bridge SIGKILL that follows).\n\n");
     for run in runs {
         let j = analyse(run);
         md.push_str(&format!("## `on_unavailable: {}`\n\n", run.mode));
@@ -117,6 +117,27 @@ pub(crate) fn report(
             ));
         }
         md.push_str(".\n");
+        md.push_str(&format!(
+            "\nThe bridge's audit (one 200 in ten read back by its receipts 1 s after the answer; {}) beside the read-back, per sink:\n\n\
+             | sink | answered 200 (in the index) | verified | unverifiable | unaudited | missing: audit | missing: read-back | agree |\n|---|---:|---:|---:|---:|---:|---:|---|\n",
+            run.audit_wait
+                .map_or("NOT done within 90 s of the last answer".into(), |d| format!(
+                    "done {d:.1} s after the last answer"
+                ))
+        ));
+        for (sink, a) in &run.audit {
+            md.push_str(&format!(
+                "| {sink} | {} | {} | {} | {} | {} | {} | {} |\n",
+                a.answered,
+                a.verified,
+                a.unverifiable,
+                a.unaudited,
+                a.missing,
+                a.readback_missing,
+                if a.agrees() { "yes" } else { "**NO**" }
+            ));
+        }
+        md.push('\n');
         for n in &run.notes {
             md.push_str(&format!("- {n}\n"));
         }

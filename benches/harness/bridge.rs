@@ -12,11 +12,7 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    pub(crate) fn start(bin: &Path, sinks_yaml: &str) -> Result<Bridge> {
-        Bridge::start_with(bin, "", sinks_yaml)
-    }
-
-    /// Like [`Bridge::start`], with more top-level sections (`top_yaml`, e.g. the spool).
+    /// The bridge with `sinks_yaml` and more top-level sections (`top_yaml`, e.g. the spool).
     pub(crate) fn start_with(bin: &Path, top_yaml: &str, sinks_yaml: &str) -> Result<Bridge> {
         let dir = tempfile::tempdir()?;
         let cfg = dir.path().join("bench.yaml");
@@ -151,9 +147,11 @@ pub(crate) fn sink_yaml(kind: &str, o: &Opts, n: &Names) -> String {
             if let Some(m) = o.rabbit_in_flight {
                 extra.push_str(&format!(", max_in_flight_per_channel: {m}"));
             }
+            // The audit's queue beside the real one (RabbitMQ has no read by receipt).
             format!(
-                "  - {{name: rabbitmq, type: rabbitmq, url: \"{}\", exchange: {}, routing_key: \"calls.{{kind}}.{{status}}\"{extra}}}\n",
-                o.amqp, n.exchange
+                "  - {{name: rabbitmq, type: rabbitmq, url: \"{}\", exchange: {}, routing_key: \"calls.{{kind}}.{{status}}\", \
+                 queues: [{{name: {}-audit, binding_key: \"#\", durable: false, max_length: 2000000, audit: true, replica: bench}}]{extra}}}\n",
+                o.amqp, n.exchange, n.queue
             )
         }
         "nats" => format!(
@@ -190,10 +188,18 @@ pub(crate) async fn bridge_scenario(
         .await?;
     }
     let yaml: String = sinks.iter().map(|k| sink_yaml(k, o, &n)).collect();
-    let bridge = Bridge::start(bin, &yaml)?;
+    // The audit reads each copy back a second after its 200; `@no-index` runs the same
+    // scenario without the delivery index (and so without the audit), for its cost.
+    let no_index = name.ends_with("@no-index");
+    let top = if no_index {
+        "deliveries: {enabled: false}\n"
+    } else {
+        "audit: {delay_secs: 1}\n"
+    };
+    let bridge = Bridge::start_with(bin, top, &yaml)?;
     let acked_events: Acked = Arc::default();
     let mut acked = load_levels(o, bridge.port, name, &acked_events, points).await;
-    if name == "bridge-all" {
+    if name == "bridge-all" || name == "bridge-all@no-index" {
         // The latency target is at half the peak rate: offered open loop at exactly that.
         if let Some(peak) = best(points, name) {
             let client = reqwest::Client::builder()
@@ -221,10 +227,13 @@ pub(crate) async fn bridge_scenario(
             )?);
         }
     }
+    let mut verdicts = Vec::new();
+    if !no_index {
+        verdicts.extend(audit_verdicts(&bridge, name, sinks).await);
+    }
     let stats = bridge.stats();
     bridge.stop();
 
-    let mut verdicts = Vec::new();
     for s in sinks {
         let count = match *s {
             "kafka" => kafka_count(&o.kafka, &n.kafka_topic).await?,
@@ -244,4 +253,80 @@ pub(crate) async fn bridge_scenario(
         }
     }
     Ok((stats, verdicts))
+}
+
+/// Once the audit judged every 200 offered to it (its oldest unaudited age back at 0, within a
+/// deadline), what it found per sink: a copy it calls missing is a lost event.
+async fn audit_verdicts(bridge: &Bridge, name: &str, sinks: &[&str]) -> Vec<String> {
+    let client = reqwest::Client::new();
+    let admin = |path: &str| format!("http://127.0.0.1:{}{path}", bridge.admin_port);
+    let last_answer = Instant::now();
+    let deadline = last_answer + Duration::from_secs(180);
+    let mut waited = None;
+    while Instant::now() < deadline {
+        let gauge = async {
+            let text = client
+                .get(admin("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            text.lines().find_map(|l| {
+                l.strip_prefix("callbridge_audit_oldest_unaudited_seconds ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        }
+        .await;
+        // The gauge is refreshed each second: believed once read after a refresh.
+        if gauge == Some(0.0) && last_answer.elapsed() > Duration::from_millis(1100) {
+            waited = Some(last_answer.elapsed().as_secs_f64());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let report: Option<Value> = async {
+        client
+            .get(admin("/deliveries/audit?since=1h"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    }
+    .await;
+    let mut out = vec![format!(
+        "{name}: the audit (every copy read back by its receipt 1 s after its 200) {}",
+        waited.map_or(
+            "did NOT judge every 200 within 180 s of the last answer".into(),
+            |w| { format!("judged every 200 offered to it {w:.1} s after the last answer") }
+        )
+    )];
+    for s in sinks.iter().filter(|s| **s != "null") {
+        let a = report
+            .as_ref()
+            .and_then(|r| {
+                r["sinks"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["sink"] == *s)
+                    .cloned()
+            })
+            .unwrap_or_default();
+        let n = |k: &str| a[k].as_u64().unwrap_or(0);
+        out.push(format!(
+            "{name}: the audit at {s}: {} verified, {} missing, {} unverifiable, {} unaudited of {} answered 200 — {}",
+            n("verified"),
+            n("missing"),
+            n("unverifiable"),
+            n("unaudited"),
+            n("answered"),
+            if n("missing") == 0 { "none missing" } else { "LOST EVENTS (the audit's missing)" }
+        ));
+    }
+    out
 }

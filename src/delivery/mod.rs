@@ -42,6 +42,11 @@ use index::{Bounds, Index, Page, Query, SinkAudit};
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySettings {
+    /// On by default: every answer is recorded (the lookup on the admin plane, the audit).
+    /// `false` keeps no record and reads nothing back (`audit` is then off too); the lookup
+    /// answers 404.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
     /// Most events kept (the oldest go first). The default, like `idempotency.max_entries`,
     /// holds the ledger's 30-minute window at about 55 events per second; `validate` warns
     /// when it cannot hold `max_age_secs` at `idempotency.expected_rate_per_sec`.
@@ -53,6 +58,9 @@ pub struct DeliverySettings {
     pub max_age_secs: u64,
 }
 
+fn default_enabled() -> bool {
+    true
+}
 fn default_max_events() -> usize {
     100_000
 }
@@ -63,6 +71,7 @@ fn default_max_age_secs() -> u64 {
 impl Default for DeliverySettings {
     fn default() -> Self {
         DeliverySettings {
+            enabled: default_enabled(),
             max_events: default_max_events(),
             max_age_secs: default_max_age_secs(),
         }

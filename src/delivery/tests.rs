@@ -65,6 +65,7 @@ fn the_default_bounds_hold_the_ledgers_window() {
     let zero = DeliverySettings {
         max_events: 0,
         max_age_secs: 0,
+        ..DeliverySettings::default()
     };
     let errors: Vec<_> = zero
         .check(None)
@@ -93,6 +94,7 @@ fn every_update_goes_to_the_store_with_what_was_evicted() {
     let settings = DeliverySettings {
         max_events: 1,
         max_age_secs: 60,
+        ..DeliverySettings::default()
     };
     let d = Deliveries::new(&settings, m())
         .with_store(store.clone())
@@ -147,6 +149,7 @@ fn a_restart_finds_the_stored_records_within_the_bounds() {
     let settings = DeliverySettings {
         max_events: 10,
         max_age_secs: 60,
+        ..DeliverySettings::default()
     };
     let d = Deliveries::new(&settings, m())
         .with_store(store)
@@ -241,6 +244,7 @@ fn the_index_survives_in_the_spools_database() {
     let settings = DeliverySettings {
         max_events: 2,
         max_age_secs: 3600,
+        ..DeliverySettings::default()
     };
     {
         let d = Deliveries::new(&settings, m())
@@ -293,6 +297,7 @@ fn an_update_of_a_record_past_its_age_only_removes_it() {
     let settings = DeliverySettings {
         max_events: 10,
         max_age_secs: 60,
+        ..DeliverySettings::default()
     };
     let d = Deliveries::new(&settings, m())
         .with_store(store.clone())

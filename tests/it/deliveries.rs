@@ -268,6 +268,34 @@ async fn with_the_audit_off_nothing_is_read_back() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn with_the_index_off_nothing_is_kept_and_the_lookup_answers_404() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("events.jsonl");
+    let config = with_sections(
+        "deliveries: {enabled: false}",
+        &config_with_sinks(&file_sink("archive", &path, "")),
+    );
+    let app = spawn(&config).await;
+    let r = app
+        .post(&status_payload(&unique("idx-off"), "completed"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        std::fs::read_to_string(&path)
+            .expect("the file sink wrote")
+            .contains(r.event_id()),
+        "the event is delivered as ever"
+    );
+    for route in ["/deliveries", "/deliveries/audit"] {
+        let l = app.admin_get(route).await;
+        assert_eq!(l.status, 404, "{route}: {}", l.body);
+    }
+    let m = app.metrics().await;
+    assert!(!m.contains("callbridge_deliveries_events"), "no index: {m}");
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_outlives_a_restart_in_the_spools_database() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -600,8 +628,11 @@ async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue
          declare: {{exchange_type: topic, durable: false}}, \
          routing_key: \"calls.{{kind}}.{{status}}\", timeout_ms: 2000, queues: [\
          {{name: \"{real}\", binding_key: \"calls.#\", durable: false}}, \
-         {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, audit: true}}]}}\n"
+         {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, audit: true, \
+         replica: r1}}]}}\n"
     );
+    // The audit queue is declared under the replica's name.
+    let audit = format!("{audit}.r1");
     let app = spawn(&with_sections(
         "audit: {delay_secs: 5}",
         &config_with_sinks(&sink),
@@ -655,4 +686,120 @@ async fn the_audit_finds_exactly_the_events_purged_from_the_rabbitmq_audit_queue
     let _ = ch
         .exchange_delete(&exchange, ExchangeDeleteOptions::default())
         .await;
+}
+
+/// Two replicas of the bridge on one exchange, each with the same audit queue in its config:
+/// each declares and reads its own (`<name>.<replica>`), so neither takes the other's copies,
+/// and each verifies exactly its own events, none missing. With one shared queue, each reader
+/// would consume the other's messages and call its own copies missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_rabbitmq_each_audit_their_own_queue_and_miss_nothing() {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+    let url = crate::rabbitmq::AMQP_URL;
+    let exchange = unique("cb-audit-rep");
+    let audit = unique("cb-audit-rep-q");
+    let sink = |replica: &str| {
+        format!(
+            "  - {{name: mq, type: rabbitmq, url: \"{url}\", exchange: \"{exchange}\", \
+             declare: {{exchange_type: topic, durable: false}}, \
+             routing_key: \"calls.{{kind}}.{{status}}\", timeout_ms: 2000, queues: [\
+             {{name: \"{audit}\", binding_key: \"#\", durable: false, max_length: 1000, \
+             audit: true, replica: {replica}}}]}}\n"
+        )
+    };
+    let mut apps = Vec::new();
+    for replica in ["pod-a", "pod-b"] {
+        let app = spawn(&with_sections(
+            "audit: {delay_secs: 1}",
+            &config_with_sinks(&sink(replica)),
+        ))
+        .await;
+        app.await_ready(true).await;
+        apps.push(app);
+    }
+    // Interleaved, so each replica's queue holds the other's messages too (both are bound to
+    // the exchange with `#`).
+    let call = unique("audit-rep");
+    for status in ["registered", "ongoing", "completed"] {
+        for (i, app) in apps.iter().enumerate() {
+            let r = app
+                .post(&status_payload(&format!("{call}-{i}"), status))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+    for app in &apps {
+        let a = audited(app, "mq", 3).await;
+        assert_eq!(
+            (
+                a["answered"].as_u64(),
+                a["verified"].as_u64(),
+                a["missing"].as_u64()
+            ),
+            (Some(3), Some(3), Some(0)),
+            "each replica verifies its own: {a}"
+        );
+        assert!(strings(&a["missing_ids"]).is_empty(), "{a}");
+    }
+    // Each replica's own queue exists under its name.
+    let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connects");
+    let ch = conn.create_channel().await.expect("channel");
+    for replica in ["pod-a", "pod-b"] {
+        ch.queue_declare(
+            &format!("{audit}.{replica}"),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("the replica's audit queue exists");
+    }
+    for app in apps {
+        app.stop().await;
+    }
+    for replica in ["pod-a", "pod-b"] {
+        let _ = ch
+            .queue_delete(&format!("{audit}.{replica}"), QueueDeleteOptions::default())
+            .await;
+    }
+    let _ = ch
+        .exchange_delete(&exchange, ExchangeDeleteOptions::default())
+        .await;
+}
+
+/// The Kafka reader keeps up with a burst: each read assigns one partition at one offset, and
+/// with librdkafka's default `fetch.wait.max.ms` (500 ms) each waited for the previous fetch
+/// at a partition's end — 200 copies took more than 30 s (seen failing), now about 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_audit_keeps_up_with_a_burst_over_three_partitions() {
+    let brokers = crate::kafka::broker().await;
+    let topic = unique("cb-audit-rate");
+    crate::kafka::create_topics(brokers, &[&topic], 3).await;
+    let sink = format!(
+        "  - {{name: events, type: kafka, brokers: \"{brokers}\", topic: {topic}, timeout_ms: 2500}}\n"
+    );
+    let app = spawn(&with_sections(
+        "audit: {delay_secs: 0}",
+        &config_with_sinks(&sink),
+    ))
+    .await;
+    for i in 0..200 {
+        let r = app
+            .post(&status_payload(&unique(&format!("rate{i}")), "completed"))
+            .await;
+        assert_eq!(r.status, 200);
+    }
+    let t = std::time::Instant::now();
+    let a = audited(&app, "events", 200).await;
+    assert_eq!(
+        (a["verified"].as_u64(), a["missing"].as_u64()),
+        (Some(200), Some(0)),
+        "in {:?}: {a}",
+        t.elapsed()
+    );
+    app.stop().await;
 }

@@ -121,7 +121,14 @@ fn consumer_config(s: &KafkaSinkSettings) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "error")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Each read assigns one partition at one offset. librdkafka keeps one fetch request
+        // in flight per broker, and one at a partition's end waits up to `fetch.wait.max.ms`
+        // (500 ms by default) for data: the next read's assignment waited for it, so the
+        // audit read a few copies a second and fell behind any real rate. And a read needs
+        // one message, not librdkafka's default prefetch of 100 000.
+        .set("fetch.wait.max.ms", "10")
+        .set("queued.min.messages", "16");
     c
 }
 

@@ -98,6 +98,10 @@ pub const CONCURRENT_JOBS: usize = 8;
 pub const ATTEMPTS: u32 = 3;
 /// Wait after a failed read, doubled each time.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
+/// Longest one read may take, whatever the reader does inside: a read that hangs (a broker
+/// connection dead without a reset) fails there, instead of holding one of the
+/// [`CONCURRENT_JOBS`] slots — and with them the whole audit — for ever.
+pub const READ_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Whether the `n`th 200 (counted from 0) is audited at 1 in `sample`.
 pub fn sampled(n: u64, sample: u32) -> bool {
@@ -243,7 +247,10 @@ impl Readers {
         let mut last = None;
         for attempt in 1..=ATTEMPTS {
             let age = Duration::from_millis(now_ms().saturating_sub(answered_ms));
-            match reader.read(event_id, receipt, age).await {
+            let read = tokio::time::timeout(READ_DEADLINE, reader.read(event_id, receipt, age))
+                .await
+                .unwrap_or(Err(ReadError::Timeout(READ_DEADLINE.as_millis() as u64)));
+            match read {
                 Ok(f) => return f,
                 Err(e) => {
                     tracing::debug!(sink, attempt, error = %crate::sinks::error_chain(&e), "audit read failed");

@@ -99,7 +99,7 @@ impl RabbitmqReader {
         let cap = q.max_length.map_or(100_000, |n| n as usize).min(1_000_000);
         Some(RabbitmqReader {
             url: s.url.clone(),
-            queue: q.name.clone(),
+            queue: q.declared_name(),
             state: tokio::sync::Mutex::new(State {
                 conn: None,
                 passed: Passed::new(cap),
@@ -116,9 +116,9 @@ impl RabbitmqReader {
             .await
             .map_err(|_| ReadError::Timeout(READ_TIMEOUT.as_millis() as u64))?
             .map_err(|e| ReadError::Other(format!("connect: {e}")))?;
-        let channel = connection
-            .create_channel()
+        let channel = tokio::time::timeout(READ_TIMEOUT, connection.create_channel())
             .await
+            .map_err(|_| ReadError::Timeout(READ_TIMEOUT.as_millis() as u64))?
             .map_err(|e| ReadError::Other(format!("channel: {e}")))?;
         Ok(Conn {
             _connection: connection,

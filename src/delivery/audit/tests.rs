@@ -159,6 +159,33 @@ async fn a_failing_read_is_retried_and_then_unverifiable_never_missing() {
     assert_eq!(started.elapsed(), Duration::from_millis(1500));
 }
 
+/// A reader whose read never returns (a broker connection dead without a reset).
+struct Hung;
+
+#[async_trait]
+impl Reader for Hung {
+    async fn read(&self, _: &str, _: &Receipt, _: Duration) -> Result<Finding, ReadError> {
+        std::future::pending().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_read_that_hangs_fails_at_its_deadline_and_the_copy_is_unverifiable() {
+    let readers = Readers::default().with("k", Arc::new(Hung));
+    let started = tokio::time::Instant::now();
+    let f = readers.judge("k", "e1", &kafka(1), now_ms()).await;
+    assert_eq!(f.verdict, Verdict::Unverifiable);
+    assert_eq!(
+        f.detail.as_deref(),
+        Some("the broker could not be read: no answer within 10000 ms")
+    );
+    // Three deadlines, and the 0.5 s and 1 s waits between them.
+    assert_eq!(
+        started.elapsed(),
+        READ_DEADLINE * ATTEMPTS + Duration::from_millis(1500)
+    );
+}
+
 #[tokio::test]
 async fn a_sink_without_reader_and_a_receipt_that_says_it_are_unverifiable() {
     let readers = Readers::default();

@@ -656,3 +656,46 @@ fn a_record_reads_back_from_its_json() {
     let json = serde_json::to_vec(&r).expect("json");
     assert_eq!(serde_json::from_slice::<Record>(&json).ok(), Some(r));
 }
+
+#[test]
+fn a_new_copy_with_the_same_receipt_is_judged_again() {
+    // RabbitMQ's receipt (exchange, routing key) is the same for every publish of an event: a
+    // copy published again after the first was judged missing is a new copy, to be audited
+    // afresh, not one that keeps the old verdict.
+    let rmq = Receipt::Rabbitmq {
+        exchange: "x".into(),
+        routing_key: "calls.status.completed".into(),
+    };
+    let mut ix = index(10, 1_000_000);
+    let m = meta("e1", "c1");
+    let first = SinkEntry {
+        at_ms: 10,
+        ..entry("mq", Outcome::Acked, Some(rmq.clone()))
+    };
+    ix.answered(&m, Answer::Accepted, vec![first], 10);
+    let missing = AuditResult {
+        verdict: Verdict::Missing,
+        at_ms: 20,
+        detail: Some("purged".into()),
+    };
+    assert!(ix.audited("e1", "mq", &rmq, missing));
+    let again = SinkEntry {
+        at_ms: 30,
+        ..entry("mq", Outcome::Acked, Some(rmq.clone()))
+    };
+    let r = ix.answered(&m, Answer::Accepted, vec![again], 30);
+    let e = r.sink("mq").expect("entry");
+    assert_eq!((e.at_ms, e.audit.as_ref()), (30, None), "{e:?}");
+    // A retry's already_acked of that copy does keep the verdict of the acknowledgement.
+    assert!(ix.audited("e1", "mq", &rmq, verified()));
+    let retry = SinkEntry {
+        at_ms: 40,
+        ..entry("mq", Outcome::AlreadyAcked, Some(rmq.clone()))
+    };
+    let r = ix.answered(&m, Answer::Accepted, vec![retry], 40);
+    let e = r.sink("mq").expect("entry");
+    assert_eq!(
+        (e.outcome, e.at_ms, e.audit.as_ref().map(|a| a.verdict)),
+        (Outcome::Acked, 30, Some(Verdict::Verified))
+    );
+}

@@ -152,7 +152,7 @@ async fn check(
                 .queues
                 .iter()
                 .map(|q| Binding {
-                    destination: q.name.clone(),
+                    destination: q.declared_name(),
                     destination_type: "queue".into(),
                     routing_key: q.binding_key.clone(),
                 })

@@ -135,9 +135,63 @@ pub struct QueueBinding {
     /// are read and count as missing (docs/deliveries.md).
     #[serde(default)]
     pub audit: bool,
+    /// An audit queue's replica id: the queue is declared and read as `<name>.<replica>`, so
+    /// each replica of the bridge has its own and never consumes another's copies (which would
+    /// then count as missing there). Default: the `CALLBRIDGE_REPLICA_ID` environment
+    /// variable, else the host name (the pod's name on Kubernetes). Only for `audit: true`.
+    #[serde(default)]
+    pub replica: Option<String>,
+}
+
+/// The longest replica id an audit queue name takes (host names are at most 64 bytes).
+const REPLICA_MAX: usize = 64;
+
+/// This process's replica id, when the config names none: `CALLBRIDGE_REPLICA_ID`, else the
+/// host name (`HOSTNAME`, which container runtimes set to the pod's name, else the kernel's).
+pub fn local_replica_id() -> String {
+    let from_env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+    let raw = from_env("CALLBRIDGE_REPLICA_ID")
+        .or_else(|| from_env("HOSTNAME"))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+        })
+        .unwrap_or_else(|| "callbridge".to_string());
+    replica_part(&raw)
+}
+
+/// `raw` as a queue name part: trimmed, characters a queue name cannot hold as `-`, at most
+/// [`REPLICA_MAX`] bytes.
+pub fn replica_part(raw: &str) -> String {
+    raw.trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(REPLICA_MAX)
+        .collect()
 }
 
 impl QueueBinding {
+    /// The name the queue is declared, bound and read under: an audit queue's carries the
+    /// replica id (`replica`, else [`local_replica_id`]); any other queue's is `name`.
+    pub fn declared_name(&self) -> String {
+        if !self.audit {
+            return self.name.clone();
+        }
+        let replica = self
+            .replica
+            .as_deref()
+            .map(replica_part)
+            .unwrap_or_else(local_replica_id);
+        format!("{}.{replica}", self.name)
+    }
+
     /// The queue's arguments at declaration.
     pub(super) fn arguments(&self) -> lapin::types::FieldTable {
         let mut args = lapin::types::FieldTable::default();
@@ -212,6 +266,25 @@ impl SinkSpec for RabbitmqSinkSettings {
                     format!("{qpath}.binding_key"),
                     format!("longer than {SHORTSTR_MAX} bytes"),
                 );
+            }
+            if q.audit && q.name.len() + 1 + REPLICA_MAX > SHORTSTR_MAX {
+                issues.error(
+                    format!("{qpath}.name"),
+                    format!(
+                        "an audit queue's name takes its replica id after it: at most {} bytes",
+                        SHORTSTR_MAX - 1 - REPLICA_MAX
+                    ),
+                );
+            }
+            if let Some(r) = &q.replica {
+                if !q.audit {
+                    issues.error(
+                        format!("{qpath}.replica"),
+                        "only an audit queue (audit: true) takes a replica id",
+                    );
+                } else if replica_part(r).is_empty() {
+                    issues.error(format!("{qpath}.replica"), "must not be empty");
+                }
             }
             if q.audit && q.max_length.is_none() {
                 issues.warn(
@@ -436,6 +509,59 @@ mod tests {
                 .query
                 .heartbeat,
             Some(30)
+        );
+    }
+
+    #[test]
+    fn an_audit_queue_is_named_per_replica_and_other_queues_as_configured() {
+        let r = load(
+            "{name: mq, url: \"amqp://u:p@h/%2f\", exchange: calls, routing_key: \"k\", queues: [\
+             {name: calls, binding_key: \"#\", replica: r1}, \
+             {name: audit, binding_key: \"#\", max_length: 10, audit: true, replica: \" pod/7 \"}]}",
+        );
+        assert_paths(
+            &r.err().unwrap_or_default(),
+            &["sinks[0].queues[0].replica"],
+        );
+        let r = load(
+            "{name: mq, url: \"amqp://u:p@h/%2f\", exchange: calls, routing_key: \"k\", queues: [\
+             {name: calls, binding_key: \"#\"}, \
+             {name: audit, binding_key: \"#\", max_length: 10, audit: true, replica: \" pod/7 \"}]}",
+        )
+        .unwrap();
+        assert_eq!(r.queues[0].declared_name(), "calls");
+        assert_eq!(r.queues[1].declared_name(), "audit.pod-7");
+        let unnamed = QueueBinding {
+            replica: None,
+            ..r.queues[1].clone()
+        };
+        assert_eq!(
+            unnamed.declared_name(),
+            format!("audit.{}", local_replica_id())
+        );
+        assert!(!local_replica_id().is_empty());
+    }
+
+    #[test]
+    fn a_replica_id_is_a_bounded_queue_name_part() {
+        assert_eq!(replica_part("callbridge-7f9c-x2"), "callbridge-7f9c-x2");
+        assert_eq!(replica_part(" a b/c:d.e_f "), "a-b-c:d.e_f");
+        assert_eq!(replica_part(&"x".repeat(100)).len(), REPLICA_MAX);
+        let long = "q".repeat(SHORTSTR_MAX - REPLICA_MAX);
+        let yaml = |name: &str, replica: &str| {
+            format!(
+                "{{name: mq, url: \"amqp://u:p@h/%2f\", exchange: calls, routing_key: \"k\", \
+                 queues: [{{name: {name}, binding_key: \"#\", max_length: 1, audit: true, replica: \"{replica}\"}}]}}"
+            )
+        };
+        assert_paths(
+            &load(&yaml(&long, "r")).err().unwrap_or_default(),
+            &["sinks[0].queues[0].name"],
+        );
+        assert!(load(&yaml(&long[1..], "r")).is_ok());
+        assert_paths(
+            &load(&yaml("a", " ")).err().unwrap_or_default(),
+            &["sinks[0].queues[0].replica"],
         );
     }
 }

@@ -297,9 +297,10 @@ async fn connect(
         None => {}
     }
     for q in &t.queues {
+        let name = q.declared_name();
         setup
             .queue_declare(
-                &q.name,
+                &name,
                 QueueDeclareOptions {
                     durable: q.durable,
                     ..Default::default()
@@ -307,10 +308,10 @@ async fn connect(
                 q.arguments(),
             )
             .await
-            .map_err(|e| ConnectError::new(format!("cannot declare queue {:?}", q.name), e))?;
+            .map_err(|e| ConnectError::new(format!("cannot declare queue {name:?}"), e))?;
         setup
             .queue_bind(
-                &q.name,
+                &name,
                 &t.exchange,
                 &q.binding_key,
                 QueueBindOptions::default(),
@@ -319,7 +320,7 @@ async fn connect(
             .await
             .map_err(|e| {
                 ConnectError::new(
-                    format!("cannot bind queue {:?} with {:?}", q.name, q.binding_key),
+                    format!("cannot bind queue {name:?} with {:?}", q.binding_key),
                     e,
                 )
             })?;
