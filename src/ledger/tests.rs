@@ -44,6 +44,17 @@ fn key_hashes_fold_both_halves_of_the_key() {
     assert_ne!(hash(a), hash(c), "first half");
 }
 
+/// `stats` (what `/metrics` reads) is the ledger as of now: its entries counted.
+#[test]
+fn stats_are_the_ledger_now() {
+    let l = Ledger::new(Duration::from_secs(60), 10);
+    assert_eq!(l.stats().entries, 0);
+    assert_eq!(l.take("a", "s"), Take::Mine);
+    l.settle("a", "s", Some(receipt()));
+    assert_eq!(l.take("b", "s"), Take::Mine);
+    assert_eq!(l.stats().entries, 2);
+}
+
 /// Without a shared ledger, the layered record answers what this process's ledger knows:
 /// not confirmed before the receipt, confirmed after it, per sink.
 #[tokio::test]
