@@ -37,7 +37,8 @@
 //!                shared.rs: the claims and receipts every replica shares (NATS KV, CAS + lease);
 //!                settings.rs its `idempotency:` section
 //! spool/         for `on_unavailable: spool`: what a sink could not confirm, durably —
-//!                mod.rs the bookkeeping, store.rs the backend trait, redb_store.rs (group
+//!                mod.rs the bookkeeping, dead.rs the dead letters (list, count, redrive,
+//!                purge by one filter), store.rs the backend trait, redb_store.rs (group
 //!                commit on one writer thread), layout.rs the file's tables, salvage.rs (a
 //!                damaged tail cut), entry.rs the stored forms, replay.rs the task per sink
 //!                that drains it in order, settings.rs its `spool:` section

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::AdminState;
 use crate::ingest::error::ApiError;
-use crate::spool::{DeadCursor, PurgeFilter, Spool, SpoolError};
+use crate::spool::dead::{DeadCursor, PurgeFilter};
+use crate::spool::{Spool, SpoolError};
 
 /// Dead letters per page when `limit` is not given, and the most a page may ask for.
 pub const DEFAULT_PAGE: usize = 100;

@@ -49,7 +49,7 @@ pub(super) fn dlq(
                     "dlq purge removes dead letters for good: name --sink, --before, or --all"
                 );
             }
-            Some(crate::spool::PurgeFilter {
+            Some(crate::spool::dead::PurgeFilter {
                 sink: sink.clone(),
                 before_ms: before.as_deref().map(before_ms).transpose()?,
                 ..Default::default()

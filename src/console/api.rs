@@ -22,7 +22,8 @@ use super::sampler::{self, quantile_ms};
 use super::{ConsoleError, ConsoleState};
 use crate::delivery::index::Query;
 use crate::delivery::now_ms;
-use crate::spool::{DeadFilter, Spool, SpoolError};
+use crate::spool::dead::DeadFilter;
+use crate::spool::{Spool, SpoolError};
 
 type Answer = Result<HttpResponse, AuthRefusal>;
 

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use crate::delivery::routes::parse_since;
-use crate::spool::{DeadCursor, DeadFilter};
+use crate::spool::dead::{DeadCursor, DeadFilter};
 
 use super::ConsoleError;
 

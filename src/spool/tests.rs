@@ -1,6 +1,8 @@
 //! The spool's bookkeeping against the redb backend in a temporary directory: bytes, waiting
 //! calls, the bound, sequences across a restart, dead letters and redrive.
 
+use super::dead::{DeadCursor, DeadLetterPage, PurgeFilter};
+use super::store::Redrive;
 use super::*;
 use crate::event::test_support::sample_event;
 
