@@ -10,7 +10,7 @@
 #![no_main]
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use callbridge::config::AuthSettings;
+use callbridge::ingest::auth::settings::AuthSettings;
 use callbridge::event::binding::{Format, Headers, Outgoing};
 use callbridge::event::EventSettings;
 use callbridge::ingest::auth::Authenticator;
