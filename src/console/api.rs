@@ -299,56 +299,51 @@ fn described(f: &DeadFilter) -> BTreeMap<&'static str, String> {
 /// `POST /console/api/dead/redrive?<filter>&expected=N`: the dead letters the filter picks
 /// back into their queues — only when they are still N (else 409, nothing moved).
 pub async fn redrive(req: HttpRequest, state: web::Data<ConsoleState>) -> Answer {
-    authorize_change(&req, &state)?;
-    let (filter, expected) = action_query(&req)?;
-    let spool = spool_of(&state)?;
-    let f = filter.clone();
-    let result = blocking(move || {
-        let actual = spool.count_dead(&f)?;
-        if actual != expected {
-            return Ok(Err(actual));
-        }
-        spool.redrive_where(&f).map(Ok)
-    })
-    .await?;
-    let filter_text = format!("{:?}", described(&filter));
-    match result {
-        Err(actual) => {
-            tracing::info!(filter = %filter_text, expected, actual, "admin: console redrive refused, the count changed");
-            Err(ConsoleError::CountChanged { expected, actual }.into())
-        }
-        Ok(n) => {
-            tracing::info!(filter = %filter_text, expected, redriven = n, peer = %peer(&req), "admin: dead letters redriven from the console");
-            Ok(ok(json!({ "redriven": n })))
-        }
-    }
+    confirmed(&req, &state, "redriven", |spool, f| spool.redrive_where(f)).await
 }
 
 /// `POST /console/api/dead/purge?<filter>&expected=N`: removes the dead letters the filter
 /// picks for good — only when they are still N (else 409, nothing removed).
 pub async fn purge(req: HttpRequest, state: web::Data<ConsoleState>) -> Answer {
-    authorize_change(&req, &state)?;
-    let (filter, expected) = action_query(&req)?;
-    let spool = spool_of(&state)?;
+    confirmed(&req, &state, "purged", |spool, f| {
+        Ok(spool.purge(f)?.iter().map(|(_, n)| n).sum())
+    })
+    .await
+}
+
+/// A change to the dead letters the filter picks, done only when the operator's confirmed
+/// count (`expected`) is still the count: the count and the change run in one blocking call,
+/// a different count is a 409 with nothing done. Logged with the filter and the count either
+/// way; the answer is `{"<done>": n}`.
+async fn confirmed(
+    req: &HttpRequest,
+    state: &ConsoleState,
+    done: &'static str,
+    action: impl FnOnce(&Spool, &DeadFilter) -> Result<u64, SpoolError> + Send + 'static,
+) -> Answer {
+    authorize_change(req, state)?;
+    let (filter, expected) = action_query(req)?;
+    let spool = spool_of(state)?;
     let f = filter.clone();
     let result = blocking(move || {
         let actual = spool.count_dead(&f)?;
         if actual != expected {
             return Ok(Err(actual));
         }
-        spool.purge(&f).map(Ok)
+        action(&spool, &f).map(Ok)
     })
     .await?;
     let filter_text = format!("{:?}", described(&filter));
     match result {
         Err(actual) => {
-            tracing::info!(filter = %filter_text, expected, actual, "admin: console purge refused, the count changed");
+            tracing::info!(filter = %filter_text, expected, actual, action = done, "admin: console change refused, the count changed");
             Err(ConsoleError::CountChanged { expected, actual }.into())
         }
-        Ok(per_sink) => {
-            let n: u64 = per_sink.iter().map(|(_, n)| n).sum();
-            tracing::info!(filter = %filter_text, expected, purged = n, peer = %peer(&req), "admin: dead letters purged from the console");
-            Ok(ok(json!({ "purged": n })))
+        Ok(n) => {
+            tracing::info!(filter = %filter_text, expected, count = n, action = done, peer = %peer(req), "admin: dead letters changed from the console");
+            let mut body = serde_json::Map::new();
+            body.insert(done.to_string(), n.into());
+            Ok(ok(serde_json::Value::Object(body)))
         }
     }
 }
